@@ -1,0 +1,106 @@
+//! The canonical call: the one model every provider parses into and every wire shape writes from.
+
+use std::sync::Arc;
+
+/// One live call, as callmux understands it whatever platform it came from.
+///
+/// Fields an upstream did not send are `None`: callmux never invents them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub call_id: String,
+    /// Id of the provider (from `providers.toml`) that reported the call.
+    pub provider: Arc<str>,
+    /// The organisation that owns the call: the upstream's own value where it gives one
+    /// (Bland's `user_id`), otherwise filled in with the requesting org's id when merged.
+    pub org: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub direction: Option<Direction>,
+    pub status: CallStatus,
+    pub objective: Option<String>,
+    pub pathway_id: Option<String>,
+    /// When the call started, as the ISO 8601 text the upstream gave.
+    pub started_at: Option<String>,
+    /// When the call record was created, in Unix epoch milliseconds.
+    pub created_at: Option<u64>,
+    pub international: Option<bool>,
+}
+
+impl Call {
+    /// A call with only the fields every upstream must give; the rest start unknown.
+    pub fn new(call_id: impl Into<String>, provider: Arc<str>, status: CallStatus) -> Self {
+        Self {
+            call_id: call_id.into(),
+            provider,
+            org: None,
+            from: None,
+            to: None,
+            direction: None,
+            status,
+            objective: None,
+            pathway_id: None,
+            started_at: None,
+            created_at: None,
+            international: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+/// Where a call is in its life. Values an upstream sends that callmux does not know are kept
+/// verbatim in [`CallStatus::Other`] and served back as they came, never dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CallStatus {
+    /// Accepted but not yet ringing (`initiating` / Bland `QUEUED`).
+    Queued,
+    Ringing,
+    InProgress,
+    Completed,
+    Failed,
+    Busy,
+    NoAnswer,
+    Canceled,
+    Other(String),
+}
+
+impl CallStatus {
+    /// Whether a call in this status belongs in an active-calls list. Unknown statuses count
+    /// as active: leaving them out would silently shorten the list.
+    pub fn is_active(&self) -> bool {
+        !matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Busy | Self::NoAnswer | Self::Canceled
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_statuses_are_inactive_and_everything_else_is_active() {
+        for s in [
+            CallStatus::Completed,
+            CallStatus::Failed,
+            CallStatus::Busy,
+            CallStatus::NoAnswer,
+            CallStatus::Canceled,
+        ] {
+            assert!(!s.is_active(), "{s:?}");
+        }
+        for s in [
+            CallStatus::Queued,
+            CallStatus::Ringing,
+            CallStatus::InProgress,
+            CallStatus::Other("ON_HOLD".into()),
+        ] {
+            assert!(s.is_active(), "{s:?}");
+        }
+    }
+}

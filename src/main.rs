@@ -1,0 +1,127 @@
+//! The `callmux` command: serve, check-config, hash-key.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use callmux::{App, Config};
+
+#[derive(Parser)]
+#[command(name = "callmux", version, about = "One active-calls endpoint over Twilio media-stream agent servers and Bland")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "CALLMUX_CONFIG", default_value = "providers.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Load and validate the configuration, print a summary with secrets masked; exit 1 on error.
+    CheckConfig,
+    /// Read a key on stdin and print its SHA-256 hex digest, for `api_key_sha256`.
+    HashKey,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config),
+        Command::CheckConfig => match Config::load(&cli.config) {
+            Ok(config) => {
+                println!("{}: OK", cli.config.display());
+                print!("{}", config.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("{}: {e}", cli.config.display())),
+        },
+        Command::HashKey => hash_key(),
+    }
+}
+
+fn serve(path: PathBuf) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("{}: {e}", path.display())),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let bind = config.server.bind;
+        let app = match App::new(config) {
+            Ok(app) => Arc::new(app),
+            Err(e) => return fail(e),
+        };
+        let listener = match tokio::net::TcpListener::bind(bind).await {
+            Ok(l) => l,
+            Err(e) => {
+                return fail(format!(
+                    "cannot listen on {bind}: {e}; free the port or choose another with \
+                     [server] bind or CALLMUX_SERVER__BIND"
+                ))
+            }
+        };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(config = %path.display(), "callmux listening on http://{addr}");
+        match callmux::serve(listener, app, shutdown_signal()).await {
+            Ok(()) => {
+                tracing::info!("callmux stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("server error: {e}")),
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+fn hash_key() -> ExitCode {
+    let mut key = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut key) {
+        return fail(format!("cannot read the key from stdin: {e}"));
+    }
+    let key = key.trim();
+    if key.is_empty() {
+        return fail("no key on stdin: pipe the key in, e.g. `printf %s \"$KEY\" | callmux hash-key`".into());
+    }
+    println!("{}", callmux::auth::KeyDigest::of(&secrecy::SecretString::from(key)).to_hex());
+    ExitCode::SUCCESS
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,68 @@
+//! Backend `bland`: Bland's `GET {base_url}/v1/calls/active` with `authorization` + `x-bland-org-id`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::http::{HeaderMap, HeaderValue};
+
+use super::http::HttpUpstream;
+use super::{HttpSettings, Provider, ProviderError, RequestContext};
+use crate::call::Call;
+use crate::wire;
+
+pub const DEFAULT_BASE_URL: &str = "https://api.bland.ai";
+pub const ORG_ID_HEADER: &str = "x-bland-org-id";
+
+/// Validated settings of a `bland` provider.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub base_url: url::Url,
+    /// `None`: forward the caller's own Bland credentials.
+    pub credentials: Option<Credentials>,
+}
+
+/// The provider's own Bland key and org id. The key is a sensitive header value: its `Debug`
+/// output is redacted.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub api_key: HeaderValue,
+    pub org_id: HeaderValue,
+}
+
+pub struct Bland {
+    id: Arc<str>,
+    upstream: HttpUpstream,
+    credentials: Option<Credentials>,
+}
+
+impl Bland {
+    pub fn new(id: Arc<str>, spec: &Spec, http: &HttpSettings) -> Result<Self, String> {
+        let url = super::endpoint(&spec.base_url, "v1/calls/active");
+        Ok(Self {
+            id,
+            upstream: HttpUpstream::new(url, http)?,
+            credentials: spec.credentials.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for Bland {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn active_calls(&self, ctx: &RequestContext) -> Result<Vec<Call>, ProviderError> {
+        // A provider with credentials of its own never forwards the caller's.
+        let (authorization, org_id) = match (&self.credentials, &ctx.forwarded) {
+            (Some(own), _) => (&own.api_key, &own.org_id),
+            (None, Some(fwd)) => (&fwd.authorization, &fwd.org_id),
+            (None, None) => return Err(ProviderError::NoCredentials),
+        };
+        let mut headers = HeaderMap::with_capacity(2);
+        headers.insert(axum::http::header::AUTHORIZATION, authorization.clone());
+        headers.insert(ORG_ID_HEADER, org_id.clone());
+        let body = self.upstream.get(headers).await?;
+        Ok(wire::bland::parse(&body, &self.id)?)
+    }
+}

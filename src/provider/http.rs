@@ -1,0 +1,101 @@
+//! One upstream GET under a total deadline and a body-size cap, errors folded into `ProviderError`.
+
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use bytes::{Bytes, BytesMut};
+
+use super::ProviderError;
+
+/// Per-provider HTTP limits, from `timeout_ms` and `max_body_bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    pub timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl HttpSettings {
+    pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+}
+
+/// A pooled keep-alive client bound to one upstream URL.
+#[derive(Debug)]
+pub(crate) struct HttpUpstream {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    settings: HttpSettings,
+}
+
+impl HttpUpstream {
+    pub fn new(url: reqwest::Url, settings: &HttpSettings) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("callmux/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("could not build an HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            url,
+            settings: settings.clone(),
+        })
+    }
+
+    /// GETs the URL and returns the whole body of a 2xx answer. The deadline covers connecting,
+    /// the headers and the body, so an upstream that stalls mid-body is cut off too.
+    pub async fn get(&self, headers: HeaderMap) -> Result<Bytes, ProviderError> {
+        let limit_ms = self.settings.timeout.as_millis() as u64;
+        tokio::time::timeout(self.settings.timeout, self.fetch(headers))
+            .await
+            .unwrap_or(Err(ProviderError::Timeout(limit_ms)))
+    }
+
+    async fn fetch(&self, headers: HeaderMap) -> Result<Bytes, ProviderError> {
+        let mut response = self
+            .client
+            .get(self.url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .headers(headers)
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = response.status();
+        if status == 401 || status == 403 {
+            return Err(ProviderError::Rejected(status.as_u16()));
+        }
+        if !status.is_success() {
+            return Err(ProviderError::Status(status.as_u16()));
+        }
+        let cap = self.settings.max_body_bytes;
+        if response.content_length().is_some_and(|n| n > cap as u64) {
+            return Err(ProviderError::TooLarge(cap));
+        }
+        let mut body = BytesMut::with_capacity(response.content_length().unwrap_or(0) as usize);
+        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            if body.len() + chunk.len() > cap {
+                return Err(ProviderError::TooLarge(cap));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+}
+
+/// Names what went wrong from the error's cause chain; reqwest's own text carries the URL,
+/// which is not the client's business.
+fn classify(e: reqwest::Error) -> ProviderError {
+    let e = e.without_url();
+    let mut root: &dyn std::error::Error = &e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let cause = root.to_string();
+    if e.is_connect() {
+        ProviderError::Unreachable(cause)
+    } else if e.is_timeout() {
+        ProviderError::Unreachable(format!("timed out connecting: {cause}"))
+    } else {
+        ProviderError::Transport(cause)
+    }
+}

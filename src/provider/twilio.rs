@@ -1,0 +1,44 @@
+//! Backend `twilio-media-stream`: a Twilio media-stream agent server's `GET {base_url}/api/calls`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::http::HeaderMap;
+
+use super::http::HttpUpstream;
+use super::{HttpSettings, Provider, ProviderError, RequestContext};
+use crate::call::Call;
+use crate::wire;
+
+/// Validated settings of a `twilio-media-stream` provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub base_url: url::Url,
+}
+
+pub struct TwilioMediaStream {
+    id: Arc<str>,
+    upstream: HttpUpstream,
+}
+
+impl TwilioMediaStream {
+    pub fn new(id: Arc<str>, spec: &Spec, http: &HttpSettings) -> Result<Self, String> {
+        let url = super::endpoint(&spec.base_url, "api/calls");
+        Ok(Self {
+            id,
+            upstream: HttpUpstream::new(url, http)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for TwilioMediaStream {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn active_calls(&self, _ctx: &RequestContext) -> Result<Vec<Call>, ProviderError> {
+        let body = self.upstream.get(HeaderMap::new()).await?;
+        Ok(wire::calls::parse(&body, &self.id)?)
+    }
+}

@@ -1,0 +1,194 @@
+//! The calls shape of Twilio media-stream agent servers: `GET /api/calls` → `{"calls": [...], "count": N}`.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{opt_text, req_text, ErrorItem, ParseError};
+use crate::call::{Call, CallStatus, Direction};
+
+/// Reads an agent server's answer into canonical calls (every status, active or not).
+///
+/// `to_number` is the callee of an outbound call and the caller of an incoming one; when the
+/// direction is missing or unknown it is read as `to`, the number's own name.
+pub fn parse(body: &[u8], provider: &Arc<str>) -> Result<Vec<Call>, ParseError> {
+    #[derive(Deserialize)]
+    struct Body {
+        calls: Vec<CallIn>,
+    }
+    #[derive(Deserialize)]
+    struct CallIn {
+        #[serde(deserialize_with = "req_text")]
+        call_id: String,
+        #[serde(default, deserialize_with = "opt_text")]
+        to_number: Option<String>,
+        #[serde(deserialize_with = "req_text")]
+        status: String,
+        #[serde(default, deserialize_with = "opt_text")]
+        direction: Option<String>,
+    }
+
+    let body: Body = serde_json::from_slice(body)?;
+    Ok(body
+        .calls
+        .into_iter()
+        .map(|c| {
+            let direction = c.direction.as_deref().and_then(direction_from_wire);
+            let mut call = Call::new(c.call_id, provider.clone(), status_from_wire(c.status));
+            match direction {
+                Some(Direction::Inbound) => call.from = c.to_number,
+                _ => call.to = c.to_number,
+            }
+            call.direction = direction;
+            call
+        })
+        .collect())
+}
+
+pub fn status_from_wire(s: String) -> CallStatus {
+    match s.as_str() {
+        "initiating" => CallStatus::Queued,
+        "ringing" => CallStatus::Ringing,
+        "in-progress" => CallStatus::InProgress,
+        "completed" => CallStatus::Completed,
+        "failed" => CallStatus::Failed,
+        "busy" => CallStatus::Busy,
+        "no-answer" => CallStatus::NoAnswer,
+        "canceled" => CallStatus::Canceled,
+        _ => CallStatus::Other(s),
+    }
+}
+
+pub fn status_to_wire(s: &CallStatus) -> &str {
+    match s {
+        CallStatus::Queued => "initiating",
+        CallStatus::Ringing => "ringing",
+        CallStatus::InProgress => "in-progress",
+        CallStatus::Completed => "completed",
+        CallStatus::Failed => "failed",
+        CallStatus::Busy => "busy",
+        CallStatus::NoAnswer => "no-answer",
+        CallStatus::Canceled => "canceled",
+        CallStatus::Other(s) => s,
+    }
+}
+
+fn direction_from_wire(s: &str) -> Option<Direction> {
+    match s {
+        "outbound" => Some(Direction::Outbound),
+        "incoming" | "inbound" => Some(Direction::Inbound),
+        _ => None,
+    }
+}
+
+fn direction_to_wire(d: Option<Direction>) -> Option<&'static str> {
+    d.map(|d| match d {
+        Direction::Outbound => "outbound",
+        Direction::Inbound => "incoming",
+    })
+}
+
+#[derive(Serialize)]
+struct CallOut<'a> {
+    call_id: &'a str,
+    to_number: Option<&'a str>,
+    status: &'a str,
+    direction: Option<&'static str>,
+}
+
+impl<'a> From<&'a Call> for CallOut<'a> {
+    fn from(c: &'a Call) -> Self {
+        let to_number = match c.direction {
+            Some(Direction::Inbound) => c.from.as_deref(),
+            Some(Direction::Outbound) => c.to.as_deref(),
+            None => c.to.as_deref().or(c.from.as_deref()),
+        };
+        Self {
+            call_id: &c.call_id,
+            to_number,
+            status: status_to_wire(&c.status),
+            direction: direction_to_wire(c.direction),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    calls: Vec<CallOut<'a>>,
+    count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [ErrorItem<'a>]>,
+}
+
+/// `{"calls": [...], "count": N}`, plus `"errors"` when anything failed. `count` is always
+/// the number of calls listed; a partial answer is told apart by its `errors`.
+pub fn write(calls: &[Call], errors: &[ErrorItem<'_>]) -> Vec<u8> {
+    let envelope = Envelope {
+        calls: calls.iter().map(CallOut::from).collect(),
+        count: calls.len(),
+        errors: (!errors.is_empty()).then_some(errors),
+    };
+    serde_json::to_vec(&envelope).expect("serialising plain structs to a Vec cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid() -> Arc<str> {
+        Arc::from("agents")
+    }
+
+    #[test]
+    fn incoming_to_number_is_the_caller_and_outbound_is_the_callee() {
+        let body = br#"{"calls":[
+            {"call_id":"a","to_number":"+1","status":"ringing","direction":"outbound"},
+            {"call_id":"b","to_number":"+2","status":"in-progress","direction":"incoming"}],"count":2}"#;
+        let calls = parse(body, &pid()).unwrap();
+        assert_eq!(calls[0].to.as_deref(), Some("+1"));
+        assert_eq!(calls[0].from, None);
+        assert_eq!(calls[1].from.as_deref(), Some("+2"));
+        assert_eq!(calls[1].to, None);
+        let out: serde_json::Value = serde_json::from_slice(&write(&calls, &[])).unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"calls":[
+                {"call_id":"a","to_number":"+1","status":"ringing","direction":"outbound"},
+                {"call_id":"b","to_number":"+2","status":"in-progress","direction":"incoming"}],"count":2})
+        );
+    }
+
+    #[test]
+    fn every_documented_status_round_trips_and_unknown_ones_are_kept_verbatim() {
+        for s in [
+            "initiating",
+            "ringing",
+            "in-progress",
+            "completed",
+            "failed",
+            "busy",
+            "no-answer",
+            "canceled",
+            "on-hold",
+        ] {
+            assert_eq!(status_to_wire(&status_from_wire(s.to_string())), s);
+        }
+        assert_eq!(
+            status_from_wire("on-hold".into()),
+            CallStatus::Other("on-hold".into())
+        );
+    }
+
+    #[test]
+    fn a_body_of_the_wrong_shape_is_a_parse_error_not_a_panic() {
+        for body in [
+            &b"not json"[..],
+            b"{}",
+            b"[]",
+            b"{\"calls\":{}}",
+            b"{\"calls\":[{\"status\":\"ringing\"}]}",
+        ] {
+            assert!(matches!(parse(body, &pid()), Err(ParseError::Malformed(_))));
+        }
+    }
+}
