@@ -1,0 +1,190 @@
+//! Test harness: the real callmux server on 127.0.0.1:0, and real HTTP fake upstreams on loopback.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callmux::{App, Config};
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// A running callmux and a client for it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+}
+
+/// The answer to one request, body parsed as JSON.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+pub async fn spawn_app(toml: &str) -> TestApp {
+    spawn_app_with_env(toml, &[]).await
+}
+
+/// Starts callmux over `toml`; `env` stands in for the process environment that
+/// `api_key_env` variables are read from.
+pub async fn spawn_app_with_env(toml: &str, env: &[(&str, &str)]) -> TestApp {
+    let config = load_config(toml, env).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    let app = Arc::new(App::new(config).expect("providers build"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(callmux::serve(listener, app, std::future::pending()));
+    TestApp {
+        addr,
+        http: reqwest::Client::new(),
+    }
+}
+
+pub fn load_config(toml: &str, env: &[(&str, &str)]) -> Result<Config, callmux::config::ConfigError> {
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_figment(&Figment::from(Toml::string(toml)), &|k| env.get(k).cloned())
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.http.get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = tokio::time::timeout(Duration::from_secs(30), req.send())
+            .await
+            .expect("callmux answers within 30 s")
+            .expect("callmux is reachable");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!("callmux answered non-JSON ({e}): {}", String::from_utf8_lossy(&bytes))
+        });
+        Reply { status, headers, body }
+    }
+
+    /// `GET /v1/calls/active` as a Bland client sends it.
+    pub async fn bland(&self, key: &str, org: &str) -> Reply {
+        self.get("/v1/calls/active", &[("authorization", key), ("x-bland-org-id", org)])
+            .await
+    }
+
+    /// `GET /api/calls` as a dashboard configured with a key and org sends it.
+    pub async fn calls(&self, key: &str, org: &str) -> Reply {
+        self.get("/api/calls", &[("authorization", key), ("x-bland-org-id", org)])
+            .await
+    }
+}
+
+/// A Twilio media-stream agent server answering `GET /api/calls` with these calls.
+pub async fn agent_server(calls: Value) -> MockServer {
+    let server = MockServer::start().await;
+    let count = calls.as_array().map_or(0, Vec::len);
+    Mock::given(method("GET"))
+        .and(path("/api/calls"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"calls": calls, "count": count})))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A Bland API that lists these calls to a request carrying exactly this key and org id,
+/// and answers 401 to anything else.
+pub async fn bland_server(key: &str, org: &str, calls: Value) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/calls/active"))
+        .and(header("authorization", key))
+        .and(header("x-bland-org-id", org))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": calls, "errors": null})))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+            "data": null, "errors": [{"error": "AUTH_FAILURE", "message": "Invalid API key"}]})))
+        .with_priority(10)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Any upstream answering every request with this status and body.
+pub async fn raw_server(status: u16, body: impl Into<Vec<u8>>) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(status).set_body_raw(body.into(), "application/json"))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// An upstream that accepts connections, reads the request, and never answers.
+pub async fn silent_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            held.push(sock);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// An address nothing listens on: connecting is refused.
+pub async fn refused_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// An agent-server call in the calls shape.
+pub fn agent_call(id: &str, to_number: &str, status: &str, direction: &str) -> Value {
+    json!({"call_id": id, "to_number": to_number, "status": status, "direction": direction})
+}
+
+/// A Bland call with every field set, as Bland sends it.
+pub fn bland_call(id: &str, status: &str, timestamp: &str) -> Value {
+    json!({
+        "call_id": id,
+        "user_id": "bland-user-1",
+        "from": "+18475586665",
+        "to": "+13105100966",
+        "objective": "You are a 2...",
+        "pathway_id": "",
+        "start_time": "",
+        "international": "false",
+        "status": status,
+        "timestamp": timestamp,
+    })
+}
+
+/// The SHA-256 hex digest of a key, as `callmux hash-key` prints it.
+pub fn sha256_hex(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+/// Number of requests a wiremock server has received.
+pub async fn hits(server: &MockServer) -> usize {
+    server.received_requests().await.map_or(0, |r| r.len())
+}

@@ -1,0 +1,177 @@
+//! End to end: two agent servers and one Bland upstream merged into one list, in both shapes.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use wiremock::MockServer;
+
+const KEY: &str = "acme-key";
+const BLAND_KEY: &str = "bland-secret-key";
+
+struct World {
+    app: TestApp,
+    east: MockServer,
+    west: MockServer,
+    bland: MockServer,
+}
+
+/// Org `acme` sees `east`, `west` (agent servers) and `bland`, in that order.
+async fn three_providers(east: serde_json::Value, west: serde_json::Value, bland: serde_json::Value) -> World {
+    let east = agent_server(east).await;
+    let west = agent_server(west).await;
+    let bland = bland_server(BLAND_KEY, "bland-org-1", bland).await;
+    let toml = format!(
+        r#"
+        [orgs.acme]
+        api_key_sha256 = "{digest}"
+        providers = ["east", "west", "bland"]
+
+        [providers.east]
+        kind = "twilio-media-stream"
+        base_url = "{east}"
+
+        [providers.west]
+        kind = "twilio-media-stream"
+        base_url = "{west}/"
+
+        [providers.bland]
+        kind = "bland"
+        base_url = "{bland}"
+        api_key_env = "BLAND_KEY"
+        org_id = "bland-org-1"
+        "#,
+        digest = sha256_hex(KEY),
+        east = east.uri(),
+        west = west.uri(),
+        bland = bland.uri(),
+    );
+    let app = spawn_app_with_env(&toml, &[("BLAND_KEY", BLAND_KEY)]).await;
+    World { app, east, west, bland }
+}
+
+async fn standard_world() -> World {
+    three_providers(
+        json!([
+            agent_call("a1", "+15550000001", "ringing", "outbound"),
+            agent_call("a2", "+15550000002", "in-progress", "incoming"),
+            agent_call("a3", "+15550000003", "completed", "outbound"),
+        ]),
+        json!([
+            agent_call("w2", "+15550000022", "on-hold", "outbound"),
+            agent_call("w1", "+15550000021", "initiating", "outbound"),
+            agent_call("w3", "+15550000023", "no-answer", "outbound"),
+        ]),
+        json!([
+            bland_call("b2", "IN_PROGRESS", "1758656900740"),
+            bland_call("b1", "QUEUED", "1758656817432"),
+            bland_call("b3", "COMPLETED", "1758656800000"),
+            bland_call("b4", "TRANSFERRING", ""),
+        ]),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_bland_client_sees_every_active_call_of_every_provider_with_every_field_a_string() {
+    let w = standard_world().await;
+    let reply = w.app.bland(KEY, "acme").await;
+    assert_eq!(reply.status, 200, "{:#}", reply.body);
+    let agent = |id: &str, to: &str, from: &str, status: &str| {
+        json!({"call_id": id, "user_id": "acme", "from": from, "to": to, "objective": "",
+               "pathway_id": "", "start_time": "", "international": "", "status": status, "timestamp": ""})
+    };
+    assert_eq!(
+        reply.body,
+        json!({
+            "data": [
+                // Calls with a creation time first, oldest first; Bland's fields exactly as sent.
+                bland_call("b1", "QUEUED", "1758656817432"),
+                bland_call("b2", "IN_PROGRESS", "1758656900740"),
+                // Then the rest by provider order (east, west, bland), then call_id.
+                agent("a1", "+15550000001", "", "QUEUED"),
+                agent("a2", "", "+15550000002", "IN_PROGRESS"),
+                agent("w1", "+15550000021", "", "QUEUED"),
+                agent("w2", "+15550000022", "", "on-hold"),
+                bland_call("b4", "TRANSFERRING", ""),
+            ],
+            "errors": null
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_dashboard_sees_the_same_calls_in_the_calls_shape_with_a_true_count() {
+    let w = standard_world().await;
+    let reply = w.app.calls(KEY, "acme").await;
+    assert_eq!(reply.status, 200, "{:#}", reply.body);
+    assert_eq!(
+        reply.body,
+        json!({
+            "calls": [
+                {"call_id": "b1", "to_number": "+13105100966", "status": "initiating", "direction": null},
+                {"call_id": "b2", "to_number": "+13105100966", "status": "in-progress", "direction": null},
+                {"call_id": "a1", "to_number": "+15550000001", "status": "ringing", "direction": "outbound"},
+                {"call_id": "a2", "to_number": "+15550000002", "status": "in-progress", "direction": "incoming"},
+                {"call_id": "w1", "to_number": "+15550000021", "status": "initiating", "direction": "outbound"},
+                {"call_id": "w2", "to_number": "+15550000022", "status": "on-hold", "direction": "outbound"},
+                {"call_id": "b4", "to_number": "+13105100966", "status": "TRANSFERRING", "direction": null},
+            ],
+            "count": 7
+        })
+    );
+    assert_eq!(
+        reply.headers.get("content-type").unwrap(),
+        "application/json"
+    );
+}
+
+#[tokio::test]
+async fn a_call_reported_by_two_providers_is_listed_once_as_the_first_provider_reported_it() {
+    let w = three_providers(
+        json!([agent_call("same", "+15550000001", "ringing", "outbound")]),
+        json!([agent_call("same", "+15559999999", "in-progress", "outbound")]),
+        json!([bland_call("same", "IN_PROGRESS", "1758656900740")]),
+    )
+    .await;
+    let reply = w.app.calls(KEY, "acme").await;
+    assert_eq!(
+        reply.body,
+        json!({"calls": [{"call_id": "same", "to_number": "+15550000001", "status": "ringing", "direction": "outbound"}], "count": 1})
+    );
+}
+
+#[tokio::test]
+async fn callmux_sends_the_documented_requests_upstream_and_never_the_clients_key() {
+    let w = standard_world().await;
+    w.app.bland(KEY, "acme").await;
+
+    for agent in [&w.east, &w.west] {
+        let reqs = agent.received_requests().await.unwrap();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].method.as_str(), "GET");
+        assert_eq!(reqs[0].url.path(), "/api/calls");
+        assert!(reqs[0].headers.get("authorization").is_none());
+        assert!(reqs[0].headers.get("x-bland-org-id").is_none());
+    }
+    let reqs = w.bland.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].url.path(), "/v1/calls/active");
+    assert_eq!(reqs[0].headers["authorization"], BLAND_KEY);
+    assert_eq!(reqs[0].headers["x-bland-org-id"], "bland-org-1");
+    for r in w.east.received_requests().await.unwrap().iter().chain(reqs.iter()) {
+        assert!(
+            r.headers.values().all(|v| v.as_bytes() != KEY.as_bytes()),
+            "the client's callmux key went upstream"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_same_upstreams_give_the_same_list_every_time() {
+    let w = standard_world().await;
+    let first = w.app.bland(KEY, "acme").await.body;
+    for _ in 0..5 {
+        assert_eq!(w.app.bland(KEY, "acme").await.body, first);
+    }
+}
