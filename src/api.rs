@@ -58,7 +58,10 @@ async fn list(shape: Shape, State(app): State<Arc<App>>, headers: HeaderMap) -> 
             for f in &failures {
                 tracing::warn!(provider = %f.provider, code = f.error.code(), error = %f.error, "provider failed");
             }
-            tracing::warn!(providers = failures.len(), "every provider of the org failed");
+            tracing::warn!(
+                providers = failures.len(),
+                "every provider of the org failed"
+            );
             let messages = messages(&failures);
             let errors = failure_items(&failures, &messages);
             json(StatusCode::BAD_GATEWAY, shape.error_body(&errors))
@@ -87,7 +90,10 @@ fn messages(failures: &[ProviderFailure]) -> Vec<String> {
     failures.iter().map(|f| f.error.to_string()).collect()
 }
 
-fn failure_items<'a>(failures: &'a [ProviderFailure], messages: &'a [String]) -> Vec<ErrorItem<'a>> {
+fn failure_items<'a>(
+    failures: &'a [ProviderFailure],
+    messages: &'a [String],
+) -> Vec<ErrorItem<'a>> {
     failures
         .iter()
         .zip(messages)
@@ -115,7 +121,10 @@ async fn not_found(method: Method, uri: Uri) -> Response {
 fn json(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response()

@@ -78,7 +78,9 @@ pub enum AuthError {
          so send your organisation id in x-bland-org-id"
     )]
     MissingOrgId,
-    #[error("could not check the key with provider `{provider}`, which {error}; try again shortly")]
+    #[error(
+        "could not check the key with provider `{provider}`, which {error}; try again shortly"
+    )]
     Unavailable {
         provider: String,
         error: ProviderError,
@@ -247,7 +249,8 @@ impl Verdicts {
     }
 
     pub fn forget(&self, org: &str, p: &Presented) {
-        self.accepted.invalidate(&(Arc::from(org), p.digest.clone()));
+        self.accepted
+            .invalidate(&(Arc::from(org), p.digest.clone()));
     }
 }
 
@@ -292,7 +295,9 @@ mod tests {
     #[test]
     fn a_digest_must_be_64_hex_digits() {
         assert!(KeyDigest::from_hex(&"ab".repeat(32)).is_ok());
-        assert!(KeyDigest::from_hex("abc").unwrap_err().contains("64 hex digits"));
+        assert!(KeyDigest::from_hex("abc")
+            .unwrap_err()
+            .contains("64 hex digits"));
         assert!(KeyDigest::from_hex(&"zz".repeat(32))
             .unwrap_err()
             .contains("not hex"));

@@ -48,7 +48,10 @@ pub struct OrgSpec {
 #[derive(Debug, Clone)]
 pub enum OrgAuth {
     /// A key issued by callmux, compared by SHA-256 digest.
-    Key { digest: KeyDigest, source: KeySource },
+    Key {
+        digest: KeyDigest,
+        source: KeySource,
+    },
     /// The caller's own Bland key, checked by forwarding it to this `bland` provider.
     Upstream { provider: String },
 }
@@ -212,7 +215,11 @@ struct Issues<'a>(&'a [ConfigIssue]);
 impl fmt::Display for Issues<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        write!(f, "invalid configuration ({n} problem{}):", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "invalid configuration ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
         for issue in self.0 {
             write!(f, "\n  - {issue}")?;
         }
@@ -248,7 +255,11 @@ fn issue_from_figment(e: figment::Error) -> ConfigIssue {
         Kind::Message(_) => "correct the TOML syntax at the place named".to_string(),
         _ => "see the configuration reference in README.md".to_string(),
     };
-    ConfigIssue::new(field, format!("{}{source}", e.kind), fix)
+    let problem = match &e.kind {
+        Kind::UnknownField(name, _) => format!("unknown field `{name}`"),
+        kind => kind.to_string(),
+    };
+    ConfigIssue::new(field, format!("{problem}{source}"), fix)
 }
 
 // ---- the file's shape, before validation ----
@@ -434,7 +445,12 @@ impl RawProvider {
                         None
                     }
                 };
-                base_url.map(|base_url| KindSpec::Bland(bland::Spec { base_url, credentials }))
+                base_url.map(|base_url| {
+                    KindSpec::Bland(bland::Spec {
+                        base_url,
+                        credentials,
+                    })
+                })
             }
             other => {
                 issues.push(ConfigIssue::new(
@@ -464,11 +480,12 @@ impl RawOrg {
         let at = |field: &str| format!("orgs.{id}.{field}");
         let before = issues.len();
         let auth = match (self.api_key_env, self.api_key_sha256, self.auth) {
-            (Some(var), None, None) => secret_from_env(&at("api_key_env"), &var, env, issues)
-                .map(|key| OrgAuth::Key {
+            (Some(var), None, None) => {
+                secret_from_env(&at("api_key_env"), &var, env, issues).map(|key| OrgAuth::Key {
                     digest: KeyDigest::of(&key),
                     source: KeySource::Env(var),
-                }),
+                })
+            }
             (None, Some(hex), None) => match KeyDigest::from_hex(&hex) {
                 Ok(digest) => Some(OrgAuth::Key {
                     digest,
@@ -546,9 +563,7 @@ impl RawOrg {
                     format!(
                         "names `{provider}`, which is not a bland provider that forwards the caller's key"
                     ),
-                    format!(
-                        "name a kind = \"bland\" provider without api_key_env, or authenticate with api_key_env / api_key_sha256"
-                    ),
+                    "name a kind = \"bland\" provider without api_key_env, or authenticate with api_key_env / api_key_sha256",
                 )),
                 None => {} // reported above as an unknown provider
             },
@@ -676,7 +691,9 @@ fn sensitive_header(
         Err(_) => {
             issues.push(ConfigIssue::new(
                 field,
-                format!("environment variable {var} holds characters not allowed in an HTTP header"),
+                format!(
+                    "environment variable {var} holds characters not allowed in an HTTP header"
+                ),
                 format!("export {var} with the key exactly as Bland issued it, without newlines"),
             ));
             None

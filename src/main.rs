@@ -5,14 +5,23 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
 use callmux::{App, Config};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "callmux", version, about = "One active-calls endpoint over Twilio media-stream agent servers and Bland")]
+#[command(
+    name = "callmux",
+    version,
+    about = "One active-calls endpoint over Twilio media-stream agent servers and Bland"
+)]
 struct Cli {
     /// Configuration file.
-    #[arg(long, global = true, env = "CALLMUX_CONFIG", default_value = "providers.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "CALLMUX_CONFIG",
+        default_value = "providers.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
@@ -46,9 +55,9 @@ fn main() -> ExitCode {
 
 fn serve(path: PathBuf) -> ExitCode {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let config = match Config::load(&path) {
@@ -74,7 +83,10 @@ fn serve(path: PathBuf) -> ExitCode {
                 ))
             }
         };
-        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         tracing::info!(config = %path.display(), "callmux listening on http://{addr}");
         match callmux::serve(listener, app, shutdown_signal()).await {
             Ok(()) => {
@@ -115,9 +127,14 @@ fn hash_key() -> ExitCode {
     }
     let key = key.trim();
     if key.is_empty() {
-        return fail("no key on stdin: pipe the key in, e.g. `printf %s \"$KEY\" | callmux hash-key`".into());
+        return fail(
+            "no key on stdin: pipe the key in, e.g. `printf %s \"$KEY\" | callmux hash-key`".into(),
+        );
     }
-    println!("{}", callmux::auth::KeyDigest::of(&secrecy::SecretString::from(key)).to_hex());
+    println!(
+        "{}",
+        callmux::auth::KeyDigest::of(&secrecy::SecretString::from(key)).to_hex()
+    );
     ExitCode::SUCCESS
 }
 

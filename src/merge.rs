@@ -134,8 +134,14 @@ mod tests {
         let listing = merge(
             "org",
             vec![
-                (Arc::from("a"), Ok(vec![call("same", "a", Some(9), CallStatus::Ringing)])),
-                (Arc::from("b"), Ok(vec![call("same", "b", Some(1), CallStatus::InProgress)])),
+                (
+                    Arc::from("a"),
+                    Ok(vec![call("same", "a", Some(9), CallStatus::Ringing)]),
+                ),
+                (
+                    Arc::from("b"),
+                    Ok(vec![call("same", "b", Some(1), CallStatus::InProgress)]),
+                ),
             ],
         );
         assert_eq!(listing.calls.len(), 1);
@@ -147,8 +153,14 @@ mod tests {
         let listing = merge(
             "org",
             vec![
-                (Arc::from("a"), Ok(vec![call("same", "a", None, CallStatus::Completed)])),
-                (Arc::from("b"), Ok(vec![call("same", "b", None, CallStatus::InProgress)])),
+                (
+                    Arc::from("a"),
+                    Ok(vec![call("same", "a", None, CallStatus::Completed)]),
+                ),
+                (
+                    Arc::from("b"),
+                    Ok(vec![call("same", "b", None, CallStatus::InProgress)]),
+                ),
             ],
         );
         assert_eq!(ids(&listing), ["same"]);
@@ -161,7 +173,10 @@ mod tests {
             "org",
             vec![
                 (Arc::from("a"), Err(ProviderError::Status(500))),
-                (Arc::from("b"), Ok(vec![call("c", "b", None, CallStatus::Queued)])),
+                (
+                    Arc::from("b"),
+                    Ok(vec![call("c", "b", None, CallStatus::Queued)]),
+                ),
             ],
         );
         assert_eq!(ids(&listing), ["c"]);

@@ -19,8 +19,10 @@ struct TwoOrgs {
 /// `acme` (key from an env var) sees only `acme-agents`; `globex` (key by digest) only
 /// `globex-agents`.
 async fn two_orgs() -> TwoOrgs {
-    let acme_agents = agent_server(json!([agent_call("acme-1", "+1", "ringing", "outbound")])).await;
-    let globex_agents = agent_server(json!([agent_call("globex-1", "+2", "ringing", "outbound")])).await;
+    let acme_agents =
+        agent_server(json!([agent_call("acme-1", "+1", "ringing", "outbound")])).await;
+    let globex_agents =
+        agent_server(json!([agent_call("globex-1", "+2", "ringing", "outbound")])).await;
     let toml = format!(
         r#"
         [orgs.acme]
@@ -93,14 +95,26 @@ async fn a_request_without_an_authorization_header_is_refused_with_401() {
 async fn an_empty_authorization_header_is_refused_with_401() {
     let t = two_orgs().await;
     for empty in ["", "   ", "Bearer", "Bearer   "] {
-        assert_refused(&t.app, &[("authorization", empty), ("x-bland-org-id", "acme")], 401, "AUTH_FAILURE").await;
+        assert_refused(
+            &t.app,
+            &[("authorization", empty), ("x-bland-org-id", "acme")],
+            401,
+            "AUTH_FAILURE",
+        )
+        .await;
     }
 }
 
 #[tokio::test]
 async fn a_wrong_key_is_refused_with_401() {
     let t = two_orgs().await;
-    assert_refused(&t.app, &[("authorization", "nope"), ("x-bland-org-id", "acme")], 401, "AUTH_FAILURE").await;
+    assert_refused(
+        &t.app,
+        &[("authorization", "nope"), ("x-bland-org-id", "acme")],
+        401,
+        "AUTH_FAILURE",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -115,20 +129,35 @@ async fn an_unknown_org_id_gets_the_same_answer_as_a_wrong_key() {
 #[tokio::test]
 async fn the_key_of_another_org_is_refused_with_401() {
     let t = two_orgs().await;
-    assert_refused(&t.app, &[("authorization", GLOBEX_KEY), ("x-bland-org-id", "acme")], 401, "AUTH_FAILURE").await;
+    assert_refused(
+        &t.app,
+        &[("authorization", GLOBEX_KEY), ("x-bland-org-id", "acme")],
+        401,
+        "AUTH_FAILURE",
+    )
+    .await;
     assert_eq!(hits(&t.acme_agents).await + hits(&t.globex_agents).await, 0);
 }
 
 #[tokio::test]
 async fn a_key_that_names_no_single_org_without_an_org_id_is_a_400_missing_org_id() {
     let t = two_orgs().await;
-    assert_refused(&t.app, &[("authorization", "unknown-key")], 400, "MISSING_ORG_ID").await;
+    assert_refused(
+        &t.app,
+        &[("authorization", "unknown-key")],
+        400,
+        "MISSING_ORG_ID",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_key_that_identifies_one_org_needs_no_org_id() {
     let t = two_orgs().await;
-    let reply = t.app.get("/api/calls", &[("authorization", GLOBEX_KEY)]).await;
+    let reply = t
+        .app
+        .get("/api/calls", &[("authorization", GLOBEX_KEY)])
+        .await;
     assert_eq!(reply.status, 200);
     assert_eq!(ids(&reply), ["globex-1"]);
 }
@@ -136,7 +165,11 @@ async fn a_key_that_identifies_one_org_needs_no_org_id() {
 #[tokio::test]
 async fn a_bearer_key_is_the_same_key() {
     let t = two_orgs().await;
-    for auth in [format!("Bearer {ACME_KEY}"), format!("bearer {ACME_KEY}"), ACME_KEY.to_string()] {
+    for auth in [
+        format!("Bearer {ACME_KEY}"),
+        format!("bearer {ACME_KEY}"),
+        ACME_KEY.to_string(),
+    ] {
         let reply = t.app.bland(&auth, "acme").await;
         assert_eq!(reply.status, 200, "{auth}: {:#}", reply.body);
         assert_eq!(ids(&reply), ["acme-1"]);
@@ -169,7 +202,10 @@ async fn a_header_that_is_not_text_is_refused_not_a_panic() {
         .app
         .http
         .get(t.app.url("/api/calls"))
-        .header("authorization", reqwest::header::HeaderValue::from_bytes(b"\xff\xfekey").unwrap())
+        .header(
+            "authorization",
+            reqwest::header::HeaderValue::from_bytes(b"\xff\xfekey").unwrap(),
+        )
         .header("x-bland-org-id", "acme")
         .send()
         .await
@@ -195,7 +231,13 @@ struct Passthrough {
 /// Org `BLAND_ORG` authenticates with its own Bland keys through provider `bland`, and also
 /// sees an agent server.
 async fn passthrough_with(bland: MockServer) -> Passthrough {
-    let agents = agent_server(json!([agent_call("agent-1", "+1", "in-progress", "outbound")])).await;
+    let agents = agent_server(json!([agent_call(
+        "agent-1",
+        "+1",
+        "in-progress",
+        "outbound"
+    )]))
+    .await;
     let toml = format!(
         r#"
         [orgs."{BLAND_ORG}"]
@@ -229,7 +271,10 @@ async fn a_bland_customer_keeps_its_key_and_sees_its_bland_calls_merged_with_the
     let reply = p.app.bland(BLAND_CUSTOMER_KEY, BLAND_ORG).await;
     assert_eq!(reply.status, 200, "{:#}", reply.body);
     assert_eq!(ids(&reply), ["bland-1", "agent-1"]);
-    assert_eq!(reply.body["data"][0], bland_call("bland-1", "IN_PROGRESS", "1758656900740"));
+    assert_eq!(
+        reply.body["data"][0],
+        bland_call("bland-1", "IN_PROGRESS", "1758656900740")
+    );
 
     // The caller's own headers went to Bland, as sent.
     let reqs = p.bland.received_requests().await.unwrap();
@@ -249,7 +294,16 @@ async fn a_bearer_bland_key_is_forwarded_exactly_as_the_client_sent_it() {
 async fn blands_401_is_callmuxs_401_and_no_other_provider_is_asked() {
     let bland = bland_server(BLAND_CUSTOMER_KEY, BLAND_ORG, json!([])).await;
     let p = passthrough_with(bland).await;
-    assert_refused(&p.app, &[("authorization", "stolen-or-wrong"), ("x-bland-org-id", BLAND_ORG)], 401, "AUTH_FAILURE").await;
+    assert_refused(
+        &p.app,
+        &[
+            ("authorization", "stolen-or-wrong"),
+            ("x-bland-org-id", BLAND_ORG),
+        ],
+        401,
+        "AUTH_FAILURE",
+    )
+    .await;
     assert_eq!(hits(&p.agents).await, 0);
 }
 
@@ -273,7 +327,13 @@ async fn a_key_bland_stops_accepting_is_refused_even_right_after_it_was_accepted
 async fn a_passthrough_org_without_an_org_id_header_is_a_400() {
     let bland = bland_server(BLAND_CUSTOMER_KEY, BLAND_ORG, json!([])).await;
     let p = passthrough_with(bland).await;
-    assert_refused(&p.app, &[("authorization", BLAND_CUSTOMER_KEY)], 400, "MISSING_ORG_ID").await;
+    assert_refused(
+        &p.app,
+        &[("authorization", BLAND_CUSTOMER_KEY)],
+        400,
+        "MISSING_ORG_ID",
+    )
+    .await;
     assert_eq!(hits(&p.bland).await + hits(&p.agents).await, 0);
 }
 

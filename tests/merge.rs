@@ -17,7 +17,11 @@ struct World {
 }
 
 /// Org `acme` sees `east`, `west` (agent servers) and `bland`, in that order.
-async fn three_providers(east: serde_json::Value, west: serde_json::Value, bland: serde_json::Value) -> World {
+async fn three_providers(
+    east: serde_json::Value,
+    west: serde_json::Value,
+    bland: serde_json::Value,
+) -> World {
     let east = agent_server(east).await;
     let west = agent_server(west).await;
     let bland = bland_server(BLAND_KEY, "bland-org-1", bland).await;
@@ -47,7 +51,12 @@ async fn three_providers(east: serde_json::Value, west: serde_json::Value, bland
         bland = bland.uri(),
     );
     let app = spawn_app_with_env(&toml, &[("BLAND_KEY", BLAND_KEY)]).await;
-    World { app, east, west, bland }
+    World {
+        app,
+        east,
+        west,
+        bland,
+    }
 }
 
 async fn standard_world() -> World {
@@ -130,7 +139,12 @@ async fn a_dashboard_sees_the_same_calls_in_the_calls_shape_with_a_true_count() 
 async fn a_call_reported_by_two_providers_is_listed_once_as_the_first_provider_reported_it() {
     let w = three_providers(
         json!([agent_call("same", "+15550000001", "ringing", "outbound")]),
-        json!([agent_call("same", "+15559999999", "in-progress", "outbound")]),
+        json!([agent_call(
+            "same",
+            "+15559999999",
+            "in-progress",
+            "outbound"
+        )]),
         json!([bland_call("same", "IN_PROGRESS", "1758656900740")]),
     )
     .await;
@@ -159,7 +173,14 @@ async fn callmux_sends_the_documented_requests_upstream_and_never_the_clients_ke
     assert_eq!(reqs[0].url.path(), "/v1/calls/active");
     assert_eq!(reqs[0].headers["authorization"], BLAND_KEY);
     assert_eq!(reqs[0].headers["x-bland-org-id"], "bland-org-1");
-    for r in w.east.received_requests().await.unwrap().iter().chain(reqs.iter()) {
+    for r in w
+        .east
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .chain(reqs.iter())
+    {
         assert!(
             r.headers.values().all(|v| v.as_bytes() != KEY.as_bytes()),
             "the client's callmux key went upstream"

@@ -104,7 +104,9 @@ impl From<crate::wire::ParseError> for ProviderError {
 pub fn build(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, String> {
     let id: Arc<str> = Arc::from(spec.id.as_str());
     Ok(match &spec.kind {
-        KindSpec::TwilioMediaStream(s) => Arc::new(twilio::TwilioMediaStream::new(id, s, &spec.http)?),
+        KindSpec::TwilioMediaStream(s) => {
+            Arc::new(twilio::TwilioMediaStream::new(id, s, &spec.http)?)
+        }
         KindSpec::Bland(s) => Arc::new(bland::Bland::new(id, s, &spec.http)?),
     })
 }

@@ -47,7 +47,10 @@ pub async fn spawn_app_with_env(toml: &str, env: &[(&str, &str)]) -> TestApp {
     }
 }
 
-pub fn load_config(toml: &str, env: &[(&str, &str)]) -> Result<Config, callmux::config::ConfigError> {
+pub fn load_config(
+    toml: &str,
+    env: &[(&str, &str)],
+) -> Result<Config, callmux::config::ConfigError> {
     let env: HashMap<String, String> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -73,21 +76,34 @@ impl TestApp {
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.unwrap();
         let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!("callmux answered non-JSON ({e}): {}", String::from_utf8_lossy(&bytes))
+            panic!(
+                "callmux answered non-JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
         });
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// `GET /v1/calls/active` as a Bland client sends it.
     pub async fn bland(&self, key: &str, org: &str) -> Reply {
-        self.get("/v1/calls/active", &[("authorization", key), ("x-bland-org-id", org)])
-            .await
+        self.get(
+            "/v1/calls/active",
+            &[("authorization", key), ("x-bland-org-id", org)],
+        )
+        .await
     }
 
     /// `GET /api/calls` as a dashboard configured with a key and org sends it.
     pub async fn calls(&self, key: &str, org: &str) -> Reply {
-        self.get("/api/calls", &[("authorization", key), ("x-bland-org-id", org)])
-            .await
+        self.get(
+            "/api/calls",
+            &[("authorization", key), ("x-bland-org-id", org)],
+        )
+        .await
     }
 }
 
@@ -97,7 +113,9 @@ pub async fn agent_server(calls: Value) -> MockServer {
     let count = calls.as_array().map_or(0, Vec::len);
     Mock::given(method("GET"))
         .and(path("/api/calls"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"calls": calls, "count": count})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"calls": calls, "count": count})),
+        )
         .mount(&server)
         .await;
     server
@@ -111,7 +129,9 @@ pub async fn bland_server(key: &str, org: &str, calls: Value) -> MockServer {
         .and(path("/v1/calls/active"))
         .and(header("authorization", key))
         .and(header("x-bland-org-id", org))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": calls, "errors": null})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"data": calls, "errors": null})),
+        )
         .with_priority(1)
         .mount(&server)
         .await;

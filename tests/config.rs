@@ -1,0 +1,270 @@
+//! Every way a configuration can be wrong is refused with the field and the fix.
+
+mod common;
+
+use callmux::config::ConfigError;
+use common::load_config;
+
+const AGENTS: &str = r#"
+[providers.agents]
+kind = "twilio-media-stream"
+base_url = "http://127.0.0.1:9000"
+"#;
+
+/// Loads `toml` and returns its error text, which must name `field` and say how to fix it.
+fn refused(toml: &str, env: &[(&str, &str)], field: &str, needle: &str) -> String {
+    let err = load_config(toml, env).expect_err("config should be refused");
+    let text = err.to_string();
+    if let ConfigError::Invalid(issues) = &err {
+        assert!(
+            issues.iter().any(|i| i.field == field && !i.fix.is_empty()),
+            "no issue for {field} with a fix in:\n{text}"
+        );
+    }
+    assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    assert!(text.contains("fix:"), "no fix in:\n{text}");
+    text
+}
+
+fn org(line: &str) -> String {
+    format!("[orgs.acme]\n{line}\nproviders = [\"agents\"]\n{AGENTS}")
+}
+
+#[test]
+fn a_valid_config_loads_with_defaults_filled_in() {
+    let config = load_config(
+        &org(&format!("api_key_sha256 = \"{}\"", "a".repeat(64))),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.server.bind.to_string(), "127.0.0.1:8080");
+    let agents = config.provider("agents").unwrap();
+    assert_eq!(agents.http.timeout.as_millis(), 5000);
+    assert_eq!(agents.http.max_body_bytes, 16 * 1024 * 1024);
+}
+
+#[test]
+fn an_unknown_kind_is_refused_with_the_kinds_there_are() {
+    let toml = format!(
+        "[orgs.acme]\napi_key_sha256 = \"{}\"\nproviders = [\"x\"]\n[providers.x]\nkind = \"vonage\"\nbase_url = \"http://127.0.0.1:1\"",
+        "a".repeat(64)
+    );
+    let text = refused(&toml, &[], "providers.x.kind", "unknown kind `vonage`");
+    assert!(text.contains("twilio-media-stream, bland"), "{text}");
+}
+
+#[test]
+fn an_org_naming_a_provider_that_does_not_exist_is_refused() {
+    let toml = format!(
+        "[orgs.acme]\napi_key_sha256 = \"{}\"\nproviders = [\"agents\", \"blnd\"]\n{AGENTS}",
+        "a".repeat(64)
+    );
+    let text = refused(
+        &toml,
+        &[],
+        "orgs.acme.providers",
+        "no provider `blnd` is defined",
+    );
+    assert!(text.contains("define [providers.blnd]"), "{text}");
+}
+
+#[test]
+fn a_missing_environment_variable_is_refused_by_name() {
+    refused(
+        &org("api_key_env = \"ACME_API_KEY\""),
+        &[],
+        "orgs.acme.api_key_env",
+        "ACME_API_KEY is not set",
+    );
+    refused(
+        &org("api_key_env = \"ACME_API_KEY\""),
+        &[("ACME_API_KEY", "")],
+        "orgs.acme.api_key_env",
+        "ACME_API_KEY is empty",
+    );
+    let bland = format!(
+        "[orgs.acme]\napi_key_sha256 = \"{}\"\nproviders = [\"b\"]\n[providers.b]\nkind = \"bland\"\napi_key_env = \"BLAND_API_KEY\"\norg_id = \"o\"",
+        "a".repeat(64)
+    );
+    refused(
+        &bland,
+        &[],
+        "providers.b.api_key_env",
+        "BLAND_API_KEY is not set",
+    );
+}
+
+#[test]
+fn a_malformed_url_is_refused() {
+    for (url, needle) in [
+        ("127.0.0.1:9000", "is not"),
+        ("ftp://127.0.0.1/", "not an http or https URL"),
+        ("http://127.0.0.1:9000/?x=1", "query"),
+        ("not a url", "is not a URL"),
+    ] {
+        let toml = format!(
+            "[orgs.acme]\napi_key_sha256 = \"{}\"\nproviders = [\"agents\"]\n[providers.agents]\nkind = \"twilio-media-stream\"\nbase_url = \"{url}\"",
+            "a".repeat(64)
+        );
+        refused(&toml, &[], "providers.agents.base_url", needle);
+    }
+}
+
+#[test]
+fn a_url_with_a_password_is_refused_without_echoing_it() {
+    let toml = format!(
+        "[orgs.acme]\napi_key_sha256 = \"{}\"\nproviders = [\"agents\"]\n[providers.agents]\nkind = \"twilio-media-stream\"\nbase_url = \"http://user:hunter2@127.0.0.1:9000\"",
+        "a".repeat(64)
+    );
+    let text = refused(
+        &toml,
+        &[],
+        "providers.agents.base_url",
+        "user name or password",
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
+fn a_malformed_digest_is_refused() {
+    refused(
+        &org("api_key_sha256 = \"abc123\""),
+        &[],
+        "orgs.acme.api_key_sha256",
+        "64 hex digits",
+    );
+    refused(
+        &org(&format!("api_key_sha256 = \"{}\"", "g".repeat(64))),
+        &[],
+        "orgs.acme.api_key_sha256",
+        "not hex",
+    );
+}
+
+#[test]
+fn duplicate_ids_are_refused() {
+    // The same table twice is a TOML error, reported with where it is.
+    let twice = format!(
+        "{}\n{AGENTS}",
+        org(&format!("api_key_sha256 = \"{}\"", "a".repeat(64)))
+    );
+    let err = load_config(&twice, &[]).expect_err("duplicate table refused");
+    assert!(
+        err.to_string().to_lowercase().contains("duplicate"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("fix:"), "{err}");
+    // The same provider twice in one org's list.
+    let toml = format!(
+        "[orgs.acme]\napi_key_sha256 = \"{}\"\nproviders = [\"agents\", \"agents\"]\n{AGENTS}",
+        "a".repeat(64)
+    );
+    refused(&toml, &[], "orgs.acme.providers", "names `agents` twice");
+}
+
+#[test]
+fn an_unknown_field_is_refused_with_the_fields_there_are() {
+    let toml = format!(
+        "[orgs.acme]\napi_key_sha256 = \"{}\"\nproviders = [\"agents\"]\n{AGENTS}timout_ms = 10\n",
+        "a".repeat(64)
+    );
+    let text = refused(
+        &toml,
+        &[],
+        "providers.agents.timout_ms",
+        "unknown field `timout_ms`",
+    );
+    assert!(text.contains("timeout_ms"), "{text}");
+}
+
+#[test]
+fn an_org_needs_exactly_one_way_to_authenticate() {
+    refused(&org(""), &[], "orgs.acme", "no way to authenticate");
+    refused(
+        &org(&format!(
+            "api_key_env = \"K\"\napi_key_sha256 = \"{}\"",
+            "a".repeat(64)
+        )),
+        &[("K", "k")],
+        "orgs.acme",
+        "more than one",
+    );
+}
+
+#[test]
+fn a_callmux_key_org_may_not_use_a_bland_provider_that_forwards_the_callers_key() {
+    let toml = format!(
+        "[orgs.acme]\napi_key_sha256 = \"{}\"\nproviders = [\"bland\"]\n[providers.bland]\nkind = \"bland\"",
+        "a".repeat(64)
+    );
+    refused(
+        &toml,
+        &[],
+        "orgs.acme.providers",
+        "must never be sent upstream",
+    );
+}
+
+#[test]
+fn a_passthrough_org_must_name_a_forwarding_bland_provider_it_lists() {
+    let toml = "[orgs.o]\nauth = \"agents\"\nproviders = [\"agents\"]\n".to_string() + AGENTS;
+    refused(
+        &toml,
+        &[],
+        "orgs.o.auth",
+        "not a bland provider that forwards",
+    );
+    let toml = "[orgs.o]\nauth = \"bland\"\nproviders = [\"agents\"]\n[providers.bland]\nkind = \"bland\"\n".to_string() + AGENTS;
+    refused(&toml, &[], "orgs.o.auth", "not in the org's providers");
+}
+
+#[test]
+fn bland_credentials_come_as_a_pair() {
+    let toml = format!(
+        "[orgs.acme]\napi_key_sha256 = \"{}\"\nproviders = [\"b\"]\n[providers.b]\nkind = \"bland\"\napi_key_env = \"K\"",
+        "a".repeat(64)
+    );
+    refused(
+        &toml,
+        &[("K", "k")],
+        "providers.b.org_id",
+        "required when api_key_env is set",
+    );
+}
+
+#[test]
+fn a_zero_timeout_and_a_bad_bind_address_are_refused() {
+    let toml = format!(
+        "[server]\nbind = \"localhost\"\n{}timeout_ms = 0\n",
+        org(&format!("api_key_sha256 = \"{}\"", "a".repeat(64)))
+    );
+    let text = refused(&toml, &[], "providers.agents.timeout_ms", "greater than 0");
+    assert!(text.contains("server.bind"), "{text}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let toml = "[orgs.a]\nproviders = [\"missing\"]\n[providers.p]\nkind = \"nope\"\n";
+    let Err(ConfigError::Invalid(issues)) = load_config(toml, &[]) else {
+        panic!("refused")
+    };
+    assert!(issues.len() >= 3, "{issues:#?}");
+}
+
+#[test]
+fn no_orgs_at_all_is_refused() {
+    refused(AGENTS, &[], "orgs", "no organisation");
+}
+
+#[test]
+fn config_debug_output_holds_no_secret() {
+    let toml = "[orgs.acme]\napi_key_env = \"ACME\"\nproviders = [\"b\"]\n[providers.b]\nkind = \"bland\"\napi_key_env = \"BK\"\norg_id = \"o\"";
+    let config = load_config(
+        toml,
+        &[("ACME", "acme-secret-value"), ("BK", "bland-secret-value")],
+    )
+    .unwrap();
+    let shown = format!("{config:?}\n{}", config.summary());
+    assert!(!shown.contains("acme-secret-value"), "{shown}");
+    assert!(!shown.contains("bland-secret-value"), "{shown}");
+}

@@ -1,0 +1,136 @@
+//! The agent server reference document's usage examples, run against callmux.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const KEY: &str = "acme-key";
+
+fn config(agents: &str, bland: &str) -> String {
+    format!(
+        r#"
+        [orgs.acme]
+        api_key_sha256 = "{digest}"
+        providers = ["agents", "bland"]
+        [providers.agents]
+        kind = "twilio-media-stream"
+        base_url = "{agents}"
+        [providers.bland]
+        kind = "bland"
+        base_url = "{bland}"
+        api_key_env = "BLAND_KEY"
+        org_id = "bland-org"
+        timeout_ms = 500
+        "#,
+        digest = sha256_hex(KEY),
+    )
+}
+
+/// "Monitor Call Status": poll until the call is no longer listed.
+#[tokio::test]
+async fn polling_shows_a_call_progress_and_then_disappear_when_it_ends() {
+    let agents = MockServer::start().await;
+    // The agent server reports the call ringing, then in progress, then ended.
+    for (priority, status) in [(1, "ringing"), (2, "in-progress")] {
+        Mock::given(method("GET"))
+            .and(path("/api/calls"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "calls": [agent_call("my-call", "+1234567890", status, "outbound")], "count": 1})))
+            .up_to_n_times(1)
+            .with_priority(priority)
+            .mount(&agents)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/api/calls"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "calls": [agent_call("my-call", "+1234567890", "completed", "outbound")], "count": 1})))
+        .with_priority(3)
+        .mount(&agents)
+        .await;
+    let bland = bland_server(
+        "bk",
+        "bland-org",
+        json!([bland_call("other", "IN_PROGRESS", "1758656900740")]),
+    )
+    .await;
+    let app =
+        spawn_app_with_env(&config(&agents.uri(), &bland.uri()), &[("BLAND_KEY", "bk")]).await;
+
+    // The loop from the document, as written: find the call by id; stop when it is gone.
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let calls = app.calls(KEY, "acme").await.body;
+        let active_call = calls["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["call_id"] == "my-call")
+            .cloned();
+        match active_call {
+            None => break, // "Call ended"
+            Some(call) => seen.push(call["status"].as_str().unwrap().to_string()),
+        }
+    }
+    assert_eq!(seen, ["ringing", "in-progress"]);
+}
+
+/// "Load Balancing Check": place a call only while `count` is under the limit.
+#[tokio::test]
+async fn the_capacity_check_counts_the_calls_of_every_provider() {
+    const MAX_CONCURRENT_CALLS: u64 = 3;
+    let agents = agent_server(json!([
+        agent_call("a1", "+1", "in-progress", "outbound"),
+        agent_call("a2", "+2", "ringing", "outbound"),
+    ]))
+    .await;
+    let bland_one = bland_server(
+        "bk",
+        "bland-org",
+        json!([bland_call("b1", "IN_PROGRESS", "1")]),
+    )
+    .await;
+    let app = spawn_app_with_env(
+        &config(&agents.uri(), &bland_one.uri()),
+        &[("BLAND_KEY", "bk")],
+    )
+    .await;
+    let calls = app.calls(KEY, "acme").await.body;
+    assert_eq!(calls["count"], 3);
+    assert!(
+        calls["count"].as_u64().unwrap() >= MAX_CONCURRENT_CALLS,
+        "at capacity: no new call"
+    );
+
+    let bland_none = bland_server("bk", "bland-org", json!([])).await;
+    let app = spawn_app_with_env(
+        &config(&agents.uri(), &bland_none.uri()),
+        &[("BLAND_KEY", "bk")],
+    )
+    .await;
+    let calls = app.calls(KEY, "acme").await.body;
+    assert_eq!(calls["count"], 2);
+    assert!(
+        calls["count"].as_u64().unwrap() < MAX_CONCURRENT_CALLS,
+        "safe to initiate"
+    );
+}
+
+/// A count is never silently short: when a provider failed, the answer says so, so the
+/// capacity check can refuse to trust a low count.
+#[tokio::test]
+async fn a_capacity_check_can_tell_a_partial_count_from_a_full_one() {
+    let agents = agent_server(json!([agent_call("a1", "+1", "in-progress", "outbound")])).await;
+    let bland_down = silent_server().await;
+    let app = spawn_app_with_env(&config(&agents.uri(), &bland_down), &[("BLAND_KEY", "bk")]).await;
+    let calls = app.calls(KEY, "acme").await.body;
+    assert_eq!(calls["count"], 1);
+    let errors = calls["errors"]
+        .as_array()
+        .expect("a partial answer carries errors");
+    assert_eq!(errors[0]["provider"], "bland");
+    assert_eq!(errors[0]["error"], "UPSTREAM_TIMEOUT");
+}
