@@ -7,10 +7,10 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 
-use crate::app::{App, ListError};
-use crate::merge::ProviderFailure;
-use crate::wire::{self, ErrorItem};
+use crate::app::{error_items, App, ListError};
+use crate::wire::{self, ErrorItem, Shape};
 
 pub const BLAND_ROUTE: &str = "/v1/calls/active";
 pub const CALLS_ROUTE: &str = "/api/calls";
@@ -23,36 +23,14 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Which client wire shape a route speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    Bland,
-    Calls,
-}
-
-impl Shape {
-    fn error_body(self, errors: &[ErrorItem<'_>]) -> Vec<u8> {
-        match self {
-            Shape::Bland => wire::bland::write_error(errors),
-            Shape::Calls => wire::calls::write(&[], errors),
-        }
-    }
-}
-
 async fn list(shape: Shape, State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    match app.list(&headers).await {
-        Ok((org, listing)) => {
-            let messages = messages(&listing.failures);
-            let errors = failure_items(&listing.failures, &messages);
-            for f in &listing.failures {
-                tracing::warn!(%org, provider = %f.provider, code = f.error.code(), error = %f.error, "provider failed");
+    match app.list(&headers, shape).await {
+        Ok(listed) => {
+            for f in &listed.failures {
+                tracing::warn!(org = %listed.org, provider = %f.provider, code = f.error.code(), error = %f.error, "provider failed");
             }
-            tracing::info!(%org, calls = listing.calls.len(), failed = listing.failures.len(), "listed active calls");
-            let body = match shape {
-                Shape::Bland => wire::bland::write(&listing.calls, &errors),
-                Shape::Calls => wire::calls::write(&listing.calls, &errors),
-            };
-            json(StatusCode::OK, body)
+            tracing::info!(org = %listed.org, calls = listed.calls, failed = listed.failures.len(), "listed active calls");
+            json(StatusCode::OK, listed.body)
         }
         Err(ListError::AllFailed(failures)) => {
             for f in &failures {
@@ -62,9 +40,9 @@ async fn list(shape: Shape, State(app): State<Arc<App>>, headers: HeaderMap) -> 
                 providers = failures.len(),
                 "every provider of the org failed"
             );
-            let messages = messages(&failures);
-            let errors = failure_items(&failures, &messages);
-            json(StatusCode::BAD_GATEWAY, shape.error_body(&errors))
+            let messages: Vec<String> = failures.iter().map(|f| f.error.to_string()).collect();
+            let errors = error_items(&failures, &messages);
+            json(StatusCode::BAD_GATEWAY, shape.write_error(&errors))
         }
         Err(ListError::Auth(e)) => {
             tracing::info!(code = e.code(), reason = %e, "request refused");
@@ -75,7 +53,7 @@ async fn list(shape: Shape, State(app): State<Arc<App>>, headers: HeaderMap) -> 
                 message: &message,
             };
             let status = StatusCode::from_u16(e.status()).expect("auth statuses are valid");
-            let mut response = json(status, shape.error_body(&[item]));
+            let mut response = json(status, shape.write_error(&[item]));
             if status == StatusCode::UNAUTHORIZED {
                 response
                     .headers_mut()
@@ -84,25 +62,6 @@ async fn list(shape: Shape, State(app): State<Arc<App>>, headers: HeaderMap) -> 
             response
         }
     }
-}
-
-fn messages(failures: &[ProviderFailure]) -> Vec<String> {
-    failures.iter().map(|f| f.error.to_string()).collect()
-}
-
-fn failure_items<'a>(
-    failures: &'a [ProviderFailure],
-    messages: &'a [String],
-) -> Vec<ErrorItem<'a>> {
-    failures
-        .iter()
-        .zip(messages)
-        .map(|(f, m)| ErrorItem {
-            provider: Some(&f.provider),
-            error: f.error.code(),
-            message: m,
-        })
-        .collect()
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
@@ -118,14 +77,14 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     json(StatusCode::NOT_FOUND, wire::bland::write_error(&[item]))
 }
 
-fn json(status: StatusCode, body: Vec<u8>) -> Response {
+fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
     (
         status,
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        body,
+        axum::body::Body::from(body.into()),
     )
         .into_response()
 }

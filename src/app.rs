@@ -1,20 +1,49 @@
-//! The running service's state, and one list request answered end to end: auth, fan-out, merge.
+//! The running service's state, and one list request answered end to end: auth, fan-out,
+//! merge, and the body in the asked shape, reused while the providers' answers are unchanged.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::http::HeaderMap;
+use bytes::Bytes;
 
 use crate::auth::{self, AuthError, Identity, Presented, Verdicts};
+use crate::coalesce::Coalesced;
 use crate::config::Config;
-use crate::merge::{self, Listing, ProviderFailure};
-use crate::provider::{self, Provider, ProviderError, RequestContext};
+use crate::merge::{self, Answer, ProviderFailure};
+use crate::provider::{self, Calls, Provider, ProviderError, RequestContext};
+use crate::wire::{ErrorItem, Shape};
 
 /// A loaded configuration with its providers built.
 pub struct App {
     config: Config,
-    providers: HashMap<String, Arc<dyn Provider>>,
+    orgs: HashMap<String, OrgRuntime>,
     verdicts: Verdicts,
+}
+
+/// What one org needs at request time.
+struct OrgRuntime {
+    /// The org's providers, in its list's order.
+    providers: Vec<Arc<dyn Provider>>,
+    /// The last body served per shape, and the answers it was built from.
+    rendered: [Mutex<Option<Rendered>>; 2],
+}
+
+struct Rendered {
+    inputs: Vec<Calls>,
+    body: Bytes,
+    calls: usize,
+}
+
+/// A list answer, ready to send.
+#[derive(Debug)]
+pub struct Listed {
+    pub org: String,
+    pub body: Bytes,
+    /// How many calls the body lists.
+    pub calls: usize,
+    /// Providers that failed; their calls are missing and `body` names them.
+    pub failures: Vec<ProviderFailure>,
 }
 
 /// Why a list request got no list.
@@ -33,15 +62,35 @@ impl From<AuthError> for ListError {
 
 impl App {
     pub fn new(config: Config) -> Result<Self, String> {
-        let providers = config
+        // One coalescing wrapper per provider, shared by every org that lists it.
+        let providers: HashMap<&str, Arc<dyn Provider>> = config
             .providers
             .iter()
-            .map(|spec| Ok((spec.id.clone(), provider::build(spec)?)))
+            .map(|spec| {
+                let built = provider::build(spec)?;
+                let shared: Arc<dyn Provider> = Arc::new(Coalesced::new(built, spec.cache_ttl));
+                Ok((spec.id.as_str(), shared))
+            })
             .collect::<Result<_, String>>()?;
+        let orgs = config
+            .orgs
+            .iter()
+            .map(|org| {
+                let runtime = OrgRuntime {
+                    providers: org
+                        .providers
+                        .iter()
+                        .map(|id| providers[id.as_str()].clone())
+                        .collect(),
+                    rendered: Default::default(),
+                };
+                (org.id.clone(), runtime)
+            })
+            .collect();
         Ok(Self {
             verdicts: Verdicts::new(config.server.auth_cache_ttl),
             config,
-            providers,
+            orgs,
         })
     }
 
@@ -49,20 +98,16 @@ impl App {
         &self.config
     }
 
-    /// Authenticates the request and lists its org's active calls.
+    /// Authenticates the request and answers its org's active calls in `shape`.
     ///
     /// An org that authenticates through Bland has the key checked by that provider before
     /// any other provider is asked, unless Bland accepted the same key moments ago; either
     /// way a Bland rejection in this request is a 401, never a partial list.
-    pub async fn list(&self, headers: &HeaderMap) -> Result<(String, Listing), ListError> {
+    pub async fn list(&self, headers: &HeaderMap, shape: Shape) -> Result<Listed, ListError> {
         let presented = Presented::from_headers(headers)?;
         let identity = auth::identify(&self.config, &presented)?;
         let org = identity.org();
-        let providers: Vec<Arc<dyn Provider>> = org
-            .providers
-            .iter()
-            .map(|id| self.providers[id].clone())
-            .collect();
+        let runtime = &self.orgs[&org.id];
         let ctx = RequestContext {
             org_id: Arc::from(org.id.as_str()),
             forwarded: match identity {
@@ -80,7 +125,7 @@ impl App {
                     .position(|p| p == provider)
                     .expect("config validation puts the auth provider in the org's list");
                 if !self.verdicts.is_accepted(&org.id, &presented) {
-                    let answer = providers[at].active_calls(&ctx).await;
+                    let answer = runtime.providers[at].active_calls(&ctx).await;
                     match &answer {
                         Err(ProviderError::Rejected(_)) => return Err(AuthError::Rejected.into()),
                         Err(error) => {
@@ -99,22 +144,90 @@ impl App {
             Identity::Verified(_) => None,
         };
 
-        let answers = merge::gather(&providers, &ctx, prefetched).await;
+        let answers = merge::gather(&runtime.providers, &ctx, prefetched).await;
         if let Some(at) = authority {
             if let Err(ProviderError::Rejected(_)) = answers[at] {
                 self.verdicts.forget(&org.id, &presented);
                 return Err(AuthError::Rejected.into());
             }
         }
-        let answers = providers
+        let failures: Vec<ProviderFailure> = runtime
+            .providers
             .iter()
-            .map(|p| Arc::from(p.id()))
-            .zip(answers)
+            .zip(&answers)
+            .filter_map(|(p, a)| {
+                a.as_ref().err().map(|error| ProviderFailure {
+                    provider: Arc::from(p.id()),
+                    error: error.clone(),
+                })
+            })
             .collect();
-        let listing = merge::merge(&org.id, answers);
-        if listing.failures.len() == providers.len() {
-            return Err(ListError::AllFailed(listing.failures));
+        if failures.len() == answers.len() {
+            return Err(ListError::AllFailed(failures));
         }
-        Ok((org.id.clone(), listing))
+        let (body, calls) = runtime.render(&org.id, shape, &answers, &failures);
+        Ok(Listed {
+            org: org.id.clone(),
+            body,
+            calls,
+            failures,
+        })
     }
+}
+
+impl OrgRuntime {
+    /// The body for these answers: the last one built, if built from these very answers
+    /// (an unchanged upstream hands out the same `Calls`), else a new one.
+    fn render(
+        &self,
+        org: &str,
+        shape: Shape,
+        answers: &[Answer],
+        failures: &[ProviderFailure],
+    ) -> (Bytes, usize) {
+        let slot = &self.rendered[shape as usize];
+        let complete = failures.is_empty();
+        if complete {
+            if let Some(r) = &*slot.lock().expect("render lock") {
+                let same = r
+                    .inputs
+                    .iter()
+                    .zip(answers)
+                    .all(|(had, now)| now.as_ref().is_ok_and(|now| Arc::ptr_eq(had, now)));
+                if same {
+                    return (r.body.clone(), r.calls);
+                }
+            }
+        }
+        let merged = merge::merge(answers);
+        let messages: Vec<String> = failures.iter().map(|f| f.error.to_string()).collect();
+        let errors = error_items(failures, &messages);
+        let body = Bytes::from(shape.write(merged.iter().copied(), org, &errors));
+        let calls = merged.len();
+        if complete {
+            let inputs = answers.iter().flatten().cloned().collect();
+            *slot.lock().expect("render lock") = Some(Rendered {
+                inputs,
+                body: body.clone(),
+                calls,
+            });
+        }
+        (body, calls)
+    }
+}
+
+/// The `errors` entries naming failed providers; `messages` holds each failure's text.
+pub fn error_items<'a>(
+    failures: &'a [ProviderFailure],
+    messages: &'a [String],
+) -> Vec<ErrorItem<'a>> {
+    failures
+        .iter()
+        .zip(messages)
+        .map(|(f, m)| ErrorItem {
+            provider: Some(&f.provider),
+            error: f.error.code(),
+            message: m,
+        })
+        .collect()
 }

@@ -66,6 +66,8 @@ pub enum KeySource {
 pub struct ProviderSpec {
     pub id: String,
     pub http: HttpSettings,
+    /// How long an answer is served to later requests; zero shares it only while in flight.
+    pub cache_ttl: Duration,
     pub kind: KindSpec,
 }
 
@@ -162,11 +164,12 @@ impl Config {
             };
             let _ = writeln!(
                 s,
-                "  {}: {} at {url}; timeout {} ms; max body {} bytes{extra}",
+                "  {}: {} at {url}; timeout {} ms; max body {} bytes; cache {} ms{extra}",
                 p.id,
                 p.kind.name(),
                 p.http.timeout.as_millis(),
-                p.http.max_body_bytes
+                p.http.max_body_bytes,
+                p.cache_ttl.as_millis()
             );
         }
         s
@@ -300,6 +303,7 @@ struct RawProvider {
     base_url: Option<String>,
     timeout_ms: Option<u64>,
     max_body_bytes: Option<u64>,
+    cache_ttl_ms: Option<u64>,
     api_key_env: Option<String>,
     org_id: Option<String>,
 }
@@ -464,7 +468,13 @@ impl RawProvider {
         if issues.len() > before {
             return None;
         }
-        kind.map(|kind| ProviderSpec { id, http, kind })
+        let cache_ttl = Duration::from_millis(self.cache_ttl_ms.unwrap_or(0));
+        kind.map(|kind| ProviderSpec {
+            id,
+            http,
+            cache_ttl,
+            kind,
+        })
     }
 }
 

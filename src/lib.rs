@@ -4,6 +4,7 @@ pub mod api;
 mod app;
 pub mod auth;
 pub mod call;
+pub mod coalesce;
 pub mod config;
 pub mod merge;
 pub mod provider;
@@ -12,7 +13,7 @@ pub mod wire;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use app::{App, ListError};
+pub use app::{App, ListError, Listed};
 pub use config::Config;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish.

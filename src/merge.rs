@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::call::Call;
-use crate::provider::{Provider, ProviderError, RequestContext};
+use crate::provider::{Calls, Provider, ProviderError, RequestContext};
 
 /// One provider's failure, named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,15 +13,7 @@ pub struct ProviderFailure {
     pub error: ProviderError,
 }
 
-/// The merged answer for one org.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Listing {
-    pub calls: Vec<Call>,
-    /// In the order of the org's providers list.
-    pub failures: Vec<ProviderFailure>,
-}
-
-pub type Answer = Result<Vec<Call>, ProviderError>;
+pub type Answer = Result<Calls, ProviderError>;
 
 /// Asks every provider concurrently and waits for all of them: each is bounded by its own
 /// deadline, and one failing cancels none of the others. `prefetched` is an answer already
@@ -49,30 +41,25 @@ pub async fn gather(
     futures::future::join_all(asks).await
 }
 
-/// Merges answers given in the order of the org's providers list.
+/// Merges answers given in the order of the org's providers list; failed answers add nothing.
 ///
 /// Ended calls are left out. A `call_id` reported twice is listed once, as the first provider
 /// in the list reported it. Order: creation time ascending, calls without one last, then
-/// provider order, then `call_id`. Calls that name no owner are given `org_id`.
-pub fn merge(org_id: &str, answers: Vec<(Arc<str>, Answer)>) -> Listing {
-    let mut failures = Vec::new();
-    let mut seen = HashSet::new();
-    let mut ranked = Vec::new();
-    for (rank, (provider, answer)) in answers.into_iter().enumerate() {
-        match answer {
-            Err(error) => failures.push(ProviderFailure { provider, error }),
-            Ok(calls) => {
-                for mut call in calls {
-                    if !call.status.is_active() || !seen.insert(call.call_id.clone()) {
-                        continue;
-                    }
-                    call.org.get_or_insert_with(|| org_id.to_string());
-                    ranked.push((rank, call));
-                }
+/// provider order, then `call_id`.
+pub fn merge(answers: &[Answer]) -> Vec<&Call> {
+    let total = answers.iter().flatten().map(|calls| calls.len()).sum();
+    let mut seen = HashSet::with_capacity(total);
+    let mut ranked = Vec::with_capacity(total);
+    for (rank, calls) in answers.iter().enumerate() {
+        let Ok(calls) = calls else { continue };
+        for call in calls.iter() {
+            if call.status.is_active() && seen.insert(call.call_id.as_str()) {
+                ranked.push((rank, call));
             }
         }
     }
-    ranked.sort_by(|(ra, a), (rb, b)| {
+    // `sort_unstable` is safe: no two entries compare equal, since call ids are unique.
+    ranked.sort_unstable_by(|(ra, a), (rb, b)| {
         (a.created_at.is_none(), a.created_at, ra, &a.call_id).cmp(&(
             b.created_at.is_none(),
             b.created_at,
@@ -80,10 +67,7 @@ pub fn merge(org_id: &str, answers: Vec<(Arc<str>, Answer)>) -> Listing {
             &b.call_id,
         ))
     });
-    Listing {
-        calls: ranked.into_iter().map(|(_, c)| c).collect(),
-        failures,
-    }
+    ranked.into_iter().map(|(_, c)| c).collect()
 }
 
 #[cfg(test)]
@@ -97,90 +81,59 @@ mod tests {
         c
     }
 
-    fn ids(l: &Listing) -> Vec<&str> {
-        l.calls.iter().map(|c| c.call_id.as_str()).collect()
+    fn ok(calls: Vec<Call>) -> Answer {
+        Ok(calls.into())
+    }
+
+    fn ids<'a>(calls: &[&'a Call]) -> Vec<&'a str> {
+        calls.iter().map(|c| c.call_id.as_str()).collect()
     }
 
     #[test]
     fn calls_are_ordered_by_creation_then_provider_order_then_id() {
-        let a: Arc<str> = Arc::from("a");
-        let b: Arc<str> = Arc::from("b");
-        let listing = merge(
-            "org",
-            vec![
-                (
-                    a.clone(),
-                    Ok(vec![
-                        call("z", "a", None, CallStatus::Ringing),
-                        call("y", "a", Some(5), CallStatus::Ringing),
-                        call("x", "a", None, CallStatus::Ringing),
-                    ]),
-                ),
-                (
-                    b.clone(),
-                    Ok(vec![
-                        call("a", "b", None, CallStatus::Ringing),
-                        call("w", "b", Some(5), CallStatus::Ringing),
-                        call("v", "b", Some(1), CallStatus::Ringing),
-                    ]),
-                ),
-            ],
-        );
-        assert_eq!(ids(&listing), ["v", "y", "w", "x", "z", "a"]);
+        let answers = [
+            ok(vec![
+                call("z", "a", None, CallStatus::Ringing),
+                call("y", "a", Some(5), CallStatus::Ringing),
+                call("x", "a", None, CallStatus::Ringing),
+            ]),
+            ok(vec![
+                call("a", "b", None, CallStatus::Ringing),
+                call("w", "b", Some(5), CallStatus::Ringing),
+                call("v", "b", Some(1), CallStatus::Ringing),
+            ]),
+        ];
+        assert_eq!(ids(&merge(&answers)), ["v", "y", "w", "x", "z", "a"]);
     }
 
     #[test]
     fn a_duplicate_is_listed_once_as_the_first_provider_reported_it() {
-        let listing = merge(
-            "org",
-            vec![
-                (
-                    Arc::from("a"),
-                    Ok(vec![call("same", "a", Some(9), CallStatus::Ringing)]),
-                ),
-                (
-                    Arc::from("b"),
-                    Ok(vec![call("same", "b", Some(1), CallStatus::InProgress)]),
-                ),
-            ],
-        );
-        assert_eq!(listing.calls.len(), 1);
-        assert_eq!(&*listing.calls[0].provider, "a");
+        let answers = [
+            ok(vec![call("same", "a", Some(9), CallStatus::Ringing)]),
+            ok(vec![call("same", "b", Some(1), CallStatus::InProgress)]),
+        ];
+        let merged = merge(&answers);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(&*merged[0].provider, "a");
     }
 
     #[test]
     fn ended_calls_are_left_out_and_do_not_hide_a_live_duplicate() {
-        let listing = merge(
-            "org",
-            vec![
-                (
-                    Arc::from("a"),
-                    Ok(vec![call("same", "a", None, CallStatus::Completed)]),
-                ),
-                (
-                    Arc::from("b"),
-                    Ok(vec![call("same", "b", None, CallStatus::InProgress)]),
-                ),
-            ],
-        );
-        assert_eq!(ids(&listing), ["same"]);
-        assert_eq!(&*listing.calls[0].provider, "b");
+        let answers = [
+            ok(vec![call("same", "a", None, CallStatus::Completed)]),
+            ok(vec![call("same", "b", None, CallStatus::InProgress)]),
+        ];
+        let merged = merge(&answers);
+        assert_eq!(ids(&merged), ["same"]);
+        assert_eq!(&*merged[0].provider, "b");
     }
 
     #[test]
-    fn failures_are_named_and_the_other_answers_kept() {
-        let listing = merge(
-            "org",
-            vec![
-                (Arc::from("a"), Err(ProviderError::Status(500))),
-                (
-                    Arc::from("b"),
-                    Ok(vec![call("c", "b", None, CallStatus::Queued)]),
-                ),
-            ],
-        );
-        assert_eq!(ids(&listing), ["c"]);
-        assert_eq!(listing.calls[0].org.as_deref(), Some("org"));
-        assert_eq!(&*listing.failures[0].provider, "a");
+    fn a_failed_answer_adds_nothing_and_the_others_are_kept() {
+        let answers = [
+            Err(ProviderError::Status(500)),
+            ok(vec![call("c", "b", None, CallStatus::Queued)]),
+        ];
+        assert_eq!(ids(&merge(&answers)), ["c"]);
     }
 }

@@ -6,8 +6,7 @@ use async_trait::async_trait;
 use axum::http::{HeaderMap, HeaderValue};
 
 use super::http::HttpUpstream;
-use super::{HttpSettings, Provider, ProviderError, RequestContext};
-use crate::call::Call;
+use super::{Calls, HttpSettings, Provider, ProviderError, RequestContext};
 use crate::wire;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.bland.ai";
@@ -52,7 +51,11 @@ impl Provider for Bland {
         &self.id
     }
 
-    async fn active_calls(&self, ctx: &RequestContext) -> Result<Vec<Call>, ProviderError> {
+    fn answers_per_caller(&self) -> bool {
+        self.credentials.is_none()
+    }
+
+    async fn active_calls(&self, ctx: &RequestContext) -> Result<Calls, ProviderError> {
         // A provider with credentials of its own never forwards the caller's.
         let (authorization, org_id) = match (&self.credentials, &ctx.forwarded) {
             (Some(own), _) => (&own.api_key, &own.org_id),
@@ -62,7 +65,8 @@ impl Provider for Bland {
         let mut headers = HeaderMap::with_capacity(2);
         headers.insert(axum::http::header::AUTHORIZATION, authorization.clone());
         headers.insert(ORG_ID_HEADER, org_id.clone());
-        let body = self.upstream.get(headers).await?;
-        Ok(wire::bland::parse(&body, &self.id)?)
+        self.upstream
+            .get_parsed(headers, |body| wire::bland::parse(body, &self.id))
+            .await
     }
 }

@@ -1,11 +1,14 @@
 //! One upstream GET under a total deadline and a body-size cap, errors folded into `ProviderError`.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
 use bytes::{Bytes, BytesMut};
 
-use super::ProviderError;
+use super::{Calls, ProviderError};
+use crate::call::Call;
+use crate::wire::ParseError;
 
 /// Per-provider HTTP limits, from `timeout_ms` and `max_body_bytes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +28,10 @@ pub(crate) struct HttpUpstream {
     client: reqwest::Client,
     url: reqwest::Url,
     settings: HttpSettings,
+    /// The last body read and what it parsed to: an upstream that answers with the same
+    /// bytes as last time is not parsed again, and hands out the same `Calls`, which lets
+    /// the merged answer built from it be reused too.
+    last: Mutex<Option<(Bytes, Calls)>>,
 }
 
 impl HttpUpstream {
@@ -39,7 +46,25 @@ impl HttpUpstream {
             client,
             url,
             settings: settings.clone(),
+            last: Mutex::new(None),
         })
+    }
+
+    /// GETs the URL and parses the body with `parse`, unless it is the same body as last time.
+    pub async fn get_parsed(
+        &self,
+        headers: HeaderMap,
+        parse: impl FnOnce(&[u8]) -> Result<Vec<Call>, ParseError>,
+    ) -> Result<Calls, ProviderError> {
+        let body = self.get(headers).await?;
+        if let Some((last_body, calls)) = &*self.last.lock().expect("memo lock") {
+            if *last_body == body {
+                return Ok(calls.clone());
+            }
+        }
+        let calls: Calls = parse(&body)?.into();
+        *self.last.lock().expect("memo lock") = Some((body, calls.clone()));
+        Ok(calls)
     }
 
     /// GETs the URL and returns the whole body of a 2xx answer. The deadline covers connecting,

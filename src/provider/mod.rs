@@ -15,12 +15,20 @@ use crate::config::{KindSpec, ProviderSpec};
 
 pub use http::HttpSettings;
 
+/// An upstream's answer: shared, so concurrent requests and the cache hand out one copy.
+pub type Calls = Arc<[Call]>;
+
 /// A source of live calls on one platform.
 #[async_trait]
 pub trait Provider: Send + Sync {
     fn id(&self) -> &str;
     /// Every call the upstream reports, in any status; the merge leaves out the ended ones.
-    async fn active_calls(&self, ctx: &RequestContext) -> Result<Vec<Call>, ProviderError>;
+    async fn active_calls(&self, ctx: &RequestContext) -> Result<Calls, ProviderError>;
+    /// Whether the answer depends on the caller's forwarded credentials. Answers that do
+    /// are only ever shared between requests carrying the same credentials.
+    fn answers_per_caller(&self) -> bool {
+        false
+    }
 }
 
 /// What a backend may need from the client's request.
@@ -39,6 +47,18 @@ pub struct RequestContext {
 pub struct ForwardedCredentials {
     pub authorization: HeaderValue,
     pub org_id: HeaderValue,
+}
+
+impl ForwardedCredentials {
+    /// SHA-256 over both values: identifies the credentials without holding them.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.authorization.as_bytes());
+        h.update([0]);
+        h.update(self.org_id.as_bytes());
+        h.finalize().into()
+    }
 }
 
 impl fmt::Debug for ForwardedCredentials {

@@ -6,8 +6,7 @@ use async_trait::async_trait;
 use axum::http::HeaderMap;
 
 use super::http::HttpUpstream;
-use super::{HttpSettings, Provider, ProviderError, RequestContext};
-use crate::call::Call;
+use super::{Calls, HttpSettings, Provider, ProviderError, RequestContext};
 use crate::wire;
 
 /// Validated settings of a `twilio-media-stream` provider.
@@ -37,8 +36,9 @@ impl Provider for TwilioMediaStream {
         &self.id
     }
 
-    async fn active_calls(&self, _ctx: &RequestContext) -> Result<Vec<Call>, ProviderError> {
-        let body = self.upstream.get(HeaderMap::new()).await?;
-        Ok(wire::calls::parse(&body, &self.id)?)
+    async fn active_calls(&self, _ctx: &RequestContext) -> Result<Calls, ProviderError> {
+        self.upstream
+            .get_parsed(HeaderMap::new(), |body| wire::calls::parse(body, &self.id))
+            .await
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{opt_text, req_text, ErrorItem, ParseError};
+use super::{buffer_for, opt_text, req_text, ErrorItem, ParseError, SeqOf};
 use crate::call::{Call, CallStatus};
 
 /// Reads a Bland answer into canonical calls (every status, active or not). Empty strings are
@@ -136,12 +136,13 @@ fn epoch_ms_text<S: Serializer>(t: &Option<u64>, s: S) -> Result<S::Ok, S::Error
     }
 }
 
-impl<'a> From<&'a Call> for CallOut<'a> {
-    fn from(c: &'a Call) -> Self {
+impl<'a> CallOut<'a> {
+    /// `org` is the `user_id` of a call whose upstream named no owner.
+    fn new(c: &'a Call, org: &'a str) -> Self {
         let text = |f: &'a Option<String>| f.as_deref().unwrap_or("");
         Self {
             call_id: &c.call_id,
-            user_id: text(&c.org),
+            user_id: c.org.as_deref().unwrap_or(org),
             from: text(&c.from),
             to: text(&c.to),
             objective: text(&c.objective),
@@ -159,27 +160,35 @@ impl<'a> From<&'a Call> for CallOut<'a> {
 }
 
 #[derive(Serialize)]
-struct Envelope<'a> {
-    data: Option<Vec<CallOut<'a>>>,
-    errors: Option<&'a [ErrorItem<'a>]>,
+#[serde(bound(serialize = "I: Iterator, I::Item: Serialize"))]
+struct Envelope<'e, I> {
+    data: Option<SeqOf<I>>,
+    errors: Option<&'e [ErrorItem<'e>]>,
 }
 
 /// `{"data": [...], "errors": null}`; `errors` lists what failed when anything did.
-pub fn write(calls: &[Call], errors: &[ErrorItem<'_>]) -> Vec<u8> {
-    write_envelope(Some(calls), errors)
+pub fn write<'c, I>(calls: I, org: &str, errors: &[ErrorItem<'_>]) -> Vec<u8>
+where
+    I: IntoIterator<Item = &'c Call>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let calls = calls.into_iter();
+    let mut out = buffer_for(calls.len());
+    let envelope = Envelope {
+        data: Some(SeqOf::new(calls.map(|c| CallOut::new(c, org)))),
+        errors: (!errors.is_empty()).then_some(errors),
+    };
+    serde_json::to_writer(&mut out, &envelope).expect("serialising to a Vec cannot fail");
+    out
 }
 
 /// Bland's error envelope: `{"data": null, "errors": [...]}`.
 pub fn write_error(errors: &[ErrorItem<'_>]) -> Vec<u8> {
-    write_envelope(None, errors)
-}
-
-fn write_envelope(calls: Option<&[Call]>, errors: &[ErrorItem<'_>]) -> Vec<u8> {
-    let envelope = Envelope {
-        data: calls.map(|c| c.iter().map(CallOut::from).collect()),
+    let envelope: Envelope<'_, std::iter::Empty<CallOut<'_>>> = Envelope {
+        data: None,
         errors: (!errors.is_empty()).then_some(errors),
     };
-    serde_json::to_vec(&envelope).expect("serialising plain structs to a Vec cannot fail")
+    serde_json::to_vec(&envelope).expect("serialising to a Vec cannot fail")
 }
 
 #[cfg(test)]
@@ -195,7 +204,7 @@ mod tests {
         assert_eq!(calls[0].created_at, Some(1_758_656_817_432));
         assert_eq!(calls[0].international, Some(false));
         assert_eq!(calls[1].status, CallStatus::InProgress);
-        let back: Value = serde_json::from_slice(&write(&calls, &[])).unwrap();
+        let back: Value = serde_json::from_slice(&write(&calls, "org", &[])).unwrap();
         assert_eq!(back, serde_json::from_str::<Value>(SEED).unwrap());
     }
 
@@ -220,7 +229,7 @@ mod tests {
     #[test]
     fn unknown_fields_become_empty_strings_on_the_way_out() {
         let call = Call::new("x", Arc::from("agents"), CallStatus::Ringing);
-        let out: Value = serde_json::from_slice(&write(&[call], &[])).unwrap();
+        let out: Value = serde_json::from_slice(&write(&[call], "", &[])).unwrap();
         assert_eq!(
             out,
             json!({"data":[{"call_id":"x","user_id":"","from":"","to":"","objective":"",

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{opt_text, req_text, ErrorItem, ParseError};
+use super::{buffer_for, opt_text, req_text, ErrorItem, ParseError, SeqOf};
 use crate::call::{Call, CallStatus, Direction};
 
 /// Reads an agent server's answer into canonical calls (every status, active or not).
@@ -113,22 +113,31 @@ impl<'a> From<&'a Call> for CallOut<'a> {
 }
 
 #[derive(Serialize)]
-struct Envelope<'a> {
-    calls: Vec<CallOut<'a>>,
+#[serde(bound(serialize = "I: Iterator, I::Item: Serialize"))]
+struct Envelope<'e, I> {
+    calls: SeqOf<I>,
     count: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [ErrorItem<'a>]>,
+    errors: Option<&'e [ErrorItem<'e>]>,
 }
 
 /// `{"calls": [...], "count": N}`, plus `"errors"` when anything failed. `count` is always
 /// the number of calls listed; a partial answer is told apart by its `errors`.
-pub fn write(calls: &[Call], errors: &[ErrorItem<'_>]) -> Vec<u8> {
+pub fn write<'c, I>(calls: I, errors: &[ErrorItem<'_>]) -> Vec<u8>
+where
+    I: IntoIterator<Item = &'c Call>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let calls = calls.into_iter();
+    let count = calls.len();
     let envelope = Envelope {
-        calls: calls.iter().map(CallOut::from).collect(),
-        count: calls.len(),
+        calls: SeqOf::new(calls.map(CallOut::from)),
+        count,
         errors: (!errors.is_empty()).then_some(errors),
     };
-    serde_json::to_vec(&envelope).expect("serialising plain structs to a Vec cannot fail")
+    let mut out = buffer_for(count);
+    serde_json::to_writer(&mut out, &envelope).expect("serialising to a Vec cannot fail");
+    out
 }
 
 #[cfg(test)]

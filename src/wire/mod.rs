@@ -3,7 +3,73 @@
 pub mod bland;
 pub mod calls;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use std::cell::Cell;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::call::Call;
+
+/// The client wire shapes callmux serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shape {
+    /// `GET /v1/calls/active`: `{"data": [...], "errors": null}`.
+    Bland,
+    /// `GET /api/calls`: `{"calls": [...], "count": N}`.
+    Calls,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 2] = [Shape::Bland, Shape::Calls];
+
+    /// A list of calls, with `errors` if any provider failed. `org` is the `user_id` of
+    /// calls whose upstream named no owner.
+    pub fn write<'c, I>(self, calls: I, org: &str, errors: &[ErrorItem<'_>]) -> Vec<u8>
+    where
+        I: IntoIterator<Item = &'c Call>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        match self {
+            Shape::Bland => bland::write(calls, org, errors),
+            Shape::Calls => calls::write(calls, errors),
+        }
+    }
+
+    /// An answer without a list, in this shape's error envelope.
+    pub fn write_error(self, errors: &[ErrorItem<'_>]) -> Vec<u8> {
+        match self {
+            Shape::Bland => bland::write_error(errors),
+            Shape::Calls => calls::write(std::iter::empty(), errors),
+        }
+    }
+}
+
+/// Serialises an iterator as a JSON array without collecting it first.
+pub(crate) struct SeqOf<I>(Cell<Option<I>>);
+
+impl<I> SeqOf<I> {
+    pub fn new(iter: I) -> Self {
+        Self(Cell::new(Some(iter)))
+    }
+}
+
+impl<I> Serialize for SeqOf<I>
+where
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let iter = self
+            .0
+            .take()
+            .ok_or_else(|| serde::ser::Error::custom("SeqOf serialised twice"))?;
+        s.collect_seq(iter)
+    }
+}
+
+/// Output buffer sized for `n` calls, so large lists are not copied while growing.
+pub(crate) fn buffer_for(n: usize) -> Vec<u8> {
+    Vec::with_capacity(64 + n * 256)
+}
 
 /// One entry of the `errors` array in either shape. `provider` is present for a provider's
 /// failure and absent for an error of the request itself (auth, overload).

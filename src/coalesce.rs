@@ -1,0 +1,52 @@
+//! One upstream request for all concurrent requests that need the same answer, and the answer
+//! kept for `cache_ttl_ms` (default 0: shared only while in flight). Errors are never kept.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::provider::{Calls, Provider, ProviderError, RequestContext};
+
+/// Wraps a provider so concurrent asks share one upstream request.
+pub struct Coalesced {
+    inner: Arc<dyn Provider>,
+    /// Keyed by the digest of the caller's forwarded credentials for providers whose answer
+    /// depends on them, so no caller ever receives an answer fetched with another's key;
+    /// by `None` for all others.
+    answers: moka::future::Cache<Option<[u8; 32]>, Calls>,
+}
+
+impl Coalesced {
+    pub fn new(inner: Arc<dyn Provider>, ttl: Duration) -> Self {
+        Self {
+            inner,
+            answers: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for Coalesced {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    fn answers_per_caller(&self) -> bool {
+        self.inner.answers_per_caller()
+    }
+
+    async fn active_calls(&self, ctx: &RequestContext) -> Result<Calls, ProviderError> {
+        let key = match &ctx.forwarded {
+            Some(f) if self.inner.answers_per_caller() => Some(f.digest()),
+            _ => None,
+        };
+        self.answers
+            .try_get_with(key, self.inner.active_calls(ctx))
+            .await
+            .map_err(|e: Arc<ProviderError>| (*e).clone())
+    }
+}
