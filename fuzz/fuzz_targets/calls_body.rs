@@ -11,7 +11,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(calls) = callmux::wire::calls::parse(data, &provider) else {
         return;
     };
-    let bland = callmux::wire::bland::write(&calls, &[]);
+    // `org` is the `user_id` written for calls whose upstream named no owner.
+    let bland = callmux::wire::bland::write(&calls, "org", &[]);
     let calls_shape = callmux::wire::calls::write(&calls, &[]);
     assert!(
         serde_json::from_slice::<serde_json::Value>(&bland).is_ok(),
