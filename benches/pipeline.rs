@@ -1,1 +1,153 @@
-fn main() {}
+//! Criterion: parse → merge → serialise at 2 × 100,000 calls (one Bland, one agent-server
+//! upstream), each stage alone and the whole, plus one pass's peak memory.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use callmux::merge::{merge, Answer};
+use callmux::wire::{bland, calls, Shape};
+use criterion::{criterion_group, Criterion};
+
+const N: usize = 100_000;
+
+/// The two upstream bodies, as the upstreams would send them. Written as text, so building
+/// them leaves no large intermediate values behind to blur the memory figure.
+fn upstream_bodies() -> (Vec<u8>, Vec<u8>) {
+    // Sized up front: regrowing would leave freed pages behind in the peak RSS figure.
+    let mut bland = String::with_capacity(N * 290);
+    let mut agents = String::with_capacity(N * 130);
+    bland += r#"{"data":["#;
+    agents += r#"{"calls":["#;
+    // Call ids are random UUIDs in the wild; ids sharing a long prefix would make the
+    // merge's sort look slower than it is.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut uuid = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let h = format!("{seed:016x}{:016x}", seed.rotate_left(29) ^ 0xdead_beef);
+        format!(
+            "{}-{}-4{}-a{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[13..16],
+            &h[17..20],
+            &h[20..32]
+        )
+    };
+    for i in 0..N {
+        let sep = if i == 0 { "" } else { "," };
+        let (bland_id, agent_id) = (uuid(), uuid());
+        let status = if i % 3 == 0 { "QUEUED" } else { "IN_PROGRESS" };
+        let ts = 1_758_656_817_432u64 + i as u64;
+        bland += &format!(
+            r#"{sep}{{"call_id":"{bland_id}","user_id":"bdffa9e8-436c-416d-b95f-a77b19ae4411","from":"+18475586665","to":"+1310{i:07}","objective":"You are a 2...","pathway_id":"","start_time":"","international":"false","status":"{status}","timestamp":"{ts}"}}"#
+        );
+        let status = if i % 2 == 0 { "in-progress" } else { "ringing" };
+        let direction = if i % 5 == 0 { "incoming" } else { "outbound" };
+        agents += &format!(
+            r#"{sep}{{"call_id":"{agent_id}","to_number":"+1555{i:07}","status":"{status}","direction":"{direction}"}}"#
+        );
+    }
+    bland += r#"],"errors":null}"#;
+    agents += &format!(r#"],"count":{N}}}"#);
+    (bland.into_bytes(), agents.into_bytes())
+}
+
+fn parse_both(bland_body: &[u8], agent_body: &[u8]) -> [Answer; 2] {
+    [
+        Ok(Arc::new(
+            bland::parse(bland_body, &Arc::from("bland")).unwrap(),
+        )),
+        Ok(Arc::new(
+            calls::parse(agent_body, &Arc::from("agents")).unwrap(),
+        )),
+    ]
+}
+
+/// As the server does it: the two bodies parsed at once (callmux asks each provider on its
+/// own task), then merged and written.
+fn whole_pipeline(bland_body: &[u8], agent_body: &[u8], shape: Shape) -> Vec<u8> {
+    let answers = std::thread::scope(|s| {
+        let bland = s.spawn(|| bland::parse(bland_body, &Arc::from("bland")).unwrap());
+        let agents = calls::parse(agent_body, &Arc::from("agents")).unwrap();
+        [Ok(Arc::new(bland.join().unwrap())), Ok(Arc::new(agents))]
+    });
+    let merged = merge(&answers);
+    shape.write(merged.iter().copied(), "org", &[])
+}
+
+fn bench(c: &mut Criterion) {
+    let (bland_body, agent_body) = upstream_bodies();
+    let answers = parse_both(&bland_body, &agent_body);
+    let merged = merge(&answers);
+
+    let mut g = c.benchmark_group("2x100k");
+    g.sample_size(10);
+    g.bench_function("parse", |b| {
+        b.iter(|| parse_both(black_box(&bland_body), black_box(&agent_body)))
+    });
+    g.bench_function("merge", |b| b.iter(|| merge(black_box(&answers)).len()));
+    for shape in Shape::ALL {
+        g.bench_function(format!("serialise {shape:?}"), |b| {
+            b.iter(|| shape.write(black_box(&merged).iter().copied(), "org", &[]))
+        });
+        g.bench_function(format!("parse+merge+serialise {shape:?}"), |b| {
+            b.iter(|| whole_pipeline(black_box(&bland_body), black_box(&agent_body), shape))
+        });
+    }
+    g.finish();
+}
+
+/// One pass's wall time and the process's peak RSS against the target
+/// (peak RSS < 4 × response bytes + 30 MiB), measured before criterion's repetitions.
+fn one_pass_report() {
+    let (bland_body, agent_body) = upstream_bodies();
+    let before = peak_rss_bytes();
+    let started = Instant::now();
+    let body = whole_pipeline(&bland_body, &agent_body, Shape::Bland);
+    let elapsed = started.elapsed();
+    let peak = peak_rss_bytes();
+    let limit = 4 * body.len() as u64 + 30 * 1024 * 1024;
+    println!(
+        "one pass, Bland shape: {:.1} ms; upstream bodies {:.1} + {:.1} MiB; response {:.1} MiB; \
+         peak RSS {:.1} MiB ({:.1} MiB before the pass, holding the upstream bodies); \
+         target < {:.1} MiB: {}",
+        elapsed.as_secs_f64() * 1e3,
+        mib(bland_body.len() as u64),
+        mib(agent_body.len() as u64),
+        mib(body.len() as u64),
+        mib(peak),
+        mib(before),
+        mib(limit),
+        if peak < limit { "PASS" } else { "MISS" },
+    );
+}
+
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    one_pass_report();
+    // `--once`: a single pass and no criterion, for profiling under callgrind.
+    if std::env::args().any(|a| a == "--once") {
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 /// One live call, as callmux understands it whatever platform it came from.
 ///
-/// Fields an upstream did not send are `None`: callmux never invents them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Fields an upstream did not send are `None`: callmux never invents them. The ordering is
+/// only a tie-break that makes choices between two reports of one call deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Call {
     pub call_id: String,
     /// Id of the provider (from `providers.toml`) that reported the call.
@@ -46,7 +47,7 @@ impl Call {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
     Outbound,
     Inbound,
@@ -54,7 +55,7 @@ pub enum Direction {
 
 /// Where a call is in its life. Values an upstream sends that callmux does not know are kept
 /// verbatim in [`CallStatus::Other`] and served back as they came, never dropped.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CallStatus {
     /// Accepted but not yet ringing (`initiating` / Bland `QUEUED`).
     Queued,

@@ -1,6 +1,6 @@
 //! Asks an org's providers at once and merges their answers: active only, deduplicated, ordered.
 
-use std::collections::HashSet;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 
 use crate::call::Call;
@@ -16,8 +16,10 @@ pub struct ProviderFailure {
 pub type Answer = Result<Calls, ProviderError>;
 
 /// Asks every provider concurrently and waits for all of them: each is bounded by its own
-/// deadline, and one failing cancels none of the others. `prefetched` is an answer already
-/// in hand for the provider at that index, which is then not asked again.
+/// deadline, and one failing cancels none of the others. Each ask runs on its own task, so
+/// parsing two large answers uses two cores, and a backend that panics fails alone.
+/// `prefetched` is an answer already in hand for the provider at that index, which is then
+/// not asked again.
 pub async fn gather(
     providers: &[Arc<dyn Provider>],
     ctx: &RequestContext,
@@ -31,10 +33,16 @@ pub async fn gather(
                 None
             }
         };
+        let (p, ctx) = (p.clone(), ctx.clone());
         async move {
             match ready {
                 Some(answer) => answer,
-                None => p.active_calls(ctx).await,
+                None => tokio::spawn(async move { p.active_calls(&ctx).await })
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "a provider task failed");
+                        Err(ProviderError::Internal)
+                    }),
             }
         }
     });
@@ -43,31 +51,60 @@ pub async fn gather(
 
 /// Merges answers given in the order of the org's providers list; failed answers add nothing.
 ///
-/// Ended calls are left out. A `call_id` reported twice is listed once, as the first provider
-/// in the list reported it. Order: creation time ascending, calls without one last, then
-/// provider order, then `call_id`.
+/// Ended calls are left out. A `call_id` reported more than once is listed once: as the first
+/// provider in the list reported it, and if that provider reported it twice, the report that
+/// sorts first — never whichever the upstream happened to put first. Order: creation time
+/// ascending, calls without one last, then provider order, then `call_id`.
 pub fn merge(answers: &[Answer]) -> Vec<&Call> {
     let total = answers.iter().flatten().map(|calls| calls.len()).sum();
-    let mut seen = HashSet::with_capacity(total);
-    let mut ranked = Vec::with_capacity(total);
+    let mut best: HashMap<&str, Ranked<'_>, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(total, Default::default());
     for (rank, calls) in answers.iter().enumerate() {
         let Ok(calls) = calls else { continue };
-        for call in calls.iter() {
-            if call.status.is_active() && seen.insert(call.call_id.as_str()) {
-                ranked.push((rank, call));
+        for call in calls.iter().filter(|c| c.status.is_active()) {
+            let candidate = Ranked::new(rank, call);
+            match best.entry(call.call_id.as_str()) {
+                Entry::Vacant(e) => {
+                    e.insert(candidate);
+                }
+                Entry::Occupied(mut e) => {
+                    if candidate.preferred_to(e.get()) {
+                        e.insert(candidate);
+                    }
+                }
             }
         }
     }
-    // `sort_unstable` is safe: no two entries compare equal, since call ids are unique.
-    ranked.sort_unstable_by(|(ra, a), (rb, b)| {
-        (a.created_at.is_none(), a.created_at, ra, &a.call_id).cmp(&(
-            b.created_at.is_none(),
-            b.created_at,
-            rb,
-            &b.call_id,
-        ))
+    let mut winners: Vec<Ranked<'_>> = best.into_values().collect();
+    // Unstable is fine: call ids are unique here, so no two entries compare equal.
+    winners.sort_unstable_by(|a, b| {
+        (a.created, a.rank, &a.call.call_id).cmp(&(b.created, b.rank, &b.call.call_id))
     });
-    ranked.into_iter().map(|(_, c)| c).collect()
+    winners.into_iter().map(|r| r.call).collect()
+}
+
+/// A call with its provider's rank and its creation time as one sort key: calls with a
+/// creation time (ascending) before calls without one.
+struct Ranked<'a> {
+    created: (bool, u64),
+    rank: usize,
+    call: &'a Call,
+}
+
+impl<'a> Ranked<'a> {
+    fn new(rank: usize, call: &'a Call) -> Self {
+        Self {
+            created: (call.created_at.is_none(), call.created_at.unwrap_or(0)),
+            rank,
+            call,
+        }
+    }
+
+    /// Which of two reports of one call to list: the earlier provider's, then the one that
+    /// sorts first, then any fixed order over the remaining fields.
+    fn preferred_to(&self, other: &Self) -> bool {
+        (self.rank, self.created, self.call) < (other.rank, other.created, other.call)
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +163,16 @@ mod tests {
         let merged = merge(&answers);
         assert_eq!(ids(&merged), ["same"]);
         assert_eq!(&*merged[0].provider, "b");
+    }
+
+    #[test]
+    fn one_provider_reporting_a_call_twice_gives_the_same_list_in_either_order() {
+        let first = call("c0", "p", Some(1), CallStatus::Ringing);
+        let second = call("c0", "p", None, CallStatus::InProgress);
+        let one = [ok(vec![first.clone(), second.clone()])];
+        let other = [ok(vec![second, first])];
+        assert_eq!(merge(&one), merge(&other));
+        assert_eq!(merge(&one)[0].status, CallStatus::Ringing);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! One upstream GET under a total deadline and a body-size cap, errors folded into `ProviderError`.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -62,7 +62,7 @@ impl HttpUpstream {
                 return Ok(calls.clone());
             }
         }
-        let calls: Calls = parse(&body)?.into();
+        let calls: Calls = Arc::new(parse(&body)?);
         *self.last.lock().expect("memo lock") = Some((body, calls.clone()));
         Ok(calls)
     }

@@ -16,7 +16,9 @@ use crate::config::{KindSpec, ProviderSpec};
 pub use http::HttpSettings;
 
 /// An upstream's answer: shared, so concurrent requests and the cache hand out one copy.
-pub type Calls = Arc<[Call]>;
+/// (`Arc<Vec<_>>` rather than `Arc<[_]>`: converting a parsed `Vec` into the latter copies
+/// every call.)
+pub type Calls = Arc<Vec<Call>>;
 
 /// A source of live calls on one platform.
 #[async_trait]
@@ -92,6 +94,8 @@ pub enum ProviderError {
          set api_key_env on the provider or authenticate the org through it (auth = ...)"
     )]
     NoCredentials,
+    #[error("failed inside callmux (a bug, logged on the server)")]
+    Internal,
 }
 
 impl ProviderError {
@@ -107,6 +111,7 @@ impl ProviderError {
             Self::TooLarge(_) => "UPSTREAM_TOO_LARGE",
             Self::Transport(_) => "UPSTREAM_BROKEN_RESPONSE",
             Self::NoCredentials => "UPSTREAM_NO_CREDENTIALS",
+            Self::Internal => "INTERNAL_ERROR",
         }
     }
 }

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::Deserialize;
 
-use super::{buffer_for, opt_text, req_text, ErrorItem, ParseError, SeqOf};
+use super::json::{push_key, push_str, push_u64_str};
+use super::{buffer_for, from_body, opt_text, push_errors, req_text, ErrorItem, ParseError};
 use crate::call::{Call, CallStatus};
 
 /// Reads a Bland answer into canonical calls (every status, active or not). Empty strings are
@@ -48,7 +49,7 @@ pub fn parse(body: &[u8], provider: &Arc<str>) -> Result<Vec<Call>, ParseError> 
         timestamp: Option<String>,
     }
 
-    let body: Body = serde_json::from_slice(body)?;
+    let body: Body = from_body(body)?;
     let Some(data) = body.data else {
         let reported = body
             .errors
@@ -113,60 +114,9 @@ pub fn status_to_wire(s: &CallStatus) -> &str {
     }
 }
 
-/// Every field a string, `""` for anything unknown, as Bland clients expect.
-#[derive(Serialize)]
-struct CallOut<'a> {
-    call_id: &'a str,
-    user_id: &'a str,
-    from: &'a str,
-    to: &'a str,
-    objective: &'a str,
-    pathway_id: &'a str,
-    start_time: &'a str,
-    international: &'static str,
-    status: &'a str,
-    #[serde(serialize_with = "epoch_ms_text")]
-    timestamp: Option<u64>,
-}
-
-fn epoch_ms_text<S: Serializer>(t: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(ms) => s.collect_str(ms),
-        None => s.serialize_str(""),
-    }
-}
-
-impl<'a> CallOut<'a> {
-    /// `org` is the `user_id` of a call whose upstream named no owner.
-    fn new(c: &'a Call, org: &'a str) -> Self {
-        let text = |f: &'a Option<String>| f.as_deref().unwrap_or("");
-        Self {
-            call_id: &c.call_id,
-            user_id: c.org.as_deref().unwrap_or(org),
-            from: text(&c.from),
-            to: text(&c.to),
-            objective: text(&c.objective),
-            pathway_id: text(&c.pathway_id),
-            start_time: text(&c.started_at),
-            international: match c.international {
-                Some(true) => "true",
-                Some(false) => "false",
-                None => "",
-            },
-            status: status_to_wire(&c.status),
-            timestamp: c.created_at,
-        }
-    }
-}
-
-#[derive(Serialize)]
-#[serde(bound(serialize = "I: Iterator, I::Item: Serialize"))]
-struct Envelope<'e, I> {
-    data: Option<SeqOf<I>>,
-    errors: Option<&'e [ErrorItem<'e>]>,
-}
-
-/// `{"data": [...], "errors": null}`; `errors` lists what failed when anything did.
+/// `{"data": [...], "errors": null}`; `errors` lists what failed when anything did. Every
+/// field of every call is a string, `""` for anything unknown, as Bland clients expect; `org`
+/// is the `user_id` of calls whose upstream named no owner.
 pub fn write<'c, I>(calls: I, org: &str, errors: &[ErrorItem<'_>]) -> Vec<u8>
 where
     I: IntoIterator<Item = &'c Call>,
@@ -174,21 +124,60 @@ where
 {
     let calls = calls.into_iter();
     let mut out = buffer_for(calls.len());
-    let envelope = Envelope {
-        data: Some(SeqOf::new(calls.map(|c| CallOut::new(c, org)))),
-        errors: (!errors.is_empty()).then_some(errors),
-    };
-    serde_json::to_writer(&mut out, &envelope).expect("serialising to a Vec cannot fail");
+    out.extend_from_slice(b"{\"data\":[");
+    for (i, call) in calls.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_call(&mut out, call, org);
+    }
+    out.extend_from_slice(b"],\"errors\":");
+    push_errors(&mut out, errors);
+    out.push(b'}');
     out
+}
+
+/// `""` for a field the upstream did not give.
+fn text(field: &Option<String>) -> &str {
+    field.as_deref().unwrap_or("")
+}
+
+fn write_call(out: &mut Vec<u8>, c: &Call, org: &str) {
+    let field = |out: &mut Vec<u8>, key: &str, value: &str| {
+        out.push(b',');
+        push_key(out, key);
+        push_str(out, value);
+    };
+    out.push(b'{');
+    push_key(out, "call_id");
+    push_str(out, &c.call_id);
+    field(out, "user_id", c.org.as_deref().unwrap_or(org));
+    field(out, "from", text(&c.from));
+    field(out, "to", text(&c.to));
+    field(out, "objective", text(&c.objective));
+    field(out, "pathway_id", text(&c.pathway_id));
+    field(out, "start_time", text(&c.started_at));
+    let international = match c.international {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "",
+    };
+    field(out, "international", international);
+    field(out, "status", status_to_wire(&c.status));
+    out.extend_from_slice(b",\"timestamp\":");
+    match c.created_at {
+        Some(ms) => push_u64_str(out, ms),
+        None => out.extend_from_slice(b"\"\""),
+    }
+    out.push(b'}');
 }
 
 /// Bland's error envelope: `{"data": null, "errors": [...]}`.
 pub fn write_error(errors: &[ErrorItem<'_>]) -> Vec<u8> {
-    let envelope: Envelope<'_, std::iter::Empty<CallOut<'_>>> = Envelope {
-        data: None,
-        errors: (!errors.is_empty()).then_some(errors),
-    };
-    serde_json::to_vec(&envelope).expect("serialising to a Vec cannot fail")
+    let mut out = b"{\"data\":null,\"errors\":".to_vec();
+    push_errors(&mut out, errors);
+    out.push(b'}');
+    out
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::{buffer_for, opt_text, req_text, ErrorItem, ParseError, SeqOf};
+use super::json::{push_key, push_str, push_usize};
+use super::{buffer_for, from_body, opt_text, push_errors, req_text, ErrorItem, ParseError};
 use crate::call::{Call, CallStatus, Direction};
 
 /// Reads an agent server's answer into canonical calls (every status, active or not).
@@ -28,7 +29,7 @@ pub fn parse(body: &[u8], provider: &Arc<str>) -> Result<Vec<Call>, ParseError> 
         direction: Option<String>,
     }
 
-    let body: Body = serde_json::from_slice(body)?;
+    let body: Body = from_body(body)?;
     Ok(body
         .calls
         .into_iter()
@@ -88,39 +89,6 @@ fn direction_to_wire(d: Option<Direction>) -> Option<&'static str> {
     })
 }
 
-#[derive(Serialize)]
-struct CallOut<'a> {
-    call_id: &'a str,
-    to_number: Option<&'a str>,
-    status: &'a str,
-    direction: Option<&'static str>,
-}
-
-impl<'a> From<&'a Call> for CallOut<'a> {
-    fn from(c: &'a Call) -> Self {
-        let to_number = match c.direction {
-            Some(Direction::Inbound) => c.from.as_deref(),
-            Some(Direction::Outbound) => c.to.as_deref(),
-            None => c.to.as_deref().or(c.from.as_deref()),
-        };
-        Self {
-            call_id: &c.call_id,
-            to_number,
-            status: status_to_wire(&c.status),
-            direction: direction_to_wire(c.direction),
-        }
-    }
-}
-
-#[derive(Serialize)]
-#[serde(bound(serialize = "I: Iterator, I::Item: Serialize"))]
-struct Envelope<'e, I> {
-    calls: SeqOf<I>,
-    count: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'e [ErrorItem<'e>]>,
-}
-
 /// `{"calls": [...], "count": N}`, plus `"errors"` when anything failed. `count` is always
 /// the number of calls listed; a partial answer is told apart by its `errors`.
 pub fn write<'c, I>(calls: I, errors: &[ErrorItem<'_>]) -> Vec<u8>
@@ -130,14 +98,47 @@ where
 {
     let calls = calls.into_iter();
     let count = calls.len();
-    let envelope = Envelope {
-        calls: SeqOf::new(calls.map(CallOut::from)),
-        count,
-        errors: (!errors.is_empty()).then_some(errors),
-    };
     let mut out = buffer_for(count);
-    serde_json::to_writer(&mut out, &envelope).expect("serialising to a Vec cannot fail");
+    out.extend_from_slice(b"{\"calls\":[");
+    for (i, call) in calls.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_call(&mut out, call);
+    }
+    out.extend_from_slice(b"],\"count\":");
+    push_usize(&mut out, count);
+    if !errors.is_empty() {
+        out.extend_from_slice(b",\"errors\":");
+        push_errors(&mut out, errors);
+    }
+    out.push(b'}');
     out
+}
+
+fn write_call(out: &mut Vec<u8>, c: &Call) {
+    let to_number = match c.direction {
+        Some(Direction::Inbound) => c.from.as_deref(),
+        Some(Direction::Outbound) => c.to.as_deref(),
+        None => c.to.as_deref().or(c.from.as_deref()),
+    };
+    let nullable = |out: &mut Vec<u8>, value: Option<&str>| match value {
+        Some(v) => push_str(out, v),
+        None => out.extend_from_slice(b"null"),
+    };
+    out.push(b'{');
+    push_key(out, "call_id");
+    push_str(out, &c.call_id);
+    out.push(b',');
+    push_key(out, "to_number");
+    nullable(out, to_number);
+    out.push(b',');
+    push_key(out, "status");
+    push_str(out, status_to_wire(&c.status));
+    out.push(b',');
+    push_key(out, "direction");
+    nullable(out, direction_to_wire(c.direction));
+    out.push(b'}');
 }
 
 #[cfg(test)]
