@@ -84,12 +84,16 @@ fn serve(path: PathBuf) -> ExitCode {
                 ))
             }
         };
+        let shutdown = match shutdown_signal() {
+            Ok(s) => s,
+            Err(e) => return fail(format!("cannot install signal handlers: {e}")),
+        };
         let addr = listener
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
         tracing::info!(config = %path.display(), "callmux listening on http://{addr}");
-        match callmux::serve(listener, app, shutdown_signal()).await {
+        match callmux::serve(listener, app, shutdown).await {
             Ok(()) => {
                 tracing::info!("callmux stopped");
                 ExitCode::SUCCESS
@@ -99,26 +103,19 @@ fn serve(path: PathBuf) -> ExitCode {
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Registers SIGTERM and SIGINT handlers now, so a signal that arrives as soon as the server
+/// says it is listening already stops it gracefully, and returns the future that fires on one.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
+        tracing::info!("shutting down: finishing in-flight requests");
+    })
 }
 
 fn hash_key() -> ExitCode {
