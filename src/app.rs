@@ -8,6 +8,7 @@ use axum::http::HeaderMap;
 use bytes::Bytes;
 
 use crate::auth::{self, AuthError, Identity, Presented, Verdicts};
+use crate::breaker::Breaker;
 use crate::coalesce::Coalesced;
 use crate::config::Config;
 use crate::merge::{self, Answer, ProviderFailure};
@@ -67,8 +68,11 @@ impl App {
             .providers
             .iter()
             .map(|spec| {
-                let built = provider::build(spec)?;
-                let shared: Arc<dyn Provider> = Arc::new(Coalesced::new(built, spec.cache_ttl));
+                // Coalescing outside the breaker: requests waiting on one ask share its
+                // outcome, and count as one success or failure.
+                let guarded: Arc<dyn Provider> =
+                    Arc::new(Breaker::new(provider::build(spec)?, spec.breaker));
+                let shared: Arc<dyn Provider> = Arc::new(Coalesced::new(guarded, spec.cache_ttl));
                 Ok((spec.id.as_str(), shared))
             })
             .collect::<Result<_, String>>()?;

@@ -13,6 +13,7 @@ use figment::Figment;
 use serde::Deserialize;
 
 use crate::auth::KeyDigest;
+use crate::breaker::BreakerSettings;
 use crate::provider::{bland, twilio, HttpSettings};
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -68,6 +69,7 @@ pub struct ProviderSpec {
     pub http: HttpSettings,
     /// How long an answer is served to later requests; zero shares it only while in flight.
     pub cache_ttl: Duration,
+    pub breaker: BreakerSettings,
     pub kind: KindSpec,
 }
 
@@ -164,12 +166,17 @@ impl Config {
             };
             let _ = writeln!(
                 s,
-                "  {}: {} at {url}; timeout {} ms; max body {} bytes; cache {} ms{extra}",
+                "  {}: {} at {url}; timeout {} ms (connect {} ms, {} retries); max body {} bytes; \
+                 cache {} ms; circuit opens after {} failures for {} ms{extra}",
                 p.id,
                 p.kind.name(),
                 p.http.timeout.as_millis(),
+                p.http.connect_timeout.as_millis(),
+                p.http.retries,
                 p.http.max_body_bytes,
-                p.cache_ttl.as_millis()
+                p.cache_ttl.as_millis(),
+                p.breaker.failures,
+                p.breaker.cooldown.as_millis(),
             );
         }
         s
@@ -302,8 +309,12 @@ struct RawProvider {
     kind: String,
     base_url: Option<String>,
     timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
     max_body_bytes: Option<u64>,
+    retries: Option<u32>,
     cache_ttl_ms: Option<u64>,
+    circuit_failures: Option<u32>,
+    circuit_cooldown_ms: Option<u64>,
     api_key_env: Option<String>,
     org_id: Option<String>,
 }
@@ -378,19 +389,39 @@ impl RawProvider {
     ) -> Option<ProviderSpec> {
         let at = |field: &str| format!("providers.{id}.{field}");
         let before = issues.len();
+        let timeout = positive(
+            &at("timeout_ms"),
+            self.timeout_ms,
+            HttpSettings::DEFAULT_TIMEOUT_MS,
+            issues,
+        );
+        let connect_timeout = positive(
+            &at("connect_timeout_ms"),
+            self.connect_timeout_ms,
+            HttpSettings::DEFAULT_CONNECT_TIMEOUT_MS.min(timeout),
+            issues,
+        );
         let http = HttpSettings {
-            timeout: Duration::from_millis(positive(
-                &at("timeout_ms"),
-                self.timeout_ms,
-                HttpSettings::DEFAULT_TIMEOUT_MS,
-                issues,
-            )),
+            timeout: Duration::from_millis(timeout),
+            connect_timeout: Duration::from_millis(connect_timeout),
             max_body_bytes: positive(
                 &at("max_body_bytes"),
                 self.max_body_bytes,
                 HttpSettings::DEFAULT_MAX_BODY_BYTES as u64,
                 issues,
             ) as usize,
+            retries: self.retries.unwrap_or(HttpSettings::DEFAULT_RETRIES),
+        };
+        let breaker = BreakerSettings {
+            failures: self
+                .circuit_failures
+                .unwrap_or(BreakerSettings::DEFAULT_FAILURES),
+            cooldown: Duration::from_millis(positive(
+                &at("circuit_cooldown_ms"),
+                self.circuit_cooldown_ms,
+                BreakerSettings::DEFAULT_COOLDOWN_MS,
+                issues,
+            )),
         };
         let kind = match self.kind.as_str() {
             "twilio-media-stream" => {
@@ -473,6 +504,7 @@ impl RawProvider {
             id,
             http,
             cache_ttl,
+            breaker,
             kind,
         })
     }

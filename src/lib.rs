@@ -3,6 +3,7 @@
 pub mod api;
 mod app;
 pub mod auth;
+pub mod breaker;
 pub mod call;
 pub mod coalesce;
 pub mod config;

@@ -10,17 +10,28 @@ use super::{Calls, ProviderError};
 use crate::call::Call;
 use crate::wire::ParseError;
 
-/// Per-provider HTTP limits, from `timeout_ms` and `max_body_bytes`.
+/// Per-provider HTTP limits, from `timeout_ms`, `connect_timeout_ms`, `max_body_bytes` and
+/// `retries`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSettings {
+    /// The whole ask, every attempt included: connecting to the last byte of the body.
     pub timeout: Duration,
+    pub connect_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Further attempts after a failure worth retrying, while `timeout` allows.
+    pub retries: u32,
 }
 
 impl HttpSettings {
     pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+    pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
     pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+    pub const DEFAULT_RETRIES: u32 = 1;
 }
+
+/// First retry waits about this long, doubling each time, with ±50 % jitter so many callmux
+/// instances do not retry in step.
+const BACKOFF_BASE: Duration = Duration::from_millis(50);
 
 /// A pooled keep-alive client bound to one upstream URL.
 #[derive(Debug)]
@@ -37,7 +48,7 @@ pub(crate) struct HttpUpstream {
 impl HttpUpstream {
     pub fn new(url: reqwest::Url, settings: &HttpSettings) -> Result<Self, String> {
         let client = reqwest::Client::builder()
-            .connect_timeout(settings.timeout)
+            .connect_timeout(settings.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("callmux/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -67,11 +78,34 @@ impl HttpUpstream {
         Ok(calls)
     }
 
-    /// GETs the URL and returns the whole body of a 2xx answer. The deadline covers connecting,
-    /// the headers and the body, so an upstream that stalls mid-body is cut off too.
+    /// GETs the URL and returns the whole body of a 2xx answer. The deadline covers every
+    /// attempt, connecting, the headers and the body, so an upstream that stalls mid-body is
+    /// cut off too. A list request is idempotent, so failures that say nothing about the
+    /// request itself (a refused or broken connection, 502/503/504) are retried with jittered
+    /// backoff, as long as the backoff ends before the deadline.
     pub async fn get(&self, headers: HeaderMap) -> Result<Bytes, ProviderError> {
         let limit_ms = self.settings.timeout.as_millis() as u64;
-        tokio::time::timeout(self.settings.timeout, self.fetch(headers))
+        let deadline = tokio::time::Instant::now() + self.settings.timeout;
+        let attempts = async {
+            let mut attempt = 0;
+            loop {
+                let result = self.fetch(headers.clone()).await;
+                match result {
+                    Err(e) if attempt < self.settings.retries && retryable(&e) => {
+                        let backoff = BACKOFF_BASE
+                            .mul_f64((1u32 << attempt.min(10)) as f64 * (0.5 + fastrand::f64()));
+                        if tokio::time::Instant::now() + backoff >= deadline {
+                            return Err(e);
+                        }
+                        tracing::debug!(error = %e, attempt, ?backoff, "retrying upstream");
+                        tokio::time::sleep(backoff).await;
+                        attempt += 1;
+                    }
+                    other => return other,
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, attempts)
             .await
             .unwrap_or(Err(ProviderError::Timeout(limit_ms)))
     }
@@ -105,6 +139,16 @@ impl HttpUpstream {
         }
         Ok(body.freeze())
     }
+}
+
+/// Failures a second attempt may not meet: the request itself was not at fault.
+fn retryable(e: &ProviderError) -> bool {
+    matches!(
+        e,
+        ProviderError::Unreachable(_)
+            | ProviderError::Transport(_)
+            | ProviderError::Status(502 | 503 | 504)
+    )
 }
 
 /// Names what went wrong from the error's cause chain; reqwest's own text carries the URL,

@@ -96,6 +96,8 @@ pub enum ProviderError {
     NoCredentials,
     #[error("failed inside callmux (a bug, logged on the server)")]
     Internal,
+    #[error("failed repeatedly and is not asked again for {0} ms (circuit open)")]
+    CircuitOpen(u64),
 }
 
 impl ProviderError {
@@ -112,6 +114,7 @@ impl ProviderError {
             Self::Transport(_) => "UPSTREAM_BROKEN_RESPONSE",
             Self::NoCredentials => "UPSTREAM_NO_CREDENTIALS",
             Self::Internal => "INTERNAL_ERROR",
+            Self::CircuitOpen(_) => "CIRCUIT_OPEN",
         }
     }
 }

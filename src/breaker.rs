@@ -1,0 +1,128 @@
+//! A circuit breaker per provider: after `circuit_failures` failures in a row the provider is
+//! not asked for `circuit_cooldown_ms`; then one probe is let through, and its outcome closes
+//! the circuit or opens it again.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::provider::{Calls, Provider, ProviderError, RequestContext};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open the circuit; 0 turns the breaker off.
+    pub failures: u32,
+    pub cooldown: Duration,
+}
+
+impl BreakerSettings {
+    pub const DEFAULT_FAILURES: u32 = 5;
+    pub const DEFAULT_COOLDOWN_MS: u64 = 10_000;
+}
+
+pub struct Breaker {
+    inner: Arc<dyn Provider>,
+    settings: BreakerSettings,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    consecutive_failures: u32,
+    open_until: Option<Instant>,
+    probe_in_flight: bool,
+}
+
+impl Breaker {
+    pub fn new(inner: Arc<dyn Provider>, settings: BreakerSettings) -> Self {
+        Self {
+            inner,
+            settings,
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state stays consistent even if a holder panicked: every update is one store.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lets the ask through, or fails it fast. `Ok(true)` means this ask is the probe.
+    fn admit(&self) -> Result<bool, ProviderError> {
+        let mut s = self.state();
+        let Some(until) = s.open_until else {
+            return Ok(false);
+        };
+        let now = Instant::now();
+        if now < until || s.probe_in_flight {
+            let wait = until.saturating_duration_since(now).as_millis() as u64;
+            return Err(ProviderError::CircuitOpen(wait));
+        }
+        s.probe_in_flight = true;
+        Ok(true)
+    }
+
+    fn record(&self, result: &Result<Calls, ProviderError>) {
+        let mut s = self.state();
+        if result.as_ref().is_err_and(counts_against_upstream) {
+            s.consecutive_failures += 1;
+            let reopen = s.open_until.is_some() || s.consecutive_failures >= self.settings.failures;
+            if reopen {
+                if s.open_until.is_none() {
+                    tracing::warn!(
+                        provider = self.inner.id(),
+                        failures = s.consecutive_failures,
+                        "circuit opened"
+                    );
+                }
+                s.open_until = Some(Instant::now() + self.settings.cooldown);
+            }
+        } else if result.is_ok() {
+            if s.open_until.is_some() {
+                tracing::info!(provider = self.inner.id(), "circuit closed");
+            }
+            *s = State::default();
+        }
+    }
+}
+
+/// Failures that say the upstream is unwell. A rejected key, missing credentials or a bug in
+/// callmux say nothing about it.
+fn counts_against_upstream(e: &ProviderError) -> bool {
+    !matches!(
+        e,
+        ProviderError::Rejected(_) | ProviderError::NoCredentials | ProviderError::Internal
+    )
+}
+
+/// Frees the probe slot however the probe ends, even if its request is dropped midway.
+struct ProbeGuard<'a>(&'a Breaker);
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.state().probe_in_flight = false;
+    }
+}
+
+#[async_trait]
+impl Provider for Breaker {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    fn answers_per_caller(&self) -> bool {
+        self.inner.answers_per_caller()
+    }
+
+    async fn active_calls(&self, ctx: &RequestContext) -> Result<Calls, ProviderError> {
+        if self.settings.failures == 0 {
+            return self.inner.active_calls(ctx).await;
+        }
+        let _probe = self.admit()?.then(|| ProbeGuard(self));
+        let result = self.inner.active_calls(ctx).await;
+        self.record(&result);
+        result
+    }
+}
