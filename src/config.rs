@@ -18,6 +18,10 @@ use crate::provider::{bland, twilio, HttpSettings};
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_AUTH_CACHE_TTL_MS: u64 = 10_000;
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u64 = 4_096;
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
 /// A loaded, validated configuration. Holds no plain-text keys: org keys are kept as digests
 /// and upstream keys as sensitive header values.
@@ -35,6 +39,11 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// How long a Bland key accepted by its upstream is trusted without asking again.
     pub auth_cache_ttl: Duration,
+    pub max_concurrent_requests: usize,
+    pub request_timeout: Duration,
+    pub max_header_bytes: usize,
+    /// After SIGTERM, how long in-flight requests may take before the process exits anyway.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -290,6 +299,10 @@ struct RawConfig {
 struct RawServer {
     bind: Option<String>,
     auth_cache_ttl_ms: Option<u64>,
+    max_concurrent_requests: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    max_header_bytes: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -371,10 +384,34 @@ impl RawServer {
             ));
             DEFAULT_BIND.parse().expect("default bind address parses")
         });
+        let mut at_least_one = |field: &str, value: Option<u64>, default: u64| {
+            positive(&format!("server.{field}"), value, default, issues)
+        };
+        let max_concurrent_requests = at_least_one(
+            "max_concurrent_requests",
+            self.max_concurrent_requests,
+            DEFAULT_MAX_CONCURRENT_REQUESTS,
+        ) as usize;
+        let request_timeout = Duration::from_millis(at_least_one(
+            "request_timeout_ms",
+            self.request_timeout_ms,
+            DEFAULT_REQUEST_TIMEOUT_MS,
+        ));
+        let max_header_bytes = at_least_one(
+            "max_header_bytes",
+            self.max_header_bytes,
+            DEFAULT_MAX_HEADER_BYTES,
+        ) as usize;
         ServerConfig {
             bind,
             auth_cache_ttl: Duration::from_millis(
                 self.auth_cache_ttl_ms.unwrap_or(DEFAULT_AUTH_CACHE_TTL_MS),
+            ),
+            max_concurrent_requests,
+            request_timeout,
+            max_header_bytes,
+            shutdown_grace: Duration::from_millis(
+                self.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
             ),
         }
     }

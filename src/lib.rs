@@ -17,13 +17,31 @@ use std::sync::Arc;
 pub use app::{App, ListError, Listed};
 pub use config::Config;
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting connections and
+/// lets in-flight requests finish, for at most `[server] shutdown_grace_ms`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, api::router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let grace = app.config().server.shutdown_grace;
+    let (signalled, on_signal) = tokio::sync::oneshot::channel();
+    let server = axum::serve(listener, api::router(app)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = signalled.send(());
+    });
+    let grace_expired = async move {
+        if on_signal.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = grace_expired => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace expired; exiting with requests in flight");
+            Ok(())
+        }
+    }
 }

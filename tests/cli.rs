@@ -110,6 +110,110 @@ fn sigterm_stops_the_server_cleanly() {
     }
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish_then_refuses_new_connections() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let slow = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(
+                    json!({"calls": [agent_call("c1", "+1", "ringing", "outbound")], "count": 1}),
+                )
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&slow)
+        .await;
+    let (mut server, url) = serve_shipped(&[("CALLMUX_PROVIDERS__AGENTS__BASE_URL", &slow.uri())]);
+    let in_flight = tokio::spawn(
+        reqwest::Client::new()
+            .get(format!("{url}/api/calls"))
+            .header("authorization", "demo-key")
+            .header("x-bland-org-id", "demo")
+            .send(),
+    );
+    // Let the request reach the upstream before the signal.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slow.received_requests().await.unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["count"], 1);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "callmux did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let addr = url.trim_start_matches("http://");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "a new connection was accepted after shutdown"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn after_sigterm_the_process_exits_within_its_grace_bound_even_with_a_request_in_flight() {
+    let hung = silent_server().await;
+    let (mut server, url) = serve_shipped(&[
+        ("CALLMUX_PROVIDERS__AGENTS__BASE_URL", &hung),
+        ("CALLMUX_PROVIDERS__AGENTS__TIMEOUT_MS", "60000"),
+        ("CALLMUX_SERVER__SHUTDOWN_GRACE_MS", "300"),
+    ]);
+    let _in_flight = tokio::spawn(
+        reqwest::Client::new()
+            .get(format!("{url}/api/calls"))
+            .header("authorization", "demo-key")
+            .header("x-bland-org-id", "demo")
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    loop {
+        if server.0.try_wait().unwrap().is_some() {
+            break;
+        }
+        // Generous: the bound is 300 ms.
+        assert!(
+            signalled.elapsed() < Duration::from_secs(20),
+            "callmux outlived its grace bound"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[test]
 fn check_config_accepts_the_shipped_file_and_prints_a_summary_without_secrets() {
     let out = callmux()

@@ -147,7 +147,7 @@ fn retryable(e: &ProviderError) -> bool {
         e,
         ProviderError::Unreachable(_)
             | ProviderError::Transport(_)
-            | ProviderError::Status(502 | 503 | 504)
+            | ProviderError::Status(502..=504)
     )
 }
 

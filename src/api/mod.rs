@@ -15,12 +15,33 @@ use crate::wire::{self, ErrorItem, Shape};
 pub const BLAND_ROUTE: &str = "/v1/calls/active";
 pub const CALLS_ROUTE: &str = "/api/calls";
 
+mod bounds;
+
 pub fn router(app: Arc<App>) -> Router {
+    let server = &app.config().server;
+    let limits = Arc::new(bounds::Bounds::new(
+        server.max_header_bytes,
+        server.max_concurrent_requests,
+        server.request_timeout,
+    ));
     Router::new()
         .route(BLAND_ROUTE, get(|s, h| list(Shape::Bland, s, h)))
         .route(CALLS_ROUTE, get(|s, h| list(Shape::Calls, s, h)))
         .fallback(not_found)
         .with_state(app)
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            bounds::enforce,
+        ))
+}
+
+/// The shape a path's answers are written in; Bland's envelope for paths that are neither.
+fn shape_for(path: &str) -> Shape {
+    if path == CALLS_ROUTE {
+        Shape::Calls
+    } else {
+        Shape::Bland
+    }
 }
 
 async fn list(shape: Shape, State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
@@ -77,7 +98,7 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     json(StatusCode::NOT_FOUND, wire::bland::write_error(&[item]))
 }
 
-fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
+pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
     (
         status,
         [(
