@@ -48,8 +48,10 @@ for t in "${TARGETS[@]}"; do
         2>"fuzz/smoke-$t.log"; then
         grep -E '^(Done|stat::number_of_executed_units)' "fuzz/smoke-$t.log" >&2 || true
     else
-        echo "smoke: $t FAILED; libFuzzer's output follows (crash input under fuzz/artifacts/$t/)" >&2
-        tail -n 60 "fuzz/smoke-$t.log" >&2
+        echo "smoke: $t FAILED (full output: fuzz/smoke-$t.log)" >&2
+        grep -E -A2 'panicked at|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|^SUMMARY' \
+            "fuzz/smoke-$t.log" | head -n 30 >&2 || true
+        sed -n '/^Failing input:/,/^Error:/p' "fuzz/smoke-$t.log" >&2
         failed+=("$t")
     fi
 done
