@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use crate::breaker::Breaker;
 use crate::coalesce::Coalesced;
 use crate::config::Config;
 use crate::merge::{self, Answer, ProviderFailure};
+use crate::observe::{Observed, Outcome};
 use crate::provider::{self, Calls, Provider, ProviderError, RequestContext};
 use crate::wire::{ErrorItem, Shape};
 
@@ -20,6 +22,8 @@ pub struct App {
     config: Config,
     orgs: HashMap<String, OrgRuntime>,
     verdicts: Verdicts,
+    /// Every provider, in config order, as `/readyz` reports them.
+    observed: Vec<(String, &'static str, Arc<Observed>)>,
 }
 
 /// What one org needs at request time.
@@ -45,6 +49,8 @@ pub struct Listed {
     pub calls: usize,
     /// Providers that failed; their calls are missing and `body` names them.
     pub failures: Vec<ProviderFailure>,
+    /// Time spent waiting on providers.
+    pub waited: Duration,
 }
 
 /// Why a list request got no list.
@@ -52,7 +58,10 @@ pub struct Listed {
 pub enum ListError {
     Auth(AuthError),
     /// Every provider the org may see failed.
-    AllFailed(Vec<ProviderFailure>),
+    AllFailed {
+        failures: Vec<ProviderFailure>,
+        waited: Duration,
+    },
 }
 
 impl From<AuthError> for ListError {
@@ -63,19 +72,17 @@ impl From<AuthError> for ListError {
 
 impl App {
     pub fn new(config: Config) -> Result<Self, String> {
-        // One coalescing wrapper per provider, shared by every org that lists it.
-        let providers: HashMap<&str, Arc<dyn Provider>> = config
-            .providers
-            .iter()
-            .map(|spec| {
-                // Coalescing outside the breaker: requests waiting on one ask share its
-                // outcome, and count as one success or failure.
-                let guarded: Arc<dyn Provider> =
-                    Arc::new(Breaker::new(provider::build(spec)?, spec.breaker));
-                let shared: Arc<dyn Provider> = Arc::new(Coalesced::new(guarded, spec.cache_ttl));
-                Ok((spec.id.as_str(), shared))
-            })
-            .collect::<Result<_, String>>()?;
+        // Per provider, inside out: the backend; a circuit breaker; observation (a span,
+        // metrics, the last outcome); coalescing, outermost so that requests waiting on one
+        // ask share its outcome and it is observed and counted once.
+        let mut observed = Vec::new();
+        let mut providers: HashMap<&str, Arc<dyn Provider>> = HashMap::new();
+        for spec in &config.providers {
+            let guarded = Arc::new(Breaker::new(provider::build(spec)?, spec.breaker));
+            let watched = Arc::new(Observed::new(guarded));
+            observed.push((spec.id.clone(), spec.kind.name(), watched.clone()));
+            providers.insert(&spec.id, Arc::new(Coalesced::new(watched, spec.cache_ttl)));
+        }
         let orgs = config
             .orgs
             .iter()
@@ -95,7 +102,15 @@ impl App {
             verdicts: Verdicts::new(config.server.auth_cache_ttl),
             config,
             orgs,
+            observed,
         })
+    }
+
+    /// Each provider's id, kind and last real upstream ask, in config order.
+    pub fn provider_outcomes(&self) -> impl Iterator<Item = (&str, &'static str, Option<Outcome>)> {
+        self.observed
+            .iter()
+            .map(|(id, kind, o)| (id.as_str(), *kind, o.last_outcome()))
     }
 
     pub fn config(&self) -> &Config {
@@ -120,6 +135,7 @@ impl App {
             },
         };
 
+        let mut waited = Duration::ZERO;
         let mut prefetched = None;
         let authority = match identity {
             Identity::ViaUpstream(org, provider) => {
@@ -129,7 +145,9 @@ impl App {
                     .position(|p| p == provider)
                     .expect("config validation puts the auth provider in the org's list");
                 if !self.verdicts.is_accepted(&org.id, &presented) {
+                    let started = Instant::now();
                     let answer = runtime.providers[at].active_calls(&ctx).await;
+                    waited += started.elapsed();
                     match &answer {
                         Err(ProviderError::Rejected(_)) => return Err(AuthError::Rejected.into()),
                         Err(error) => {
@@ -148,7 +166,9 @@ impl App {
             Identity::Verified(_) => None,
         };
 
+        let started = Instant::now();
         let answers = merge::gather(&runtime.providers, &ctx, prefetched).await;
+        waited += started.elapsed();
         if let Some(at) = authority {
             if let Err(ProviderError::Rejected(_)) = answers[at] {
                 self.verdicts.forget(&org.id, &presented);
@@ -167,7 +187,7 @@ impl App {
             })
             .collect();
         if failures.len() == answers.len() {
-            return Err(ListError::AllFailed(failures));
+            return Err(ListError::AllFailed { failures, waited });
         }
         let (body, calls) = runtime.render(&org.id, shape, &answers, &failures);
         Ok(Listed {
@@ -175,6 +195,7 @@ impl App {
             body,
             calls,
             failures,
+            waited,
         })
     }
 }

@@ -44,9 +44,21 @@ impl Provider for Coalesced {
             Some(f) if self.inner.answers_per_caller() => Some(f.digest()),
             _ => None,
         };
-        self.answers
-            .try_get_with(key, self.inner.active_calls(ctx))
+        let entry = self
+            .answers
+            .entry(key)
+            .or_try_insert_with(self.inner.active_calls(ctx))
             .await
-            .map_err(|e: Arc<ProviderError>| (*e).clone())
+            .map_err(|e: Arc<ProviderError>| (*e).clone())?;
+        // Fresh: this request's own ask filled the entry. Otherwise it shared another's
+        // ask in flight, or a cached answer.
+        let how = if entry.is_fresh() {
+            "fetched"
+        } else {
+            "shared"
+        };
+        metrics::counter!("callmux_provider_answers_total", "provider" => self.id().to_string(), "source" => how)
+            .increment(1);
+        Ok(entry.into_value())
     }
 }

@@ -34,7 +34,7 @@ pub struct Config {
     pub providers: Vec<ProviderSpec>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub bind: SocketAddr,
     /// How long a Bland key accepted by its upstream is trusted without asking again.
@@ -121,9 +121,11 @@ impl Config {
         if !path.is_file() {
             return Err(ConfigError::NotFound(path.to_owned()));
         }
-        let figment = Figment::new()
-            .merge(Toml::file(path))
-            .merge(Env::prefixed("CALLMUX_").ignore(&["CONFIG"]).split("__"));
+        let figment = Figment::new().merge(Toml::file(path)).merge(
+            Env::prefixed("CALLMUX_")
+                .ignore(&["CONFIG", "LOG_FORMAT"])
+                .split("__"),
+        );
         Self::from_figment(&figment, &|name| std::env::var(name).ok())
     }
 

@@ -7,7 +7,9 @@ pub mod breaker;
 pub mod call;
 pub mod coalesce;
 pub mod config;
+pub mod live;
 pub mod merge;
+pub mod observe;
 pub mod provider;
 pub mod wire;
 
@@ -16,17 +18,19 @@ use std::sync::Arc;
 
 pub use app::{App, ListError, Listed};
 pub use config::Config;
+pub use live::Live;
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting connections and
 /// lets in-flight requests finish, for at most `[server] shutdown_grace_ms`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    app: Arc<App>,
+    live: Arc<Live>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = app.config().server.shutdown_grace;
+    observe::prometheus();
+    let grace = live.current().app.config().server.shutdown_grace;
     let (signalled, on_signal) = tokio::sync::oneshot::channel();
-    let server = axum::serve(listener, api::router(app)).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, api::router(live)).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = signalled.send(());
     });

@@ -4,8 +4,9 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use callmux::{App, Config};
+use callmux::{Config, Live};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -23,8 +24,17 @@ struct Cli {
         default_value = "providers.toml"
     )]
     config: PathBuf,
+    /// Log lines for people (text) or for log pipelines (json, one object per line).
+    #[arg(long, global = true, env = "CALLMUX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -40,7 +50,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cli.config),
+        Command::Serve => serve(cli.config, cli.log_format),
         Command::CheckConfig => match Config::load(&cli.config) {
             Ok(config) => {
                 println!("{}: OK", cli.config.display());
@@ -53,28 +63,46 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(path: PathBuf) -> ExitCode {
-    tracing_subscriber::fmt()
+/// How often the config file is checked for changes.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+fn init_logs(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let config = match Config::load(&path) {
-        Ok(c) => c,
-        Err(e) => return fail(format!("{}: {e}", path.display())),
-    };
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+fn serve(path: PathBuf, log_format: LogFormat) -> ExitCode {
+    init_logs(log_format);
+    if !path.is_file() {
+        return fail(format!(
+            "{}: {}",
+            path.display(),
+            callmux::config::ConfigError::NotFound(path.clone())
+        ));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async move {
-        let bind = config.server.bind;
-        let app = match App::new(config) {
-            Ok(app) => Arc::new(app),
-            Err(e) => return fail(e),
+        let live = match Live::from_file(path.clone()) {
+            Ok(live) => live,
+            Err(e) => return fail(format!("{}: {e}", path.display())),
         };
+        let bind = live.current().app.config().server.bind;
         let listener = match tokio::net::TcpListener::bind(bind).await {
             Ok(l) => l,
             Err(e) => {
@@ -88,12 +116,16 @@ fn serve(path: PathBuf) -> ExitCode {
             Ok(s) => s,
             Err(e) => return fail(format!("cannot install signal handlers: {e}")),
         };
+        if let Err(e) = reload_on_sighup(&live) {
+            return fail(format!("cannot install the SIGHUP handler: {e}"));
+        }
+        live.watch(WATCH_EVERY);
         let addr = listener
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
         tracing::info!(config = %path.display(), "callmux listening on http://{addr}");
-        match callmux::serve(listener, app, shutdown).await {
+        match callmux::serve(listener, live, shutdown).await {
             Ok(()) => {
                 tracing::info!("callmux stopped");
                 ExitCode::SUCCESS
@@ -101,6 +133,20 @@ fn serve(path: PathBuf) -> ExitCode {
             Err(e) => fail(format!("server error: {e}")),
         }
     })
+}
+
+/// Reloads the configuration on every SIGHUP; a refused file is logged by `reload`.
+fn reload_on_sighup(live: &Arc<Live>) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup())?;
+    let live = live.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let _ = live.reload();
+        }
+    });
+    Ok(())
 }
 
 /// Registers SIGTERM and SIGINT handlers now, so a signal that arrives as soon as the server

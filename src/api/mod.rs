@@ -1,38 +1,73 @@
-//! The HTTP edge: the two list routes, and every outcome written in the shape that was asked.
+//! The HTTP edge: the routes, the layers around them, and every outcome of a list request
+//! written in the shape that was asked.
+
+mod bounds;
+mod openapi;
+mod ops;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-use crate::app::{error_items, App, ListError};
+use crate::app::{error_items, ListError};
+use crate::live::Live;
+use crate::observe;
 use crate::wire::{self, ErrorItem, Shape};
 
 pub const BLAND_ROUTE: &str = "/v1/calls/active";
 pub const CALLS_ROUTE: &str = "/api/calls";
 
-mod bounds;
-
-pub fn router(app: Arc<App>) -> Router {
-    let server = &app.config().server;
+/// The whole service. The list routes sit behind the request bounds; `/healthz`, `/readyz`
+/// and `/metrics` do not, so they still answer when callmux is overloaded.
+pub fn router(live: Arc<Live>) -> Router {
+    let server = live.current().app.config().server.clone();
     let limits = Arc::new(bounds::Bounds::new(
         server.max_header_bytes,
         server.max_concurrent_requests,
         server.request_timeout,
     ));
-    Router::new()
+    let lists = Router::new()
         .route(BLAND_ROUTE, get(|s, h| list(Shape::Bland, s, h)))
         .route(CALLS_ROUTE, get(|s, h| list(Shape::Calls, s, h)))
-        .fallback(not_found)
-        .with_state(app)
         .layer(axum::middleware::from_fn_with_state(
             limits,
             bounds::enforce,
-        ))
+        ));
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(lists)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::document))
+        .route_layer(axum::middleware::from_fn(observe::track_requests))
+        .fallback(not_found)
+        .with_state(live)
+        // Outermost last: the id is set first, then the span that carries it, and the id is
+        // echoed on the way out.
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<_>| {
+                    let id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
 /// The shape a path's answers are written in; Bland's envelope for paths that are neither.
@@ -44,26 +79,26 @@ fn shape_for(path: &str) -> Shape {
     }
 }
 
-async fn list(shape: Shape, State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    match app.list(&headers, shape).await {
+async fn list(shape: Shape, State(live): State<Arc<Live>>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    // This request keeps this configuration to the end, whatever reloads meanwhile.
+    let loaded = live.current();
+    let (mut response, waited) = match loaded.app.list(&headers, shape).await {
         Ok(listed) => {
-            for f in &listed.failures {
-                tracing::warn!(org = %listed.org, provider = %f.provider, code = f.error.code(), error = %f.error, "provider failed");
-            }
             tracing::info!(org = %listed.org, calls = listed.calls, failed = listed.failures.len(), "listed active calls");
-            json(StatusCode::OK, listed.body)
+            (json(StatusCode::OK, listed.body), listed.waited)
         }
-        Err(ListError::AllFailed(failures)) => {
-            for f in &failures {
-                tracing::warn!(provider = %f.provider, code = f.error.code(), error = %f.error, "provider failed");
-            }
+        Err(ListError::AllFailed { failures, waited }) => {
             tracing::warn!(
                 providers = failures.len(),
                 "every provider of the org failed"
             );
             let messages: Vec<String> = failures.iter().map(|f| f.error.to_string()).collect();
             let errors = error_items(&failures, &messages);
-            json(StatusCode::BAD_GATEWAY, shape.write_error(&errors))
+            (
+                json(StatusCode::BAD_GATEWAY, shape.write_error(&errors)),
+                waited,
+            )
         }
         Err(ListError::Auth(e)) => {
             tracing::info!(code = e.code(), reason = %e, "request refused");
@@ -80,12 +115,28 @@ async fn list(shape: Shape, State(app): State<Arc<App>>, headers: HeaderMap) -> 
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            response
+            (response, Duration::ZERO)
         }
-    }
+    };
+    let timing = server_timing(waited, started.elapsed());
+    response.headers_mut().insert("server-timing", timing);
+    response
+}
+
+/// `Server-Timing`: time spent waiting on providers, and the rest, spent in callmux.
+fn server_timing(waited: Duration, total: Duration) -> HeaderValue {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let value = format!(
+        "providers;dur={:.3};desc=\"waiting on providers\", callmux;dur={:.3};desc=\"callmux's own work\"",
+        ms(waited),
+        ms(total.saturating_sub(waited)),
+    );
+    HeaderValue::from_str(&value).expect("ASCII digits and fixed text")
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
+    metrics::counter!("callmux_requests_total", "route" => "unmatched", "status" => "404")
+        .increment(1);
     let message = format!(
         "no route {method} {}: callmux serves GET {BLAND_ROUTE} and GET {CALLS_ROUTE}",
         uri.path()

@@ -3,10 +3,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use callmux::{App, Config};
+use callmux::{App, Config, Live};
 use figment::providers::{Format, Toml};
 use figment::Figment;
 use serde_json::{json, Value};
@@ -37,10 +36,10 @@ pub async fn spawn_app(toml: &str) -> TestApp {
 /// `api_key_env` variables are read from.
 pub async fn spawn_app_with_env(toml: &str, env: &[(&str, &str)]) -> TestApp {
     let config = load_config(toml, env).unwrap_or_else(|e| panic!("test config invalid: {e}"));
-    let app = Arc::new(App::new(config).expect("providers build"));
+    let live = Live::fixed(App::new(config).expect("providers build"));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(callmux::serve(listener, app, std::future::pending()));
+    tokio::spawn(callmux::serve(listener, live, std::future::pending()));
     TestApp {
         addr,
         http: reqwest::Client::new(),

@@ -1,0 +1,491 @@
+//! `GET /openapi.json`: an OpenAPI 3.1 description of the two list endpoints and of every
+//! answer they give, built once from the types below.
+//!
+//! The wire writers are hand-written for speed (`crate::wire`), so nothing here is ever
+//! serialised: these types exist only to describe that output. `tests/openapi.rs` checks real
+//! answers of every documented status against this document.
+
+use std::sync::LazyLock;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use bytes::Bytes;
+use utoipa::OpenApi;
+
+/// The document, serialised once.
+static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
+    let json = doc::ApiDoc::openapi()
+        .to_json()
+        .expect("the OpenAPI document serialises");
+    Bytes::from(json)
+});
+
+/// `GET /openapi.json`: served without authentication.
+pub async fn document() -> Response {
+    super::json(StatusCode::OK, DOCUMENT.clone())
+}
+
+#[allow(dead_code)] // described, never constructed: the wire writers produce these shapes
+mod doc {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+    use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+    use super::super::{BLAND_ROUTE, CALLS_ROUTE};
+
+    #[derive(OpenApi)]
+    #[openapi(
+        info(
+            title = "callmux",
+            version = env!("CARGO_PKG_VERSION"),
+            description = "One active-calls endpoint over every voice-AI platform an organisation \
+                runs calls on. callmux asks every provider the organisation may see, merges their \
+                answers into one deterministic, de-duplicated list of live calls, and serves it in \
+                the shape the client already speaks: Bland's (`GET /v1/calls/active`) or the \
+                Twilio media-stream agent servers' (`GET /api/calls`).\n\n\
+                A provider that fails costs only its own calls: the answer is still `200`, with \
+                the failed providers named in `errors`. Every error body comes in the shape of \
+                the endpoint that was asked."
+        ),
+        paths(bland_active_calls, agent_calls),
+        components(schemas(
+            BlandCalls,
+            BlandRefused,
+            BlandFailed,
+            BlandCall,
+            CallsList,
+            CallsRefused,
+            CallsFailed,
+            CallsCall,
+            Direction,
+            ErrorItem,
+            ProviderFailure,
+            ProviderErrorCode,
+            RequestFailure,
+            RequestErrorCode,
+        )),
+        modifiers(&OrgKey),
+        tags((name = "calls", description = "Live calls, merged across providers"))
+    )]
+    pub(super) struct ApiDoc;
+
+    /// The `authorization` header as a security scheme, so that tools send it (OpenAPI ignores
+    /// a header *parameter* named `Authorization`; it is listed there too, for readers).
+    struct OrgKey;
+
+    impl Modify for OrgKey {
+        fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+            let components = openapi.components.get_or_insert_with(Default::default);
+            components.add_security_scheme(
+                "orgKey",
+                SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                    "authorization",
+                    "The organisation's key, raw (`authorization: <key>`) or as \
+                     `authorization: Bearer <key>`. For an org that authenticates through Bland \
+                     (`auth = \"<bland provider>\"`), the caller's own Bland API key.",
+                ))),
+            );
+        }
+    }
+
+    /// The two request headers, the same for both endpoints.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Header)]
+    struct ListHeaders {
+        /// The organisation's key, raw (`<key>`) or as `Bearer <key>`. Required: without it,
+        /// or with an empty one, the answer is 401 `AUTH_FAILURE`. (Also described as the
+        /// `orgKey` security scheme, which is what OpenAPI tools act on.)
+        authorization: String,
+        /// The organisation's id (its table name in `providers.toml`). Optional when the key
+        /// alone identifies exactly one organisation; otherwise its absence is 400
+        /// `MISSING_ORG_ID`. An unknown id is 401 `AUTH_FAILURE`, like a wrong key.
+        #[param(rename = "x-bland-org-id", required = false)]
+        x_bland_org_id: String,
+    }
+
+    /// Live calls in Bland's shape
+    ///
+    /// Bland's list-active-calls, over every provider the organisation may see: a Bland client
+    /// switches by changing its base URL. Calls are ordered by creation time (calls without one
+    /// last), then by the org's provider order, then by `call_id`; a `call_id` reported by two
+    /// providers is listed once. Ended calls are left out.
+    #[utoipa::path(
+        get,
+        path = BLAND_ROUTE,
+        operation_id = "listActiveCallsBland",
+        tag = "calls",
+        security(("orgKey" = [])),
+        params(ListHeaders),
+        responses(
+            (status = 200, body = BlandCalls,
+                description = "The merged list. Complete: `errors` is `null`. Partial (some \
+                    providers failed, at least one answered): the calls of those that answered, \
+                    and `errors` names each failed provider.",
+                examples(
+                    ("complete" = (summary = "Every provider answered", value = json!({
+                        "data": [{"call_id": "a1b2c3d4", "user_id": "demo", "from": "",
+                            "to": "+1234567890", "objective": "", "pathway_id": "",
+                            "start_time": "", "international": "", "status": "IN_PROGRESS",
+                            "timestamp": ""}],
+                        "errors": null}))),
+                    ("partial" = (summary = "One provider failed", value = json!({
+                        "data": [{"call_id": "a1b2c3d4", "user_id": "demo", "from": "",
+                            "to": "+1234567890", "objective": "", "pathway_id": "",
+                            "start_time": "", "international": "", "status": "IN_PROGRESS",
+                            "timestamp": ""}],
+                        "errors": [{"provider": "bland", "error": "UPSTREAM_TIMEOUT",
+                            "message": "did not answer within 300 ms"}]}))),
+                )),
+            (status = 400, body = BlandRefused,
+                description = "`MISSING_ORG_ID`: no `x-bland-org-id`, and the key alone does not \
+                    identify exactly one organisation.",
+                example = json!({"data": null, "errors": [{"error": "MISSING_ORG_ID",
+                    "message": "missing x-bland-org-id header: this key does not identify a \
+                        single organisation, so send your organisation id in x-bland-org-id"}]})),
+            (status = 401, body = BlandRefused,
+                description = "`AUTH_FAILURE`: no or empty `authorization`, a key that is not \
+                    visible ASCII, an unknown key, a key that is not the named org's, an unknown \
+                    org id; or, for an org that authenticates through Bland, Bland refused the \
+                    caller's key.",
+                headers(("www-authenticate" = String, description = "Always `Bearer`.")),
+                example = json!({"data": null, "errors": [{"error": "AUTH_FAILURE",
+                    "message": "invalid API key for this organisation"}]})),
+            (status = 431, body = BlandRefused,
+                description = "`HEADERS_TOO_LARGE`: the request's headers are over \
+                    `[server] max_header_bytes`.",
+                example = json!({"data": null, "errors": [{"error": "HEADERS_TOO_LARGE",
+                    "message": "the request's headers are 9000 bytes, over the 8192-byte limit \
+                        (max_header_bytes)"}]})),
+            (status = 502, body = BlandFailed,
+                description = "Every provider the organisation may see failed: `errors` names \
+                    each, with `provider`. Or `AUTH_UNAVAILABLE`: for an org that authenticates \
+                    through Bland, Bland could not be asked about the key (nothing is listed).",
+                examples(
+                    ("all providers failed" = (value = json!({"data": null, "errors": [
+                        {"provider": "agents", "error": "UPSTREAM_UNREACHABLE",
+                            "message": "could not be reached: Connection refused (os error 111)"}]}))),
+                    ("key could not be checked" = (value = json!({"data": null, "errors": [
+                        {"error": "AUTH_UNAVAILABLE", "message": "could not check the key with \
+                            provider `bland`, which did not answer within 3000 ms; try again \
+                            shortly"}]}))),
+                )),
+            (status = 503, body = BlandRefused,
+                description = "`OVERLOADED`: `[server] max_concurrent_requests` requests are \
+                    already in flight (refused at once, not queued). Or `REQUEST_TIMEOUT`: the \
+                    answer took longer than `[server] request_timeout_ms`.",
+                headers(("retry-after" = u32, description = "Seconds to wait before retrying: `1`.")),
+                examples(
+                    ("overloaded" = (value = json!({"data": null, "errors": [
+                        {"error": "OVERLOADED", "message": "callmux is answering 1024 requests \
+                            already (max_concurrent_requests); retry shortly"}]}))),
+                    ("request timeout" = (value = json!({"data": null, "errors": [
+                        {"error": "REQUEST_TIMEOUT", "message": "the request took longer than \
+                            10000 ms (request_timeout_ms); retry shortly"}]}))),
+                )),
+        )
+    )]
+    fn bland_active_calls() {}
+
+    /// Live calls in the agent servers' shape
+    ///
+    /// The list-calls endpoint of Twilio media-stream agent servers, over every provider the
+    /// organisation may see: dashboards and polling scripts work unchanged. On full success the
+    /// body is exactly `{"calls": [...], "count": N}`; `count` is always the number of calls
+    /// listed, and a partial answer is told apart by its `errors`. Order and de-duplication are
+    /// as for `GET /v1/calls/active`; ended calls are left out.
+    #[utoipa::path(
+        get,
+        path = CALLS_ROUTE,
+        operation_id = "listCalls",
+        tag = "calls",
+        security(("orgKey" = [])),
+        params(ListHeaders),
+        responses(
+            (status = 200, body = CallsList,
+                description = "The merged list. Complete: no `errors`. Partial (some providers \
+                    failed, at least one answered): the calls of those that answered, and \
+                    `errors` names each failed provider.",
+                examples(
+                    ("complete" = (summary = "Every provider answered", value = json!({
+                        "calls": [{"call_id": "a1b2c3d4", "to_number": "+1234567890",
+                            "status": "in-progress", "direction": "outbound"}],
+                        "count": 1}))),
+                    ("partial" = (summary = "One provider failed", value = json!({
+                        "calls": [{"call_id": "g1", "to_number": "+1", "status": "in-progress",
+                            "direction": "outbound"}],
+                        "count": 1,
+                        "errors": [{"provider": "bad", "error": "UPSTREAM_TIMEOUT",
+                            "message": "did not answer within 300 ms"}]}))),
+                )),
+            (status = 400, body = CallsRefused,
+                description = "`MISSING_ORG_ID`: no `x-bland-org-id`, and the key alone does not \
+                    identify exactly one organisation.",
+                example = json!({"calls": [], "count": 0, "errors": [{"error": "MISSING_ORG_ID",
+                    "message": "missing x-bland-org-id header: this key does not identify a \
+                        single organisation, so send your organisation id in x-bland-org-id"}]})),
+            (status = 401, body = CallsRefused,
+                description = "`AUTH_FAILURE`: no or empty `authorization`, a key that is not \
+                    visible ASCII, an unknown key, a key that is not the named org's, an unknown \
+                    org id; or, for an org that authenticates through Bland, Bland refused the \
+                    caller's key.",
+                headers(("www-authenticate" = String, description = "Always `Bearer`.")),
+                example = json!({"calls": [], "count": 0, "errors": [{"error": "AUTH_FAILURE",
+                    "message": "invalid API key for this organisation"}]})),
+            (status = 431, body = CallsRefused,
+                description = "`HEADERS_TOO_LARGE`: the request's headers are over \
+                    `[server] max_header_bytes`.",
+                example = json!({"calls": [], "count": 0, "errors": [{"error": "HEADERS_TOO_LARGE",
+                    "message": "the request's headers are 9000 bytes, over the 8192-byte limit \
+                        (max_header_bytes)"}]})),
+            (status = 502, body = CallsFailed,
+                description = "Every provider the organisation may see failed: `errors` names \
+                    each, with `provider`. Or `AUTH_UNAVAILABLE`: for an org that authenticates \
+                    through Bland, Bland could not be asked about the key (nothing is listed).",
+                examples(
+                    ("all providers failed" = (value = json!({"calls": [], "count": 0, "errors": [
+                        {"provider": "agents", "error": "UPSTREAM_UNREACHABLE",
+                            "message": "could not be reached: Connection refused (os error 111)"}]}))),
+                    ("key could not be checked" = (value = json!({"calls": [], "count": 0,
+                        "errors": [{"error": "AUTH_UNAVAILABLE", "message": "could not check the \
+                            key with provider `bland`, which did not answer within 3000 ms; try \
+                            again shortly"}]}))),
+                )),
+            (status = 503, body = CallsRefused,
+                description = "`OVERLOADED`: `[server] max_concurrent_requests` requests are \
+                    already in flight (refused at once, not queued). Or `REQUEST_TIMEOUT`: the \
+                    answer took longer than `[server] request_timeout_ms`.",
+                headers(("retry-after" = u32, description = "Seconds to wait before retrying: `1`.")),
+                examples(
+                    ("overloaded" = (value = json!({"calls": [], "count": 0, "errors": [
+                        {"error": "OVERLOADED", "message": "callmux is answering 1024 requests \
+                            already (max_concurrent_requests); retry shortly"}]}))),
+                    ("request timeout" = (value = json!({"calls": [], "count": 0, "errors": [
+                        {"error": "REQUEST_TIMEOUT", "message": "the request took longer than \
+                            10000 ms (request_timeout_ms); retry shortly"}]}))),
+                )),
+        )
+    )]
+    fn agent_calls() {}
+
+    // --- Bland's shape -------------------------------------------------------------------------
+
+    /// A list of live calls in Bland's shape: `errors` is `null` when every provider answered.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct BlandCalls {
+        /// The merged live calls.
+        data: Vec<BlandCall>,
+        /// `null` on a complete answer; on a partial one, one entry per failed provider.
+        #[schema(required = true, min_items = 1)]
+        errors: Option<Vec<ProviderFailure>>,
+    }
+
+    /// Bland's error envelope for a refused request: nothing is listed.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct BlandRefused {
+        #[schema(schema_with = null)]
+        data: (),
+        /// Why the request was refused.
+        #[schema(min_items = 1)]
+        errors: Vec<RequestFailure>,
+    }
+
+    /// Bland's error envelope when nothing could be listed: every provider failed (one entry
+    /// each, with `provider`), or the caller's key could not be checked (`AUTH_UNAVAILABLE`).
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct BlandFailed {
+        #[schema(schema_with = null)]
+        data: (),
+        #[schema(min_items = 1)]
+        errors: Vec<ErrorItem>,
+    }
+
+    /// One live call in Bland's shape. Every field is a string, `""` where no provider gave it;
+    /// fields a Bland upstream sent come back exactly as sent.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct BlandCall {
+        /// The call's id; unique within the list.
+        call_id: String,
+        /// The owner: the upstream's `user_id`, else the id of the organisation asking.
+        user_id: String,
+        /// The calling number, or `""`.
+        from: String,
+        /// The called number, or `""`.
+        to: String,
+        /// The call's objective (Bland), or `""`.
+        objective: String,
+        /// The call's pathway id (Bland), or `""`.
+        pathway_id: String,
+        /// When the call started (ISO 8601), or `""`.
+        start_time: String,
+        /// `"true"` or `"false"`, or `""` when unknown.
+        #[schema(pattern = "^(true|false)?$")]
+        international: String,
+        /// `QUEUED` (queued or ringing) or `IN_PROGRESS`; any other live status an upstream
+        /// reports is passed through verbatim.
+        status: String,
+        /// When the call was created, in epoch milliseconds as a string, or `""`.
+        #[schema(pattern = "^[0-9]*$")]
+        timestamp: String,
+    }
+
+    // --- The agent servers' shape --------------------------------------------------------------
+
+    /// A list of live calls in the agent servers' shape. `count` is always the number of calls
+    /// listed; `errors` is present only when some provider failed (a partial answer).
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct CallsList {
+        /// The merged live calls.
+        calls: Vec<CallsCall>,
+        /// The number of calls in `calls`.
+        #[schema(minimum = 0)]
+        count: u64,
+        /// Absent on a complete answer; on a partial one, one entry per failed provider.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[schema(min_items = 1)]
+        errors: Vec<ProviderFailure>,
+    }
+
+    /// The agent servers' shape for a refused request: no calls, `count` 0, and why.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct CallsRefused {
+        #[schema(max_items = 0)]
+        calls: Vec<CallsCall>,
+        #[schema(minimum = 0, maximum = 0)]
+        count: u64,
+        /// Why the request was refused.
+        #[schema(min_items = 1)]
+        errors: Vec<RequestFailure>,
+    }
+
+    /// The agent servers' shape when nothing could be listed: every provider failed (one entry
+    /// each, with `provider`), or the caller's key could not be checked (`AUTH_UNAVAILABLE`).
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct CallsFailed {
+        #[schema(max_items = 0)]
+        calls: Vec<CallsCall>,
+        #[schema(minimum = 0, maximum = 0)]
+        count: u64,
+        #[schema(min_items = 1)]
+        errors: Vec<ErrorItem>,
+    }
+
+    /// One live call in the agent servers' shape: exactly these four fields.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct CallsCall {
+        /// The call's id; unique within the list.
+        call_id: String,
+        /// The called number of an outbound call, the calling number of an incoming one;
+        /// `null` when unknown.
+        #[schema(required = true)]
+        to_number: Option<String>,
+        /// `initiating`, `ringing` or `in-progress`; any other live status an upstream reports
+        /// is passed through verbatim.
+        status: String,
+        /// `null` when the provider does not say (Bland's calls never do).
+        #[schema(required = true)]
+        direction: Option<Direction>,
+    }
+
+    /// Which way the call goes.
+    #[derive(ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    enum Direction {
+        Outbound,
+        Incoming,
+    }
+
+    // --- Errors, the same in both shapes -------------------------------------------------------
+
+    /// One entry of `errors`: a provider's failure (has `provider`) or the request's own
+    /// (has none).
+    #[derive(ToSchema)]
+    #[serde(untagged)]
+    enum ErrorItem {
+        Provider(ProviderFailure),
+        Request(RequestFailure),
+    }
+
+    /// A provider that failed: its calls are missing from the answer, the others' are not.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct ProviderFailure {
+        /// The provider's id in `providers.toml`.
+        provider: String,
+        error: ProviderErrorCode,
+        /// What went wrong, for people. Names no URL, header or key.
+        message: String,
+    }
+
+    /// Why a provider failed:
+    ///
+    /// - `UPSTREAM_TIMEOUT`: no complete answer within the provider's `timeout_ms`
+    /// - `UPSTREAM_UNREACHABLE`: connection refused or failed
+    /// - `UPSTREAM_ERROR`: answered a non-2xx status (other than 401/403)
+    /// - `UPSTREAM_AUTH_REJECTED`: answered 401/403 to the provider's own credentials
+    /// - `UPSTREAM_BAD_RESPONSE`: body not JSON, or JSON of the wrong shape
+    /// - `UPSTREAM_REPORTED_ERROR`: a Bland upstream answered its own error envelope
+    /// - `UPSTREAM_TOO_LARGE`: body over the provider's `max_body_bytes`
+    /// - `UPSTREAM_BROKEN_RESPONSE`: the connection broke off mid-answer
+    /// - `UPSTREAM_NO_CREDENTIALS`: a forwarding Bland provider had no caller credentials to send
+    /// - `CIRCUIT_OPEN`: the provider failed repeatedly and is not being asked for a while
+    /// - `INTERNAL_ERROR`: callmux failed while asking this provider
+    #[derive(ToSchema)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    enum ProviderErrorCode {
+        UpstreamTimeout,
+        UpstreamUnreachable,
+        UpstreamError,
+        UpstreamAuthRejected,
+        UpstreamBadResponse,
+        UpstreamReportedError,
+        UpstreamTooLarge,
+        UpstreamBrokenResponse,
+        UpstreamNoCredentials,
+        CircuitOpen,
+        InternalError,
+    }
+
+    /// An error of the request itself; no provider is named.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct RequestFailure {
+        error: RequestErrorCode,
+        /// What went wrong and how to fix it, for people. Never echoes the key sent.
+        message: String,
+    }
+
+    /// Why the request itself was refused:
+    ///
+    /// - `AUTH_FAILURE` (401): missing, unreadable or wrong key, or unknown org id
+    /// - `MISSING_ORG_ID` (400): no `x-bland-org-id` and the key alone names no single org
+    /// - `AUTH_UNAVAILABLE` (502): Bland could not be asked about the caller's key
+    /// - `HEADERS_TOO_LARGE` (431): headers over `[server] max_header_bytes`
+    /// - `OVERLOADED` (503): `[server] max_concurrent_requests` already in flight
+    /// - `REQUEST_TIMEOUT` (503): no answer within `[server] request_timeout_ms`
+    #[derive(ToSchema)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    enum RequestErrorCode {
+        AuthFailure,
+        MissingOrgId,
+        AuthUnavailable,
+        HeadersTooLarge,
+        Overloaded,
+        RequestTimeout,
+    }
+
+    /// `data` of an answer that lists nothing: always `null`.
+    fn null() -> utoipa::openapi::schema::Object {
+        ObjectBuilder::new()
+            .schema_type(Type::Null)
+            .description(Some("Always `null`: nothing is listed."))
+            .build()
+    }
+}

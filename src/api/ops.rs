@@ -1,0 +1,59 @@
+//! Endpoints for operators: liveness, readiness, Prometheus metrics. No auth; no secrets and
+//! no call data in any of them.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::json;
+use crate::live::Live;
+
+/// Liveness: the process is up and serving HTTP.
+pub async fn healthz() -> Response {
+    json(StatusCode::OK, r#"{"status":"ok"}"#)
+}
+
+/// Readiness: which configuration is live, and how each provider's last upstream ask went.
+pub async fn readyz(State(live): State<Arc<Live>>) -> Response {
+    let loaded = live.current();
+    let now = SystemTime::now();
+    let age_ms = |t: SystemTime| now.duration_since(t).unwrap_or_default().as_millis() as u64;
+    let providers: Vec<_> = loaded
+        .app
+        .provider_outcomes()
+        .map(|(id, kind, outcome)| match outcome {
+            Some(o) => json!({
+                "id": id, "kind": kind, "last_outcome": o.result,
+                "age_ms": age_ms(o.at), "latency_ms": o.latency.as_millis() as u64,
+            }),
+            None => json!({"id": id, "kind": kind, "last_outcome": null}),
+        })
+        .collect();
+    let body = json!({
+        "status": "ready",
+        "config": {
+            "version": loaded.version,
+            "file_sha256": loaded.file_sha256,
+            "loaded_at_unix_ms": loaded.loaded_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            "age_ms": age_ms(loaded.loaded_at),
+        },
+        "providers": providers,
+    });
+    json(StatusCode::OK, body.to_string())
+}
+
+/// Prometheus text exposition.
+pub async fn metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        crate::observe::prometheus().render(),
+    )
+        .into_response()
+}

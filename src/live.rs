@@ -1,0 +1,132 @@
+//! The configuration being served, swapped whole on reload (SIGHUP or a changed file).
+//! Requests in flight keep the one they started with; an invalid new file is refused with a
+//! log line and the old configuration keeps serving.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+
+use crate::{App, Config};
+
+/// One loaded configuration and what `/readyz` says about it.
+pub struct Loaded {
+    pub app: App,
+    /// 1 for the configuration the process started with, then one more per reload.
+    pub version: u64,
+    /// SHA-256 of the file's bytes (empty when not loaded from a file).
+    pub file_sha256: String,
+    pub loaded_at: SystemTime,
+}
+
+pub struct Live {
+    current: ArcSwap<Loaded>,
+    source: Option<PathBuf>,
+    /// Serialises reloads, and remembers the digest of the last file refused so a watcher
+    /// does not log the same refusal every poll.
+    reloading: Mutex<Option<String>>,
+}
+
+impl Live {
+    /// A configuration that cannot be reloaded (no file behind it).
+    pub fn fixed(app: App) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwap::from_pointee(Loaded {
+                app,
+                version: 1,
+                file_sha256: String::new(),
+                loaded_at: SystemTime::now(),
+            }),
+            source: None,
+            reloading: Mutex::new(None),
+        })
+    }
+
+    /// Loads `path` (under the process's `CALLMUX_*` variables) and keeps it to reload from.
+    pub fn from_file(path: PathBuf) -> Result<Arc<Self>, String> {
+        let (app, file_sha256) = load(&path)?;
+        Ok(Arc::new(Self {
+            current: ArcSwap::from_pointee(Loaded {
+                app,
+                version: 1,
+                file_sha256,
+                loaded_at: SystemTime::now(),
+            }),
+            source: Some(path),
+            reloading: Mutex::new(None),
+        }))
+    }
+
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current.load_full()
+    }
+
+    /// Loads the file again and, if valid, serves it from the next request on. Returns the
+    /// new version.
+    pub fn reload(&self) -> Result<u64, String> {
+        let mut refused = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(path) = &self.source else {
+            return Err("this configuration was not loaded from a file".into());
+        };
+        let old = self.current();
+        match load(path) {
+            Ok((app, file_sha256)) => {
+                if app.config().server != old.app.config().server {
+                    tracing::warn!("[server] settings changed; they take effect on restart");
+                }
+                let version = old.version + 1;
+                self.current.store(Arc::new(Loaded {
+                    app,
+                    version,
+                    file_sha256,
+                    loaded_at: SystemTime::now(),
+                }));
+                *refused = None;
+                tracing::info!(version, config = %path.display(), "configuration reloaded");
+                Ok(version)
+            }
+            Err(e) => {
+                *refused = sha256_of(path).ok();
+                tracing::error!(config = %path.display(), version = old.version, "configuration reload refused, still serving the previous one: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads whenever the file's contents change, checking every `every`.
+    pub fn watch(self: &Arc<Self>, every: Duration) {
+        let Some(path) = self.source.clone() else {
+            return;
+        };
+        let live = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(live) = live.upgrade() else { return };
+                let Ok(now) = sha256_of(&path) else { continue };
+                let refused = live
+                    .reloading
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if now != live.current().file_sha256 && Some(&now) != refused.as_ref() {
+                    let _ = live.reload();
+                }
+            }
+        });
+    }
+}
+
+fn load(path: &PathBuf) -> Result<(App, String), String> {
+    let digest = sha256_of(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    Ok((App::new(config)?, digest))
+}
+
+fn sha256_of(path: &PathBuf) -> std::io::Result<String> {
+    Ok(hex::encode(Sha256::digest(std::fs::read(path)?)))
+}
