@@ -1,0 +1,515 @@
+//! `GET /openapi.json`: the document is served, well-formed and self-contained, and real answers of every documented status match the schemas it gives for them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use wiremock::MockServer;
+
+/// Org `acme` sees a healthy agent server and a healthy Bland (with its own credentials).
+const ACME_KEY: &str = "acme-key";
+/// Org `partial` sees the healthy agent server and `down`, which answers 500.
+const PARTIAL_KEY: &str = "partial-key";
+/// Org `dead` sees only `down`.
+const DEAD_KEY: &str = "dead-key";
+/// Org `held` sees only `hold`, an upstream that never answers (timeout 2000 ms).
+const HELD_KEY: &str = "held-key";
+/// Org `viabland` authenticates its callers through `blandfwd`, where nothing listens.
+const VIABLAND_KEY: &str = "a-bland-customers-own-key";
+
+const BLAND_KEY: &str = "bland-secret";
+const BLAND_ORG: &str = "bland-org";
+
+const PATHS: [&str; 2] = ["/v1/calls/active", "/api/calls"];
+const DOCUMENTED_STATUSES: [&str; 6] = ["200", "400", "401", "431", "502", "503"];
+
+/// Every wait in these tests is bounded by this.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// The served OpenAPI document.
+struct Spec(Value);
+
+impl Spec {
+    async fn fetch(app: &TestApp) -> Self {
+        let reply = app.get("/openapi.json", &[]).await;
+        assert_eq!(reply.status, 200, "{:#}", reply.body);
+        assert_eq!(reply.headers["content-type"], "application/json");
+        Spec(reply.body)
+    }
+
+    fn response(&self, path: &str, status: u16) -> &Value {
+        let response = &self.0["paths"][path]["get"]["responses"][status.to_string()];
+        assert!(
+            response.is_object(),
+            "{path} documents no {status} response"
+        );
+        response
+    }
+
+    /// A draft 2020-12 validator for the body of `path`'s `status` answer. The response's
+    /// schema (a `$ref` to `#/components/schemas/...`) becomes the root, next to the document's
+    /// `components`, so that the reference resolves as a JSON pointer within that root.
+    fn validator(&self, path: &str, status: u16) -> jsonschema::Validator {
+        let mut root = self.response(path, status)["content"]["application/json"]["schema"].clone();
+        assert!(root.is_object(), "{path} {status} documents no JSON body");
+        root["components"] = self.0["components"].clone();
+        jsonschema::draft202012::new(&root)
+            .unwrap_or_else(|e| panic!("the schema of {path} {status} does not compile: {e}"))
+    }
+
+    /// What the validator finds wrong with `body` as `path`'s `status` answer; empty if nothing.
+    fn violations(&self, path: &str, status: u16, body: &Value) -> Vec<String> {
+        self.validator(path, status)
+            .iter_errors(body)
+            .map(|e| format!("{e} (at {})", e.instance_path()))
+            .collect()
+    }
+
+    /// `reply`, an answer of `path`, is documented: its status is, its body matches the schema
+    /// for that status, and it carries the headers documented for it. The other endpoint's
+    /// schema for the same status must reject it, or the check could not fail.
+    fn assert_documents(&self, path: &str, reply: &Reply) {
+        let status = reply.status;
+        let wrong = self.violations(path, status, &reply.body);
+        assert!(
+            wrong.is_empty(),
+            "the real {status} of {path} does not match its documented schema: {wrong:#?}\nbody: {:#}",
+            reply.body
+        );
+        assert_eq!(reply.headers["content-type"], "application/json");
+        let headers = self.response(path, status)["headers"].as_object();
+        for (name, spec) in headers.into_iter().flatten() {
+            let value = reply
+                .headers
+                .get(name.as_str())
+                .unwrap_or_else(|| panic!("the real {status} of {path} lacks header {name}"))
+                .to_str()
+                .unwrap();
+            let value = match spec["schema"]["type"].as_str() {
+                Some("integer") => json!(value
+                    .parse::<i64>()
+                    .unwrap_or_else(|_| panic!("{name}: {value:?} is not an integer"))),
+                _ => json!(value),
+            };
+            let validator = jsonschema::draft202012::new(&spec["schema"]).unwrap();
+            assert!(
+                validator.is_valid(&value),
+                "{name}: {value} does not match {}",
+                spec["schema"]
+            );
+        }
+        let other = other_path(path);
+        assert!(
+            !self.violations(other, status, &reply.body).is_empty(),
+            "the {status} schema of {other} accepts an answer of {path}, so it checks nothing: {:#}",
+            reply.body
+        );
+    }
+}
+
+fn other_path(path: &str) -> &'static str {
+    if path == PATHS[0] {
+        PATHS[1]
+    } else {
+        PATHS[0]
+    }
+}
+
+/// A running callmux over real loopback upstreams, and the document it serves.
+struct World {
+    app: TestApp,
+    spec: Spec,
+    _upstreams: Vec<MockServer>,
+}
+
+/// callmux with `server` (TOML lines for `[server]`) over the orgs above; `hold_url` is the
+/// upstream of org `held`.
+async fn world(server: &str, hold_url: &str) -> World {
+    let agents = agent_server(json!([
+        agent_call("agent-out", "+15550001", "in-progress", "outbound"),
+        agent_call("agent-in", "+15550002", "ringing", "incoming"),
+    ]))
+    .await;
+    let bland = bland_server(
+        BLAND_KEY,
+        BLAND_ORG,
+        json!([bland_call("bland-1", "QUEUED", "1758656817432")]),
+    )
+    .await;
+    let down = raw_server(500, "oops").await;
+    let toml = format!(
+        r#"
+        [server]
+        {server}
+
+        [orgs.acme]
+        api_key_sha256 = "{acme}"
+        providers = ["agents", "bland"]
+
+        [orgs.partial]
+        api_key_sha256 = "{partial}"
+        providers = ["agents", "down"]
+
+        [orgs.dead]
+        api_key_sha256 = "{dead}"
+        providers = ["down"]
+
+        [orgs.held]
+        api_key_sha256 = "{held}"
+        providers = ["hold"]
+
+        [orgs.viabland]
+        auth = "blandfwd"
+        providers = ["blandfwd"]
+
+        [providers.agents]
+        kind = "twilio-media-stream"
+        base_url = "{agents}"
+
+        [providers.bland]
+        kind = "bland"
+        base_url = "{bland}"
+        api_key_env = "BLAND_KEY"
+        org_id = "{BLAND_ORG}"
+
+        [providers.down]
+        kind = "twilio-media-stream"
+        base_url = "{down}"
+        timeout_ms = 2000
+
+        [providers.hold]
+        kind = "twilio-media-stream"
+        base_url = "{hold_url}"
+        timeout_ms = 2000
+
+        [providers.blandfwd]
+        kind = "bland"
+        base_url = "{refused}"
+        timeout_ms = 2000
+        "#,
+        acme = sha256_hex(ACME_KEY),
+        partial = sha256_hex(PARTIAL_KEY),
+        dead = sha256_hex(DEAD_KEY),
+        held = sha256_hex(HELD_KEY),
+        agents = agents.uri(),
+        bland = bland.uri(),
+        down = down.uri(),
+        refused = refused_url().await,
+    );
+    let app = spawn_app_with_env(&toml, &[("BLAND_KEY", BLAND_KEY)]).await;
+    let spec = Spec::fetch(&app).await;
+    World {
+        app,
+        spec,
+        _upstreams: vec![agents, bland, down],
+    }
+}
+
+fn creds<'a>(key: &'a str, org: &'a str) -> [(&'a str, &'a str); 2] {
+    [("authorization", key), ("x-bland-org-id", org)]
+}
+
+/// An upstream that accepts connections and never answers, and reports each connection.
+async fn reporting_silent_server() -> (String, mpsc::UnboundedReceiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            let _ = tx.send(());
+            held.push(sock);
+        }
+    });
+    (format!("http://{addr}"), rx)
+}
+
+/// Every `$ref` in `value`, with where it sits.
+fn refs<'v>(value: &'v Value, at: String, out: &mut Vec<(String, &'v str)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push((at.clone(), r.as_str())),
+                    _ => refs(v, format!("{at}/{key}"), out),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                refs(v, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_document_is_served_without_auth_and_describes_both_endpoints_their_headers_and_every_status(
+) {
+    let w = world("", &silent_server().await).await;
+    let reply = timeout(BOUND, w.app.http.get(w.app.url("/openapi.json")).send())
+        .await
+        .expect("answers in time")
+        .expect("reachable");
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.headers()["content-type"], "application/json");
+    let doc: Value = serde_json::from_slice(&reply.bytes().await.unwrap()).expect("JSON");
+
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["title"], "callmux");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(!doc["info"]["description"].as_str().unwrap().is_empty());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["orgKey"],
+        json!({"type": "apiKey", "in": "header", "name": "authorization",
+            "description": doc["components"]["securitySchemes"]["orgKey"]["description"]})
+    );
+
+    for path in PATHS {
+        let get = &doc["paths"][path]["get"];
+        assert!(get.is_object(), "{path} has no get");
+        assert_eq!(get["security"], json!([{"orgKey": []}]), "{path}");
+        let header = |name: &str| {
+            get["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name && p["in"] == "header")
+                .unwrap_or_else(|| panic!("{path} does not document header {name}"))
+                .clone()
+        };
+        assert_eq!(header("authorization")["required"], true, "{path}");
+        assert_eq!(header("x-bland-org-id")["required"], false, "{path}");
+        let statuses: Vec<&str> = get["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(statuses, DOCUMENTED_STATUSES, "{path}");
+        for status in DOCUMENTED_STATUSES {
+            let media = &get["responses"][status]["content"]["application/json"];
+            assert!(
+                media["schema"].is_object(),
+                "{path} {status} has no JSON body"
+            );
+        }
+        assert!(get["responses"]["401"]["headers"]["www-authenticate"].is_object());
+        assert!(get["responses"]["503"]["headers"]["retry-after"].is_object());
+    }
+
+    let mut all = Vec::new();
+    refs(&doc, String::new(), &mut all);
+    assert!(
+        all.len() > 20,
+        "expected the schemas to be referenced: {all:?}"
+    );
+    for (at, r) in all {
+        let pointer = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{at}: {r} is not a local reference"));
+        assert!(doc.pointer(pointer).is_some(), "{at}: {r} does not resolve");
+    }
+}
+
+#[tokio::test]
+async fn every_example_in_the_document_matches_the_schema_it_illustrates() {
+    let w = world("", &silent_server().await).await;
+    let mut checked = 0;
+    for path in PATHS {
+        for status in DOCUMENTED_STATUSES {
+            let status: u16 = status.parse().unwrap();
+            let media = &w.spec.response(path, status)["content"]["application/json"];
+            let named = media["examples"].as_object().into_iter().flatten();
+            let examples = named
+                .map(|(_, e)| &e["value"])
+                .chain(Some(&media["example"]).filter(|e| !e.is_null()));
+            for example in examples {
+                let wrong = w.spec.violations(path, status, example);
+                assert!(wrong.is_empty(), "{path} {status}: {example:#}: {wrong:#?}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 12, "only {checked} examples");
+}
+
+#[tokio::test]
+async fn complete_and_partial_answers_in_both_shapes_match_the_documented_200() {
+    let w = world("", &silent_server().await).await;
+    for path in PATHS {
+        let complete = w.app.get(path, &creds(ACME_KEY, "acme")).await;
+        assert_eq!(complete.status, 200, "{:#}", complete.body);
+        w.spec.assert_documents(path, &complete);
+
+        let partial = w.app.get(path, &creds(PARTIAL_KEY, "partial")).await;
+        assert_eq!(partial.status, 200, "{:#}", partial.body);
+        assert_eq!(partial.body["errors"][0]["provider"], "down");
+        w.spec.assert_documents(path, &partial);
+    }
+    // Both kinds of call made it into the answers checked: a Bland call (no direction) and
+    // agent calls of both directions.
+    let calls = w.app.calls(ACME_KEY, "acme").await.body;
+    let directions: Vec<&Value> = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["direction"])
+        .collect();
+    assert!(directions.contains(&&Value::Null), "{calls:#}");
+    assert!(directions.contains(&&json!("incoming")), "{calls:#}");
+    assert!(directions.contains(&&json!("outbound")), "{calls:#}");
+}
+
+#[tokio::test]
+async fn missing_org_id_400_and_auth_failure_401_match_their_documented_schemas_and_headers() {
+    let w = world("", &silent_server().await).await;
+    for path in PATHS {
+        let missing_org = w.app.get(path, &[("authorization", "nope")]).await;
+        assert_eq!(missing_org.status, 400, "{:#}", missing_org.body);
+        assert_eq!(missing_org.body["errors"][0]["error"], "MISSING_ORG_ID");
+        w.spec.assert_documents(path, &missing_org);
+
+        let no_key = w.app.get(path, &[("x-bland-org-id", "acme")]).await;
+        let wrong_key = w.app.get(path, &creds("Bearer wrong", "acme")).await;
+        for refused in [no_key, wrong_key] {
+            assert_eq!(refused.status, 401, "{:#}", refused.body);
+            assert_eq!(refused.body["errors"][0]["error"], "AUTH_FAILURE");
+            assert_eq!(refused.headers["www-authenticate"], "Bearer");
+            w.spec.assert_documents(path, &refused);
+        }
+    }
+}
+
+#[tokio::test]
+async fn all_providers_failed_and_auth_unavailable_502s_match_the_documented_schema() {
+    let w = world("", &silent_server().await).await;
+    for path in PATHS {
+        let all_failed = w.app.get(path, &creds(DEAD_KEY, "dead")).await;
+        assert_eq!(all_failed.status, 502, "{:#}", all_failed.body);
+        assert_eq!(all_failed.body["errors"][0]["provider"], "down");
+        w.spec.assert_documents(path, &all_failed);
+
+        let unavailable = w.app.get(path, &creds(VIABLAND_KEY, "viabland")).await;
+        assert_eq!(unavailable.status, 502, "{:#}", unavailable.body);
+        assert_eq!(unavailable.body["errors"][0]["error"], "AUTH_UNAVAILABLE");
+        w.spec.assert_documents(path, &unavailable);
+    }
+}
+
+#[tokio::test]
+async fn headers_over_max_header_bytes_get_a_431_that_matches_the_documented_schema() {
+    let w = world("max_header_bytes = 1024", &silent_server().await).await;
+    let padding = "p".repeat(2048);
+    for path in PATHS {
+        let [auth, org] = creds(ACME_KEY, "acme");
+        let reply = w
+            .app
+            .get(path, &[auth, org, ("x-padding", padding.as_str())])
+            .await;
+        assert_eq!(reply.status, 431, "{:#}", reply.body);
+        assert_eq!(reply.body["errors"][0]["error"], "HEADERS_TOO_LARGE");
+        w.spec.assert_documents(path, &reply);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_concurrent_requests_the_503_overloaded_matches_the_documented_schema() {
+    let (hold_url, mut arrivals) = reporting_silent_server().await;
+    let w = world("max_concurrent_requests = 1", &hold_url).await;
+    let holder = TestApp {
+        addr: w.app.addr,
+        http: w.app.http.clone(),
+    };
+    let held = tokio::spawn(async move { holder.calls(HELD_KEY, "held").await });
+    timeout(BOUND, arrivals.recv())
+        .await
+        .expect("the holding request reaches its upstream in time")
+        .expect("the upstream is up");
+
+    for path in PATHS {
+        let reply = w.app.get(path, &creds(ACME_KEY, "acme")).await;
+        assert_eq!(reply.status, 503, "{:#}", reply.body);
+        assert_eq!(reply.body["errors"][0]["error"], "OVERLOADED");
+        w.spec.assert_documents(path, &reply);
+    }
+
+    // The held request ends at its provider's timeout: every provider of `held` failed.
+    let held = timeout(BOUND, held).await.expect("ends in time").unwrap();
+    assert_eq!(held.status, 502, "{:#}", held.body);
+    assert_eq!(held.body["errors"][0]["error"], "UPSTREAM_TIMEOUT");
+    w.spec.assert_documents("/api/calls", &held);
+}
+
+#[tokio::test]
+async fn a_request_past_request_timeout_ms_gets_a_503_that_matches_the_documented_schema() {
+    let w = world("request_timeout_ms = 200", &silent_server().await).await;
+    for path in PATHS {
+        let reply = w.app.get(path, &creds(HELD_KEY, "held")).await;
+        assert_eq!(reply.status, 503, "{:#}", reply.body);
+        assert_eq!(reply.body["errors"][0]["error"], "REQUEST_TIMEOUT");
+        w.spec.assert_documents(path, &reply);
+    }
+}
+
+#[tokio::test]
+async fn the_validator_rejects_bodies_that_break_the_documented_shapes() {
+    let w = world("", &silent_server().await).await;
+    let bland = w.app.bland(ACME_KEY, "acme").await.body;
+    let calls = w.app.calls(ACME_KEY, "acme").await.body;
+    let refused = w.app.get(PATHS[0], &[]).await.body;
+    let rejects = |path: &str, status: u16, body: Value| {
+        assert!(
+            !w.spec.violations(path, status, &body).is_empty(),
+            "{path} {status} accepts {body:#}"
+        );
+    };
+    // The real answers pass, so the mutations below are what is rejected.
+    assert!(w.spec.violations(PATHS[0], 200, &bland).is_empty());
+    assert!(w.spec.violations(PATHS[1], 200, &calls).is_empty());
+    assert!(w.spec.violations(PATHS[0], 401, &refused).is_empty());
+
+    // A calls-shape body is not a Bland answer, and the other way round.
+    rejects(PATHS[0], 200, calls.clone());
+    rejects(PATHS[1], 200, bland.clone());
+    // A Bland call missing a field, or with a number where a string belongs.
+    let mut b = bland.clone();
+    b["data"][0].as_object_mut().unwrap().remove("status");
+    rejects(PATHS[0], 200, b);
+    let mut b = bland.clone();
+    b["data"][0]["timestamp"] = json!(1758656817432u64);
+    rejects(PATHS[0], 200, b);
+    // A provider failure without its provider, or with a code that is not documented.
+    let mut b = bland.clone();
+    b["errors"] = json!([{"error": "UPSTREAM_TIMEOUT", "message": "m"}]);
+    rejects(PATHS[0], 200, b);
+    let mut c = calls.clone();
+    c["errors"] = json!([{"provider": "p", "error": "SOMETHING_ELSE", "message": "m"}]);
+    rejects(PATHS[1], 200, c);
+    // An unknown direction, a negative count, an extra field.
+    let mut c = calls.clone();
+    c["calls"][0]["direction"] = json!("sideways");
+    rejects(PATHS[1], 200, c);
+    let mut c = calls.clone();
+    c["count"] = json!(-1);
+    rejects(PATHS[1], 200, c);
+    let mut c = calls.clone();
+    c["calls"][0]["provider"] = json!("agents");
+    rejects(PATHS[1], 200, c);
+    // A refusal that lists calls, or names a provider.
+    let mut r = refused.clone();
+    r["data"] = bland["data"].clone();
+    rejects(PATHS[0], 401, r);
+    let mut r = refused.clone();
+    r["errors"][0]["provider"] = json!("agents");
+    rejects(PATHS[0], 401, r);
+}
