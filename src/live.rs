@@ -89,7 +89,9 @@ impl Live {
             }
             Err(e) => {
                 *refused = sha256_of(path).ok();
-                tracing::error!(config = %path.display(), version = old.version, "configuration reload refused, still serving the previous one: {e}");
+                // One log line, whatever the number of problems.
+                let problems = e.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+                tracing::error!(config = %path.display(), version = old.version, "configuration reload refused, still serving the previous one: {problems}");
                 Err(e)
             }
         }

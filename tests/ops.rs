@@ -1,0 +1,467 @@
+//! Operability: request ids, JSON logs and provider spans, health, metrics, Server-Timing,
+//! and live reload without dropping requests.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const KEY: &str = "ops-key";
+
+fn one_org(org: &str, agents: &str) -> String {
+    format!(
+        r#"
+        [orgs.{org}]
+        api_key_sha256 = "{digest}"
+        providers = ["ops-agents"]
+        [providers.ops-agents]
+        kind = "twilio-media-stream"
+        base_url = "{agents}"
+        "#,
+        digest = sha256_hex(KEY),
+    )
+}
+
+/// The real binary on a temp config file, its stderr collected line by line.
+struct Running {
+    child: Child,
+    url: String,
+    logs: Arc<Mutex<Vec<String>>>,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(config: &str, args: &[&str]) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("providers.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callmux"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .args(args)
+        .env("CALLMUX_SERVER__BIND", "127.0.0.1:0")
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("CALLMUX_LOG_FORMAT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("http://127.0.0.1:") {
+                let url: String = line[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || ":/.".contains(*c))
+                    .collect();
+                let _ = tx.send(url);
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("callmux logs its address");
+    Running {
+        child,
+        url,
+        logs,
+        config: path,
+        _dir: dir,
+    }
+}
+
+impl Running {
+    async fn get(&self, path: &str, org: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .header("authorization", KEY)
+            .header("x-bland-org-id", org)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn readyz(&self) -> Value {
+        self.get("/readyz", "").await.json().await.unwrap()
+    }
+
+    fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until some log line satisfies `pred`.
+    async fn log_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(line) = self.logs().into_iter().find(|l| pred(l)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line {what}:\n{}",
+                self.logs().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_for_version(&self, version: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self.readyz().await;
+            if ready["config"]["version"] == version {
+                return ready;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "version {version} never went live: {ready:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn rewrite(path: &Path, config: &str) {
+    // Write then rename, as editors and config managers do, so the watcher never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, config).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_a_given_one_is_echoed() {
+    let agents = agent_server(json!([])).await;
+    let app = spawn_app(&one_org("acme", &agents.uri())).await;
+    let resp = app
+        .http
+        .get(app.url("/api/calls"))
+        .header("authorization", KEY)
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let resp = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "trace-me-123");
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_request_ids_and_a_span_per_provider_call() {
+    let agents = agent_server(json!([agent_call(
+        "secret-call-id-data",
+        "+15550001111",
+        "ringing",
+        "outbound"
+    )]))
+    .await;
+    let server = run(&one_org("acme", &agents.uri()), &["--log-format", "json"]);
+    let resp = server.get("/api/calls", "acme").await;
+    assert_eq!(resp.status(), 200);
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+
+    let provider_line = server
+        .log_line("for the provider call", |l| l.contains("provider answered"))
+        .await;
+    let provider: Value = serde_json::from_str(&provider_line).unwrap();
+    assert_eq!(provider["span"]["provider"], "ops-agents", "{provider:#}");
+    assert_eq!(provider["fields"]["outcome"], "ok");
+    assert!(provider["fields"]["latency_ms"].is_u64());
+    let finished = server
+        .log_line("for the finished request", |l| {
+            l.contains("finished processing request")
+        })
+        .await;
+    let finished: Value = serde_json::from_str(&finished).unwrap();
+    assert_eq!(
+        finished["span"]["request_id"],
+        request_id.as_str(),
+        "{finished:#}"
+    );
+    for line in server.logs() {
+        let parsed: Result<Value, _> = serde_json::from_str(&line);
+        assert!(parsed.is_ok(), "not JSON: {line}");
+        // Ids only at info level: no phone numbers.
+        assert!(!line.contains("+15550001111"), "call data logged: {line}");
+    }
+}
+
+#[tokio::test]
+async fn healthz_answers_without_auth() {
+    let agents = agent_server(json!([])).await;
+    let app = spawn_app(&one_org("acme", &agents.uri())).await;
+    let reply = app.get("/healthz", &[]).await;
+    assert_eq!((reply.status, reply.body), (200, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn readyz_shows_the_live_config_and_each_providers_last_outcome_and_age() {
+    let good = agent_server(json!([agent_call("c1", "+1", "ringing", "outbound")])).await;
+    let toml = format!(
+        r#"
+        [orgs.acme]
+        api_key_sha256 = "{digest}"
+        providers = ["ready-good", "ready-down"]
+        [providers.ready-good]
+        kind = "twilio-media-stream"
+        base_url = "{good}"
+        [providers.ready-down]
+        kind = "twilio-media-stream"
+        base_url = "{down}"
+        "#,
+        digest = sha256_hex(KEY),
+        good = good.uri(),
+        down = refused_url().await,
+    );
+    let app = spawn_app(&toml).await;
+    let provider = |ready: &Value, id: &str| -> Value {
+        ready["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let before = app.get("/readyz", &[]).await.body;
+    assert_eq!(before["status"], "ready");
+    assert_eq!(before["config"]["version"], 1);
+    assert_eq!(
+        provider(&before, "ready-good"),
+        json!({"id": "ready-good", "kind": "twilio-media-stream", "last_outcome": null})
+    );
+
+    app.calls(KEY, "acme").await;
+    let after = app.get("/readyz", &[]).await.body;
+    assert_eq!(provider(&after, "ready-good")["last_outcome"], "ok");
+    assert_eq!(
+        provider(&after, "ready-down")["last_outcome"],
+        "UPSTREAM_UNREACHABLE"
+    );
+    assert!(provider(&after, "ready-good")["age_ms"].as_u64().unwrap() < 60_000);
+    assert!(
+        !after.to_string().contains(&sha256_hex(KEY)),
+        "a key digest in readyz"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_provider_calls_sharing_and_active_calls() {
+    let agents = agent_server(json!([
+        agent_call("m1", "+1", "ringing", "outbound"),
+        agent_call("m2", "+2", "completed", "outbound"),
+    ]))
+    .await;
+    let toml = format!(
+        r#"
+        [orgs.acme]
+        api_key_sha256 = "{digest}"
+        providers = ["metrics-agents"]
+        [providers.metrics-agents]
+        kind = "twilio-media-stream"
+        base_url = "{url}"
+        cache_ttl_ms = 60000
+        "#,
+        digest = sha256_hex(KEY),
+        url = agents.uri(),
+    );
+    let app = spawn_app(&toml).await;
+    for _ in 0..3 {
+        assert_eq!(app.calls(KEY, "acme").await.status, 200);
+    }
+    let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = resp.text().await.unwrap();
+    let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
+    assert!(
+        has(r#"callmux_requests_total{route="/api/calls",status="200"}"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"callmux_request_duration_seconds_bucket{route="/api/calls",le="#),
+        "{text}"
+    );
+    assert!(
+        has(r#"callmux_provider_calls_total{provider="metrics-agents",outcome="ok"} 1"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"callmux_provider_call_duration_seconds_bucket{provider="metrics-agents""#),
+        "{text}"
+    );
+    assert!(
+        has(r#"callmux_provider_answers_total{provider="metrics-agents",source="fetched"} 1"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"callmux_provider_answers_total{provider="metrics-agents",source="shared"} 2"#),
+        "{text}"
+    );
+    // Only the live call counts.
+    assert!(
+        has(r#"callmux_active_calls{provider="metrics-agents"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn server_timing_splits_provider_wait_from_callmuxs_own_time() {
+    let slow = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"calls": [], "count": 0}))
+                .set_delay(Duration::from_millis(300)),
+        )
+        .mount(&slow)
+        .await;
+    let app = spawn_app(&one_org("acme", &slow.uri())).await;
+    for path in ["/api/calls", "/v1/calls/active"] {
+        let reply = app
+            .get(path, &[("authorization", KEY), ("x-bland-org-id", "acme")])
+            .await;
+        let timing = reply.headers["server-timing"].to_str().unwrap().to_string();
+        let dur = |name: &str| -> f64 {
+            let part = timing.split(", ").find(|p| p.starts_with(name)).unwrap();
+            let value = part
+                .split(';')
+                .find_map(|kv| kv.strip_prefix("dur="))
+                .unwrap();
+            value.parse().unwrap()
+        };
+        assert!(dur("providers") >= 300.0, "{timing}");
+        assert!(
+            dur("callmux") >= 0.0 && dur("callmux") < dur("providers"),
+            "{timing}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_changed_config_file_goes_live_without_a_restart() {
+    let agents = agent_server(json!([agent_call("c1", "+1", "ringing", "outbound")])).await;
+    let server = run(&one_org("acme", &agents.uri()), &[]);
+    assert_eq!(server.get("/api/calls", "acme").await.status(), 200);
+    assert_eq!(server.get("/api/calls", "globex").await.status(), 401);
+
+    rewrite(&server.config, &one_org("globex", &agents.uri()));
+    let ready = server.wait_for_version(2).await;
+    assert_eq!(ready["config"]["file_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(server.get("/api/calls", "globex").await.status(), 200);
+    assert_eq!(server.get("/api/calls", "acme").await.status(), 401);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_reloads_and_an_invalid_file_is_refused_while_the_old_config_keeps_serving() {
+    let agents = agent_server(json!([agent_call("c1", "+1", "ringing", "outbound")])).await;
+    let server = run(&one_org("acme", &agents.uri()), &[]);
+    // Invalid: an org naming a provider that does not exist.
+    rewrite(
+        &server.config,
+        "[orgs.acme]\napi_key_env = \"NOPE_NOT_SET\"\nproviders = [\"nope\"]\n",
+    );
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let refusal = server
+        .log_line("refusing the new file", |l| {
+            l.contains("configuration reload refused")
+        })
+        .await;
+    assert!(
+        refusal.contains("NOPE_NOT_SET") && refusal.contains("orgs.acme.providers"),
+        "{refusal}"
+    );
+    assert_eq!(server.readyz().await["config"]["version"], 1);
+    assert_eq!(server.get("/api/calls", "acme").await.status(), 200);
+
+    rewrite(
+        &server.config,
+        &one_org("acme", &agents.uri()).replace("ops-agents", "renamed"),
+    );
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let ready = server.wait_for_version(2).await;
+    assert_eq!(ready["providers"][0]["id"], "renamed");
+}
+
+#[tokio::test]
+async fn a_request_in_flight_during_a_reload_is_answered_by_the_config_it_started_with() {
+    let slow = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(
+                    json!({"calls": [agent_call("old", "+1", "ringing", "outbound")], "count": 1}),
+                )
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&slow)
+        .await;
+    let fast = agent_server(json!([agent_call("new", "+1", "ringing", "outbound")])).await;
+    let server = Arc::new(run(&one_org("acme", &slow.uri()), &[]));
+    let in_flight = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            server
+                .get("/api/calls", "acme")
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slow.received_requests().await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rewrite(&server.config, &one_org("acme", &fast.uri()));
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    server.wait_for_version(2).await;
+    let new: Value = server.get("/api/calls", "acme").await.json().await.unwrap();
+    assert_eq!(new["calls"][0]["call_id"], "new");
+    let old = in_flight.await.unwrap();
+    assert_eq!(old["calls"][0]["call_id"], "old");
+}
