@@ -326,9 +326,9 @@ struct RawProvider {
     timeout_ms: Option<u64>,
     connect_timeout_ms: Option<u64>,
     max_body_bytes: Option<u64>,
-    retries: Option<u32>,
+    retries: Option<u64>,
     cache_ttl_ms: Option<u64>,
-    circuit_failures: Option<u32>,
+    circuit_failures: Option<u64>,
     circuit_cooldown_ms: Option<u64>,
     api_key_env: Option<String>,
     org_id: Option<String>,
@@ -386,35 +386,46 @@ impl RawServer {
             ));
             DEFAULT_BIND.parse().expect("default bind address parses")
         });
-        let mut at_least_one = |field: &str, value: Option<u64>, default: u64| {
-            positive(&format!("server.{field}"), value, default, issues)
+        let mut server = |field: &str, value: Option<u64>, default: u64, range| {
+            ranged(&format!("server.{field}"), value, default, range, issues)
         };
-        let max_concurrent_requests = at_least_one(
+        let max_concurrent_requests = server(
             "max_concurrent_requests",
             self.max_concurrent_requests,
             DEFAULT_MAX_CONCURRENT_REQUESTS,
+            1..=1_000_000,
         ) as usize;
-        let request_timeout = Duration::from_millis(at_least_one(
+        let request_timeout = Duration::from_millis(server(
             "request_timeout_ms",
             self.request_timeout_ms,
             DEFAULT_REQUEST_TIMEOUT_MS,
+            1..=ONE_DAY_MS,
         ));
-        let max_header_bytes = at_least_one(
+        let max_header_bytes = server(
             "max_header_bytes",
             self.max_header_bytes,
             DEFAULT_MAX_HEADER_BYTES,
+            1..=1024 * 1024,
         ) as usize;
+        let auth_cache_ttl = Duration::from_millis(server(
+            "auth_cache_ttl_ms",
+            self.auth_cache_ttl_ms,
+            DEFAULT_AUTH_CACHE_TTL_MS,
+            0..=ONE_DAY_MS,
+        ));
+        let shutdown_grace = Duration::from_millis(server(
+            "shutdown_grace_ms",
+            self.shutdown_grace_ms,
+            DEFAULT_SHUTDOWN_GRACE_MS,
+            0..=ONE_DAY_MS,
+        ));
         ServerConfig {
             bind,
-            auth_cache_ttl: Duration::from_millis(
-                self.auth_cache_ttl_ms.unwrap_or(DEFAULT_AUTH_CACHE_TTL_MS),
-            ),
+            auth_cache_ttl,
             max_concurrent_requests,
             request_timeout,
             max_header_bytes,
-            shutdown_grace: Duration::from_millis(
-                self.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
-            ),
+            shutdown_grace,
         }
     }
 }
@@ -428,40 +439,52 @@ impl RawProvider {
     ) -> Option<ProviderSpec> {
         let at = |field: &str| format!("providers.{id}.{field}");
         let before = issues.len();
-        let timeout = positive(
-            &at("timeout_ms"),
+        let mut number = |field: &str, value: Option<u64>, default: u64, range| {
+            ranged(&at(field), value, default, range, issues)
+        };
+        let timeout = number(
+            "timeout_ms",
             self.timeout_ms,
             HttpSettings::DEFAULT_TIMEOUT_MS,
-            issues,
-        );
-        let connect_timeout = positive(
-            &at("connect_timeout_ms"),
-            self.connect_timeout_ms,
-            HttpSettings::DEFAULT_CONNECT_TIMEOUT_MS.min(timeout),
-            issues,
+            1..=ONE_DAY_MS,
         );
         let http = HttpSettings {
             timeout: Duration::from_millis(timeout),
-            connect_timeout: Duration::from_millis(connect_timeout),
-            max_body_bytes: positive(
-                &at("max_body_bytes"),
+            connect_timeout: Duration::from_millis(number(
+                "connect_timeout_ms",
+                self.connect_timeout_ms,
+                HttpSettings::DEFAULT_CONNECT_TIMEOUT_MS.min(timeout),
+                1..=ONE_DAY_MS,
+            )),
+            max_body_bytes: number(
+                "max_body_bytes",
                 self.max_body_bytes,
                 HttpSettings::DEFAULT_MAX_BODY_BYTES as u64,
-                issues,
+                1..=1024 * 1024 * 1024,
             ) as usize,
-            retries: self.retries.unwrap_or(HttpSettings::DEFAULT_RETRIES),
+            retries: number(
+                "retries",
+                self.retries,
+                HttpSettings::DEFAULT_RETRIES.into(),
+                0..=10,
+            ) as u32,
         };
         let breaker = BreakerSettings {
-            failures: self
-                .circuit_failures
-                .unwrap_or(BreakerSettings::DEFAULT_FAILURES),
-            cooldown: Duration::from_millis(positive(
-                &at("circuit_cooldown_ms"),
+            failures: number(
+                "circuit_failures",
+                self.circuit_failures,
+                BreakerSettings::DEFAULT_FAILURES.into(),
+                0..=1_000_000,
+            ) as u32,
+            cooldown: Duration::from_millis(number(
+                "circuit_cooldown_ms",
                 self.circuit_cooldown_ms,
                 BreakerSettings::DEFAULT_COOLDOWN_MS,
-                issues,
+                1..=ONE_DAY_MS,
             )),
         };
+        let cache_ttl =
+            Duration::from_millis(number("cache_ttl_ms", self.cache_ttl_ms, 0, 0..=ONE_DAY_MS));
         let kind = match self.kind.as_str() {
             "twilio-media-stream" => {
                 for (field, set) in [
@@ -538,7 +561,6 @@ impl RawProvider {
         if issues.len() > before {
             return None;
         }
-        let cache_ttl = Duration::from_millis(self.cache_ttl_ms.unwrap_or(0));
         kind.map(|kind| ProviderSpec {
             id,
             http,
@@ -676,13 +698,24 @@ impl RawOrg {
     }
 }
 
-fn positive(field: &str, value: Option<u64>, default: u64, issues: &mut Vec<ConfigIssue>) -> u64 {
+/// Durations are capped at a day: beyond that they are mistakes, and some (cache lifetimes,
+/// deadlines added to the current time) would overflow.
+const ONE_DAY_MS: u64 = 86_400_000;
+
+/// A number from the file, or `default`, checked against `range`.
+fn ranged(
+    field: &str,
+    value: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    issues: &mut Vec<ConfigIssue>,
+) -> u64 {
     match value {
-        Some(0) => {
+        Some(v) if !range.contains(&v) => {
             issues.push(ConfigIssue::new(
                 field,
-                "must be greater than 0",
-                format!("remove it for the default ({default}) or give a positive number"),
+                format!("is {v}, outside {}..={}", range.start(), range.end()),
+                format!("remove it for the default ({default}) or give a number in that range"),
             ));
             default
         }

@@ -238,7 +238,12 @@ fn a_zero_timeout_and_a_bad_bind_address_are_refused() {
         "[server]\nbind = \"localhost\"\n{}timeout_ms = 0\n",
         org(&format!("api_key_sha256 = \"{}\"", "a".repeat(64)))
     );
-    let text = refused(&toml, &[], "providers.agents.timeout_ms", "greater than 0");
+    let text = refused(
+        &toml,
+        &[],
+        "providers.agents.timeout_ms",
+        "is 0, outside 1..=",
+    );
     assert!(text.contains("server.bind"), "{text}");
 }
 
@@ -267,4 +272,45 @@ fn config_debug_output_holds_no_secret() {
     let shown = format!("{config:?}\n{}", config.summary());
     assert!(!shown.contains("acme-secret-value"), "{shown}");
     assert!(!shown.contains("bland-secret-value"), "{shown}");
+}
+
+/// Found by fuzzing: values this large used to panic at start-up (cache lifetimes beyond
+/// what moka accepts, more permits than a semaphore holds, deadlines that overflow).
+#[test]
+fn absurdly_large_numbers_are_refused_rather_than_crashing_at_start_up() {
+    let huge = "40000000000000";
+    for (section, field) in [
+        ("server", "auth_cache_ttl_ms"),
+        ("server", "max_concurrent_requests"),
+        ("server", "request_timeout_ms"),
+        ("server", "max_header_bytes"),
+        ("server", "shutdown_grace_ms"),
+        ("providers.agents", "timeout_ms"),
+        ("providers.agents", "connect_timeout_ms"),
+        ("providers.agents", "cache_ttl_ms"),
+        ("providers.agents", "max_body_bytes"),
+        ("providers.agents", "retries"),
+        ("providers.agents", "circuit_failures"),
+        ("providers.agents", "circuit_cooldown_ms"),
+    ] {
+        let base = org(&format!("api_key_sha256 = \"{}\"", "a".repeat(64)));
+        let toml = if section == "server" {
+            format!("[server]\n{field} = {huge}\n{base}")
+        } else {
+            format!("{base}{field} = {huge}\n")
+        };
+        refused(&toml, &[], &format!("{section}.{field}"), "outside");
+    }
+}
+
+#[tokio::test]
+async fn the_largest_accepted_numbers_start_and_serve() {
+    let toml = format!(
+        "[server]\nauth_cache_ttl_ms = 86400000\nmax_concurrent_requests = 1000000\nrequest_timeout_ms = 86400000\n\
+         max_header_bytes = 1048576\nshutdown_grace_ms = 86400000\n{}timeout_ms = 86400000\nconnect_timeout_ms = 86400000\n\
+         cache_ttl_ms = 86400000\nmax_body_bytes = 1073741824\nretries = 10\ncircuit_failures = 1000000\ncircuit_cooldown_ms = 86400000\n",
+        org(&format!("api_key_sha256 = \"{}\"", common::sha256_hex("k")))
+    );
+    let app = common::spawn_app(&toml).await;
+    assert_eq!(app.get("/healthz", &[]).await.status, 200);
 }
