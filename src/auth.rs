@@ -199,28 +199,35 @@ pub fn identify<'c>(config: &'c Config, p: &Presented) -> Result<Identity<'c>, A
                     Ok(Identity::Verified(org))
                 }
                 OrgAuth::Key { .. } => Err(AuthError::Rejected),
+                // A key callmux issued is never forwarded, whichever org it is sent to.
+                OrgAuth::Upstream { .. } if issued_key_matches(config, p).is_some() => {
+                    Err(AuthError::Rejected)
+                }
                 OrgAuth::Upstream { provider } => Ok(Identity::ViaUpstream(org, provider)),
             }
         }
-        None => {
-            // Every org's digest is compared, whatever matched first, so timing does not
-            // reveal where in the list a key sits.
-            let mut found = None;
-            let mut matches = 0;
-            for org in &config.orgs {
-                if let OrgAuth::Key { digest, .. } = &org.auth {
-                    if digest.matches(&p.digest) {
-                        matches += 1;
-                        found = Some(org);
-                    }
-                }
-            }
-            match (matches, found) {
-                (1, Some(org)) => Ok(Identity::Verified(org)),
-                _ => Err(AuthError::MissingOrgId),
+        None => match issued_key_matches(config, p) {
+            Some((1, org)) => Ok(Identity::Verified(org)),
+            _ => Err(AuthError::MissingOrgId),
+        },
+    }
+}
+
+/// How many orgs' callmux keys match the presented key, and the last that did. Every org's
+/// digest is compared, whatever matched first, so timing does not reveal where in the list
+/// a key sits.
+fn issued_key_matches<'c>(config: &'c Config, p: &Presented) -> Option<(usize, &'c OrgSpec)> {
+    let mut found = None;
+    let mut matches = 0;
+    for org in &config.orgs {
+        if let OrgAuth::Key { digest, .. } = &org.auth {
+            if digest.matches(&p.digest) {
+                matches += 1;
+                found = Some(org);
             }
         }
     }
+    found.map(|org| (matches, org))
 }
 
 /// Bland keys the upstream accepted lately, by (org, key digest). Only acceptances are kept:

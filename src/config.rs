@@ -725,19 +725,21 @@ fn ranged(
 }
 
 fn base_url(field: &str, text: &str, issues: &mut Vec<ConfigIssue>) -> Option<url::Url> {
+    // Messages show the URL without user info, query or fragment: any of them may hold a
+    // credential, and a malformed URL is no less secret than a valid one.
+    let shown = redacted_url(text);
     let problem = match url::Url::parse(text) {
-        Err(e) => format!("`{text}` is not a URL ({e})"),
-        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-            format!("`{text}` is not an http or https URL")
-        }
+        Err(e) => format!("`{shown}` is not a URL ({e})"),
         Ok(u) if !u.username().is_empty() || u.password().is_some() => {
-            // Don't echo it: it holds a credential.
-            "holds a user name or password, which would leak into logs".to_string()
+            format!("`{shown}` holds a user name or password, which would leak into logs")
+        }
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            format!("`{shown}` is not an http or https URL")
         }
         Ok(u) if u.query().is_some() || u.fragment().is_some() => {
-            format!("`{text}` has a query or fragment")
+            format!("`{shown}` has a query or fragment")
         }
-        Ok(u) if u.host_str().is_none_or(str::is_empty) => format!("`{text}` has no host"),
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => format!("`{shown}` has no host"),
         Ok(u) => return Some(u),
     };
     issues.push(ConfigIssue::new(
@@ -748,12 +750,36 @@ fn base_url(field: &str, text: &str, issues: &mut Vec<ConfigIssue>) -> Option<ur
     None
 }
 
+/// `text` with anything before an `@` in the authority replaced, and any query or fragment
+/// cut, done on the text itself so that it works on URLs that do not parse.
+fn redacted_url(text: &str) -> String {
+    let text = text.split(['?', '#']).next().unwrap_or_default();
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), text),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
+        None => format!("{scheme}{rest}"),
+    }
+}
+
 fn secret_from_env(
     field: &str,
     var: &str,
     env: EnvLookup<'_>,
     issues: &mut Vec<ConfigIssue>,
 ) -> Option<secrecy::SecretString> {
+    if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        // Likely the key itself pasted where its variable's name belongs: don't show it.
+        issues.push(ConfigIssue::new(
+            field,
+            "is not an environment variable name (letters, digits and _ only); the value is not shown in case it is a key",
+            "give the name of the variable that holds the key, e.g. \"ACME_API_KEY\", never the key itself",
+        ));
+        return None;
+    }
     match env(var) {
         Some(v) if !v.trim().is_empty() => Some(secrecy::SecretString::from(v)),
         Some(_) => {

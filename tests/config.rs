@@ -314,3 +314,31 @@ async fn the_largest_accepted_numbers_start_and_serve() {
     let app = common::spawn_app(&toml).await;
     assert_eq!(app.get("/healthz", &[]).await.status, 200);
 }
+
+#[test]
+fn a_key_pasted_where_a_variable_name_belongs_is_refused_without_showing_it() {
+    let text = refused(
+        &org("api_key_env = \"sk-live-pasted-key-9f8e7d\""),
+        &[],
+        "orgs.acme.api_key_env",
+        "not an environment variable name",
+    );
+    assert!(!text.contains("sk-live-pasted-key-9f8e7d"), "{text}");
+}
+
+#[test]
+fn a_url_is_never_echoed_with_its_query_or_user_info_even_when_malformed() {
+    for url in [
+        "http://127.0.0.1:9000/?api_key=sk-in-query-1234",
+        "http://u:sk-in-password-5678@127.0.0.1:99999",
+        "ftp://u:sk-in-password-5678@127.0.0.1/",
+    ] {
+        let toml = format!(
+            "[orgs.acme]\napi_key_sha256 = \"{}\"\nproviders = [\"agents\"]\n[providers.agents]\nkind = \"twilio-media-stream\"\nbase_url = \"{url}\"",
+            "a".repeat(64)
+        );
+        let text = load_config(&toml, &[]).unwrap_err().to_string();
+        assert!(text.contains("providers.agents.base_url"), "{text}");
+        assert!(!text.contains("sk-in-"), "{text}");
+    }
+}
