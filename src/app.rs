@@ -14,7 +14,7 @@ use crate::coalesce::Coalesced;
 use crate::config::Config;
 use crate::merge::{self, Answer, ProviderFailure};
 use crate::observe::{Observed, Outcome};
-use crate::provider::{self, Calls, Provider, ProviderError, RequestContext};
+use crate::provider::{self, Provider, ProviderError, RequestContext};
 use crate::wire::{ErrorItem, Shape};
 
 /// A loaded configuration with its providers built.
@@ -35,7 +35,7 @@ struct OrgRuntime {
 }
 
 struct Rendered {
-    inputs: Vec<Calls>,
+    inputs: Vec<Answer>,
     body: Bytes,
     calls: usize,
 }
@@ -72,6 +72,8 @@ impl From<AuthError> for ListError {
 
 impl App {
     pub fn new(config: Config) -> Result<Self, String> {
+        // Metric handles made below must bind to the real recorder.
+        crate::observe::prometheus();
         // Per provider, inside out: the backend; a circuit breaker; observation (a span,
         // metrics, the last outcome); coalescing, outermost so that requests waiting on one
         // ask share its outcome and it is observed and counted once.
@@ -201,8 +203,9 @@ impl App {
 }
 
 impl OrgRuntime {
-    /// The body for these answers: the last one built, if built from these very answers
-    /// (an unchanged upstream hands out the same `Calls`), else a new one.
+    /// The body for these answers: the last one built, if built from these very answers (an
+    /// unchanged upstream hands out the same `Calls`; a failure must be the same failure),
+    /// else a new one.
     fn render(
         &self,
         org: &str,
@@ -211,17 +214,15 @@ impl OrgRuntime {
         failures: &[ProviderFailure],
     ) -> (Bytes, usize) {
         let slot = &self.rendered[shape as usize];
-        let complete = failures.is_empty();
-        if complete {
-            if let Some(r) = &*slot.lock().expect("render lock") {
-                let same = r
-                    .inputs
-                    .iter()
-                    .zip(answers)
-                    .all(|(had, now)| now.as_ref().is_ok_and(|now| Arc::ptr_eq(had, now)));
-                if same {
-                    return (r.body.clone(), r.calls);
-                }
+        if let Some(r) = &*slot.lock().expect("render lock") {
+            let same = r.inputs.len() == answers.len()
+                && r.inputs.iter().zip(answers).all(|pair| match pair {
+                    (Ok(had), Ok(now)) => Arc::ptr_eq(had, now),
+                    (Err(had), Err(now)) => had == now,
+                    _ => false,
+                });
+            if same {
+                return (r.body.clone(), r.calls);
             }
         }
         let merged = merge::merge(answers);
@@ -229,14 +230,11 @@ impl OrgRuntime {
         let errors = error_items(failures, &messages);
         let body = Bytes::from(shape.write(merged.iter().copied(), org, &errors));
         let calls = merged.len();
-        if complete {
-            let inputs = answers.iter().flatten().cloned().collect();
-            *slot.lock().expect("render lock") = Some(Rendered {
-                inputs,
-                body: body.clone(),
-                calls,
-            });
-        }
+        *slot.lock().expect("render lock") = Some(Rendered {
+            inputs: answers.to_vec(),
+            body: body.clone(),
+            calls,
+        });
         (body, calls)
     }
 }

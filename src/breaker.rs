@@ -55,10 +55,12 @@ impl Breaker {
         let Some(until) = s.open_until else {
             return Ok(false);
         };
-        let now = Instant::now();
-        if now < until || s.probe_in_flight {
-            let wait = until.saturating_duration_since(now).as_millis() as u64;
-            return Err(ProviderError::CircuitOpen(wait));
+        if Instant::now() < until || s.probe_in_flight {
+            // The cool-down, not the time left: a stable message lets the rendered answer
+            // be reused while the circuit stays open.
+            return Err(ProviderError::CircuitOpen(
+                self.settings.cooldown.as_millis() as u64,
+            ));
         }
         s.probe_in_flight = true;
         Ok(true)

@@ -15,11 +15,18 @@ pub struct Coalesced {
     /// depends on them, so no caller ever receives an answer fetched with another's key;
     /// by `None` for all others.
     answers: moka::future::Cache<Option<[u8; 32]>, Calls>,
+    /// Answers this request fetched itself, and answers it shared (in flight or cached);
+    /// registered once, as the hot path should not build label sets.
+    fetched: metrics::Counter,
+    shared: metrics::Counter,
 }
 
 impl Coalesced {
     pub fn new(inner: Arc<dyn Provider>, ttl: Duration) -> Self {
+        let counter = |source: &'static str| metrics::counter!("callmux_provider_answers_total", "provider" => inner.id().to_string(), "source" => source);
         Self {
+            fetched: counter("fetched"),
+            shared: counter("shared"),
             inner,
             answers: moka::future::Cache::builder()
                 .max_capacity(10_000)
@@ -52,13 +59,11 @@ impl Provider for Coalesced {
             .map_err(|e: Arc<ProviderError>| (*e).clone())?;
         // Fresh: this request's own ask filled the entry. Otherwise it shared another's
         // ask in flight, or a cached answer.
-        let how = if entry.is_fresh() {
-            "fetched"
+        if entry.is_fresh() {
+            self.fetched.increment(1);
         } else {
-            "shared"
-        };
-        metrics::counter!("callmux_provider_answers_total", "provider" => self.id().to_string(), "source" => how)
-            .increment(1);
+            self.shared.increment(1);
+        }
         Ok(entry.into_value())
     }
 }

@@ -35,20 +35,48 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// Counts and times every request by route and status.
+/// Counts and times every request by route and status. Labels are static strings: no
+/// allocation per request.
 pub async fn track_requests(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+        .map_or("unmatched", |p| route_label(p.as_str()));
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("callmux_requests_total", "route" => route.clone(), "status" => status)
-        .increment(1);
+    let status = status_label(response.status().as_u16());
+    metrics::counter!("callmux_requests_total", "route" => route, "status" => status).increment(1);
     metrics::histogram!("callmux_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+fn route_label(path: &str) -> &'static str {
+    use crate::api::{BLAND_ROUTE, CALLS_ROUTE};
+    match path {
+        BLAND_ROUTE => BLAND_ROUTE,
+        CALLS_ROUTE => CALLS_ROUTE,
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        "/openapi.json" => "/openapi.json",
+        _ => "other",
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        404 => "404",
+        405 => "405",
+        431 => "431",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        _ => "other",
+    }
 }
 
 /// A provider's most recent real upstream ask.

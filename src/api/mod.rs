@@ -124,10 +124,14 @@ async fn list(shape: Shape, State(live): State<Arc<Live>>, headers: HeaderMap) -
 }
 
 /// `Server-Timing`: time spent waiting on providers, and the rest, spent in callmux.
+/// Milliseconds with microsecond precision, written with integer formatting.
 fn server_timing(waited: Duration, total: Duration) -> HeaderValue {
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let ms = |d: Duration| {
+        let us = d.as_micros();
+        format!("{}.{:03}", us / 1000, us % 1000)
+    };
     let value = format!(
-        "providers;dur={:.3};desc=\"waiting on providers\", callmux;dur={:.3};desc=\"callmux's own work\"",
+        "providers;dur={};desc=\"waiting on providers\", callmux;dur={};desc=\"callmux's own work\"",
         ms(waited),
         ms(total.saturating_sub(waited)),
     );

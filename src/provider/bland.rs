@@ -66,7 +66,7 @@ impl Provider for Bland {
         headers.insert(axum::http::header::AUTHORIZATION, authorization.clone());
         headers.insert(ORG_ID_HEADER, org_id.clone());
         self.upstream
-            .get_parsed(headers, |body| wire::bland::parse(body, &self.id))
+            .get_parsed(headers, &self.id, wire::bland::parse)
             .await
     }
 }

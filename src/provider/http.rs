@@ -29,6 +29,9 @@ impl HttpSettings {
     pub const DEFAULT_RETRIES: u32 = 1;
 }
 
+/// Bodies at least this large are parsed on the blocking pool (about 1,000 calls).
+const PARSE_OFF_RUNTIME_BYTES: usize = 128 * 1024;
+
 /// First retry waits about this long, doubling each time, with ±50 % jitter so many callmux
 /// instances do not retry in step.
 const BACKOFF_BASE: Duration = Duration::from_millis(50);
@@ -62,10 +65,13 @@ impl HttpUpstream {
     }
 
     /// GETs the URL and parses the body with `parse`, unless it is the same body as last time.
+    /// A large body is parsed on the blocking pool, so that two providers' large answers are
+    /// parsed on two cores and the runtime's threads stay free for other requests.
     pub async fn get_parsed(
         &self,
         headers: HeaderMap,
-        parse: impl FnOnce(&[u8]) -> Result<Vec<Call>, ParseError>,
+        provider: &Arc<str>,
+        parse: fn(&[u8], &Arc<str>) -> Result<Vec<Call>, ParseError>,
     ) -> Result<Calls, ProviderError> {
         let body = self.get(headers).await?;
         if let Some((last_body, calls)) = &*self.last.lock().expect("memo lock") {
@@ -73,7 +79,15 @@ impl HttpUpstream {
                 return Ok(calls.clone());
             }
         }
-        let calls: Calls = Arc::new(parse(&body)?);
+        let calls = if body.len() >= PARSE_OFF_RUNTIME_BYTES {
+            let (body, provider) = (body.clone(), provider.clone());
+            tokio::task::spawn_blocking(move || parse(&body, &provider))
+                .await
+                .map_err(|_| ProviderError::Internal)??
+        } else {
+            parse(&body, provider)?
+        };
+        let calls: Calls = Arc::new(calls);
         *self.last.lock().expect("memo lock") = Some((body, calls.clone()));
         Ok(calls)
     }

@@ -96,7 +96,7 @@ pub enum ProviderError {
     NoCredentials,
     #[error("failed inside callmux (a bug, logged on the server)")]
     Internal,
-    #[error("failed repeatedly and is not asked again for {0} ms (circuit open)")]
+    #[error("failed repeatedly, so it is not asked for up to {0} ms (circuit open)")]
     CircuitOpen(u64),
 }
 
