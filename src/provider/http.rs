@@ -7,8 +7,7 @@ use axum::http::HeaderMap;
 use bytes::{Bytes, BytesMut};
 
 use super::{Calls, ProviderError};
-use crate::call::Call;
-use crate::wire::ParseError;
+use crate::wire::Parser;
 
 /// Per-provider HTTP limits, from `timeout_ms`, `connect_timeout_ms`, `max_body_bytes` and
 /// `retries`.
@@ -71,7 +70,7 @@ impl HttpUpstream {
         &self,
         headers: HeaderMap,
         provider: &Arc<str>,
-        parse: fn(&[u8], &Arc<str>) -> Result<Vec<Call>, ParseError>,
+        parse: Parser,
     ) -> Result<Calls, ProviderError> {
         let body = self.get(headers).await?;
         if let Some((last_body, calls)) = &*self.last.lock().expect("memo lock") {

@@ -57,6 +57,9 @@ pub struct ErrorItem<'a> {
     pub message: &'a str,
 }
 
+/// Reads one upstream shape into canonical calls, named after the provider given.
+pub type Parser = fn(&[u8], &std::sync::Arc<str>) -> Result<Vec<Call>, ParseError>;
+
 /// Why an upstream body could not be read as its shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
