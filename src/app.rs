@@ -28,6 +28,8 @@ pub struct App {
 
 /// What one org needs at request time.
 struct OrgRuntime {
+    /// The org's id, shared by every request's context and answer.
+    id: Arc<str>,
     /// The org's providers, in its list's order.
     providers: Vec<Arc<dyn Provider>>,
     /// The last body served per shape, and the answers it was built from.
@@ -43,7 +45,7 @@ struct Rendered {
 /// A list answer, ready to send.
 #[derive(Debug)]
 pub struct Listed {
-    pub org: String,
+    pub org: Arc<str>,
     pub body: Bytes,
     /// How many calls the body lists.
     pub calls: usize,
@@ -90,6 +92,7 @@ impl App {
             .iter()
             .map(|org| {
                 let runtime = OrgRuntime {
+                    id: Arc::from(org.id.as_str()),
                     providers: org
                         .providers
                         .iter()
@@ -130,7 +133,7 @@ impl App {
         let org = identity.org();
         let runtime = &self.orgs[&org.id];
         let ctx = RequestContext {
-            org_id: Arc::from(org.id.as_str()),
+            org_id: runtime.id.clone(),
             forwarded: match identity {
                 Identity::ViaUpstream(..) => presented.forwarded(),
                 Identity::Verified(_) => None,
@@ -193,7 +196,7 @@ impl App {
         }
         let (body, calls) = runtime.render(&org.id, shape, &answers, &failures);
         Ok(Listed {
-            org: org.id.clone(),
+            org: runtime.id.clone(),
             body,
             calls,
             failures,
@@ -226,9 +229,9 @@ impl OrgRuntime {
             }
         }
         let merged = merge::merge(answers);
-        let messages: Vec<String> = failures.iter().map(|f| f.error.to_string()).collect();
-        let errors = error_items(failures, &messages);
-        let body = Bytes::from(shape.write(merged.iter().copied(), org, &errors));
+        let body = Bytes::from(with_error_items(failures, |errors| {
+            shape.write(merged.iter().copied(), org, errors)
+        }));
         let calls = merged.len();
         *slot.lock().expect("render lock") = Some(Rendered {
             inputs: answers.to_vec(),
@@ -239,18 +242,20 @@ impl OrgRuntime {
     }
 }
 
-/// The `errors` entries naming failed providers; `messages` holds each failure's text.
-pub fn error_items<'a>(
-    failures: &'a [ProviderFailure],
-    messages: &'a [String],
-) -> Vec<ErrorItem<'a>> {
-    failures
+/// Writes a body with the `errors` entries naming `failures`, through `write`.
+pub fn with_error_items<R>(
+    failures: &[ProviderFailure],
+    write: impl FnOnce(&[ErrorItem<'_>]) -> R,
+) -> R {
+    let messages: Vec<String> = failures.iter().map(|f| f.error.to_string()).collect();
+    let items: Vec<ErrorItem<'_>> = failures
         .iter()
-        .zip(messages)
+        .zip(&messages)
         .map(|(f, m)| ErrorItem {
             provider: Some(&f.provider),
             error: f.error.code(),
             message: m,
         })
-        .collect()
+        .collect();
+    write(&items)
 }

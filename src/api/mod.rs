@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-use crate::app::{error_items, ListError};
+use crate::app::{with_error_items, ListError};
 use crate::live::Live;
 use crate::observe;
 use crate::wire::{self, ErrorItem, Shape};
@@ -93,10 +93,11 @@ async fn list(shape: Shape, State(live): State<Arc<Live>>, headers: HeaderMap) -
                 providers = failures.len(),
                 "every provider of the org failed"
             );
-            let messages: Vec<String> = failures.iter().map(|f| f.error.to_string()).collect();
-            let errors = error_items(&failures, &messages);
             (
-                json(StatusCode::BAD_GATEWAY, shape.write_error(&errors)),
+                json(
+                    StatusCode::BAD_GATEWAY,
+                    with_error_items(&failures, |errors| shape.write_error(errors)),
+                ),
                 waited,
             )
         }
