@@ -1,8 +1,10 @@
 //! Load benchmark of the real `callmux` binary over fake loopback upstreams.
 //!
-//! `cargo bench --bench load [-- --quick]`: callmux (coalescing only, and cached) under
-//! closed-loop keep-alive load, beside one upstream asked directly and a bare-axum floor that
-//! serves callmux's own answer; one table, and the targets of issue 3 as PASS/MISS lines.
+//! `cargo bench --bench load [-- --quick] [--size N]...`: callmux (coalescing only, and
+//! cached) under closed-loop keep-alive load, beside one upstream asked directly and a
+//! bare-axum floor that serves callmux's own answer; one table, and the targets of issue 3 as
+//! PASS/MISS lines. `--size` keeps only the given numbers of calls per upstream (for
+//! profiling one size).
 //!
 //! `cargo bench --bench load -- soak [--clients 1000] [--seconds 60] [--calls 100]`: many
 //! keep-alive clients while one of the three upstreams flaps; responses by kind.
@@ -57,11 +59,11 @@ const SOAK_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() {
     match parse_args(std::env::args().skip(1)) {
-        Ok(Mode::Load { quick }) => run_load(quick),
+        Ok(Mode::Load { quick, sizes }) => run_load(quick, &sizes),
         Ok(Mode::Soak(options)) => run_soak(&options),
         Err(message) => {
             eprintln!(
-                "error: {message}\nusage: cargo bench --bench load [-- --quick]\n       \
+                "error: {message}\nusage: cargo bench --bench load [-- --quick] [--size N]...\n       \
                  cargo bench --bench load -- soak [--clients 1000] [--seconds 60] [--calls 100]"
             );
             std::process::exit(2);
@@ -73,7 +75,7 @@ fn main() {
 // Command line
 
 enum Mode {
-    Load { quick: bool },
+    Load { quick: bool, sizes: Vec<usize> },
     Soak(SoakOptions),
 }
 
@@ -97,11 +99,13 @@ impl Default for SoakOptions {
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Mode, String> {
     let mut soak: Option<SoakOptions> = None;
     let mut quick = false;
+    let mut sizes = Vec::new();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             // cargo passes --bench to every bench binary.
             "--bench" => {}
             "--quick" => quick = true,
+            "--size" => sizes.push(number(&arg, args.next())? as usize),
             "soak" => soak = Some(SoakOptions::default()),
             "--clients" | "--seconds" | "--calls" => {
                 let options = soak
@@ -119,7 +123,14 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Mode, String> {
     }
     Ok(match soak {
         Some(options) => Mode::Soak(options),
-        None => Mode::Load { quick },
+        None => Mode::Load {
+            quick,
+            sizes: if sizes.is_empty() {
+                SIZES.to_vec()
+            } else {
+                sizes
+            },
+        },
     })
 }
 
@@ -854,7 +865,7 @@ fn runtime(name: &str) -> Runtime {
         .expect("a tokio runtime")
 }
 
-fn run_load(quick: bool) {
+fn run_load(quick: bool, sizes: &[usize]) {
     let window = if quick {
         Window {
             warmup: Duration::from_millis(250),
@@ -870,7 +881,7 @@ fn run_load(quick: bool) {
     let servers = runtime("upstreams");
     let load = runtime("load");
     let mut rows = Vec::new();
-    for n in SIZES {
+    for &n in sizes {
         rows.extend(load.block_on(measure_size(servers.handle(), n, window)));
     }
     print_table(&rows, window);

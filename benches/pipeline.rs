@@ -9,6 +9,10 @@ use callmux::merge::{merge, Answer};
 use callmux::wire::{bland, calls, Shape};
 use criterion::{criterion_group, Criterion};
 
+/// The allocator the `callmux` binary uses.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const N: usize = 100_000;
 
 /// The two upstream bodies, as the upstreams would send them. Written as text, so building

@@ -2,26 +2,31 @@
 
 use std::sync::Arc;
 
+/// Text of a call field. Strings of up to 24 bytes (numbers, statuses, timestamps, short
+/// objectives) are held inline, so most fields cost no allocation of their own and a call's
+/// fields sit together in memory; longer ones (UUIDs) are allocated as a `String` would be.
+pub type Text = compact_str::CompactString;
+
 /// One live call, as callmux understands it whatever platform it came from.
 ///
 /// Fields an upstream did not send are `None`: callmux never invents them. The ordering is
 /// only a tie-break that makes choices between two reports of one call deterministic.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Call {
-    pub call_id: String,
+    pub call_id: Text,
     /// Id of the provider (from `providers.toml`) that reported the call.
     pub provider: Arc<str>,
     /// The organisation that owns the call: the upstream's own value where it gives one
     /// (Bland's `user_id`), otherwise filled in with the requesting org's id when merged.
-    pub org: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
+    pub org: Option<Text>,
+    pub from: Option<Text>,
+    pub to: Option<Text>,
     pub direction: Option<Direction>,
     pub status: CallStatus,
-    pub objective: Option<String>,
-    pub pathway_id: Option<String>,
+    pub objective: Option<Text>,
+    pub pathway_id: Option<Text>,
     /// When the call started, as the ISO 8601 text the upstream gave.
-    pub started_at: Option<String>,
+    pub started_at: Option<Text>,
     /// When the call record was created, in Unix epoch milliseconds.
     pub created_at: Option<u64>,
     pub international: Option<bool>,
@@ -29,7 +34,7 @@ pub struct Call {
 
 impl Call {
     /// A call with only the fields every upstream must give; the rest start unknown.
-    pub fn new(call_id: impl Into<String>, provider: Arc<str>, status: CallStatus) -> Self {
+    pub fn new(call_id: impl Into<Text>, provider: Arc<str>, status: CallStatus) -> Self {
         Self {
             call_id: call_id.into(),
             provider,
@@ -66,7 +71,7 @@ pub enum CallStatus {
     Busy,
     NoAnswer,
     Canceled,
-    Other(String),
+    Other(Text),
 }
 
 impl CallStatus {

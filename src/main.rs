@@ -9,6 +9,12 @@ use std::time::Duration;
 use callmux::{Config, Live};
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than the system allocator: parsing a large answer makes hundreds of
+/// thousands of small allocations, and glibc's malloc spent over a quarter of the pipeline
+/// benchmark's time on them (BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "callmux",

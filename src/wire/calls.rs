@@ -1,53 +1,113 @@
 //! The calls shape of Twilio media-stream agent servers: `GET /api/calls` → `{"calls": [...], "count": N}`.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use super::json::{push_key, push_str, push_usize};
-use super::{buffer_for, from_body, opt_text, push_errors, req_text, ErrorItem, ParseError};
-use crate::call::{Call, CallStatus, Direction};
+use super::{
+    buffer_for, from_body, push_errors, CallList, ErrorItem, Field, ParseError, Required, WireCall,
+};
+use crate::call::{Call, CallStatus, Direction, Text};
+
+/// An agent server's call object is about 130 bytes; see `bland::TYPICAL_CALL_BYTES`.
+const TYPICAL_CALL_BYTES: usize = 112;
 
 /// Reads an agent server's answer into canonical calls (every status, active or not).
 ///
 /// `to_number` is the callee of an outbound call and the caller of an incoming one; when the
 /// direction is missing or unknown it is read as `to`, the number's own name.
 pub fn parse(body: &[u8], provider: &Arc<str>) -> Result<Vec<Call>, ParseError> {
-    #[derive(Deserialize)]
-    struct Body {
-        calls: Vec<CallIn>,
-    }
-    #[derive(Deserialize)]
-    struct CallIn {
-        #[serde(deserialize_with = "req_text")]
-        call_id: String,
-        #[serde(default, deserialize_with = "opt_text")]
-        to_number: Option<String>,
-        #[serde(deserialize_with = "req_text")]
-        status: String,
-        #[serde(default, deserialize_with = "opt_text")]
-        direction: Option<String>,
-    }
-
-    let body: Body = from_body(body)?;
-    Ok(body
-        .calls
-        .into_iter()
-        .map(|c| {
-            let direction = c.direction.as_deref().and_then(direction_from_wire);
-            let mut call = Call::new(c.call_id, provider.clone(), status_from_wire(c.status));
-            match direction {
-                Some(Direction::Inbound) => call.from = c.to_number,
-                _ => call.to = c.to_number,
-            }
-            call.direction = direction;
-            call
-        })
-        .collect())
+    let seed = BodySeed {
+        provider,
+        capacity: body.len() / TYPICAL_CALL_BYTES,
+    };
+    from_body(body, seed)
 }
 
-pub fn status_from_wire(s: String) -> CallStatus {
-    match s.as_str() {
+#[derive(Deserialize)]
+struct CallIn<'a> {
+    #[serde(borrow)]
+    call_id: Required<'a>,
+    #[serde(borrow, default)]
+    to_number: Field<'a>,
+    #[serde(borrow)]
+    status: Required<'a>,
+    #[serde(borrow, default)]
+    direction: Field<'a>,
+}
+
+impl<'de> WireCall<'de> for CallIn<'de> {
+    fn into_call(self, provider: &Arc<str>) -> Call {
+        let direction = self.direction.0.as_deref().and_then(direction_from_wire);
+        let mut call = Call::new(
+            &*self.call_id.0,
+            provider.clone(),
+            status_from_wire(&self.status.0),
+        );
+        match direction {
+            Some(Direction::Inbound) => call.from = self.to_number.text(),
+            _ => call.to = self.to_number.text(),
+        }
+        call.direction = direction;
+        call
+    }
+}
+
+/// The envelope, `{"calls": [...], "count": N}`, with the calls read straight into canonical
+/// ones. `count` and other keys are ignored: the list is what counts.
+struct BodySeed<'p> {
+    provider: &'p Arc<str>,
+    capacity: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = Vec<Call>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed<'_> {
+    type Value = Vec<Call>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object with `calls`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Key {
+            Calls,
+            #[serde(other)]
+            Other,
+        }
+        let mut calls = None;
+        while let Some(key) = map.next_key()? {
+            match key {
+                Key::Calls if calls.is_some() => return Err(de::Error::duplicate_field("calls")),
+                Key::Calls => {
+                    calls = Some(map.next_value_seed(CallList {
+                        provider: self.provider,
+                        capacity: self.capacity,
+                        shape: PhantomData::<fn() -> CallIn<'de>>,
+                    })?)
+                }
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        calls.ok_or_else(|| de::Error::missing_field("calls"))
+    }
+}
+
+pub fn status_from_wire(s: &str) -> CallStatus {
+    match s {
         "initiating" => CallStatus::Queued,
         "ringing" => CallStatus::Ringing,
         "in-progress" => CallStatus::InProgress,
@@ -56,7 +116,7 @@ pub fn status_from_wire(s: String) -> CallStatus {
         "busy" => CallStatus::Busy,
         "no-answer" => CallStatus::NoAnswer,
         "canceled" => CallStatus::Canceled,
-        _ => CallStatus::Other(s),
+        _ => CallStatus::Other(Text::from(s)),
     }
 }
 
@@ -181,10 +241,10 @@ mod tests {
             "canceled",
             "on-hold",
         ] {
-            assert_eq!(status_to_wire(&status_from_wire(s.to_string())), s);
+            assert_eq!(status_to_wire(&status_from_wire(s)), s);
         }
         assert_eq!(
-            status_from_wire("on-hold".into()),
+            status_from_wire("on-hold"),
             CallStatus::Other("on-hold".into())
         );
     }

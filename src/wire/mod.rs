@@ -4,9 +4,14 @@ pub mod bland;
 pub mod calls;
 mod json;
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::call::Call;
+use crate::call::{Call, Text};
 
 /// The client wire shapes callmux serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,7 +63,7 @@ pub struct ErrorItem<'a> {
 }
 
 /// Reads one upstream shape into canonical calls, named after the provider given.
-pub type Parser = fn(&[u8], &std::sync::Arc<str>) -> Result<Vec<Call>, ParseError>;
+pub type Parser = fn(&[u8], &Arc<str>) -> Result<Vec<Call>, ParseError>;
 
 /// Why an upstream body could not be read as its shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,12 +82,18 @@ impl From<serde_json::Error> for ParseError {
     }
 }
 
-/// Parses a whole upstream body. UTF-8 is checked once for the body, rather than once per
-/// string as `serde_json::from_slice` does, which was a tenth of all parse work.
-pub(crate) fn from_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ParseError> {
+/// Parses a whole upstream body with `seed`. UTF-8 is checked once for the body, rather than
+/// once per string as `serde_json::from_slice` does, which was a tenth of all parse work.
+pub(crate) fn from_body<'a, S: DeserializeSeed<'a>>(
+    body: &'a [u8],
+    seed: S,
+) -> Result<S::Value, ParseError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| ParseError::Malformed(format!("the body is not UTF-8 text ({e})")))?;
-    Ok(serde_json::from_str(text)?)
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = seed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
 }
 
 /// Appends the `errors` array, or `null` when there are none.
@@ -94,51 +105,139 @@ pub(crate) fn push_errors(out: &mut Vec<u8>, errors: &[ErrorItem<'_>]) {
     }
 }
 
-/// A field upstreams send as a string but some send as a number or bool; read all as text.
-/// `null` and `""` are both "not given". A visitor rather than an untagged enum: serde's
-/// untagged enums buffer every value before matching, which dominated parse time.
-pub(crate) fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    struct TextVisitor;
+/// A text field as an upstream sent it: borrowed from the body when it needed no unescaping,
+/// so reading it allocates nothing; the caller keeps only what it needs. Upstreams send most
+/// fields as strings but some send numbers or booleans, which are read as their text. `null`
+/// and `""` are both "not given" (`None`).
+///
+/// A visitor rather than an untagged enum: serde's untagged enums buffer every value before
+/// matching, which dominated parse time.
+#[derive(Debug, Default)]
+pub(crate) struct Field<'a>(pub Option<Cow<'a, str>>);
 
-    impl<'de> serde::de::Visitor<'de> for TextVisitor {
-        type Value = Option<String>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a string, number, boolean or null")
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok((!v.is_empty()).then(|| v.to_owned()))
-        }
-        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-            Ok((!v.is_empty()).then_some(v))
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
-        }
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
-        }
-        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
-        }
-        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
+impl Field<'_> {
+    pub fn text(&self) -> Option<Text> {
+        self.0.as_deref().map(Text::from)
     }
-
-    d.deserialize_any(TextVisitor)
 }
 
-/// Like [`opt_text`] for a field that must be present and non-empty.
-pub(crate) fn req_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    opt_text(d)?.ok_or_else(|| serde::de::Error::custom("must be a non-empty string"))
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+
+        impl<'de> Visitor<'de> for FieldVisitor {
+            type Value = Field<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string, number, boolean or null")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Field((!v.is_empty()).then_some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Field((!v.is_empty()).then(|| Cow::Owned(v.to_owned()))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Field(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Field(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Field(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Field(Some(Cow::Borrowed(if v { "true" } else { "false" }))))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field(None))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field(None))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+
+        d.deserialize_any(FieldVisitor)
+    }
+}
+
+/// Like [`Field`] for a field that must be present and non-empty.
+#[derive(Debug)]
+pub(crate) struct Required<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Required<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Field::deserialize(d)?
+            .0
+            .map(Required)
+            .ok_or_else(|| de::Error::custom("must be a non-empty string"))
+    }
+}
+
+/// One wire shape's call object, turned into a canonical call as soon as it is read.
+pub(crate) trait WireCall<'de>: Deserialize<'de> {
+    fn into_call(self, provider: &Arc<str>) -> Call;
+}
+
+/// Reads a JSON array of `T` straight into canonical calls, with no intermediate list of
+/// wire objects. `capacity` is a guess from the body's size, so a large list is not copied
+/// while it grows.
+pub(crate) struct CallList<'p, T> {
+    pub provider: &'p Arc<str>,
+    pub capacity: usize,
+    pub shape: PhantomData<fn() -> T>,
+}
+
+impl<'de, T: WireCall<'de>> DeserializeSeed<'de> for CallList<'_, T> {
+    type Value = Vec<Call>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Call>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: WireCall<'de>> Visitor<'de> for CallList<'_, T> {
+    type Value = Vec<Call>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of calls")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Call>, A::Error> {
+        let mut calls = Vec::with_capacity(self.capacity);
+        while let Some(call) = seq.next_element::<T>()? {
+            calls.push(call.into_call(self.provider));
+        }
+        Ok(calls)
+    }
+}
+
+/// `null` as `None`, anything else through the inner seed.
+pub(crate) struct Nullable<S>(pub S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of calls or null")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(d).map(Some)
+    }
 }
