@@ -1,10 +1,11 @@
 //! Asks an org's providers at once and merges their answers: active only, deduplicated, ordered.
 
-use std::collections::hash_map::{Entry, HashMap};
+use std::hash::BuildHasher;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
+use hashbrown::hash_table::{Entry, HashTable};
 
 use crate::call::Call;
 use crate::provider::{Calls, Provider, ProviderError, RequestContext};
@@ -61,43 +62,57 @@ pub async fn gather(
 /// ascending, calls without one last, then provider order, then `call_id`.
 pub fn merge(answers: &[Answer]) -> Vec<&Call> {
     let total = answers.iter().flatten().map(|calls| calls.len()).sum();
-    let mut best: HashMap<&str, Ranked<'_>, foldhash::fast::RandomState> =
-        HashMap::with_capacity_and_hasher(total, Default::default());
+    // The index holds positions in `winners` rather than the entries themselves: its table
+    // stays small enough to stay in cache, and `winners` is filled in the order calls came.
+    let mut winners: Vec<Ranked<'_>> = Vec::with_capacity(total);
+    let mut index: HashTable<usize> = HashTable::with_capacity(total);
+    let state = foldhash::fast::RandomState::default();
     for (rank, calls) in answers.iter().enumerate() {
         let Ok(calls) = calls else { continue };
         for call in calls.iter().filter(|c| c.status.is_active()) {
             let candidate = Ranked::new(rank, call);
-            match best.entry(call.call_id.as_str()) {
+            let id = call.call_id.as_str();
+            let entry = index.entry(
+                state.hash_one(id),
+                |&at| winners[at].call.call_id == id,
+                |&at| state.hash_one(winners[at].call.call_id.as_str()),
+            );
+            match entry {
                 Entry::Vacant(e) => {
-                    e.insert(candidate);
+                    e.insert(winners.len());
+                    winners.push(candidate);
                 }
-                Entry::Occupied(mut e) => {
-                    if candidate.preferred_to(e.get()) {
-                        e.insert(candidate);
+                Entry::Occupied(e) => {
+                    let kept = &mut winners[*e.get()];
+                    if candidate.preferred_to(kept) {
+                        *kept = candidate;
                     }
                 }
             }
         }
     }
-    let mut winners: Vec<Ranked<'_>> = best.into_values().collect();
     // Unstable is fine: call ids are unique here, so no two entries compare equal. The
     // integer keys settle almost every comparison without touching the calls themselves.
     winners.sort_unstable_by(|a, b| {
-        (a.created, a.rank, a.id_prefix)
-            .cmp(&(b.created, b.rank, b.id_prefix))
+        (a.created, a.tail, a.id_prefix)
+            .cmp(&(b.created, b.tail, b.id_prefix))
             .then_with(|| a.call.call_id.cmp(&b.call.call_id))
     });
     winners.into_iter().map(|r| r.call).collect()
 }
 
-/// A call with its sort key: creation time (calls with one first, ascending), provider rank,
-/// then `call_id`, whose first eight bytes are kept as an integer that orders like the text.
+/// A call with its sort key, 32 bytes so the sort moves little: creation time (`u64::MAX`
+/// when unknown), then `tail` — the top bit set when the creation time is unknown, so such
+/// calls follow one created at `u64::MAX`, and the provider's rank below it — then `call_id`,
+/// whose first eight bytes are kept as an integer that orders like the text.
 struct Ranked<'a> {
-    created: u128,
-    rank: usize,
+    created: u64,
+    tail: u32,
     id_prefix: u64,
     call: &'a Call,
 }
+
+const UNKNOWN_CREATION: u32 = 1 << 31;
 
 impl<'a> Ranked<'a> {
     fn new(rank: usize, call: &'a Call) -> Self {
@@ -105,21 +120,28 @@ impl<'a> Ranked<'a> {
         let id = call.call_id.as_bytes();
         let n = id.len().min(8);
         prefix[..n].copy_from_slice(&id[..n]);
+        // An org lists a handful of providers, far below 2^31.
+        let rank = rank.min(UNKNOWN_CREATION as usize - 1) as u32;
         Self {
-            created: match call.created_at {
-                Some(ms) => u128::from(ms),
-                None => 1 << 64,
+            created: call.created_at.unwrap_or(u64::MAX),
+            tail: match call.created_at {
+                Some(_) => rank,
+                None => UNKNOWN_CREATION | rank,
             },
-            rank,
             id_prefix: u64::from_be_bytes(prefix),
             call,
         }
     }
 
+    fn rank(&self) -> u32 {
+        self.tail & !UNKNOWN_CREATION
+    }
+
     /// Which of two reports of one call to list: the earlier provider's, then the one that
     /// sorts first, then any fixed order over the remaining fields.
     fn preferred_to(&self, other: &Self) -> bool {
-        (self.rank, self.created, self.call) < (other.rank, other.created, other.call)
+        (self.rank(), self.created, self.tail, self.call)
+            < (other.rank(), other.created, other.tail, other.call)
     }
 }
 

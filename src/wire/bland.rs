@@ -8,8 +8,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::json::{push_key, push_str, push_u64_str};
 use super::{
-    buffer_for, from_body, push_errors, CallList, ErrorItem, Field, Nullable, ParseError, Required,
-    WireCall,
+    buffer_for, from_body, prefetching, push_errors, CallList, ErrorItem, Field, Nullable,
+    ParseError, Required, WireCall,
 };
 use crate::call::{Call, CallStatus, Text};
 
@@ -188,12 +188,12 @@ pub fn status_to_wire(s: &CallStatus) -> &str {
 pub fn write<'c, I>(calls: I, org: &str, errors: &[ErrorItem<'_>]) -> Vec<u8>
 where
     I: IntoIterator<Item = &'c Call>,
-    I::IntoIter: ExactSizeIterator,
+    I::IntoIter: ExactSizeIterator + Clone,
 {
     let calls = calls.into_iter();
     let mut out = buffer_for(calls.len());
     out.extend_from_slice(b"{\"data\":[");
-    for (i, call) in calls.enumerate() {
+    for (i, call) in prefetching(calls).enumerate() {
         if i > 0 {
             out.push(b',');
         }

@@ -8,7 +8,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::json::{push_key, push_str, push_usize};
 use super::{
-    buffer_for, from_body, push_errors, CallList, ErrorItem, Field, ParseError, Required, WireCall,
+    buffer_for, from_body, prefetching, push_errors, CallList, ErrorItem, Field, ParseError,
+    Required, WireCall,
 };
 use crate::call::{Call, CallStatus, Direction, Text};
 
@@ -154,13 +155,13 @@ fn direction_to_wire(d: Option<Direction>) -> Option<&'static str> {
 pub fn write<'c, I>(calls: I, errors: &[ErrorItem<'_>]) -> Vec<u8>
 where
     I: IntoIterator<Item = &'c Call>,
-    I::IntoIter: ExactSizeIterator,
+    I::IntoIter: ExactSizeIterator + Clone,
 {
     let calls = calls.into_iter();
     let count = calls.len();
     let mut out = buffer_for(count);
     out.extend_from_slice(b"{\"calls\":[");
-    for (i, call) in calls.enumerate() {
+    for (i, call) in prefetching(calls).enumerate() {
         if i > 0 {
             out.push(b',');
         }

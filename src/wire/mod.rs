@@ -30,7 +30,7 @@ impl Shape {
     pub fn write<'c, I>(self, calls: I, org: &str, errors: &[ErrorItem<'_>]) -> Vec<u8>
     where
         I: IntoIterator<Item = &'c Call>,
-        I::IntoIter: ExactSizeIterator,
+        I::IntoIter: ExactSizeIterator + Clone,
     {
         match self {
             Shape::Bland => bland::write(calls, org, errors),
@@ -45,6 +45,47 @@ impl Shape {
             Shape::Calls => calls::write(std::iter::empty(), errors),
         }
     }
+}
+
+/// Calls in order, each step also asking the CPU to start loading calls a few places ahead.
+///
+/// Merged lists are not in memory order (calls without a creation time follow `call_id`), so
+/// writing a large list waits on memory for each call's fields and its `call_id`; the
+/// profile showed over half of serialising spent there. Hints cost nothing when the data is
+/// already in cache and never change what is read.
+pub(crate) fn prefetching<'c, I>(calls: I) -> impl Iterator<Item = &'c Call>
+where
+    I: Iterator<Item = &'c Call> + Clone,
+{
+    const STRUCT_AHEAD: usize = 16;
+    const TEXT_AHEAD: usize = 8;
+    let mut structs = calls.clone().skip(STRUCT_AHEAD);
+    let mut texts = calls.clone().skip(TEXT_AHEAD);
+    calls.inspect(move |_| {
+        if let Some(c) = structs.next() {
+            prefetch((c as *const Call).cast());
+            prefetch((c as *const Call).cast::<u8>().wrapping_add(64));
+            prefetch((c as *const Call).cast::<u8>().wrapping_add(128));
+            prefetch((c as *const Call).cast::<u8>().wrapping_add(192));
+        }
+        if let Some(c) = texts.next() {
+            prefetch(c.call_id.as_ptr());
+            if let Some(org) = &c.org {
+                prefetch(org.as_ptr());
+            }
+        }
+    })
+}
+
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Output buffer sized for `n` calls, so large lists are not copied while growing.
