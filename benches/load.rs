@@ -1071,9 +1071,29 @@ fn verdict(pass: bool, text: String) -> String {
 }
 
 /// The targets of issue 3, each PASS or MISS with the measured figure.
+/// The targets of issue 3, PASS or MISS; SKIP for a target whose size was left out (`--size`).
 fn verdicts(rows: &[Row], window: Window) -> Vec<String> {
     let mut out = Vec::new();
+    let skipped = |n: usize, name: &str| {
+        (!rows.iter().any(|r| r.n == n)).then(|| format!("SKIP  {name}: N={n} not in this run"))
+    };
     let name = "coalescing only, N=1000 (3 upstreams × 1,000 calls), C=16";
+    if let Some(line) = skipped(1_000, name) {
+        out.push(line);
+    } else {
+        out.extend(coalescing_verdicts(rows, name));
+    }
+    let name = "cached (cache_ttl_ms = 1000), N=100, C=64";
+    if let Some(line) = skipped(100, name) {
+        out.push(line);
+    } else {
+        out.extend(cached_verdicts(rows, window, name));
+    }
+    out
+}
+
+fn coalescing_verdicts(rows: &[Row], name: &str) -> Vec<String> {
+    let mut out = Vec::new();
     let mux = find(rows, 1_000, 16, Target::Coalescing);
     let floor = find(rows, 1_000, 16, Target::Floor);
     for (q, limit) in [(0.5, 1.0), (0.99, 3.0)] {
@@ -1098,8 +1118,11 @@ fn verdicts(rows: &[Row], window: Window) -> Vec<String> {
             fmt_si(want)
         ),
     ));
+    out
+}
 
-    let name = "cached (cache_ttl_ms = 1000), N=100, C=64";
+fn cached_verdicts(rows: &[Row], window: Window, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
     let mux = find(rows, 100, 64, Target::Cached);
     let floor = find(rows, 100, 64, Target::Floor);
     let share = ratio(mux.and_then(Row::rps), floor.and_then(Row::rps));

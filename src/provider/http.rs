@@ -72,12 +72,14 @@ impl HttpUpstream {
         provider: &Arc<str>,
         parse: Parser,
     ) -> Result<Calls, ProviderError> {
-        let body = self.get(headers).await?;
-        if let Some((last_body, calls)) = &*self.last.lock().expect("memo lock") {
-            if *last_body == body {
-                return Ok(calls.clone());
-            }
-        }
+        let last = self.last.lock().expect("memo lock").clone();
+        let body = match self
+            .get(headers, last.as_ref().map(|(body, _)| body))
+            .await?
+        {
+            Fetched::Same => return Ok(last.expect("`Same` only follows a last body").1),
+            Fetched::New(body) => body,
+        };
         let calls = if body.len() >= PARSE_OFF_RUNTIME_BYTES {
             let (body, provider) = (body.clone(), provider.clone());
             tokio::task::spawn_blocking(move || parse(&body, &provider))
@@ -96,13 +98,20 @@ impl HttpUpstream {
     /// cut off too. A list request is idempotent, so failures that say nothing about the
     /// request itself (a refused or broken connection, 502/503/504) are retried with jittered
     /// backoff, as long as the backoff ends before the deadline.
-    pub async fn get(&self, headers: HeaderMap) -> Result<Bytes, ProviderError> {
+    ///
+    /// `last` is the previous body, if any: a body that turns out byte-for-byte the same is
+    /// [`Fetched::Same`], and is compared as it streams in rather than copied.
+    pub async fn get(
+        &self,
+        headers: HeaderMap,
+        last: Option<&Bytes>,
+    ) -> Result<Fetched, ProviderError> {
         let limit_ms = self.settings.timeout.as_millis() as u64;
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
         let attempts = async {
             let mut attempt = 0;
             loop {
-                let result = self.fetch(headers.clone()).await;
+                let result = self.fetch(headers.clone(), last).await;
                 match result {
                     Err(e) if attempt < self.settings.retries && retryable(&e) => {
                         let backoff = BACKOFF_BASE
@@ -123,7 +132,11 @@ impl HttpUpstream {
             .unwrap_or(Err(ProviderError::Timeout(limit_ms)))
     }
 
-    async fn fetch(&self, headers: HeaderMap) -> Result<Bytes, ProviderError> {
+    async fn fetch(
+        &self,
+        headers: HeaderMap,
+        last: Option<&Bytes>,
+    ) -> Result<Fetched, ProviderError> {
         let mut response = self
             .client
             .get(self.url.clone())
@@ -143,14 +156,75 @@ impl HttpUpstream {
         if response.content_length().is_some_and(|n| n > cap as u64) {
             return Err(ProviderError::TooLarge(cap));
         }
-        let mut body = BytesMut::with_capacity(response.content_length().unwrap_or(0) as usize);
+        let mut body = Collector::new(last, response.content_length().unwrap_or(0) as usize);
         while let Some(chunk) = response.chunk().await.map_err(classify)? {
             if body.len() + chunk.len() > cap {
                 return Err(ProviderError::TooLarge(cap));
             }
-            body.extend_from_slice(&chunk);
+            body.push(&chunk);
         }
-        Ok(body.freeze())
+        Ok(body.finish())
+    }
+}
+
+/// A whole upstream body: the same bytes as the last one, or new ones.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Fetched {
+    Same,
+    New(Bytes),
+}
+
+/// Gathers a body that is usually byte-for-byte the last one (an upstream whose calls have
+/// not changed). While the chunks match the last body they are only compared, in cache as
+/// they arrive; the bytes are copied into a buffer of their own only from the first
+/// difference on.
+struct Collector<'a> {
+    last: Option<&'a Bytes>,
+    /// How many leading bytes of `last` the body has matched so far, while `copy` is `None`.
+    matched: usize,
+    copy: Option<BytesMut>,
+    capacity: usize,
+}
+
+impl<'a> Collector<'a> {
+    fn new(last: Option<&'a Bytes>, capacity: usize) -> Self {
+        Self {
+            last,
+            matched: 0,
+            copy: last.is_none().then(|| BytesMut::with_capacity(capacity)),
+            capacity,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.copy.as_ref().map_or(self.matched, BytesMut::len)
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        if let Some(copy) = &mut self.copy {
+            copy.extend_from_slice(chunk);
+            return;
+        }
+        let last = self.last.map_or(&[][..], |b| &b[..]);
+        let end = self.matched + chunk.len();
+        if last.get(self.matched..end) == Some(chunk) {
+            self.matched = end;
+            return;
+        }
+        let mut copy = BytesMut::with_capacity(self.capacity.max(end));
+        copy.extend_from_slice(&last[..self.matched]);
+        copy.extend_from_slice(chunk);
+        self.copy = Some(copy);
+    }
+
+    fn finish(self) -> Fetched {
+        match (self.copy, self.last) {
+            (Some(copy), _) => Fetched::New(copy.freeze()),
+            (None, Some(last)) if self.matched == last.len() => Fetched::Same,
+            // A body that stopped short of the last one: a prefix of it, shared.
+            (None, Some(last)) => Fetched::New(last.slice(..self.matched)),
+            (None, None) => Fetched::New(Bytes::new()),
+        }
     }
 }
 
@@ -179,5 +253,51 @@ fn classify(e: reqwest::Error) -> ProviderError {
         ProviderError::Unreachable(format!("timed out connecting: {cause}"))
     } else {
         ProviderError::Transport(cause)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Feeds `body` to a collector in chunks of the given sizes (cycled).
+    fn collect(last: Option<&Bytes>, body: &[u8], sizes: &[usize]) -> Fetched {
+        let mut c = Collector::new(last, 0);
+        let mut rest = body;
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at((*size).clamp(1, rest.len()));
+            c.push(chunk);
+            assert_eq!(c.len(), body.len() - tail.len());
+            rest = tail;
+        }
+        c.finish()
+    }
+
+    proptest! {
+        #[test]
+        fn a_body_is_same_exactly_when_it_equals_the_last_and_new_bytes_are_kept_whole(
+            last in proptest::option::of(proptest::collection::vec(0u8..4, 0..64)),
+            edit in proptest::option::of((0usize..64, proptest::collection::vec(0u8..4, 0..8), 0usize..8)),
+            sizes in proptest::collection::vec(1usize..20, 1..4),
+        ) {
+            // Mostly bodies close to the last one: the last body with one splice, or as it is.
+            let mut body = last.clone().unwrap_or_default();
+            if let Some((at, insert, remove)) = edit {
+                let at = at.min(body.len());
+                let end = (at + remove).min(body.len());
+                body.splice(at..end, insert);
+            }
+            let last = last.map(Bytes::from);
+            let expected = if last.as_deref() == Some(&body[..]) {
+                Fetched::Same
+            } else {
+                Fetched::New(Bytes::from(body.clone()))
+            };
+            prop_assert_eq!(collect(last.as_ref(), &body, &sizes), expected);
+        }
     }
 }
