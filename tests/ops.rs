@@ -161,7 +161,10 @@ async fn every_response_carries_a_request_id_and_a_given_one_is_echoed() {
         .await
         .unwrap();
     let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
-    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let uuid = uuid::Uuid::parse_str(&id).unwrap_or_else(|e| panic!("not a UUID: {id}: {e}"));
+    assert_eq!(uuid.get_version(), Some(uuid::Version::Random), "{id}");
+    let again = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_ne!(again.headers()["x-request-id"], id.as_str(), "ids differ");
     let resp = app
         .http
         .get(app.url("/healthz"))
