@@ -1,5 +1,6 @@
 //! Bland's list-active-calls shape: `GET /v1/calls/active` → `{"data": [...], "errors": null}`.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -28,19 +29,25 @@ pub fn parse(body: &[u8], provider: &Arc<str>) -> Result<Vec<Call>, ParseError> 
     if let Some(calls) = data {
         return Ok(calls);
     }
+    let errors = errors.unwrap_or_default();
+    if errors.is_empty() {
+        return Err(ParseError::Malformed(
+            "`data` is missing or null and no `errors` were given".into(),
+        ));
+    }
     let reported = errors
-        .unwrap_or_default()
         .into_iter()
-        .map(|e| match (e.error.0, e.message.0) {
-            (Some(code), Some(msg)) => format!("{code}: {msg}"),
-            (code, msg) => code.or(msg).unwrap_or_default().into_owned(),
+        .filter_map(|e| match (e.error.0, e.message.0) {
+            (Some(code), Some(msg)) => Some(format!("{code}: {msg}")),
+            (code, msg) => code.or(msg).map(Cow::into_owned),
         })
         .collect::<Vec<_>>();
-    Err(if reported.is_empty() {
-        ParseError::Malformed("`data` is missing or null and no `errors` were given".into())
+    // Entries that name nothing still say the upstream refused; an empty message would not.
+    Err(ParseError::Reported(if reported.is_empty() {
+        "an error without a code or a message".into()
     } else {
-        ParseError::Reported(reported.join("; "))
-    })
+        reported.join("; ")
+    }))
 }
 
 #[derive(Deserialize)]
@@ -271,6 +278,26 @@ mod tests {
         assert_eq!(
             parse(body, &Arc::from("bland")),
             Err(ParseError::Reported("RATE_LIMITED: slow down".into()))
+        );
+    }
+
+    #[test]
+    fn an_error_envelope_whose_entries_name_nothing_is_still_reported_with_a_message() {
+        for body in [
+            &br#"{"data":null,"errors":[{}]}"#[..],
+            br#"{"data":null,"errors":[{"error":"","message":null}]}"#,
+        ] {
+            assert_eq!(
+                parse(body, &Arc::from("bland")),
+                Err(ParseError::Reported(
+                    "an error without a code or a message".into()
+                ))
+            );
+        }
+        let body = br#"{"data":null,"errors":[{},{"message":"slow down"}]}"#;
+        assert_eq!(
+            parse(body, &Arc::from("bland")),
+            Err(ParseError::Reported("slow down".into()))
         );
     }
 
