@@ -1070,7 +1070,6 @@ fn verdict(pass: bool, text: String) -> String {
     format!("{}  {text}", if pass { "PASS" } else { "MISS" })
 }
 
-/// The targets of issue 3, each PASS or MISS with the measured figure.
 /// The targets of issue 3, PASS or MISS; SKIP for a target whose size was left out (`--size`).
 fn verdicts(rows: &[Row], window: Window) -> Vec<String> {
     let mut out = Vec::new();

@@ -221,8 +221,9 @@ impl<'a> Collector<'a> {
         match (self.copy, self.last) {
             (Some(copy), _) => Fetched::New(copy.freeze()),
             (None, Some(last)) if self.matched == last.len() => Fetched::Same,
-            // A body that stopped short of the last one: a prefix of it, shared.
-            (None, Some(last)) => Fetched::New(last.slice(..self.matched)),
+            // A body that stopped short of the last one: a copy of that prefix, so the memo
+            // does not keep the whole of the last body alive behind a shorter one.
+            (None, Some(last)) => Fetched::New(Bytes::copy_from_slice(&last[..self.matched])),
             (None, None) => Fetched::New(Bytes::new()),
         }
     }
