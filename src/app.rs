@@ -34,7 +34,16 @@ struct OrgRuntime {
     providers: Vec<Arc<dyn Provider>>,
     /// The last body served per shape, and the answers it was built from.
     rendered: [Mutex<Option<Rendered>>; 2],
+    /// Held while a body is built, per shape, so that requests that arrive meanwhile with
+    /// the same answers wait for that body rather than each building their own.
+    building: [tokio::sync::Mutex<()>; 2],
+    /// Bodies built (not reused), per shape: `callmux_bodies_built_total`.
+    built: [metrics::Counter; 2],
 }
+
+/// Lists at least this long are merged and written on the blocking pool (a few ms of work),
+/// so a large answer does not hold up a runtime thread's other requests.
+const RENDER_OFF_RUNTIME_CALLS: usize = 2_000;
 
 struct Rendered {
     inputs: Vec<Answer>,
@@ -99,6 +108,10 @@ impl App {
                         .map(|id| providers[id.as_str()].clone())
                         .collect(),
                     rendered: Default::default(),
+                    building: Default::default(),
+                    built: Shape::ALL.map(|shape| {
+                        metrics::counter!("callmux_bodies_built_total", "shape" => shape.name())
+                    }),
                 };
                 (org.id.clone(), runtime)
             })
@@ -194,7 +207,7 @@ impl App {
         if failures.len() == answers.len() {
             return Err(ListError::AllFailed { failures, waited });
         }
-        let (body, calls) = runtime.render(&org.id, shape, &answers, &failures);
+        let (body, calls) = runtime.render(shape, &answers, &failures).await;
         Ok(Listed {
             org: runtime.id.clone(),
             body,
@@ -208,38 +221,65 @@ impl App {
 impl OrgRuntime {
     /// The body for these answers: the last one built, if built from these very answers (an
     /// unchanged upstream hands out the same `Calls`; a failure must be the same failure),
-    /// else a new one.
-    fn render(
+    /// else a new one. Concurrent requests with the same new answers build it once.
+    async fn render(
         &self,
-        org: &str,
         shape: Shape,
         answers: &[Answer],
         failures: &[ProviderFailure],
     ) -> (Bytes, usize) {
-        let slot = &self.rendered[shape as usize];
-        if let Some(r) = &*slot.lock().expect("render lock") {
-            let same = r.inputs.len() == answers.len()
-                && r.inputs.iter().zip(answers).all(|pair| match pair {
-                    (Ok(had), Ok(now)) => Arc::ptr_eq(had, now),
-                    (Err(had), Err(now)) => had == now,
-                    _ => false,
-                });
-            if same {
-                return (r.body.clone(), r.calls);
-            }
+        if let Some(hit) = self.reuse(shape, answers) {
+            return hit;
         }
-        let merged = merge::merge(answers);
-        let body = Bytes::from(with_error_items(failures, |errors| {
-            shape.write(merged.iter().copied(), org, errors)
-        }));
-        let calls = merged.len();
-        *slot.lock().expect("render lock") = Some(Rendered {
+        let _building = self.building[shape as usize].lock().await;
+        // Another request may have built it while this one waited.
+        if let Some(hit) = self.reuse(shape, answers) {
+            return hit;
+        }
+        let total: usize = answers.iter().flatten().map(|calls| calls.len()).sum();
+        let (body, calls) = if total >= RENDER_OFF_RUNTIME_CALLS {
+            let (org, answers, failures) = (self.id.clone(), answers.to_vec(), failures.to_vec());
+            tokio::task::spawn_blocking(move || build(shape, &org, &answers, &failures))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        } else {
+            build(shape, &self.id, answers, failures)
+        };
+        self.built[shape as usize].increment(1);
+        *self.rendered[shape as usize].lock().expect("render lock") = Some(Rendered {
             inputs: answers.to_vec(),
             body: body.clone(),
             calls,
         });
         (body, calls)
     }
+
+    /// The last body built for `shape`, if it was built from exactly these answers.
+    fn reuse(&self, shape: Shape, answers: &[Answer]) -> Option<(Bytes, usize)> {
+        let slot = self.rendered[shape as usize].lock().expect("render lock");
+        let r = slot.as_ref()?;
+        let same = r.inputs.len() == answers.len()
+            && r.inputs.iter().zip(answers).all(|pair| match pair {
+                (Ok(had), Ok(now)) => Arc::ptr_eq(had, now),
+                (Err(had), Err(now)) => had == now,
+                _ => false,
+            });
+        same.then(|| (r.body.clone(), r.calls))
+    }
+}
+
+/// Merges the answers and writes them in `shape`, with `errors` naming the failures.
+fn build(
+    shape: Shape,
+    org: &str,
+    answers: &[Answer],
+    failures: &[ProviderFailure],
+) -> (Bytes, usize) {
+    let merged = merge::merge(answers);
+    let body = with_error_items(failures, |errors| {
+        shape.write(merged.iter().copied(), org, errors)
+    });
+    (Bytes::from(body), merged.len())
 }
 
 /// Writes a body with the `errors` entries naming `failures`, through `write`.

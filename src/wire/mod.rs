@@ -25,6 +25,14 @@ pub enum Shape {
 impl Shape {
     pub const ALL: [Shape; 2] = [Shape::Bland, Shape::Calls];
 
+    /// The shape's name in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Bland => "bland",
+            Shape::Calls => "calls",
+        }
+    }
+
     /// A list of calls, with `errors` if any provider failed. `org` is the `user_id` of
     /// calls whose upstream named no owner.
     pub fn write<'c, I>(self, calls: I, org: &str, errors: &[ErrorItem<'_>]) -> Vec<u8>

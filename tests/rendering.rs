@@ -1,0 +1,84 @@
+//! A merged body is built once per change of the providers' answers, not once per client.
+//!
+//! One test in its own binary: it reads a process-wide metric, which other tests would move.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const KEY: &str = "acme-key";
+/// Enough calls that the body is built on the blocking pool, as large answers are.
+const CALLS: usize = 5_000;
+const CLIENTS: usize = 24;
+
+fn built(metrics: &str, shape: &str) -> u64 {
+    let prefix = format!(r#"callmux_bodies_built_total{{shape="{shape}"}} "#);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_arriving_at_once_after_a_change_share_one_built_body() {
+    let calls: Vec<_> = (0..CALLS)
+        .map(|i| agent_call(&format!("c{i:05}"), "+15550001", "in-progress", "outbound"))
+        .collect();
+    let agents = MockServer::start().await;
+    // Slow enough that every client's request joins the one upstream ask in flight, so
+    // they all get the same new answer at the same moment.
+    Mock::given(method("GET"))
+        .and(path("/api/calls"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"calls": calls, "count": CALLS}))
+                .set_delay(Duration::from_millis(400)),
+        )
+        .mount(&agents)
+        .await;
+    let app = spawn_app(&format!(
+        r#"
+        [orgs.acme]
+        api_key_sha256 = "{digest}"
+        providers = ["render-agents"]
+        [providers.render-agents]
+        kind = "twilio-media-stream"
+        base_url = "{url}"
+        "#,
+        digest = sha256_hex(KEY),
+        url = agents.uri(),
+    ))
+    .await;
+
+    let replies = futures::future::join_all((0..CLIENTS).map(|_| app.calls(KEY, "acme"))).await;
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        assert_eq!(reply.body["count"], CALLS);
+    }
+    assert_eq!(
+        hits(&agents).await,
+        1,
+        "the clients shared one upstream ask"
+    );
+    let metrics = metrics_text(&app).await;
+    assert_eq!(built(&metrics, "calls"), 1, "{metrics}");
+    assert_eq!(built(&metrics, "bland"), 0, "{metrics}");
+
+    // A second round in the other shape: the upstream answers the same bytes, so the calls
+    // are the same; that shape's body is built once, the first one's not again.
+    let replies = futures::future::join_all((0..CLIENTS).map(|_| app.bland(KEY, "acme"))).await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    let metrics = metrics_text(&app).await;
+    assert_eq!(built(&metrics, "bland"), 1, "{metrics}");
+    assert_eq!(built(&metrics, "calls"), 1, "{metrics}");
+}
+
+async fn metrics_text(app: &TestApp) -> String {
+    let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
+    resp.text().await.unwrap()
+}
