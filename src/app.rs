@@ -41,7 +41,7 @@ struct OrgRuntime {
     built: [metrics::Counter; 2],
 }
 
-/// Lists at least this long are merged and written on the blocking pool (a few ms of work),
+/// Lists at least this long are merged and written on the blocking pool (from about 0.6 ms),
 /// so a large answer does not hold up a runtime thread's other requests.
 const RENDER_OFF_RUNTIME_CALLS: usize = 2_000;
 
