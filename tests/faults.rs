@@ -118,6 +118,18 @@ async fn always(fault: Fault) -> FaultServer {
     fault_server(move |_| fault).await
 }
 
+/// `first` on the first request, then the good calls body to every later one.
+async fn first_then_good(first: Fault) -> FaultServer {
+    fault_server(move |n| {
+        if n == 0 {
+            first
+        } else {
+            Fault::Answer(200, BAD_CALLS_BODY)
+        }
+    })
+    .await
+}
+
 async fn serve_faults(mut sock: TcpStream, pick: Picker, hits: Arc<AtomicUsize>) {
     for _ in 0..10_000 {
         if !read_request_head(&mut sock).await {
@@ -776,14 +788,7 @@ async fn app_with_bad(bad_url: &str, bad_settings: &str) -> (TestApp, wiremock::
 
 #[tokio::test]
 async fn a_503_then_a_good_answer_is_retried_into_a_complete_answer() {
-    let bad = fault_server(|n| {
-        if n == 0 {
-            Fault::Answer(503, r#"{"error": "busy"}"#)
-        } else {
-            Fault::Answer(200, BAD_CALLS_BODY)
-        }
-    })
-    .await;
+    let bad = first_then_good(Fault::Answer(503, r#"{"error": "busy"}"#)).await;
     let (app, _good) = app_with_bad(&bad.url, "").await;
     let reply = get_within(&app, "/api/calls", ACME_KEY, "acme", MARGIN).await;
     assert_eq!(reply.status, 200);
@@ -794,14 +799,7 @@ async fn a_503_then_a_good_answer_is_retried_into_a_complete_answer() {
 
 #[tokio::test]
 async fn a_connection_broken_mid_body_then_a_good_answer_is_retried_into_a_complete_answer() {
-    let bad = fault_server(|n| {
-        if n == 0 {
-            Fault::BreakMidBody
-        } else {
-            Fault::Answer(200, BAD_CALLS_BODY)
-        }
-    })
-    .await;
+    let bad = first_then_good(Fault::BreakMidBody).await;
     let (app, _good) = app_with_bad(&bad.url, "").await;
     let reply = get_within(&app, "/api/calls", ACME_KEY, "acme", MARGIN).await;
     assert_eq!(reply.status, 200);
@@ -812,14 +810,7 @@ async fn a_connection_broken_mid_body_then_a_good_answer_is_retried_into_a_compl
 
 #[tokio::test]
 async fn with_retries_zero_a_503_is_a_partial_answer_after_one_request() {
-    let bad = fault_server(|n| {
-        if n == 0 {
-            Fault::Answer(503, r#"{"error": "busy"}"#)
-        } else {
-            Fault::Answer(200, BAD_CALLS_BODY)
-        }
-    })
-    .await;
+    let bad = first_then_good(Fault::Answer(503, r#"{"error": "busy"}"#)).await;
     let (app, _good) = app_with_bad(&bad.url, "retries = 0").await;
     let reply = get_within(&app, "/api/calls", ACME_KEY, "acme", MARGIN).await;
     assert_eq!(reply.status, 200);
@@ -829,14 +820,7 @@ async fn with_retries_zero_a_503_is_a_partial_answer_after_one_request() {
 
 #[tokio::test]
 async fn a_500_is_not_retried() {
-    let bad = fault_server(|n| {
-        if n == 0 {
-            Fault::Answer(500, r#"{"error": "bug"}"#)
-        } else {
-            Fault::Answer(200, BAD_CALLS_BODY)
-        }
-    })
-    .await;
+    let bad = first_then_good(Fault::Answer(500, r#"{"error": "bug"}"#)).await;
     let (app, _good) = app_with_bad(&bad.url, "retries = 3").await;
     let reply = get_within(&app, "/api/calls", ACME_KEY, "acme", MARGIN).await;
     assert_eq!(reply.status, 200);

@@ -305,35 +305,18 @@ async fn metrics_count_requests_provider_calls_sharing_and_active_calls() {
         .starts_with("text/plain"));
     let text = resp.text().await.unwrap();
     let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
-    assert!(
-        has(r#"callmux_requests_total{route="/api/calls",status="200"}"#),
-        "{text}"
-    );
-    assert!(
-        has(r#"callmux_request_duration_seconds_bucket{route="/api/calls",le="#),
-        "{text}"
-    );
-    assert!(
-        has(r#"callmux_provider_calls_total{provider="metrics-agents",outcome="ok"} 1"#),
-        "{text}"
-    );
-    assert!(
-        has(r#"callmux_provider_call_duration_seconds_bucket{provider="metrics-agents""#),
-        "{text}"
-    );
-    assert!(
-        has(r#"callmux_provider_answers_total{provider="metrics-agents",source="fetched"} 1"#),
-        "{text}"
-    );
-    assert!(
-        has(r#"callmux_provider_answers_total{provider="metrics-agents",source="shared"} 2"#),
-        "{text}"
-    );
-    // Only the live call counts.
-    assert!(
-        has(r#"callmux_active_calls{provider="metrics-agents"} 1"#),
-        "{text}"
-    );
+    for needle in [
+        r#"callmux_requests_total{route="/api/calls",status="200"}"#,
+        r#"callmux_request_duration_seconds_bucket{route="/api/calls",le="#,
+        r#"callmux_provider_calls_total{provider="metrics-agents",outcome="ok"} 1"#,
+        r#"callmux_provider_call_duration_seconds_bucket{provider="metrics-agents""#,
+        r#"callmux_provider_answers_total{provider="metrics-agents",source="fetched"} 1"#,
+        r#"callmux_provider_answers_total{provider="metrics-agents",source="shared"} 2"#,
+        // Only the live call counts.
+        r#"callmux_active_calls{provider="metrics-agents"} 1"#,
+    ] {
+        assert!(has(needle), "{needle} missing from:\n{text}");
+    }
 }
 
 #[tokio::test]
