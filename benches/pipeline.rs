@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use callmux::merge::{merge, Answer};
-use callmux::wire::{bland, calls, Shape};
+use callmux::wire::{bland, calls, Shape, Written};
 use criterion::{criterion_group, Criterion};
 
 /// The allocator the `callmux` binary uses.
@@ -72,14 +72,14 @@ fn parse_both(bland_body: &[u8], agent_body: &[u8]) -> [Answer; 2] {
 
 /// As the server does it: the two bodies parsed at once (callmux asks each provider on its
 /// own task), then merged and written.
-fn whole_pipeline(bland_body: &[u8], agent_body: &[u8], shape: Shape) -> Vec<u8> {
+fn whole_pipeline(bland_body: &[u8], agent_body: &[u8], shape: Shape) -> Written {
     let answers = std::thread::scope(|s| {
         let bland = s.spawn(|| bland::parse(bland_body, &Arc::from("bland")).unwrap());
         let agents = calls::parse(agent_body, &Arc::from("agents")).unwrap();
         [Ok(Arc::new(bland.join().unwrap())), Ok(Arc::new(agents))]
     });
     let merged = merge(&answers);
-    shape.write(merged.iter().copied(), "org", &[])
+    shape.write_parts(&merged, "org", &[])
 }
 
 fn bench(c: &mut Criterion) {
@@ -95,7 +95,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("merge", |b| b.iter(|| merge(black_box(&answers)).len()));
     for shape in Shape::ALL {
         g.bench_function(format!("serialise {shape:?}"), |b| {
-            b.iter(|| shape.write(black_box(&merged).iter().copied(), "org", &[]))
+            b.iter(|| shape.write_parts(black_box(&merged), "org", &[]))
         });
         g.bench_function(format!("parse+merge+serialise {shape:?}"), |b| {
             b.iter(|| whole_pipeline(black_box(&bland_body), black_box(&agent_body), shape))
@@ -129,6 +129,51 @@ fn one_pass_report() {
     );
 }
 
+/// Where one whole pass's wall time goes, stage by stage (fastest of 20 passes each).
+fn stages_report() {
+    let (bland_body, agent_body) = upstream_bodies();
+    let mut runs: Vec<[f64; 6]> = Vec::new();
+    for _ in 0..20 {
+        let t0 = Instant::now();
+        let answers = std::thread::scope(|s| {
+            let bland = s.spawn(|| bland::parse(&bland_body, &Arc::from("bland")).unwrap());
+            let agents = calls::parse(&agent_body, &Arc::from("agents")).unwrap();
+            [Ok(Arc::new(bland.join().unwrap())), Ok(Arc::new(agents))]
+        });
+        let t1 = Instant::now();
+        let merged = merge(&answers);
+        let t2 = Instant::now();
+        let body = Shape::Bland.write_parts(&merged, "org", &[]);
+        let t3 = Instant::now();
+        drop(merged);
+        drop(body);
+        let t4 = Instant::now();
+        drop(answers);
+        let t5 = Instant::now();
+        runs.push(
+            [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0].map(|d| d.as_secs_f64() * 1e3),
+        );
+    }
+    for (i, name) in [
+        "parse both at once",
+        "merge",
+        "write Bland",
+        "drop body",
+        "drop calls",
+        "whole",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut v: Vec<f64> = runs.iter().map(|r| r[i]).collect();
+        v.sort_by(f64::total_cmp);
+        println!(
+            "{name:>20}: min {:.1} median {:.1} max {:.1}",
+            v[0], v[10], v[19]
+        );
+    }
+}
+
 fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -151,6 +196,9 @@ fn main() {
     // `--once`: a single pass and no criterion, for profiling under callgrind.
     if std::env::args().any(|a| a == "--once") {
         return;
+    }
+    if std::env::args().any(|a| a == "--stages") {
+        return stages_report();
     }
     benches();
     Criterion::default().configure_from_args().final_summary();

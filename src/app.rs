@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
-use bytes::Bytes;
 
 use crate::auth::{self, AuthError, Identity, Presented, Verdicts};
 use crate::breaker::Breaker;
@@ -15,7 +14,7 @@ use crate::config::Config;
 use crate::merge::{self, Answer, ProviderFailure};
 use crate::observe::{Observed, Outcome};
 use crate::provider::{self, Provider, ProviderError, RequestContext};
-use crate::wire::{ErrorItem, Shape};
+use crate::wire::{ErrorItem, Shape, Written};
 
 /// A loaded configuration with its providers built.
 pub struct App {
@@ -47,7 +46,7 @@ const RENDER_OFF_RUNTIME_CALLS: usize = 2_000;
 
 struct Rendered {
     inputs: Vec<Answer>,
-    body: Bytes,
+    body: Written,
     calls: usize,
 }
 
@@ -55,7 +54,7 @@ struct Rendered {
 #[derive(Debug)]
 pub struct Listed {
     pub org: Arc<str>,
-    pub body: Bytes,
+    pub body: Written,
     /// How many calls the body lists.
     pub calls: usize,
     /// Providers that failed; their calls are missing and `body` names them.
@@ -227,7 +226,7 @@ impl OrgRuntime {
         shape: Shape,
         answers: &[Answer],
         failures: &[ProviderFailure],
-    ) -> (Bytes, usize) {
+    ) -> (Written, usize) {
         if let Some(hit) = self.reuse(shape, answers) {
             return hit;
         }
@@ -255,7 +254,7 @@ impl OrgRuntime {
     }
 
     /// The last body built for `shape`, if it was built from exactly these answers.
-    fn reuse(&self, shape: Shape, answers: &[Answer]) -> Option<(Bytes, usize)> {
+    fn reuse(&self, shape: Shape, answers: &[Answer]) -> Option<(Written, usize)> {
         let slot = self.rendered[shape as usize].lock().expect("render lock");
         let r = slot.as_ref()?;
         let same = r.inputs.len() == answers.len()
@@ -274,12 +273,10 @@ fn build(
     org: &str,
     answers: &[Answer],
     failures: &[ProviderFailure],
-) -> (Bytes, usize) {
+) -> (Written, usize) {
     let merged = merge::merge(answers);
-    let body = with_error_items(failures, |errors| {
-        shape.write(merged.iter().copied(), org, errors)
-    });
-    (Bytes::from(body), merged.len())
+    let body = with_error_items(failures, |errors| shape.write_parts(&merged, org, errors));
+    (body, merged.len())
 }
 
 /// Writes a body with the `errors` entries naming `failures`, through `write`.

@@ -61,19 +61,65 @@ pub async fn gather(
 /// sorts first — never whichever the upstream happened to put first. Order: creation time
 /// ascending, calls without one last, then provider order, then `call_id`.
 pub fn merge(answers: &[Answer]) -> Vec<&Call> {
-    let total = answers.iter().flatten().map(|calls| calls.len()).sum();
+    let total: usize = answers.iter().flatten().map(|calls| calls.len()).sum();
+    merge_in(
+        answers,
+        total,
+        if total >= MERGE_IN_TWO_FROM { 2 } else { 1 },
+    )
+}
+
+/// Lists at least this long are merged in two halves at once, on two threads (at this size
+/// a merge takes about 2 ms, against some 20 µs to hand half of it to another thread).
+const MERGE_IN_TWO_FROM: usize = 16_384;
+
+/// The merge of `total` calls, done in `parts` (1 or 2) independent halves.
+///
+/// Calls are split by one bit of their id's hash, so every report of one `call_id` lands in
+/// the same half: each half picks its own winners and sorts them, and the two sorted halves
+/// interleave into the one list a single pass would give.
+fn merge_in(answers: &[Answer], total: usize, parts: u8) -> Vec<&Call> {
+    let state = foldhash::fast::RandomState::default();
+    if parts == 1 {
+        return winners(answers, &state, total, |_| true)
+            .into_iter()
+            .map(|r| r.call)
+            .collect();
+    }
+    // A bit neither hashbrown's bucket index (low bits) nor its tag (top seven) uses, so
+    // each half's table is as well spread as a whole one.
+    let half = |h: u64| (h >> 40) & 1;
+    // A half holds close to half the calls; a few more than that rarely need a regrowth.
+    let share = total / 2 + total / 32 + 16;
+    let (a, b) = rayon_core::join(
+        || winners(answers, &state, share, |h| half(h) == 0),
+        || winners(answers, &state, share, |h| half(h) == 1),
+    );
+    interleave(a, b)
+}
+
+/// The winning report of each active call whose id's hash `keep` accepts, sorted.
+fn winners<'a>(
+    answers: &'a [Answer],
+    state: &foldhash::fast::RandomState,
+    capacity: usize,
+    keep: impl Fn(u64) -> bool,
+) -> Vec<Ranked<'a>> {
     // The index holds positions in `winners` rather than the entries themselves: its table
     // stays small enough to stay in cache, and `winners` is filled in the order calls came.
-    let mut winners: Vec<Ranked<'_>> = Vec::with_capacity(total);
-    let mut index: HashTable<usize> = HashTable::with_capacity(total);
-    let state = foldhash::fast::RandomState::default();
+    let mut winners: Vec<Ranked<'_>> = Vec::with_capacity(capacity);
+    let mut index: HashTable<usize> = HashTable::with_capacity(capacity);
     for (rank, calls) in answers.iter().enumerate() {
         let Ok(calls) = calls else { continue };
         for call in calls.iter().filter(|c| c.status.is_active()) {
-            let candidate = Ranked::new(rank, call);
             let id = call.call_id.as_str();
+            let hash = state.hash_one(id);
+            if !keep(hash) {
+                continue;
+            }
+            let candidate = Ranked::new(rank, call);
             let entry = index.entry(
-                state.hash_one(id),
+                hash,
                 |&at| winners[at].call.call_id == id,
                 |&at| state.hash_one(winners[at].call.call_id.as_str()),
             );
@@ -91,14 +137,21 @@ pub fn merge(answers: &[Answer]) -> Vec<&Call> {
             }
         }
     }
-    // Unstable is fine: call ids are unique here, so no two entries compare equal. The
-    // integer keys settle almost every comparison without touching the calls themselves.
-    winners.sort_unstable_by(|a, b| {
-        (a.created, a.tail, a.id_prefix)
-            .cmp(&(b.created, b.tail, b.id_prefix))
-            .then_with(|| a.call.call_id.cmp(&b.call.call_id))
-    });
-    winners.into_iter().map(|r| r.call).collect()
+    // Unstable is fine: call ids are unique here, so no two entries compare equal.
+    winners.sort_unstable_by(Ranked::order);
+    winners
+}
+
+/// Two sorted lists of winners with no call in common, as one sorted list.
+fn interleave<'a>(a: Vec<Ranked<'a>>, b: Vec<Ranked<'a>>) -> Vec<&'a Call> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        let next = if x.order(y).is_lt() { &mut a } else { &mut b };
+        out.extend(next.next().map(|r| r.call));
+    }
+    out.extend(a.chain(b).map(|r| r.call));
+    out
 }
 
 /// A call with its sort key, 32 bytes so the sort moves little: creation time (`u64::MAX`
@@ -131,6 +184,14 @@ impl<'a> Ranked<'a> {
             id_prefix: u64::from_be_bytes(prefix),
             call,
         }
+    }
+
+    /// The list's order. The integer keys settle almost every comparison without touching
+    /// the calls themselves.
+    fn order(&self, other: &Self) -> std::cmp::Ordering {
+        (self.created, self.tail, self.id_prefix)
+            .cmp(&(other.created, other.tail, other.id_prefix))
+            .then_with(|| self.call.call_id.cmp(&other.call.call_id))
     }
 
     fn rank(&self) -> u32 {
@@ -211,6 +272,33 @@ mod tests {
         let other = [ok(vec![second, first])];
         assert_eq!(merge(&one), merge(&other));
         assert_eq!(merge(&one)[0].status, CallStatus::Ringing);
+    }
+
+    proptest::proptest! {
+        /// Few ids, few creation times and some ended calls, so that duplicates within and
+        /// across answers, ties and dropped reports are all common.
+        #[test]
+        fn merging_in_two_halves_gives_the_list_one_pass_gives(
+            answers in proptest::collection::vec(
+                proptest::collection::vec((0..40u8, proptest::option::of(0..8u64), 0..3usize), 0..60),
+                1..4,
+            )
+        ) {
+            const STATUSES: [CallStatus; 3] =
+                [CallStatus::Ringing, CallStatus::Queued, CallStatus::Completed];
+            let answers: Vec<Answer> = answers
+                .iter()
+                .enumerate()
+                .map(|(p, calls)| {
+                    let calls = calls.iter().map(|&(id, created, status)| {
+                        call(&format!("c{id}"), &format!("p{p}"), created, STATUSES[status].clone())
+                    });
+                    ok(calls.collect())
+                })
+                .collect();
+            let total = answers.iter().flatten().map(|calls| calls.len()).sum();
+            proptest::prop_assert_eq!(merge_in(&answers, total, 1), merge_in(&answers, total, 2));
+        }
     }
 
     #[test]

@@ -196,3 +196,73 @@ async fn the_same_upstreams_give_the_same_list_every_time() {
         assert_eq!(w.app.bland(KEY, "acme").await.body, first);
     }
 }
+
+/// Long enough that callmux merges and writes the list in two halves at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_long_enough_to_be_built_in_halves_arrives_whole_ordered_and_deduplicated() {
+    const EACH: usize = 8_000;
+    const SHARED: usize = 1_000;
+    // `e…` calls only east reports, `s…` both east and west, `w…` only west; Bland's have
+    // creation times, given out of order.
+    let east: Vec<_> = (0..EACH)
+        .map(|i| match i < SHARED {
+            true => agent_call(&format!("s{i:05}"), "+15550000001", "ringing", "outbound"),
+            false => agent_call(&format!("e{i:05}"), "+15550000001", "ringing", "outbound"),
+        })
+        .rev()
+        .collect();
+    let west: Vec<_> = (0..EACH)
+        .map(|i| match i < SHARED {
+            true => agent_call(
+                &format!("s{i:05}"),
+                "+15550000002",
+                "in-progress",
+                "outbound",
+            ),
+            false => agent_call(
+                &format!("w{i:05}"),
+                "+15550000002",
+                "in-progress",
+                "outbound",
+            ),
+        })
+        .collect();
+    let bland: Vec<_> = (0..EACH)
+        .map(|i| {
+            let t = 1_758_656_800_000 + (i * 7919 % EACH) as u64;
+            bland_call(&format!("b{i:05}"), "IN_PROGRESS", &t.to_string())
+        })
+        .collect();
+    let w = three_providers(json!(east), json!(west), json!(bland)).await;
+
+    let expected_len = 3 * EACH - SHARED;
+    let reply = w.app.bland(KEY, "acme").await;
+    assert_eq!(reply.status, 200, "{:#}", reply.body);
+    assert!(reply.headers.get("transfer-encoding").is_none());
+    assert!(reply.headers.get("content-length").is_some());
+    let data = reply.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), expected_len);
+    // Bland's calls first by creation time, then east's (shared ones as east reported them)
+    // and west's own, each by call_id.
+    let timestamps: Vec<u64> = data[..EACH]
+        .iter()
+        .map(|c| c["timestamp"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(timestamps.windows(2).all(|p| p[0] < p[1]));
+    let ids: Vec<&str> = data[EACH..]
+        .iter()
+        .map(|c| c["call_id"].as_str().unwrap())
+        .collect();
+    let mut east_ids: Vec<String> = (SHARED..EACH).map(|i| format!("e{i:05}")).collect();
+    east_ids.extend((0..SHARED).map(|i| format!("s{i:05}")));
+    let west_ids = (SHARED..EACH).map(|i| format!("w{i:05}"));
+    let expected: Vec<String> = east_ids.into_iter().chain(west_ids).collect();
+    assert_eq!(ids, expected);
+    assert!(data[EACH..EACH + EACH]
+        .iter()
+        .all(|c| c["to"] == "+15550000001"));
+
+    let reply = w.app.calls(KEY, "acme").await;
+    assert_eq!(reply.body["count"], expected_len);
+    assert_eq!(reply.body["calls"].as_array().unwrap().len(), expected_len);
+}

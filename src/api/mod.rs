@@ -22,7 +22,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::app::{with_error_items, ListError};
 use crate::live::Live;
 use crate::observe;
-use crate::wire::{self, ErrorItem, Shape};
+use crate::wire::{self, ErrorItem, Shape, Written};
 
 pub const BLAND_ROUTE: &str = "/v1/calls/active";
 pub const CALLS_ROUTE: &str = "/api/calls";
@@ -171,14 +171,49 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     json(StatusCode::NOT_FOUND, wire::bland::write_error(&[item]))
 }
 
-pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
+pub(crate) fn json(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
     (
         status,
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        axum::body::Body::from(body.into()),
+        body.into(),
     )
         .into_response()
+}
+
+impl From<Written> for axum::body::Body {
+    fn from(body: Written) -> Self {
+        Self::new(body)
+    }
+}
+
+/// A written body goes out piece by piece, with its exact length known up front (so it is
+/// sent with `Content-Length`, not chunked).
+impl http_body::Body for Written {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = if !self.head.is_empty() {
+            std::mem::take(&mut self.head)
+        } else if !self.tail.is_empty() {
+            std::mem::take(&mut self.tail)
+        } else {
+            return std::task::Poll::Ready(None);
+        };
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(next))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.len() as u64)
+    }
 }

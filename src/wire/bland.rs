@@ -9,8 +9,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::json::{push_key, push_str, push_u64_str};
 use super::{
-    buffer_for, from_body, prefetching, push_errors, CallList, ErrorItem, Field, Nullable,
-    ParseError, Required, WireCall,
+    from_body, push_errors, CallList, ErrorItem, Field, ListWriter, Nullable, ParseError, Required,
+    Shape, WireCall,
 };
 use crate::call::{Call, CallStatus, Text};
 
@@ -197,54 +197,57 @@ where
     I: IntoIterator<Item = &'c Call>,
     I::IntoIter: ExactSizeIterator + Clone,
 {
-    let calls = calls.into_iter();
-    let mut out = buffer_for(calls.len());
-    out.extend_from_slice(b"{\"data\":[");
-    for (i, call) in prefetching(calls).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_call(&mut out, call, org);
+    Shape::Bland.write(calls, org, errors)
+}
+
+/// Writes the Bland shape, for [`Shape`].
+pub(super) struct Writer;
+
+impl ListWriter for Writer {
+    fn open(out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"data\":[");
     }
-    out.extend_from_slice(b"],\"errors\":");
-    push_errors(&mut out, errors);
-    out.push(b'}');
-    out
+
+    fn call(out: &mut Vec<u8>, c: &Call, org: &str) {
+        let field = |out: &mut Vec<u8>, key: &str, value: &str| {
+            out.push(b',');
+            push_key(out, key);
+            push_str(out, value);
+        };
+        out.push(b'{');
+        push_key(out, "call_id");
+        push_str(out, &c.call_id);
+        field(out, "user_id", c.org.as_deref().unwrap_or(org));
+        field(out, "from", text(&c.from));
+        field(out, "to", text(&c.to));
+        field(out, "objective", text(&c.objective));
+        field(out, "pathway_id", text(&c.pathway_id));
+        field(out, "start_time", text(&c.started_at));
+        let international = match c.international {
+            Some(true) => "true",
+            Some(false) => "false",
+            None => "",
+        };
+        field(out, "international", international);
+        field(out, "status", status_to_wire(&c.status));
+        out.extend_from_slice(b",\"timestamp\":");
+        match c.created_at {
+            Some(ms) => push_u64_str(out, ms),
+            None => out.extend_from_slice(b"\"\""),
+        }
+        out.push(b'}');
+    }
+
+    fn close(out: &mut Vec<u8>, _count: usize, errors: &[ErrorItem<'_>]) {
+        out.extend_from_slice(b"],\"errors\":");
+        push_errors(out, errors);
+        out.push(b'}');
+    }
 }
 
 /// `""` for a field the upstream did not give.
 fn text(field: &Option<Text>) -> &str {
     field.as_deref().unwrap_or("")
-}
-
-fn write_call(out: &mut Vec<u8>, c: &Call, org: &str) {
-    let field = |out: &mut Vec<u8>, key: &str, value: &str| {
-        out.push(b',');
-        push_key(out, key);
-        push_str(out, value);
-    };
-    out.push(b'{');
-    push_key(out, "call_id");
-    push_str(out, &c.call_id);
-    field(out, "user_id", c.org.as_deref().unwrap_or(org));
-    field(out, "from", text(&c.from));
-    field(out, "to", text(&c.to));
-    field(out, "objective", text(&c.objective));
-    field(out, "pathway_id", text(&c.pathway_id));
-    field(out, "start_time", text(&c.started_at));
-    let international = match c.international {
-        Some(true) => "true",
-        Some(false) => "false",
-        None => "",
-    };
-    field(out, "international", international);
-    field(out, "status", status_to_wire(&c.status));
-    out.extend_from_slice(b",\"timestamp\":");
-    match c.created_at {
-        Some(ms) => push_u64_str(out, ms),
-        None => out.extend_from_slice(b"\"\""),
-    }
-    out.push(b'}');
 }
 
 /// Bland's error envelope: `{"data": null, "errors": [...]}`.

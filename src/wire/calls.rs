@@ -8,8 +8,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::json::{push_key, push_str, push_usize};
 use super::{
-    buffer_for, from_body, prefetching, push_errors, CallList, ErrorItem, Field, ParseError,
-    Required, WireCall,
+    from_body, push_errors, CallList, ErrorItem, Field, ListWriter, ParseError, Required, Shape,
+    WireCall,
 };
 use crate::call::{Call, CallStatus, Direction, Text};
 
@@ -157,49 +157,51 @@ where
     I: IntoIterator<Item = &'c Call>,
     I::IntoIter: ExactSizeIterator + Clone,
 {
-    let calls = calls.into_iter();
-    let count = calls.len();
-    let mut out = buffer_for(count);
-    out.extend_from_slice(b"{\"calls\":[");
-    for (i, call) in prefetching(calls).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_call(&mut out, call);
-    }
-    out.extend_from_slice(b"],\"count\":");
-    push_usize(&mut out, count);
-    if !errors.is_empty() {
-        out.extend_from_slice(b",\"errors\":");
-        push_errors(&mut out, errors);
-    }
-    out.push(b'}');
-    out
+    Shape::Calls.write(calls, "", errors)
 }
 
-fn write_call(out: &mut Vec<u8>, c: &Call) {
-    let to_number = match c.direction {
-        Some(Direction::Inbound) => c.from.as_deref(),
-        Some(Direction::Outbound) => c.to.as_deref(),
-        None => c.to.as_deref().or(c.from.as_deref()),
-    };
-    let nullable = |out: &mut Vec<u8>, value: Option<&str>| match value {
-        Some(v) => push_str(out, v),
-        None => out.extend_from_slice(b"null"),
-    };
-    out.push(b'{');
-    push_key(out, "call_id");
-    push_str(out, &c.call_id);
-    out.push(b',');
-    push_key(out, "to_number");
-    nullable(out, to_number);
-    out.push(b',');
-    push_key(out, "status");
-    push_str(out, status_to_wire(&c.status));
-    out.push(b',');
-    push_key(out, "direction");
-    nullable(out, direction_to_wire(c.direction));
-    out.push(b'}');
+/// Writes the calls shape, for [`Shape`]. It has no owner field, so `org` is unused.
+pub(super) struct Writer;
+
+impl ListWriter for Writer {
+    fn open(out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"calls\":[");
+    }
+
+    fn call(out: &mut Vec<u8>, c: &Call, _org: &str) {
+        let to_number = match c.direction {
+            Some(Direction::Inbound) => c.from.as_deref(),
+            Some(Direction::Outbound) => c.to.as_deref(),
+            None => c.to.as_deref().or(c.from.as_deref()),
+        };
+        let nullable = |out: &mut Vec<u8>, value: Option<&str>| match value {
+            Some(v) => push_str(out, v),
+            None => out.extend_from_slice(b"null"),
+        };
+        out.push(b'{');
+        push_key(out, "call_id");
+        push_str(out, &c.call_id);
+        out.push(b',');
+        push_key(out, "to_number");
+        nullable(out, to_number);
+        out.push(b',');
+        push_key(out, "status");
+        push_str(out, status_to_wire(&c.status));
+        out.push(b',');
+        push_key(out, "direction");
+        nullable(out, direction_to_wire(c.direction));
+        out.push(b'}');
+    }
+
+    fn close(out: &mut Vec<u8>, count: usize, errors: &[ErrorItem<'_>]) {
+        out.extend_from_slice(b"],\"count\":");
+        push_usize(out, count);
+        if !errors.is_empty() {
+            out.extend_from_slice(b",\"errors\":");
+            push_errors(out, errors);
+        }
+        out.push(b'}');
+    }
 }
 
 #[cfg(test)]

@@ -41,8 +41,31 @@ impl Shape {
         I::IntoIter: ExactSizeIterator + Clone,
     {
         match self {
-            Shape::Bland => bland::write(calls, org, errors),
-            Shape::Calls => calls::write(calls, errors),
+            Shape::Bland => write_list::<bland::Writer, _>(calls, org, errors),
+            Shape::Calls => write_list::<calls::Writer, _>(calls, org, errors),
+        }
+    }
+
+    /// The same body as [`Shape::write`], written in two halves at once, on two threads,
+    /// when the list is long enough to be worth it.
+    pub fn write_parts(self, calls: &[&Call], org: &str, errors: &[ErrorItem<'_>]) -> Written {
+        if calls.len() < WRITE_IN_TWO_FROM {
+            return Written::whole(self.write(calls.iter().copied(), org, errors));
+        }
+        self.write_in_two(calls, calls.len() / 2, org, errors)
+    }
+
+    /// The body split after the first `at` calls, each half written on its own thread.
+    fn write_in_two(
+        self,
+        calls: &[&Call],
+        at: usize,
+        org: &str,
+        errors: &[ErrorItem<'_>],
+    ) -> Written {
+        match self {
+            Shape::Bland => write_in_two::<bland::Writer>(calls, at, org, errors),
+            Shape::Calls => write_in_two::<calls::Writer>(calls, at, org, errors),
         }
     }
 
@@ -55,13 +78,114 @@ impl Shape {
     }
 }
 
+/// Lists at least this long are written in two halves at once (at this size writing takes
+/// about 2 ms, against some 20 µs to hand half of it to another thread).
+const WRITE_IN_TWO_FROM: usize = 16_384;
+
+/// How one shape writes a list: what comes before the calls, each call, and what follows.
+/// The separators between calls are the same for every shape.
+pub(crate) trait ListWriter {
+    fn open(out: &mut Vec<u8>);
+    /// One call; `org` is its `user_id` if its upstream named no owner.
+    fn call(out: &mut Vec<u8>, call: &Call, org: &str);
+    /// After the calls; `count` is how many the whole list has.
+    fn close(out: &mut Vec<u8>, count: usize, errors: &[ErrorItem<'_>]);
+}
+
+/// A whole list in one buffer.
+fn write_list<'c, W: ListWriter, I>(calls: I, org: &str, errors: &[ErrorItem<'_>]) -> Vec<u8>
+where
+    I: IntoIterator<Item = &'c Call>,
+    I::IntoIter: ExactSizeIterator + Clone,
+{
+    let calls = calls.into_iter();
+    let count = calls.len();
+    let mut out = buffer_for(count);
+    W::open(&mut out);
+    write_calls::<W, _>(&mut out, calls, org, true);
+    W::close(&mut out, count, errors);
+    out
+}
+
+/// A list in two buffers, the first `at` calls in one and the rest in the other, written at
+/// once; the two, one after the other, are exactly what [`write_list`] writes.
+fn write_in_two<W: ListWriter>(
+    calls: &[&Call],
+    at: usize,
+    org: &str,
+    errors: &[ErrorItem<'_>],
+) -> Written {
+    let (first, rest) = calls.split_at(at);
+    let (head, tail) = rayon_core::join(
+        || {
+            let mut out = buffer_for(first.len());
+            W::open(&mut out);
+            write_calls::<W, _>(&mut out, first.iter().copied(), org, true);
+            out
+        },
+        || {
+            let mut out = buffer_for(rest.len());
+            write_calls::<W, _>(&mut out, rest.iter().copied(), org, first.is_empty());
+            W::close(&mut out, calls.len(), errors);
+            out
+        },
+    );
+    Written {
+        head: head.into(),
+        tail: tail.into(),
+    }
+}
+
+/// Calls separated by commas; `first` when they start the list, so no comma leads.
+fn write_calls<'c, W: ListWriter, I>(out: &mut Vec<u8>, calls: I, org: &str, first: bool)
+where
+    I: Iterator<Item = &'c Call> + Clone,
+{
+    for (i, call) in prefetching(calls).enumerate() {
+        if i > 0 || !first {
+            out.push(b',');
+        }
+        W::call(out, call, org);
+    }
+}
+
+/// A written body in the pieces it was written in, to be sent one after the other: joining
+/// the halves of a long list would copy the whole body once more.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    pub head: bytes::Bytes,
+    pub tail: bytes::Bytes,
+}
+
+impl Written {
+    pub fn whole(body: impl Into<bytes::Bytes>) -> Self {
+        Self {
+            head: body.into(),
+            tail: bytes::Bytes::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body in one buffer (a copy when it is in two).
+    pub fn to_vec(&self) -> Vec<u8> {
+        [&self.head[..], &self.tail[..]].concat()
+    }
+}
+
 /// Calls in order, each step also asking the CPU to start loading calls a few places ahead.
 ///
 /// Merged lists are not in memory order (calls without a creation time follow `call_id`), so
 /// writing a large list waits on memory for each call's fields and its `call_id`; the
 /// profile showed over half of serialising spent there. Hints cost nothing when the data is
 /// already in cache and never change what is read.
-pub(crate) fn prefetching<'c, I>(calls: I) -> impl Iterator<Item = &'c Call>
+fn prefetching<'c, I>(calls: I) -> impl Iterator<Item = &'c Call>
 where
     I: Iterator<Item = &'c Call> + Clone,
 {
@@ -97,7 +221,7 @@ fn prefetch(p: *const u8) {
 }
 
 /// Output buffer sized for `n` calls, so large lists are not copied while growing.
-pub(crate) fn buffer_for(n: usize) -> Vec<u8> {
+fn buffer_for(n: usize) -> Vec<u8> {
     Vec::with_capacity(64 + n * 256)
 }
 
@@ -288,5 +412,41 @@ impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Nullable<S> {
     }
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         self.0.deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::CallStatus;
+
+    #[test]
+    fn a_list_written_in_two_halves_is_byte_for_byte_the_list_written_whole() {
+        let calls: Vec<Call> = (0..5)
+            .map(|i| {
+                let mut c = Call::new(format!("c{i}"), Arc::from("p"), CallStatus::Ringing);
+                c.created_at = Some(i);
+                c
+            })
+            .collect();
+        let refs: Vec<&Call> = calls.iter().collect();
+        let failed = [ErrorItem {
+            provider: Some("p2"),
+            error: "UPSTREAM_TIMEOUT",
+            message: "no answer",
+        }];
+        for shape in Shape::ALL {
+            for errors in [&[][..], &failed] {
+                let whole = shape.write(refs.iter().copied(), "org", errors);
+                for at in 0..=refs.len() {
+                    let parts = shape.write_in_two(&refs, at, "org", errors);
+                    assert_eq!(
+                        String::from_utf8(parts.to_vec()).unwrap(),
+                        String::from_utf8(whole.clone()).unwrap(),
+                        "{shape:?} split after {at}"
+                    );
+                }
+            }
+        }
     }
 }
