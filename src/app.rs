@@ -41,7 +41,9 @@ struct OrgRuntime {
 }
 
 /// Lists at least this long are merged and written on the blocking pool (from about 0.6 ms),
-/// so a large answer does not hold up a runtime thread's other requests.
+/// so a large answer does not hold up a runtime thread's other requests. Longer lists are
+/// also split across two threads (`merge`, `wire`); that waiting happens on the blocking
+/// pool too, never on a runtime thread.
 const RENDER_OFF_RUNTIME_CALLS: usize = 2_000;
 
 struct Rendered {
