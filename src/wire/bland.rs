@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::json::{push_key, push_str, push_u64_str};
+use super::json::{push_str_content, push_u64};
 use super::{
     from_body, push_errors, CallList, ErrorItem, Field, ListWriter, Nullable, ParseError, Required,
     Shape, WireCall,
@@ -209,33 +209,33 @@ impl ListWriter for Writer {
     }
 
     fn call(out: &mut Vec<u8>, c: &Call, org: &str) {
-        let field = |out: &mut Vec<u8>, key: &str, value: &str| {
-            out.push(b',');
-            push_key(out, key);
-            push_str(out, value);
-        };
-        out.push(b'{');
-        push_key(out, "call_id");
-        push_str(out, &c.call_id);
-        field(out, "user_id", c.org.as_deref().unwrap_or(org));
-        field(out, "from", text(&c.from));
-        field(out, "to", text(&c.to));
-        field(out, "objective", text(&c.objective));
-        field(out, "pathway_id", text(&c.pathway_id));
-        field(out, "start_time", text(&c.started_at));
         let international = match c.international {
             Some(true) => "true",
             Some(false) => "false",
             None => "",
         };
-        field(out, "international", international);
-        field(out, "status", status_to_wire(&c.status));
-        out.extend_from_slice(b",\"timestamp\":");
-        match c.created_at {
-            Some(ms) => push_u64_str(out, ms),
-            None => out.extend_from_slice(b"\"\""),
+        // Every value is a string, so each key, with the quotes and punctuation around it, is
+        // one fixed piece: a call is written in twenty copies rather than seventy small writes.
+        let fields: [(&[u8], &str); 9] = [
+            (b"{\"call_id\":\"", &c.call_id),
+            (b"\",\"user_id\":\"", c.org.as_deref().unwrap_or(org)),
+            (b"\",\"from\":\"", text(&c.from)),
+            (b"\",\"to\":\"", text(&c.to)),
+            (b"\",\"objective\":\"", text(&c.objective)),
+            (b"\",\"pathway_id\":\"", text(&c.pathway_id)),
+            (b"\",\"start_time\":\"", text(&c.started_at)),
+            (b"\",\"international\":\"", international),
+            (b"\",\"status\":\"", status_to_wire(&c.status)),
+        ];
+        for (key, value) in fields {
+            out.extend_from_slice(key);
+            push_str_content(out, value);
         }
-        out.push(b'}');
+        out.extend_from_slice(b"\",\"timestamp\":\"");
+        if let Some(ms) = c.created_at {
+            push_u64(out, ms);
+        }
+        out.extend_from_slice(b"\"}");
     }
 
     fn close(out: &mut Vec<u8>, _count: usize, errors: &[ErrorItem<'_>]) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::json::{push_key, push_str, push_usize};
+use super::json::{push_str, push_str_content, push_usize};
 use super::{
     from_body, push_errors, CallList, ErrorItem, Field, ListWriter, ParseError, Required, Shape,
     WireCall,
@@ -178,17 +178,13 @@ impl ListWriter for Writer {
             Some(v) => push_str(out, v),
             None => out.extend_from_slice(b"null"),
         };
-        out.push(b'{');
-        push_key(out, "call_id");
-        push_str(out, &c.call_id);
-        out.push(b',');
-        push_key(out, "to_number");
+        out.extend_from_slice(b"{\"call_id\":\"");
+        push_str_content(out, &c.call_id);
+        out.extend_from_slice(b"\",\"to_number\":");
         nullable(out, to_number);
-        out.push(b',');
-        push_key(out, "status");
-        push_str(out, status_to_wire(&c.status));
-        out.push(b',');
-        push_key(out, "direction");
+        out.extend_from_slice(b",\"status\":\"");
+        push_str_content(out, status_to_wire(&c.status));
+        out.extend_from_slice(b"\",\"direction\":");
         nullable(out, direction_to_wire(c.direction));
         out.push(b'}');
     }

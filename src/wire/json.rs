@@ -5,7 +5,15 @@
 
 /// Appends `s` as a JSON string, quotes included.
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
     out.push(b'"');
+    push_str_content(out, s);
+    out.push(b'"');
+}
+
+/// Appends what goes between a JSON string's quotes for `s`: the caller writes the quotes,
+/// usually as part of the fixed text around the value.
+pub fn push_str_content(out: &mut Vec<u8>, s: &str) {
     // `fold` rather than `any`: no early exit, so the loop vectorises.
     let needs_escape = s.bytes().fold(false, |acc, b| {
         acc | (b < 0x20) | (b == b'"') | (b == b'\\')
@@ -15,7 +23,6 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
     } else {
         out.extend_from_slice(s.as_bytes());
     }
-    out.push(b'"');
 }
 
 fn push_escaped(out: &mut Vec<u8>, s: &str) {
@@ -48,18 +55,9 @@ fn push_escaped(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&bytes[start..]);
 }
 
-/// Appends `"key":` (keys are fixed ASCII and need no escaping).
-pub fn push_key(out: &mut Vec<u8>, key: &str) {
-    out.push(b'"');
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":");
-}
-
-/// Appends a number as a JSON string: `"1758656817432"`.
-pub fn push_u64_str(out: &mut Vec<u8>, n: u64) {
-    out.push(b'"');
+/// Appends a number's digits (inside a JSON string, the caller writes the quotes).
+pub fn push_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-    out.push(b'"');
 }
 
 pub fn push_usize(out: &mut Vec<u8>, n: usize) {
