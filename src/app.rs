@@ -40,11 +40,17 @@ struct OrgRuntime {
     built: [metrics::Counter; 2],
 }
 
-/// Lists at least this long are merged and written on the blocking pool (from about 0.6 ms),
-/// so a large answer does not hold up a runtime thread's other requests. Longer lists are
-/// also split across two threads (`merge`, `wire`); that waiting happens on the blocking
-/// pool too, never on a runtime thread.
+/// Answers with at least this many calls in all are merged and written on the blocking pool
+/// (from about 0.6 ms of work), so a large answer does not hold up a runtime thread's other
+/// requests.
 const RENDER_OFF_RUNTIME_CALLS: usize = 2_000;
+
+// Merging and writing in two halves wait for another thread; they must only ever start on
+// the blocking pool. (The merged list is never longer than the answers' calls in all.)
+const _: () = assert!(
+    RENDER_OFF_RUNTIME_CALLS <= crate::merge::MERGE_IN_TWO_FROM
+        && RENDER_OFF_RUNTIME_CALLS <= crate::wire::WRITE_IN_TWO_FROM
+);
 
 struct Rendered {
     inputs: Vec<Answer>,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 use super::json::{push_str_content, push_u64};
 use super::{
     from_body, push_errors, CallList, ErrorItem, Field, ListWriter, Nullable, ParseError, Required,
-    Shape, WireCall,
+    WireCall,
 };
 use crate::call::{Call, CallStatus, Text};
 
@@ -197,10 +197,10 @@ where
     I: IntoIterator<Item = &'c Call>,
     I::IntoIter: ExactSizeIterator + Clone,
 {
-    Shape::Bland.write(calls, org, errors)
+    super::write_list::<Writer, _>(calls, org, errors)
 }
 
-/// Writes the Bland shape, for [`Shape`].
+/// The Bland shape's part of writing a list (see [`ListWriter`]).
 pub(super) struct Writer;
 
 impl ListWriter for Writer {

@@ -8,8 +8,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::json::{push_str, push_str_content, push_usize};
 use super::{
-    from_body, push_errors, CallList, ErrorItem, Field, ListWriter, ParseError, Required, Shape,
-    WireCall,
+    from_body, push_errors, CallList, ErrorItem, Field, ListWriter, ParseError, Required, WireCall,
 };
 use crate::call::{Call, CallStatus, Direction, Text};
 
@@ -157,10 +156,11 @@ where
     I: IntoIterator<Item = &'c Call>,
     I::IntoIter: ExactSizeIterator + Clone,
 {
-    Shape::Calls.write(calls, "", errors)
+    super::write_list::<Writer, _>(calls, "", errors)
 }
 
-/// Writes the calls shape, for [`Shape`]. It has no owner field, so `org` is unused.
+/// The calls shape's part of writing a list (see [`ListWriter`]). It has no owner field, so
+/// `org` is unused.
 pub(super) struct Writer;
 
 impl ListWriter for Writer {

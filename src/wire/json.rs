@@ -5,7 +5,6 @@
 
 /// Appends `s` as a JSON string, quotes included.
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
-    out.reserve(s.len() + 2);
     out.push(b'"');
     push_str_content(out, s);
     out.push(b'"');

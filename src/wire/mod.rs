@@ -41,31 +41,19 @@ impl Shape {
         I::IntoIter: ExactSizeIterator + Clone,
     {
         match self {
-            Shape::Bland => write_list::<bland::Writer, _>(calls, org, errors),
-            Shape::Calls => write_list::<calls::Writer, _>(calls, org, errors),
+            Shape::Bland => bland::write(calls, org, errors),
+            Shape::Calls => calls::write(calls, errors),
         }
     }
 
-    /// The same body as [`Shape::write`], written in two halves at once, on two threads,
-    /// when the list is long enough to be worth it.
+    /// The same body as [`Shape::write`]. A long list is written in two halves at once, on
+    /// two threads, and kept as the two pieces, so a large answer is ready in about half the
+    /// time and never copied into one buffer.
     pub fn write_parts(self, calls: &[&Call], org: &str, errors: &[ErrorItem<'_>]) -> Written {
-        if calls.len() < WRITE_IN_TWO_FROM {
-            return Written::whole(self.write(calls.iter().copied(), org, errors));
-        }
-        self.write_in_two(calls, calls.len() / 2, org, errors)
-    }
-
-    /// The body split after the first `at` calls, each half written on its own thread.
-    fn write_in_two(
-        self,
-        calls: &[&Call],
-        at: usize,
-        org: &str,
-        errors: &[ErrorItem<'_>],
-    ) -> Written {
+        let split = (calls.len() >= WRITE_IN_TWO_FROM).then_some(calls.len() / 2);
         match self {
-            Shape::Bland => write_in_two::<bland::Writer>(calls, at, org, errors),
-            Shape::Calls => write_in_two::<calls::Writer>(calls, at, org, errors),
+            Shape::Bland => write_parts::<bland::Writer>(calls, split, org, errors),
+            Shape::Calls => write_parts::<calls::Writer>(calls, split, org, errors),
         }
     }
 
@@ -79,12 +67,14 @@ impl Shape {
 }
 
 /// Lists at least this long are written in two halves at once, on two threads: at this size
-/// writing the Bland shape takes about 0.4 ms, and half that in two halves. (Handing half to
-/// another thread costs well under 20 µs, but the gain only matters for large lists.)
-const WRITE_IN_TWO_FROM: usize = 4_096;
+/// writing the Bland shape takes about 0.4 ms, and half that in two halves. Handing half to
+/// another thread costs little, but the caller waits for it: `app` builds lists this long
+/// on the blocking pool, never on a runtime thread.
+pub(crate) const WRITE_IN_TWO_FROM: usize = 4_096;
 
-/// How one shape writes a list: what comes before the calls, each call, and what follows.
-/// The separators between calls are the same for every shape.
+/// What makes one wire shape's list: the text before the calls, a call, the text after.
+/// Each shape gives only these; the commas, and splitting a list into pieces written at
+/// once, are the same for both and live here once.
 pub(crate) trait ListWriter {
     fn open(out: &mut Vec<u8>);
     /// One call; `org` is its `user_id` if its upstream named no owner.
@@ -101,35 +91,32 @@ where
 {
     let calls = calls.into_iter();
     let count = calls.len();
-    let mut out = buffer_for(count);
-    W::open(&mut out);
-    write_calls::<W, _>(&mut out, calls, org, true);
-    W::close(&mut out, count, errors);
-    out
+    piece::<W, _>(calls, org, true, false, Some((count, errors)))
 }
 
-/// A list in two buffers, the first `at` calls in one and the rest in the other, written at
-/// once; the two, one after the other, are exactly what [`write_list`] writes.
-fn write_in_two<W: ListWriter>(
+/// A list's body, whole, or with `split` in two pieces written at once: the first `split`
+/// calls in one and the rest in the other. One after the other, the pieces are exactly what
+/// [`write_list`] writes.
+fn write_parts<W: ListWriter>(
     calls: &[&Call],
-    at: usize,
+    split: Option<usize>,
     org: &str,
     errors: &[ErrorItem<'_>],
 ) -> Written {
+    let close = Some((calls.len(), errors));
+    let Some(at) = split else {
+        return Written::whole(piece::<W, _>(
+            calls.iter().copied(),
+            org,
+            true,
+            false,
+            close,
+        ));
+    };
     let (first, rest) = calls.split_at(at);
     let (head, tail) = rayon_core::join(
-        || {
-            let mut out = buffer_for(first.len());
-            W::open(&mut out);
-            write_calls::<W, _>(&mut out, first.iter().copied(), org, true);
-            out
-        },
-        || {
-            let mut out = buffer_for(rest.len());
-            write_calls::<W, _>(&mut out, rest.iter().copied(), org, first.is_empty());
-            W::close(&mut out, calls.len(), errors);
-            out
-        },
+        || piece::<W, _>(first.iter().copied(), org, true, false, None),
+        || piece::<W, _>(rest.iter().copied(), org, false, !first.is_empty(), close),
     );
     Written {
         head: head.into(),
@@ -137,17 +124,33 @@ fn write_in_two<W: ListWriter>(
     }
 }
 
-/// Calls separated by commas; `first` when they start the list, so no comma leads.
-fn write_calls<'c, W: ListWriter, I>(out: &mut Vec<u8>, calls: I, org: &str, first: bool)
+/// One piece of a list's body: the opening if `opens`; the calls, after a comma if
+/// `continues` (earlier calls are in another piece); the closing if `close` gives the whole
+/// list's count and errors.
+fn piece<'c, W: ListWriter, I>(
+    calls: I,
+    org: &str,
+    opens: bool,
+    continues: bool,
+    close: Option<(usize, &[ErrorItem<'_>])>,
+) -> Vec<u8>
 where
-    I: Iterator<Item = &'c Call> + Clone,
+    I: ExactSizeIterator<Item = &'c Call> + Clone,
 {
+    let mut out = buffer_for(calls.len());
+    if opens {
+        W::open(&mut out);
+    }
     for (i, call) in prefetching(calls).enumerate() {
-        if i > 0 || !first {
+        if i > 0 || continues {
             out.push(b',');
         }
-        W::call(out, call, org);
+        W::call(&mut out, call, org);
     }
+    if let Some((count, errors)) = close {
+        W::close(&mut out, count, errors);
+    }
+    out
 }
 
 /// A written body in the pieces it was written in, to be sent one after the other: joining
@@ -440,7 +443,14 @@ mod tests {
             for errors in [&[][..], &failed] {
                 let whole = shape.write(refs.iter().copied(), "org", errors);
                 for at in 0..=refs.len() {
-                    let parts = shape.write_in_two(&refs, at, "org", errors);
+                    let parts = match shape {
+                        Shape::Bland => {
+                            write_parts::<bland::Writer>(&refs, Some(at), "org", errors)
+                        }
+                        Shape::Calls => {
+                            write_parts::<calls::Writer>(&refs, Some(at), "org", errors)
+                        }
+                    };
                     assert_eq!(
                         String::from_utf8(parts.to_vec()).unwrap(),
                         String::from_utf8(whole.clone()).unwrap(),
