@@ -177,7 +177,8 @@ impl Written {
         self.len() == 0
     }
 
-    /// The body in one buffer (a copy when it is in two).
+    /// The body in one buffer (a copy when it is in two); only tests need it whole.
+    #[cfg(test)]
     pub fn to_vec(&self) -> Vec<u8> {
         [&self.head[..], &self.tail[..]].concat()
     }
