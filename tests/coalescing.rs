@@ -12,21 +12,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const KEY: &str = "acme-key";
 
-fn one_agent_org(url: &str, cache_ttl_ms: u64) -> String {
-    format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{digest}"
-        providers = ["agents"]
-        [providers.agents]
-        kind = "twilio-media-stream"
-        base_url = "{url}"
-        cache_ttl_ms = {cache_ttl_ms}
-        "#,
-        digest = sha256_hex(KEY),
-    )
-}
-
 async fn slow_agent_server(delay: Duration) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
@@ -45,7 +30,7 @@ async fn slow_agent_server(delay: Duration) -> MockServer {
 #[tokio::test]
 async fn concurrent_requests_share_one_upstream_request() {
     let upstream = slow_agent_server(Duration::from_millis(1500)).await;
-    let app = spawn_app(&one_agent_org(&upstream.uri(), 0)).await;
+    let app = spawn_app(&one_agent_org(KEY, "agents", &upstream.uri(), 0)).await;
     let replies = futures::future::join_all((0..20).map(|i| {
         let app = &app;
         async move {
@@ -71,7 +56,7 @@ async fn concurrent_requests_share_one_upstream_request() {
 #[tokio::test]
 async fn without_a_ttl_every_later_request_asks_the_upstream_again() {
     let upstream = agent_server(json!([agent_call("c1", "+1", "ringing", "outbound")])).await;
-    let app = spawn_app(&one_agent_org(&upstream.uri(), 0)).await;
+    let app = spawn_app(&one_agent_org(KEY, "agents", &upstream.uri(), 0)).await;
     for _ in 0..3 {
         assert_eq!(app.calls(KEY, "acme").await.body["count"], 1);
     }
@@ -81,7 +66,7 @@ async fn without_a_ttl_every_later_request_asks_the_upstream_again() {
 #[tokio::test]
 async fn with_a_ttl_a_recent_answer_is_served_without_asking_again() {
     let upstream = agent_server(json!([agent_call("c1", "+1", "ringing", "outbound")])).await;
-    let app = spawn_app(&one_agent_org(&upstream.uri(), 60_000)).await;
+    let app = spawn_app(&one_agent_org(KEY, "agents", &upstream.uri(), 60_000)).await;
     for _ in 0..5 {
         assert_eq!(app.calls(KEY, "acme").await.body["count"], 1);
         assert_eq!(
@@ -108,7 +93,7 @@ async fn an_error_is_never_cached() {
         .with_priority(2)
         .mount(&upstream)
         .await;
-    let app = spawn_app(&one_agent_org(&upstream.uri(), 60_000)).await;
+    let app = spawn_app(&one_agent_org(KEY, "agents", &upstream.uri(), 60_000)).await;
     assert_eq!(app.calls(KEY, "acme").await.status, 502);
     let reply = app.calls(KEY, "acme").await;
     assert_eq!(reply.status, 200);

@@ -281,19 +281,7 @@ async fn metrics_count_requests_provider_calls_sharing_and_active_calls() {
         agent_call("m2", "+2", "completed", "outbound"),
     ]))
     .await;
-    let toml = format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{digest}"
-        providers = ["metrics-agents"]
-        [providers.metrics-agents]
-        kind = "twilio-media-stream"
-        base_url = "{url}"
-        cache_ttl_ms = 60000
-        "#,
-        digest = sha256_hex(KEY),
-        url = agents.uri(),
-    );
+    let toml = one_agent_org(KEY, "metrics-agents", &agents.uri(), 60_000);
     let app = spawn_app(&toml).await;
     for _ in 0..3 {
         assert_eq!(app.calls(KEY, "acme").await.status, 200);

@@ -41,19 +41,7 @@ async fn many_clients_arriving_at_once_after_a_change_share_one_built_body() {
         )
         .mount(&agents)
         .await;
-    let app = spawn_app(&format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{digest}"
-        providers = ["render-agents"]
-        [providers.render-agents]
-        kind = "twilio-media-stream"
-        base_url = "{url}"
-        "#,
-        digest = sha256_hex(KEY),
-        url = agents.uri(),
-    ))
-    .await;
+    let app = spawn_app(&one_agent_org(KEY, "render-agents", &agents.uri(), 0)).await;
 
     let replies = futures::future::join_all((0..CLIENTS).map(|_| app.calls(KEY, "acme"))).await;
     for reply in &replies {

@@ -197,6 +197,23 @@ pub fn bland_call(id: &str, status: &str, timestamp: &str) -> Value {
     })
 }
 
+/// Org `acme`, whose key is `key`, seeing one agent server `provider` at `url`, with that
+/// provider's `cache_ttl_ms` (0: coalescing only).
+pub fn one_agent_org(key: &str, provider: &str, url: &str, cache_ttl_ms: u64) -> String {
+    format!(
+        r#"
+        [orgs.acme]
+        api_key_sha256 = "{digest}"
+        providers = ["{provider}"]
+        [providers.{provider}]
+        kind = "twilio-media-stream"
+        base_url = "{url}"
+        cache_ttl_ms = {cache_ttl_ms}
+        "#,
+        digest = sha256_hex(key),
+    )
+}
+
 /// The SHA-256 hex digest of a key, as `callmux hash-key` prints it.
 pub fn sha256_hex(key: &str) -> String {
     use sha2::Digest;
