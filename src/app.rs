@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use crate::auth::{self, AuthError, Identity, Presented, Verdicts};
 use crate::breaker::Breaker;
 use crate::coalesce::Coalesced;
-use crate::config::Config;
+use crate::config::{Config, ProviderSpec};
 use crate::merge::{self, Answer, ProviderFailure};
 use crate::observe::{Observed, Outcome};
 use crate::provider::{self, Provider, ProviderError, RequestContext};
@@ -21,8 +21,18 @@ pub struct App {
     config: Config,
     orgs: HashMap<String, OrgRuntime>,
     verdicts: Verdicts,
-    /// Every provider, in config order, as `/readyz` reports them.
-    observed: Vec<(String, &'static str, Arc<Observed>)>,
+    /// Every provider, in config order.
+    providers: Vec<Built>,
+}
+
+/// One provider as built from its settings: what requests ask, and what `/readyz` reads.
+/// Kept across a reload that leaves its settings unchanged.
+#[derive(Clone)]
+struct Built {
+    id: String,
+    kind: &'static str,
+    observed: Arc<Observed>,
+    served: Arc<dyn Provider>,
 }
 
 /// What one org needs at request time.
@@ -88,21 +98,48 @@ impl From<AuthError> for ListError {
     }
 }
 
+impl Built {
+    /// Per provider, inside out: the backend; a circuit breaker; observation (a span, metrics,
+    /// the last outcome); coalescing, outermost so that requests waiting on one ask share its
+    /// outcome and it is observed and counted once.
+    fn new(spec: &ProviderSpec) -> Result<Self, String> {
+        let guarded = Arc::new(Breaker::new(provider::build(spec)?, spec.breaker));
+        let observed = Arc::new(Observed::new(guarded));
+        Ok(Self {
+            id: spec.id.clone(),
+            kind: spec.kind.name(),
+            served: Arc::new(Coalesced::new(observed.clone(), spec.cache_ttl)),
+            observed,
+        })
+    }
+}
+
 impl App {
     pub fn new(config: Config) -> Result<Self, String> {
+        Self::build(config, None)
+    }
+
+    /// `config` built for a reload from `previous`: each provider whose settings are
+    /// unchanged is kept as it is, with its cached answers, circuit breaker, last outcome and
+    /// upstream connections; the others are built afresh.
+    pub fn reloaded(config: Config, previous: &App) -> Result<Self, String> {
+        Self::build(config, Some(previous))
+    }
+
+    fn build(config: Config, previous: Option<&App>) -> Result<Self, String> {
         // Metric handles made below must bind to the real recorder.
         crate::observe::prometheus();
-        // Per provider, inside out: the backend; a circuit breaker; observation (a span,
-        // metrics, the last outcome); coalescing, outermost so that requests waiting on one
-        // ask share its outcome and it is observed and counted once.
-        let mut observed = Vec::new();
-        let mut providers: HashMap<&str, Arc<dyn Provider>> = HashMap::new();
+        let mut built = Vec::with_capacity(config.providers.len());
         for spec in &config.providers {
-            let guarded = Arc::new(Breaker::new(provider::build(spec)?, spec.breaker));
-            let watched = Arc::new(Observed::new(guarded));
-            observed.push((spec.id.clone(), spec.kind.name(), watched.clone()));
-            providers.insert(&spec.id, Arc::new(Coalesced::new(watched, spec.cache_ttl)));
+            let kept = previous
+                .filter(|p| p.config.provider(&spec.id) == Some(spec))
+                .and_then(|p| p.providers.iter().find(|b| b.id == spec.id).cloned());
+            built.push(match kept {
+                Some(b) => b,
+                None => Built::new(spec)?,
+            });
         }
+        let providers: HashMap<&str, &Built> = built.iter().map(|b| (b.id.as_str(), b)).collect();
         let orgs = config
             .orgs
             .iter()
@@ -112,7 +149,7 @@ impl App {
                     providers: org
                         .providers
                         .iter()
-                        .map(|id| providers[id.as_str()].clone())
+                        .map(|id| providers[id.as_str()].served.clone())
                         .collect(),
                     rendered: Default::default(),
                     building: Default::default(),
@@ -127,15 +164,15 @@ impl App {
             verdicts: Verdicts::new(config.server.auth_cache_ttl),
             config,
             orgs,
-            observed,
+            providers: built,
         })
     }
 
     /// Each provider's id, kind and last real upstream ask, in config order.
     pub fn provider_outcomes(&self) -> impl Iterator<Item = (&str, &'static str, Option<Outcome>)> {
-        self.observed
+        self.providers
             .iter()
-            .map(|(id, kind, o)| (id.as_str(), *kind, o.last_outcome()))
+            .map(|b| (b.id.as_str(), b.kind, b.observed.last_outcome()))
     }
 
     pub fn config(&self) -> &Config {

@@ -72,7 +72,7 @@ pub enum KeySource {
     Sha256,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderSpec {
     pub id: String,
     pub http: HttpSettings,
@@ -83,7 +83,7 @@ pub struct ProviderSpec {
 }
 
 /// One arm per backend kind; adding a kind is a file in `provider/` plus an arm here.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KindSpec {
     TwilioMediaStream(twilio::Spec),
     Bland(bland::Spec),

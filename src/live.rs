@@ -46,7 +46,7 @@ impl Live {
 
     /// Loads `path` (under the process's `CALLMUX_*` variables) and keeps it to reload from.
     pub fn from_file(path: PathBuf) -> Result<Arc<Self>, String> {
-        let (app, file_sha256) = load(&path)?;
+        let (app, file_sha256) = load(&path, None)?;
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(Loaded {
                 app,
@@ -71,7 +71,7 @@ impl Live {
             return Err("this configuration was not loaded from a file".into());
         };
         let old = self.current();
-        match load(path) {
+        match load(path, Some(&old.app)) {
             Ok((app, file_sha256)) => {
                 if app.config().server != old.app.config().server {
                     tracing::warn!("[server] settings changed; they take effect on restart");
@@ -123,10 +123,15 @@ impl Live {
     }
 }
 
-fn load(path: &PathBuf) -> Result<(App, String), String> {
+/// Loads `path`; on a reload, the providers `previous` built from unchanged settings are kept.
+fn load(path: &PathBuf, previous: Option<&App>) -> Result<(App, String), String> {
     let digest = sha256_of(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    Ok((App::new(config)?, digest))
+    let app = match previous {
+        Some(previous) => App::reloaded(config, previous)?,
+        None => App::new(config)?,
+    };
+    Ok((app, digest))
 }
 
 fn sha256_of(path: &PathBuf) -> std::io::Result<String> {

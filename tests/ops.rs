@@ -396,6 +396,44 @@ async fn sighup_reloads_and_an_invalid_file_is_refused_while_the_old_config_keep
 }
 
 #[tokio::test]
+async fn a_reload_keeps_the_cached_answer_of_a_provider_whose_settings_did_not_change() {
+    let steady = agent_server(json!([agent_call("s1", "+1", "ringing", "outbound")])).await;
+    let changing = agent_server(json!([agent_call("c1", "+2", "ringing", "outbound")])).await;
+    let config = |changing_timeout_ms: u64| {
+        format!(
+            r#"
+            [orgs.acme]
+            api_key_sha256 = "{digest}"
+            providers = ["steady", "changing"]
+            [providers.steady]
+            kind = "twilio-media-stream"
+            base_url = "{steady}"
+            cache_ttl_ms = 600000
+            [providers.changing]
+            kind = "twilio-media-stream"
+            base_url = "{changing}"
+            cache_ttl_ms = 600000
+            timeout_ms = {changing_timeout_ms}
+            "#,
+            digest = sha256_hex(KEY),
+            steady = steady.uri(),
+            changing = changing.uri(),
+        )
+    };
+    let server = run(&config(5000), &[]);
+    let first: Value = server.get("/api/calls", "acme").await.json().await.unwrap();
+    assert_eq!(first["count"], 2, "{first}");
+    assert_eq!((hits(&steady).await, hits(&changing).await), (1, 1));
+
+    rewrite(&server.config, &config(4000));
+    server.wait_for_version(2).await;
+    let second: Value = server.get("/api/calls", "acme").await.json().await.unwrap();
+    assert_eq!(second["count"], 2, "{second}");
+    // `steady` is the same provider, its answer still cached; `changing` was built afresh.
+    assert_eq!((hits(&steady).await, hits(&changing).await), (1, 2));
+}
+
+#[tokio::test]
 async fn a_request_in_flight_during_a_reload_is_answered_by_the_config_it_started_with() {
     let slow = MockServer::start().await;
     Mock::given(method("GET"))

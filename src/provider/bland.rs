@@ -13,7 +13,7 @@ pub const DEFAULT_BASE_URL: &str = "https://api.bland.ai";
 pub const ORG_ID_HEADER: &str = "x-bland-org-id";
 
 /// Validated settings of a `bland` provider.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
     pub base_url: url::Url,
     /// `None`: forward the caller's own Bland credentials.
@@ -22,7 +22,7 @@ pub struct Spec {
 
 /// The provider's own Bland key and org id. The key is a sensitive header value: its `Debug`
 /// output is redacted.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub api_key: HeaderValue,
     pub org_id: HeaderValue,
