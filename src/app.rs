@@ -29,8 +29,7 @@ pub struct App {
 /// Kept across a reload that leaves its settings unchanged.
 #[derive(Clone)]
 struct Built {
-    id: String,
-    kind: &'static str,
+    spec: ProviderSpec,
     observed: Arc<Observed>,
     served: Arc<dyn Provider>,
 }
@@ -106,8 +105,7 @@ impl Built {
         let guarded = Arc::new(Breaker::new(provider::build(spec)?, spec.breaker));
         let observed = Arc::new(Observed::new(guarded));
         Ok(Self {
-            id: spec.id.clone(),
-            kind: spec.kind.name(),
+            spec: spec.clone(),
             served: Arc::new(Coalesced::new(observed.clone(), spec.cache_ttl)),
             observed,
         })
@@ -131,15 +129,14 @@ impl App {
         crate::observe::prometheus();
         let mut built = Vec::with_capacity(config.providers.len());
         for spec in &config.providers {
-            let kept = previous
-                .filter(|p| p.config.provider(&spec.id) == Some(spec))
-                .and_then(|p| p.providers.iter().find(|b| b.id == spec.id).cloned());
+            let kept = previous.and_then(|p| p.providers.iter().find(|b| b.spec == *spec));
             built.push(match kept {
-                Some(b) => b,
+                Some(b) => b.clone(),
                 None => Built::new(spec)?,
             });
         }
-        let providers: HashMap<&str, &Built> = built.iter().map(|b| (b.id.as_str(), b)).collect();
+        let providers: HashMap<&str, &Built> =
+            built.iter().map(|b| (b.spec.id.as_str(), b)).collect();
         let orgs = config
             .orgs
             .iter()
@@ -170,9 +167,13 @@ impl App {
 
     /// Each provider's id, kind and last real upstream ask, in config order.
     pub fn provider_outcomes(&self) -> impl Iterator<Item = (&str, &'static str, Option<Outcome>)> {
-        self.providers
-            .iter()
-            .map(|b| (b.id.as_str(), b.kind, b.observed.last_outcome()))
+        self.providers.iter().map(|b| {
+            (
+                b.spec.id.as_str(),
+                b.spec.kind.name(),
+                b.observed.last_outcome(),
+            )
+        })
     }
 
     pub fn config(&self) -> &Config {

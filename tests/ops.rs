@@ -47,6 +47,10 @@ impl Drop for Running {
 }
 
 fn run(config: &str, args: &[&str]) -> Running {
+    run_with_env(config, args, &[])
+}
+
+fn run_with_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("providers.toml");
     std::fs::write(&path, config).unwrap();
@@ -58,6 +62,7 @@ fn run(config: &str, args: &[&str]) -> Running {
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
         .env_remove("CALLMUX_LOG_FORMAT")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -396,15 +401,21 @@ async fn sighup_reloads_and_an_invalid_file_is_refused_while_the_old_config_keep
 }
 
 #[tokio::test]
-async fn a_reload_keeps_the_cached_answer_of_a_provider_whose_settings_did_not_change() {
+async fn a_reload_keeps_a_provider_whose_settings_did_not_change_and_rebuilds_the_others() {
     let steady = agent_server(json!([agent_call("s1", "+1", "ringing", "outbound")])).await;
     let changing = agent_server(json!([agent_call("c1", "+2", "ringing", "outbound")])).await;
-    let config = |changing_timeout_ms: u64| {
+    let bland = bland_server(
+        "bland-key",
+        "org-new",
+        json!([bland_call("b1", "QUEUED", "2026-11-22T06:00:00Z")]),
+    )
+    .await;
+    let config = |changing_timeout_ms: u64, bland_org: &str| {
         format!(
             r#"
             [orgs.acme]
             api_key_sha256 = "{digest}"
-            providers = ["steady", "changing"]
+            providers = ["steady", "changing", "bland"]
             [providers.steady]
             kind = "twilio-media-stream"
             base_url = "{steady}"
@@ -414,23 +425,44 @@ async fn a_reload_keeps_the_cached_answer_of_a_provider_whose_settings_did_not_c
             base_url = "{changing}"
             cache_ttl_ms = 600000
             timeout_ms = {changing_timeout_ms}
+            [providers.bland]
+            kind = "bland"
+            base_url = "{bland}"
+            api_key_env = "OPS_BLAND_KEY"
+            org_id = "{bland_org}"
             "#,
             digest = sha256_hex(KEY),
             steady = steady.uri(),
             changing = changing.uri(),
+            bland = bland.uri(),
         )
     };
-    let server = run(&config(5000), &[]);
+    let server = run_with_env(
+        &config(5000, "org-old"),
+        &[],
+        &[("OPS_BLAND_KEY", "bland-key")],
+    );
     let first: Value = server.get("/api/calls", "acme").await.json().await.unwrap();
-    assert_eq!(first["count"], 2, "{first}");
+    assert_eq!(first["count"], 2, "Bland refuses org-old: {first}");
     assert_eq!((hits(&steady).await, hits(&changing).await), (1, 1));
 
-    rewrite(&server.config, &config(4000));
-    server.wait_for_version(2).await;
+    rewrite(&server.config, &config(4000, "org-new"));
+    let ready = server.wait_for_version(2).await;
+    // Kept providers keep their last outcome; rebuilt ones have none yet.
+    let last = |id: &str| {
+        let providers = ready["providers"].as_array().unwrap();
+        let p = providers.iter().find(|p| p["id"] == id).unwrap();
+        p["last_outcome"].clone()
+    };
+    assert_eq!(last("steady"), "ok", "{ready}");
+    assert_eq!(last("changing"), Value::Null, "{ready}");
+    assert_eq!(last("bland"), Value::Null, "{ready}");
+
     let second: Value = server.get("/api/calls", "acme").await.json().await.unwrap();
-    assert_eq!(second["count"], 2, "{second}");
-    // `steady` is the same provider, its answer still cached; `changing` was built afresh.
+    // `steady` is the same provider, its answer still cached; `changing` was built afresh;
+    // `bland` now sends the new org id.
     assert_eq!((hits(&steady).await, hits(&changing).await), (1, 2));
+    assert_eq!(second["count"], 3, "{second}");
 }
 
 #[tokio::test]
