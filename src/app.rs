@@ -40,14 +40,28 @@ struct OrgRuntime {
     id: Arc<str>,
     /// The org's providers, in its list's order.
     providers: Vec<Arc<dyn Provider>>,
+    /// The last bodies served to the org's callers; for an org whose callers bring their own
+    /// Bland credentials, to each caller (keyed by their digest), since each gets their own
+    /// answer and callers taking turns would otherwise each rebuild over the other's body.
+    bodies: Arc<Bodies>,
+    callers: moka::sync::Cache<[u8; 32], Arc<Bodies>>,
+    /// Bodies built (not reused), per shape: `callmux_bodies_built_total`, by org.
+    built: [metrics::Counter; 2],
+}
+
+/// One caller's (or a whole org's) last body per shape.
+#[derive(Default)]
+struct Bodies {
     /// The last body served per shape, and the answers it was built from.
     rendered: [Mutex<Option<Rendered>>; 2],
     /// Held while a body is built, per shape, so that requests that arrive meanwhile with
     /// the same answers wait for that body rather than each building their own.
     building: [tokio::sync::Mutex<()>; 2],
-    /// Bodies built (not reused), per shape: `callmux_bodies_built_total`.
-    built: [metrics::Counter; 2],
 }
+
+/// Callers of one org whose last bodies are kept, and for how long without a request.
+const CALLERS_KEPT: u64 = 1_024;
+const CALLER_IDLE: Duration = Duration::from_secs(60);
 
 /// Answers with at least this many calls in all are merged and written on the blocking pool
 /// (from about 0.6 ms of work), so a large answer does not hold up a runtime thread's other
@@ -148,10 +162,13 @@ impl App {
                         .iter()
                         .map(|id| providers[id.as_str()].served.clone())
                         .collect(),
-                    rendered: Default::default(),
-                    building: Default::default(),
+                    bodies: Default::default(),
+                    callers: moka::sync::Cache::builder()
+                        .max_capacity(CALLERS_KEPT)
+                        .time_to_idle(CALLER_IDLE)
+                        .build(),
                     built: Shape::ALL.map(|shape| {
-                        metrics::counter!("callmux_bodies_built_total", "shape" => shape.name())
+                        metrics::counter!("callmux_bodies_built_total", "org" => org.id.clone(), "shape" => shape.name())
                     }),
                 };
                 (org.id.clone(), runtime)
@@ -252,7 +269,11 @@ impl App {
         if failures.len() == answers.len() {
             return Err(ListError::AllFailed { failures, waited });
         }
-        let (body, calls) = runtime.render(shape, &answers, &failures).await;
+        let bodies = match &ctx.forwarded {
+            Some(caller) => runtime.callers.get_with(caller.digest(), Default::default),
+            None => runtime.bodies.clone(),
+        };
+        let (body, calls) = runtime.render(&bodies, shape, &answers, &failures).await;
         Ok(Listed {
             org: runtime.id.clone(),
             body,
@@ -264,21 +285,23 @@ impl App {
 }
 
 impl OrgRuntime {
-    /// The body for these answers: the last one built, if built from these very answers (an
-    /// unchanged upstream hands out the same `Calls`; a failure must be the same failure),
-    /// else a new one. Concurrent requests with the same new answers build it once.
+    /// The body for these answers: the last one built into `bodies`, if built from these
+    /// very answers (an unchanged upstream hands out the same `Calls`; a failure must be the
+    /// same failure), else a new one. Concurrent requests with the same new answers build it
+    /// once.
     async fn render(
         &self,
+        bodies: &Bodies,
         shape: Shape,
         answers: &[Answer],
         failures: &[ProviderFailure],
     ) -> (Written, usize) {
-        if let Some(hit) = self.reuse(shape, answers) {
+        if let Some(hit) = bodies.reuse(shape, answers) {
             return hit;
         }
-        let _building = self.building[shape as usize].lock().await;
+        let _building = bodies.building[shape as usize].lock().await;
         // Another request may have built it while this one waited.
-        if let Some(hit) = self.reuse(shape, answers) {
+        if let Some(hit) = bodies.reuse(shape, answers) {
             return hit;
         }
         let total: usize = answers.iter().flatten().map(|calls| calls.len()).sum();
@@ -291,14 +314,16 @@ impl OrgRuntime {
             build(shape, &self.id, answers, failures)
         };
         self.built[shape as usize].increment(1);
-        *self.rendered[shape as usize].lock().expect("render lock") = Some(Rendered {
+        *bodies.rendered[shape as usize].lock().expect("render lock") = Some(Rendered {
             inputs: answers.to_vec(),
             body: body.clone(),
             calls,
         });
         (body, calls)
     }
+}
 
+impl Bodies {
     /// The last body built for `shape`, if it was built from exactly these answers.
     fn reuse(&self, shape: Shape, answers: &[Answer]) -> Option<(Written, usize)> {
         let slot = self.rendered[shape as usize].lock().expect("render lock");

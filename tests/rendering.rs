@@ -1,6 +1,7 @@
 //! A merged body is built once per change of the providers' answers, not once per client.
 //!
-//! One test in its own binary: it reads a process-wide metric, which other tests would move.
+//! In a binary of their own: they read a process-wide metric, which other tests would move.
+//! Each test counts its own org's bodies.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const KEY: &str = "acme-key";
@@ -16,8 +17,8 @@ const KEY: &str = "acme-key";
 const CALLS: usize = 5_000;
 const CLIENTS: usize = 24;
 
-fn built(metrics: &str, shape: &str) -> u64 {
-    let prefix = format!(r#"callmux_bodies_built_total{{shape="{shape}"}} "#);
+fn built(metrics: &str, org: &str, shape: &str) -> u64 {
+    let prefix = format!(r#"callmux_bodies_built_total{{org="{org}",shape="{shape}"}} "#);
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -54,16 +55,62 @@ async fn many_clients_arriving_at_once_after_a_change_share_one_built_body() {
         "the clients shared one upstream ask"
     );
     let metrics = metrics_text(&app).await;
-    assert_eq!(built(&metrics, "calls"), 1, "{metrics}");
-    assert_eq!(built(&metrics, "bland"), 0, "{metrics}");
+    assert_eq!(built(&metrics, "acme", "calls"), 1, "{metrics}");
+    assert_eq!(built(&metrics, "acme", "bland"), 0, "{metrics}");
 
     // A second round in the other shape: the upstream answers the same bytes, so the calls
     // are the same; that shape's body is built once, the first one's not again.
     let replies = futures::future::join_all((0..CLIENTS).map(|_| app.bland(KEY, "acme"))).await;
     assert!(replies.iter().all(|r| r.status == 200));
     let metrics = metrics_text(&app).await;
-    assert_eq!(built(&metrics, "bland"), 1, "{metrics}");
-    assert_eq!(built(&metrics, "calls"), 1, "{metrics}");
+    assert_eq!(built(&metrics, "acme", "bland"), 1, "{metrics}");
+    assert_eq!(built(&metrics, "acme", "calls"), 1, "{metrics}");
+}
+
+#[tokio::test]
+async fn callers_bringing_their_own_bland_keys_each_reuse_their_own_body_while_taking_turns() {
+    const ORG: &str = "turns-org";
+    let bland = MockServer::start().await;
+    for (key, call) in [("key-alice", "alice-call"), ("key-bob", "bob-call")] {
+        Mock::given(method("GET"))
+            .and(header("authorization", key))
+            .and(header("x-bland-org-id", ORG))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "data": [bland_call(call, "IN_PROGRESS", "1")], "errors": null})))
+            .mount(&bland)
+            .await;
+    }
+    // Coalescing only: every request asks Bland, which answers each key the same bytes.
+    let app = spawn_app(&format!(
+        r#"
+        [orgs.{ORG}]
+        auth = "bland"
+        providers = ["bland"]
+        [providers.bland]
+        kind = "bland"
+        base_url = "{url}"
+        "#,
+        url = bland.uri()
+    ))
+    .await;
+    for _ in 0..3 {
+        for (key, call) in [("key-alice", "alice-call"), ("key-bob", "bob-call")] {
+            let reply = app.bland(key, ORG).await;
+            assert_eq!(reply.body["data"][0]["call_id"], call, "{:?}", reply.body);
+            assert_eq!(reply.body["data"].as_array().unwrap().len(), 1);
+        }
+    }
+    assert_eq!(
+        hits(&bland).await,
+        6,
+        "coalescing only: every request asked"
+    );
+    let metrics = metrics_text(&app).await;
+    assert_eq!(
+        built(&metrics, ORG, "bland"),
+        2,
+        "one per caller: {metrics}"
+    );
 }
 
 async fn metrics_text(app: &TestApp) -> String {

@@ -57,16 +57,16 @@ impl Provider for Bland {
 
     async fn active_calls(&self, ctx: &RequestContext) -> Result<Calls, ProviderError> {
         // A provider with credentials of its own never forwards the caller's.
-        let (authorization, org_id) = match (&self.credentials, &ctx.forwarded) {
-            (Some(own), _) => (&own.api_key, &own.org_id),
-            (None, Some(fwd)) => (&fwd.authorization, &fwd.org_id),
+        let (authorization, org_id, caller) = match (&self.credentials, &ctx.forwarded) {
+            (Some(own), _) => (&own.api_key, &own.org_id, None),
+            (None, Some(fwd)) => (&fwd.authorization, &fwd.org_id, Some(fwd.digest())),
             (None, None) => return Err(ProviderError::NoCredentials),
         };
         let mut headers = HeaderMap::with_capacity(2);
         headers.insert(axum::http::header::AUTHORIZATION, authorization.clone());
         headers.insert(ORG_ID_HEADER, org_id.clone());
         self.upstream
-            .get_parsed(headers, &self.id, wire::bland::parse)
+            .get_parsed(headers, caller, &self.id, wire::bland::parse)
             .await
     }
 }

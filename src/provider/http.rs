@@ -1,6 +1,6 @@
 //! One upstream GET under a total deadline and a body-size cap, errors folded into `ProviderError`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -43,9 +43,14 @@ pub(crate) struct HttpUpstream {
     settings: HttpSettings,
     /// The last body read and what it parsed to: an upstream that answers with the same
     /// bytes as last time is not parsed again, and hands out the same `Calls`, which lets
-    /// the merged answer built from it be reused too.
-    last: Mutex<Option<(Bytes, Calls)>>,
+    /// the merged answer built from it be reused too. Kept per caller (the digest of the
+    /// caller's credentials) for an upstream that answers each caller differently, so that
+    /// callers taking turns do not each find the other's body; under `None` for the others.
+    last: moka::sync::Cache<Option<[u8; 32]>, (Bytes, Calls)>,
 }
+
+/// A caller's last body is dropped after this long without an ask.
+const MEMO_IDLE: Duration = Duration::from_secs(600);
 
 impl HttpUpstream {
     pub fn new(url: reqwest::Url, settings: &HttpSettings) -> Result<Self, String> {
@@ -59,20 +64,29 @@ impl HttpUpstream {
             client,
             url,
             settings: settings.clone(),
-            last: Mutex::new(None),
+            // Room for a few callers' largest bodies, or for hundreds of ordinary ones.
+            last: moka::sync::Cache::builder()
+                .weigher(|_, (body, _): &(Bytes, Calls)| {
+                    u32::try_from(body.len()).unwrap_or(u32::MAX)
+                })
+                .max_capacity((settings.max_body_bytes as u64).saturating_mul(4))
+                .time_to_idle(MEMO_IDLE)
+                .build(),
         })
     }
 
-    /// GETs the URL and parses the body with `parse`, unless it is the same body as last time.
-    /// A large body is parsed on the blocking pool, so that two providers' large answers are
-    /// parsed on two cores and the runtime's threads stay free for other requests.
+    /// GETs the URL and parses the body with `parse`, unless it is the same body as last time
+    /// (for `caller`: see `last`). A large body is parsed on the blocking pool, so that two
+    /// providers' large answers are parsed on two cores and the runtime's threads stay free
+    /// for other requests.
     pub async fn get_parsed(
         &self,
         headers: HeaderMap,
+        caller: Option<[u8; 32]>,
         provider: &Arc<str>,
         parse: Parser,
     ) -> Result<Calls, ProviderError> {
-        let last = self.last.lock().expect("memo lock").clone();
+        let last = self.last.get(&caller);
         let body = match self
             .get(headers, last.as_ref().map(|(body, _)| body))
             .await?
@@ -89,7 +103,7 @@ impl HttpUpstream {
             parse(&body, provider)?
         };
         let calls: Calls = Arc::new(calls);
-        *self.last.lock().expect("memo lock") = Some((body, calls.clone()));
+        self.last.insert(caller, (body, calls.clone()));
         Ok(calls)
     }
 

@@ -38,7 +38,7 @@ impl Provider for TwilioMediaStream {
 
     async fn active_calls(&self, _ctx: &RequestContext) -> Result<Calls, ProviderError> {
         self.upstream
-            .get_parsed(HeaderMap::new(), &self.id, wire::calls::parse)
+            .get_parsed(HeaderMap::new(), None, &self.id, wire::calls::parse)
             .await
     }
 }
