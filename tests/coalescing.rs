@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use wiremock::matchers::{header, method};
+use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const KEY: &str = "acme-key";
@@ -104,34 +104,10 @@ async fn an_error_is_never_cached() {
 #[tokio::test]
 async fn a_cached_answer_fetched_with_one_callers_bland_key_never_reaches_another_caller() {
     const ORG: &str = "bland-org";
-    let bland = MockServer::start().await;
-    for (key, call) in [("key-alice", "alice-call"), ("key-bob", "bob-call")] {
-        Mock::given(method("GET"))
-            .and(header("authorization", key))
-            .and(header("x-bland-org-id", ORG))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "data": [bland_call(call, "IN_PROGRESS", "1")], "errors": null})))
-            .mount(&bland)
-            .await;
-    }
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(401))
-        .with_priority(10)
-        .mount(&bland)
-        .await;
-    let toml = format!(
-        r#"
-        [orgs.{ORG}]
-        auth = "bland"
-        providers = ["bland"]
-        [providers.bland]
-        kind = "bland"
-        base_url = "{url}"
-        cache_ttl_ms = 60000
-        "#,
-        url = bland.uri()
-    );
-    let app = spawn_app(&toml).await;
+    let keys = [("key-alice", "alice-call"), ("key-bob", "bob-call")]
+        .map(|(key, call)| (key, json!([bland_call(call, "IN_PROGRESS", "1")])));
+    let bland = bland_server_for_keys(ORG, &keys).await;
+    let app = spawn_app(&passthrough_org(ORG, &bland.uri(), 60_000)).await;
     for _ in 0..3 {
         assert_eq!(
             app.bland("key-alice", ORG).await.body["data"][0]["call_id"],

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use wiremock::matchers::{header, method, path};
+use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const KEY: &str = "acme-key";
@@ -70,31 +70,13 @@ async fn many_clients_arriving_at_once_after_a_change_share_one_built_body() {
 #[tokio::test]
 async fn callers_bringing_their_own_bland_keys_each_reuse_their_own_body_while_taking_turns() {
     const ORG: &str = "turns-org";
-    let bland = MockServer::start().await;
-    for (key, call) in [("key-alice", "alice-call"), ("key-bob", "bob-call")] {
-        Mock::given(method("GET"))
-            .and(header("authorization", key))
-            .and(header("x-bland-org-id", ORG))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "data": [bland_call(call, "IN_PROGRESS", "1")], "errors": null})))
-            .mount(&bland)
-            .await;
-    }
+    let callers = [("key-alice", "alice-call"), ("key-bob", "bob-call")];
+    let keys = callers.map(|(key, call)| (key, json!([bland_call(call, "IN_PROGRESS", "1")])));
+    let bland = bland_server_for_keys(ORG, &keys).await;
     // Coalescing only: every request asks Bland, which answers each key the same bytes.
-    let app = spawn_app(&format!(
-        r#"
-        [orgs.{ORG}]
-        auth = "bland"
-        providers = ["bland"]
-        [providers.bland]
-        kind = "bland"
-        base_url = "{url}"
-        "#,
-        url = bland.uri()
-    ))
-    .await;
+    let app = spawn_app(&passthrough_org(ORG, &bland.uri(), 0)).await;
     for _ in 0..3 {
-        for (key, call) in [("key-alice", "alice-call"), ("key-bob", "bob-call")] {
+        for (key, call) in callers {
             let reply = app.bland(key, ORG).await;
             assert_eq!(reply.body["data"][0]["call_id"], call, "{:?}", reply.body);
             assert_eq!(reply.body["data"].as_array().unwrap().len(), 1);

@@ -123,17 +123,25 @@ pub async fn agent_server(calls: Value) -> MockServer {
 /// A Bland API that lists these calls to a request carrying exactly this key and org id,
 /// and answers 401 to anything else.
 pub async fn bland_server(key: &str, org: &str, calls: Value) -> MockServer {
+    bland_server_for_keys(org, &[(key, calls)]).await
+}
+
+/// A Bland API that lists each key's own calls to a request carrying that key and this org
+/// id, and answers 401 to anything else.
+pub async fn bland_server_for_keys(org: &str, keys: &[(&str, Value)]) -> MockServer {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v1/calls/active"))
-        .and(header("authorization", key))
-        .and(header("x-bland-org-id", org))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"data": calls, "errors": null})),
-        )
-        .with_priority(1)
-        .mount(&server)
-        .await;
+    for (key, calls) in keys {
+        Mock::given(method("GET"))
+            .and(path("/v1/calls/active"))
+            .and(header("authorization", *key))
+            .and(header("x-bland-org-id", org))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"data": calls, "errors": null})),
+            )
+            .with_priority(1)
+            .mount(&server)
+            .await;
+    }
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(401).set_body_json(json!({
             "data": null, "errors": [{"error": "AUTH_FAILURE", "message": "Invalid API key"}]})))
@@ -211,6 +219,22 @@ pub fn one_agent_org(key: &str, provider: &str, url: &str, cache_ttl_ms: u64) ->
         cache_ttl_ms = {cache_ttl_ms}
         "#,
         digest = sha256_hex(key),
+    )
+}
+
+/// Config: org `org` authenticates with its callers' own Bland keys, forwarded to the one
+/// Bland provider `bland` at `url`, which is all it sees.
+pub fn passthrough_org(org: &str, url: &str, cache_ttl_ms: u64) -> String {
+    format!(
+        r#"
+        [orgs.{org}]
+        auth = "bland"
+        providers = ["bland"]
+        [providers.bland]
+        kind = "bland"
+        base_url = "{url}"
+        cache_ttl_ms = {cache_ttl_ms}
+        "#
     )
 }
 
