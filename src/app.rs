@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use crate::auth::{self, AuthError, Identity, Presented, Verdicts};
 use crate::breaker::Breaker;
 use crate::coalesce::Coalesced;
-use crate::config::{Config, ProviderSpec};
+use crate::config::{Config, OrgAuth, ProviderSpec};
 use crate::merge::{self, Answer, ProviderFailure};
 use crate::observe::{Observed, Outcome};
 use crate::provider::{self, Provider, ProviderError, RequestContext};
@@ -41,10 +41,11 @@ struct OrgRuntime {
     /// The org's providers, in its list's order.
     providers: Vec<Arc<dyn Provider>>,
     /// The last bodies served to the org's callers; for an org whose callers bring their own
-    /// Bland credentials, to each caller (keyed by their digest), since each gets their own
-    /// answer and callers taking turns would otherwise each rebuild over the other's body.
+    /// Bland credentials (`callers` is `Some`), to each caller, keyed by their credentials'
+    /// digest: each gets their own answer, and callers taking turns would otherwise each
+    /// rebuild over the other's body.
     bodies: Arc<Bodies>,
-    callers: moka::sync::Cache<[u8; 32], Arc<Bodies>>,
+    callers: Option<moka::sync::Cache<[u8; 32], Arc<Bodies>>>,
     /// Bodies built (not reused), per shape: `callmux_bodies_built_total`, by org.
     built: [metrics::Counter; 2],
 }
@@ -59,9 +60,8 @@ struct Bodies {
     building: [tokio::sync::Mutex<()>; 2],
 }
 
-/// Callers of one org whose last bodies are kept, and for how long without a request.
+/// Callers of one org whose last bodies are kept (the least recently served go first).
 const CALLERS_KEPT: u64 = 1_024;
-const CALLER_IDLE: Duration = Duration::from_secs(60);
 
 /// Answers with at least this many calls in all are merged and written on the blocking pool
 /// (from about 0.6 ms of work), so a large answer does not hold up a runtime thread's other
@@ -163,10 +163,13 @@ impl App {
                         .map(|id| providers[id.as_str()].served.clone())
                         .collect(),
                     bodies: Default::default(),
-                    callers: moka::sync::Cache::builder()
-                        .max_capacity(CALLERS_KEPT)
-                        .time_to_idle(CALLER_IDLE)
-                        .build(),
+                    callers: matches!(org.auth, OrgAuth::Upstream { .. }).then(|| {
+                        moka::sync::Cache::builder()
+                            .max_capacity(CALLERS_KEPT)
+                            .eviction_policy(moka::policy::EvictionPolicy::lru())
+                            .time_to_idle(provider::CALLER_IDLE)
+                            .build()
+                    }),
                     built: Shape::ALL.map(|shape| {
                         metrics::counter!("callmux_bodies_built_total", "org" => org.id.clone(), "shape" => shape.name())
                     }),
@@ -269,9 +272,9 @@ impl App {
         if failures.len() == answers.len() {
             return Err(ListError::AllFailed { failures, waited });
         }
-        let bodies = match &ctx.forwarded {
-            Some(caller) => runtime.callers.get_with(caller.digest(), Default::default),
-            None => runtime.bodies.clone(),
+        let bodies = match (&runtime.callers, &ctx.forwarded) {
+            (Some(callers), Some(caller)) => callers.get_with(caller.digest(), Default::default),
+            _ => runtime.bodies.clone(),
         };
         let (body, calls) = runtime.render(&bodies, shape, &answers, &failures).await;
         Ok(Listed {

@@ -162,10 +162,9 @@ impl Presented {
 
     /// The client's own headers, to forward to the Bland provider that vouches for its org.
     pub fn forwarded(&self) -> Option<ForwardedCredentials> {
-        self.org_id.as_ref().map(|org_id| ForwardedCredentials {
-            authorization: self.authorization.clone(),
-            org_id: org_id.clone(),
-        })
+        self.org_id
+            .as_ref()
+            .map(|org_id| ForwardedCredentials::new(self.authorization.clone(), org_id.clone()))
     }
 }
 

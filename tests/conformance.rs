@@ -99,10 +99,10 @@ impl Backend {
 fn ctx() -> RequestContext {
     RequestContext {
         org_id: Arc::from("o"),
-        forwarded: Some(ForwardedCredentials {
-            authorization: "caller-key".parse().unwrap(),
-            org_id: "caller-org".parse().unwrap(),
-        }),
+        forwarded: Some(ForwardedCredentials::new(
+            "caller-key".parse().unwrap(),
+            "caller-org".parse().unwrap(),
+        )),
     }
 }
 

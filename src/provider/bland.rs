@@ -39,7 +39,8 @@ impl Bland {
         let url = super::endpoint(&spec.base_url, "v1/calls/active");
         Ok(Self {
             id,
-            upstream: HttpUpstream::new(url, http)?,
+            // Without credentials of its own, it forwards each caller's: answers per caller.
+            upstream: HttpUpstream::new(url, http, spec.credentials.is_none())?,
             credentials: spec.credentials.clone(),
         })
     }

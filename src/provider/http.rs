@@ -1,6 +1,6 @@
 //! One upstream GET under a total deadline and a body-size cap, errors folded into `ProviderError`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -43,17 +43,23 @@ pub(crate) struct HttpUpstream {
     settings: HttpSettings,
     /// The last body read and what it parsed to: an upstream that answers with the same
     /// bytes as last time is not parsed again, and hands out the same `Calls`, which lets
-    /// the merged answer built from it be reused too. Kept per caller (the digest of the
-    /// caller's credentials) for an upstream that answers each caller differently, so that
-    /// callers taking turns do not each find the other's body; under `None` for the others.
-    last: moka::sync::Cache<Option<[u8; 32]>, (Bytes, Calls)>,
+    /// the merged answer built from it be reused too.
+    last: Mutex<Option<Memo>>,
+    /// The same per caller (by the digest of the caller's credentials), for an upstream that
+    /// answers each caller differently: callers taking turns must not each find the other's
+    /// body. Bounded by body bytes; the least recently asked go first.
+    last_per_caller: Option<moka::sync::Cache<[u8; 32], Memo>>,
 }
 
-/// A caller's last body is dropped after this long without an ask.
-const MEMO_IDLE: Duration = Duration::from_secs(600);
+type Memo = (Bytes, Calls);
 
 impl HttpUpstream {
-    pub fn new(url: reqwest::Url, settings: &HttpSettings) -> Result<Self, String> {
+    /// `per_caller`: the upstream's answer depends on the caller's forwarded credentials.
+    pub fn new(
+        url: reqwest::Url,
+        settings: &HttpSettings,
+        per_caller: bool,
+    ) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -64,21 +70,23 @@ impl HttpUpstream {
             client,
             url,
             settings: settings.clone(),
+            last: Mutex::new(None),
             // Room for a few callers' largest bodies, or for hundreds of ordinary ones.
-            last: moka::sync::Cache::builder()
-                .weigher(|_, (body, _): &(Bytes, Calls)| {
-                    u32::try_from(body.len()).unwrap_or(u32::MAX)
-                })
-                .max_capacity((settings.max_body_bytes as u64).saturating_mul(4))
-                .time_to_idle(MEMO_IDLE)
-                .build(),
+            last_per_caller: per_caller.then(|| {
+                moka::sync::Cache::builder()
+                    .weigher(|_, (body, _): &Memo| u32::try_from(body.len()).unwrap_or(u32::MAX))
+                    .max_capacity((settings.max_body_bytes as u64).saturating_mul(4))
+                    .eviction_policy(moka::policy::EvictionPolicy::lru())
+                    .time_to_idle(super::CALLER_IDLE)
+                    .build()
+            }),
         })
     }
 
     /// GETs the URL and parses the body with `parse`, unless it is the same body as last time
-    /// (for `caller`: see `last`). A large body is parsed on the blocking pool, so that two
-    /// providers' large answers are parsed on two cores and the runtime's threads stay free
-    /// for other requests.
+    /// (for `caller`, the digest of the forwarded credentials, if the upstream answers per
+    /// caller). A large body is parsed on the blocking pool, so that two providers' large
+    /// answers are parsed on two cores and the runtime's threads stay free for other requests.
     pub async fn get_parsed(
         &self,
         headers: HeaderMap,
@@ -86,7 +94,11 @@ impl HttpUpstream {
         provider: &Arc<str>,
         parse: Parser,
     ) -> Result<Calls, ProviderError> {
-        let last = self.last.get(&caller);
+        let per_caller = self.last_per_caller.as_ref().zip(caller);
+        let last = match per_caller {
+            Some((memos, caller)) => memos.get(&caller),
+            None => self.last.lock().expect("memo lock").clone(),
+        };
         let body = match self
             .get(headers, last.as_ref().map(|(body, _)| body))
             .await?
@@ -103,7 +115,11 @@ impl HttpUpstream {
             parse(&body, provider)?
         };
         let calls: Calls = Arc::new(calls);
-        self.last.insert(caller, (body, calls.clone()));
+        let memo = (body, calls.clone());
+        match per_caller {
+            Some((memos, caller)) => memos.insert(caller, memo),
+            None => *self.last.lock().expect("memo lock") = Some(memo),
+        }
         Ok(calls)
     }
 

@@ -49,19 +49,34 @@ pub struct RequestContext {
 pub struct ForwardedCredentials {
     pub authorization: HeaderValue,
     pub org_id: HeaderValue,
+    /// SHA-256 over both values, computed once: what every per-caller cache is keyed by.
+    digest: [u8; 32],
 }
 
 impl ForwardedCredentials {
-    /// SHA-256 over both values: identifies the credentials without holding them.
-    pub fn digest(&self) -> [u8; 32] {
+    pub fn new(authorization: HeaderValue, org_id: HeaderValue) -> Self {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        h.update(self.authorization.as_bytes());
+        h.update(authorization.as_bytes());
         h.update([0]);
-        h.update(self.org_id.as_bytes());
-        h.finalize().into()
+        h.update(org_id.as_bytes());
+        Self {
+            authorization,
+            org_id,
+            digest: h.finalize().into(),
+        }
+    }
+
+    /// Identifies the credentials without holding them.
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
     }
 }
+
+/// How long per-caller state (the last upstream body and merged bodies of a caller who
+/// brings their own Bland key) is kept after that caller's last request. Dashboards poll
+/// every few seconds; a caller back after longer pays one parse and one build.
+pub const CALLER_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl fmt::Debug for ForwardedCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

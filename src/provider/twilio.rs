@@ -25,7 +25,7 @@ impl TwilioMediaStream {
         let url = super::endpoint(&spec.base_url, "api/calls");
         Ok(Self {
             id,
-            upstream: HttpUpstream::new(url, http)?,
+            upstream: HttpUpstream::new(url, http, false)?,
         })
     }
 }
