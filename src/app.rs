@@ -44,7 +44,7 @@ struct OrgRuntime {
     /// Bland credentials (`callers` is `Some`), to each caller, keyed by their credentials'
     /// digest: each gets their own answer, and callers taking turns would otherwise each
     /// rebuild over the other's body.
-    bodies: Arc<Bodies>,
+    bodies: Bodies,
     callers: Option<moka::sync::Cache<[u8; 32], Arc<Bodies>>>,
     /// Bodies built (not reused), per shape: `callmux_bodies_built_total`, by org.
     built: [metrics::Counter; 2],
@@ -272,11 +272,16 @@ impl App {
         if failures.len() == answers.len() {
             return Err(ListError::AllFailed { failures, waited });
         }
+        // Borrowed, not cloned, for the common case: the hot path pays no reference count.
+        let callers_bodies;
         let bodies = match (&runtime.callers, &ctx.forwarded) {
-            (Some(callers), Some(caller)) => callers.get_with(caller.digest(), Default::default),
-            _ => runtime.bodies.clone(),
+            (Some(callers), Some(caller)) => {
+                callers_bodies = callers.get_with(caller.digest(), Default::default);
+                &*callers_bodies
+            }
+            _ => &runtime.bodies,
         };
-        let (body, calls) = runtime.render(&bodies, shape, &answers, &failures).await;
+        let (body, calls) = runtime.render(bodies, shape, &answers, &failures).await;
         Ok(Listed {
             org: runtime.id.clone(),
             body,
