@@ -8,7 +8,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::json::{push_str, push_str_content, push_usize};
 use super::{
-    from_body, push_errors, CallList, ErrorItem, Field, ListWriter, ParseError, Required, WireCall,
+    from_body, push_errors, CallList, ErrorItem, Field, ListWriter, ParseError, Readers, Required,
+    WireCall,
 };
 use crate::call::{Call, CallStatus, Direction, Text};
 
@@ -20,11 +21,21 @@ const TYPICAL_CALL_BYTES: usize = 112;
 /// `to_number` is the callee of an outbound call and the caller of an incoming one; when the
 /// direction is missing or unknown it is read as `to`, the number's own name.
 pub fn parse(body: &[u8], provider: &Arc<str>) -> Result<Vec<Call>, ParseError> {
+    parse_with(body, provider, Readers::default())
+}
+
+/// [`parse`] with a choice of readers, for the differential tests.
+#[doc(hidden)]
+pub fn parse_with(
+    body: &[u8],
+    provider: &Arc<str>,
+    readers: Readers,
+) -> Result<Vec<Call>, ParseError> {
     let seed = BodySeed {
         provider,
         capacity: body.len() / TYPICAL_CALL_BYTES,
     };
-    from_body(body, seed)
+    from_body(body, seed, readers)
 }
 
 #[derive(Deserialize)]
@@ -58,6 +69,7 @@ impl<'de> WireCall<'de> for CallIn<'de> {
 
 /// The envelope, `{"calls": [...], "count": N}`, with the calls read straight into canonical
 /// ones. `count` and other keys are ignored: the list is what counts.
+#[derive(Clone, Copy)]
 struct BodySeed<'p> {
     provider: &'p Arc<str>,
     capacity: usize,
