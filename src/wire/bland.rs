@@ -279,6 +279,9 @@ mod tests {
     #[test]
     fn the_reference_example_survives_bland_to_canonical_to_bland_unchanged() {
         let calls = parse(SEED.as_bytes(), &Arc::from("bland")).unwrap();
+        // Read by the plain reader alone, with no second reading by serde_json.
+        let plain = parse_with(SEED.as_bytes(), &Arc::from("bland"), Readers::PlainOnly);
+        assert_eq!(plain.as_ref(), Ok(&calls));
         assert_eq!(calls[0].created_at, Some(1_758_656_817_432));
         assert_eq!(calls[0].international, Some(false));
         assert_eq!(calls[1].status, CallStatus::InProgress);

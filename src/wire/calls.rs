@@ -240,6 +240,32 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_example_is_read_by_the_plain_reader_alone() {
+        // As the reference document prints it, spaces and all.
+        let body = br#"{
+"calls" : [
+{
+"call_id" : "a1b2c3d4-e5f6-7890-abcd-ef1234567890" ,
+"to_number" : "+1234567890" ,
+"status" : "in-progress" ,
+"direction" : "outbound"
+},
+{
+"call_id" : "c3d4e5f6-a7b8-9012-cdef-123456789012" ,
+"to_number" : "+15555555555" ,
+"status" : "in-progress" ,
+"direction" : "incoming"
+}
+],
+"count" : 2
+}"#;
+        let plain = parse_with(body, &pid(), Readers::PlainOnly).unwrap();
+        assert_eq!(plain.len(), 2);
+        assert_eq!(plain[1].from.as_deref(), Some("+15555555555"));
+        assert_eq!(Ok(plain), parse_with(body, &pid(), Readers::SerdeJson));
+    }
+
+    #[test]
     fn every_documented_status_round_trips_and_unknown_ones_are_kept_verbatim() {
         for s in [
             "initiating",
