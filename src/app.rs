@@ -128,17 +128,13 @@ impl Built {
 
 impl App {
     pub fn new(config: Config) -> Result<Self, String> {
-        Self::build(config, None)
+        Self::keeping(config, None)
     }
 
-    /// `config` built for a reload from `previous`: each provider whose settings are
-    /// unchanged is kept as it is, with its cached answers, circuit breaker, last outcome and
-    /// upstream connections; the others are built afresh.
-    pub fn reloaded(config: Config, previous: &App) -> Result<Self, String> {
-        Self::build(config, Some(previous))
-    }
-
-    fn build(config: Config, previous: Option<&App>) -> Result<Self, String> {
+    /// `config` built, on a reload, from the `previous` app: each provider whose settings
+    /// are unchanged is kept as it is, with its cached answers, circuit breaker, last outcome
+    /// and upstream connections; the others are built afresh.
+    pub fn keeping(config: Config, previous: Option<&App>) -> Result<Self, String> {
         // Metric handles made below must bind to the real recorder.
         crate::observe::prometheus();
         let mut built = Vec::with_capacity(config.providers.len());

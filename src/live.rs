@@ -127,11 +127,7 @@ impl Live {
 fn load(path: &PathBuf, previous: Option<&App>) -> Result<(App, String), String> {
     let digest = sha256_of(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    let app = match previous {
-        Some(previous) => App::reloaded(config, previous)?,
-        None => App::new(config)?,
-    };
-    Ok((app, digest))
+    Ok((App::keeping(config, previous)?, digest))
 }
 
 fn sha256_of(path: &PathBuf) -> std::io::Result<String> {

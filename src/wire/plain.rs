@@ -1,6 +1,6 @@
 //! A quick reader for the plain JSON upstreams send; anything less plain is left to serde_json.
 //!
-//! Reading a 26 MiB Bland answer with serde_json took about 45 ms, most of it serde_json's
+//! Reading a 26 MiB Bland answer with serde_json took about 45 ms at best, most of it serde_json's
 //! own per-token work rather than ours (BENCHMARKS.md); sonic-rs and simd-json measured no
 //! quicker here. Upstream lists are plain: flat objects of strings, integers, booleans and
 //! nulls. This reader takes exactly that subset of JSON, strictly, and gives up (an error,
@@ -400,8 +400,9 @@ impl<'a, 'de> Items<'a, 'de> {
         }
     }
 
-    /// An array or object its visitor left unread gives up. serde_json refuses that too,
-    /// unless only the closing bracket is left; no visitor of callmux's stops early.
+    /// An array or object its visitor left unread gives up: reading on, its rest would be
+    /// taken for the enclosing array's members. serde_json refuses it too, unless only the
+    /// closing bracket is left; no visitor of callmux's stops early.
     fn finished<T>(&self, value: T) -> Result<T> {
         if self.done {
             Ok(value)
@@ -474,6 +475,7 @@ mod tests {
     use std::sync::Arc;
 
     use proptest::prelude::*;
+    use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 
     use crate::wire::{bland, calls, Readers};
 
@@ -517,6 +519,42 @@ mod tests {
     /// A Bland call with `extra`, a field no shape reads; the list sits three levels deep.
     fn with_extra(value: &str) -> String {
         format!(r#"{{"data":[{{"call_id":"c","status":"QUEUED","extra":{value}}}]}}"#)
+    }
+
+    #[test]
+    fn an_array_its_visitor_leaves_unread_makes_the_reader_give_up() {
+        /// An array of arrays, of which only the first element of each is read.
+        #[derive(Clone, Copy)]
+        struct FirstOnly(bool);
+        impl<'de> Visitor<'de> for FirstOnly {
+            type Value = usize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+                if !self.0 {
+                    return Ok(usize::from(seq.next_element::<de::IgnoredAny>()?.is_some()));
+                }
+                let mut n = 0;
+                while seq.next_element_seed(FirstOnly(false))?.is_some() {
+                    n += 1;
+                }
+                Ok(n)
+            }
+        }
+        impl<'de> DeserializeSeed<'de> for FirstOnly {
+            type Value = usize;
+            fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+                d.deserialize_seq(self)
+            }
+        }
+        // Had the reader gone on after the inner `[1`, `,[]]` would have been read as the
+        // rest of the outer array: two arrays read, from text that is not even JSON.
+        assert!(super::read("[[1,[]]", FirstOnly(true)).is_err());
+        assert!(serde_json::from_str::<serde::de::IgnoredAny>("[[1,[]]").is_err());
+        // Arrays read to their end are taken; `[1]` is not, as its `]` is left unread.
+        assert_eq!(super::read("[[],[]]", FirstOnly(true)).ok(), Some(2));
+        assert!(super::read("[[1]]", FirstOnly(true)).is_err());
     }
 
     #[test]
