@@ -5,7 +5,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callmux::merge::{merge, Answer};
+use callmux::http::render::write;
+use callmux::service::merge::{merge, Answer};
+use callmux::service::Snapshot;
 use callmux::wire::{bland, calls, Shape, Written};
 use criterion::{criterion_group, Criterion};
 
@@ -81,14 +83,14 @@ fn parse_at_once(bland_body: &[u8], agent_body: &[u8]) -> [Answer; 2] {
     [Ok(Arc::new(bland)), Ok(Arc::new(agents))]
 }
 
-/// As the server does it: the two bodies parsed at once, then merged and written, each in
-/// two halves at once when the list is long. Returns the answers with the body, as the server
-/// keeps both (the answers as each provider's last, to tell an unchanged body).
-fn whole_pipeline(bland_body: &[u8], agent_body: &[u8], shape: Shape) -> ([Answer; 2], Written) {
+/// As the server does it: the two bodies parsed at once, then merged into a snapshot (with
+/// its version), and written, each in two halves at once when the list is long. Returns the
+/// snapshot with the body, as the server keeps both.
+fn whole_pipeline(bland_body: &[u8], agent_body: &[u8], shape: Shape) -> (Snapshot, Written) {
     let answers = parse_at_once(bland_body, agent_body);
-    let merged = merge(&answers);
-    let body = shape.write_parts(&merged, "org", &[]);
-    (answers, body)
+    let snapshot = Snapshot::new(Arc::from("org"), answers.to_vec(), Vec::new());
+    let body = write(&snapshot, shape);
+    (snapshot, body)
 }
 
 /// Times `f` without dropping what it returns: the server keeps the parsed answers and the
@@ -125,6 +127,11 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("merge", |b| b.iter(|| merge(black_box(&answers)).len()));
+    g.bench_function("snapshot (merge and version)", |b| {
+        timed_without_drop(b, || {
+            Snapshot::new(Arc::from("org"), black_box(answers.to_vec()), Vec::new())
+        })
+    });
     for shape in Shape::ALL {
         g.bench_function(format!("serialise {shape:?}"), |b| {
             timed_without_drop(b, || shape.write_parts(black_box(&merged), "org", &[]))
@@ -175,11 +182,11 @@ fn stages_report() {
         let t0 = Instant::now();
         let answers = parse_at_once(&bland_body, &agent_body);
         let t1 = Instant::now();
-        let merged = merge(&answers);
+        let snapshot = Snapshot::new(Arc::from("org"), answers.to_vec(), Vec::new());
         let t2 = Instant::now();
-        let body = Shape::Bland.write_parts(&merged, "org", &[]);
+        let body = write(&snapshot, Shape::Bland);
         let t3 = Instant::now();
-        drop((merged, body));
+        drop((snapshot, body));
         drop(answers);
         let t4 = Instant::now();
         runs.push([t1 - t0, t2 - t1, t3 - t2, t3 - t0, t4 - t3].map(|d| d.as_secs_f64() * 1e3));
@@ -187,7 +194,7 @@ fn stages_report() {
     println!("stages of {PASSES} passes, Bland shape (ms):");
     let names = [
         "parse both at once",
-        "merge",
+        "snapshot",
         "write",
         "whole (the three)",
         "then freeing all",

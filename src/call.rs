@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 /// Text of a call field. Strings of up to 24 bytes (numbers, statuses, timestamps, short
 /// objectives) are held inline, so most fields cost no allocation of their own and a call's
 /// fields sit together in memory; longer ones (UUIDs) are allocated as a `String` would be.
@@ -11,7 +13,7 @@ pub type Text = compact_str::CompactString;
 ///
 /// Fields an upstream did not send are `None`: callmux never invents them. The ordering is
 /// only a tie-break that makes choices between two reports of one call deterministic.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Call {
     pub call_id: Text,
     /// Id of the provider (from `providers.toml`) that reported the call.
@@ -25,11 +27,18 @@ pub struct Call {
     pub status: CallStatus,
     pub objective: Option<Text>,
     pub pathway_id: Option<Text>,
-    /// When the call started, as the ISO 8601 text the upstream gave.
-    pub started_at: Option<Text>,
+    /// When the call was answered or began, in Unix epoch milliseconds, whatever text or
+    /// number the upstream wrote it as.
+    pub started_at: Option<u64>,
     /// When the call record was created, in Unix epoch milliseconds.
     pub created_at: Option<u64>,
     pub international: Option<bool>,
+    /// The telephony carrier's id of the phone call (the Twilio CallSid) where the platform
+    /// gives one: two platforms reporting the same phone call share it.
+    pub telephony_id: Option<Text>,
+    /// `start_time` exactly as a Bland upstream sent it, so a Bland client gets back what
+    /// Bland wrote; `None` for calls from other kinds of upstream.
+    pub bland_start_time: Option<Text>,
 }
 
 impl Call {
@@ -48,11 +57,14 @@ impl Call {
             started_at: None,
             created_at: None,
             international: None,
+            telephony_id: None,
+            bland_start_time: None,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Direction {
     Outbound,
     Inbound,
@@ -60,7 +72,8 @@ pub enum Direction {
 
 /// Where a call is in its life. Values an upstream sends that callmux does not know are kept
 /// verbatim in [`CallStatus::Other`] and served back as they came, never dropped.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CallStatus {
     /// Accepted but not yet ringing (`initiating` / Bland `QUEUED`).
     Queued,
@@ -82,6 +95,32 @@ impl CallStatus {
             self,
             Self::Completed | Self::Failed | Self::Busy | Self::NoAnswer | Self::Canceled
         )
+    }
+}
+
+/// Reading and writing the times upstreams send, held as Unix epoch milliseconds.
+pub mod time {
+    /// An ISO 8601 / RFC 3339 instant (`2025-09-23T19:48:20.740Z`, any offset).
+    pub fn from_iso8601(text: &str) -> Option<u64> {
+        let ts: jiff::Timestamp = text.trim().parse().ok()?;
+        u64::try_from(ts.as_millisecond()).ok()
+    }
+
+    /// An RFC 2822 date (`Tue, 10 Aug 2010 14:46:14 +0000`), as Twilio writes them.
+    pub fn from_rfc2822(text: &str) -> Option<u64> {
+        let zoned = jiff::fmt::rfc2822::parse(text.trim()).ok()?;
+        u64::try_from(zoned.timestamp().as_millisecond()).ok()
+    }
+
+    /// ISO 8601 UTC with milliseconds, `2025-09-23T19:48:20.740Z`.
+    pub fn to_iso8601(ms: u64) -> Option<String> {
+        let ts = jiff::Timestamp::from_millisecond(i64::try_from(ms).ok()?).ok()?;
+        Some(ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+    }
+
+    /// Now, in Unix epoch milliseconds.
+    pub fn now_ms() -> u64 {
+        u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0)
     }
 }
 
@@ -107,6 +146,30 @@ mod tests {
             CallStatus::Other("ON_HOLD".into()),
         ] {
             assert!(s.is_active(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn times_read_from_iso_8601_and_rfc_2822_are_held_as_epoch_milliseconds() {
+        assert_eq!(
+            time::from_iso8601("2025-09-23T19:48:20.740Z"),
+            Some(1_758_656_900_740)
+        );
+        assert_eq!(
+            time::from_iso8601("2025-09-23T21:48:20.740+02:00"),
+            Some(1_758_656_900_740)
+        );
+        assert_eq!(
+            time::from_rfc2822("Tue, 23 Sep 2025 19:48:20 +0000"),
+            Some(1_758_656_900_000)
+        );
+        assert_eq!(
+            time::to_iso8601(1_758_656_900_740).as_deref(),
+            Some("2025-09-23T19:48:20.740Z")
+        );
+        for bad in ["", "yesterday", "2025-13-45T00:00:00Z", "Tue, 99 Sep 2025"] {
+            assert_eq!(time::from_iso8601(bad), None, "{bad}");
+            assert_eq!(time::from_rfc2822(bad), None, "{bad}");
         }
     }
 }

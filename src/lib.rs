@@ -1,24 +1,21 @@
 //! callmux: one active-calls endpoint over many voice-call platforms, in the shape each client speaks.
 
-pub mod api;
-mod app;
-pub mod auth;
-pub mod breaker;
 pub mod call;
-pub mod coalesce;
 pub mod config;
-pub mod live;
-pub mod merge;
-pub mod observe;
+pub mod http;
+pub mod keys;
 pub mod provider;
+pub mod service;
+pub mod settings;
+pub mod telemetry;
 pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
 
-pub use app::{App, ListError, Listed};
 pub use config::Config;
-pub use live::Live;
+pub use service::reload::Live;
+pub use service::Service;
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting connections and
 /// lets in-flight requests finish, for at most `[server] shutdown_grace_ms`.
@@ -27,10 +24,9 @@ pub async fn serve(
     live: Arc<Live>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    observe::prometheus();
-    let grace = live.current().app.config().server.shutdown_grace;
+    let grace = live.current().service.config().server.shutdown_grace;
     let (signalled, on_signal) = tokio::sync::oneshot::channel();
-    let server = axum::serve(listener, api::router(live)).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, http::router(live)).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = signalled.send(());
     });

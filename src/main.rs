@@ -19,7 +19,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "callmux",
     version,
-    about = "One active-calls endpoint over Twilio media-stream agent servers and Bland"
+    about = "One place to watch every live voice-AI call, across agent servers, Bland and more"
 )]
 struct Cli {
     /// Configuration file.
@@ -108,7 +108,7 @@ fn serve(path: PathBuf, log_format: LogFormat) -> ExitCode {
             Ok(live) => live,
             Err(e) => return fail(format!("{}: {e}", path.display())),
         };
-        let bind = live.current().app.config().server.bind;
+        let bind = live.current().service.config().server.bind;
         let listener = match tokio::net::TcpListener::bind(bind).await {
             Ok(l) => l,
             Err(e) => {
@@ -183,7 +183,7 @@ fn hash_key() -> ExitCode {
     }
     println!(
         "{}",
-        callmux::auth::KeyDigest::of(&secrecy::SecretString::from(key)).to_hex()
+        callmux::keys::KeyDigest::of(&secrecy::SecretString::from(key)).to_hex()
     );
     ExitCode::SUCCESS
 }

@@ -1,4 +1,4 @@
-//! Fuzzes `callmux::auth::Presented::from_headers` on arbitrary `authorization` and
+//! Fuzzes `callmux::service::auth::Presented::new` on arbitrary `authorization` and
 //! `x-bland-org-id` values, and checks that `Debug` of what it keeps never shows the key.
 //!
 //! Input: byte 0 is flags (bit 0: send `authorization`, bit 1: send `x-bland-org-id`); the
@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         headers.insert(HeaderName::from_static("x-bland-org-id"), v);
     }
 
-    let Ok(presented) = callmux::auth::Presented::from_headers(&headers) else {
+    let Ok(presented) = presented(&headers) else {
         return;
     };
     let shown = debug_text(&presented);
@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
         axum::http::header::AUTHORIZATION,
         HeaderValue::from_static("Bearer k"),
     );
-    let reference = callmux::auth::Presented::from_headers(&other).expect("key `k` is readable");
+    let reference = presented(&other).expect("key `k` is readable");
     let reference = debug_text(&reference);
     assert_eq!(shown, reference, "Debug output depends on the key");
 
@@ -72,7 +72,17 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// The credentials as the HTTP edge reads them from the two headers.
+fn presented(
+    headers: &axum::http::HeaderMap,
+) -> Result<callmux::service::auth::Presented, callmux::service::auth::AuthError> {
+    callmux::service::auth::Presented::new(
+        headers.get(axum::http::header::AUTHORIZATION),
+        headers.get("x-bland-org-id"),
+    )
+}
+
 /// `Debug` of the credentials and of what would be forwarded upstream.
-fn debug_text(p: &callmux::auth::Presented) -> String {
+fn debug_text(p: &callmux::service::auth::Presented) -> String {
     format!("{p:?} {:?}", p.forwarded())
 }

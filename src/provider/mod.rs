@@ -1,36 +1,66 @@
-//! The `Provider` trait every backend implements, its error, and building backends from config.
+//! Providers: the capabilities a backend may have (listing calls, ending them), their errors,
+//! the settings every kind shares, and the layers that wrap listing.
 
 pub mod bland;
-mod http;
-pub mod twilio;
+pub mod http;
+pub mod layers;
+pub mod registry;
+pub mod static_file;
+pub mod twilio_media_stream;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::http::HeaderValue;
+use serde::Deserialize;
 
 use crate::call::Call;
-use crate::config::{KindSpec, ProviderSpec};
+use crate::settings::{Check, ONE_DAY_MS};
 
 pub use http::HttpSettings;
+pub use layers::breaker::BreakerSettings;
+pub use registry::{Kind, KindSettings};
 
 /// An upstream's answer: shared, so concurrent requests and the cache hand out one copy.
 /// (`Arc<Vec<_>>` rather than `Arc<[_]>`: converting a parsed `Vec` into the latter copies
 /// every call.)
 pub type Calls = Arc<Vec<Call>>;
 
-/// A source of live calls on one platform.
+/// Listing: the calls one platform knows of.
 #[async_trait]
-pub trait Provider: Send + Sync {
+pub trait ListCalls: Send + Sync {
     fn id(&self) -> &str;
     /// Every call the upstream reports, in any status; the merge leaves out the ended ones.
     async fn active_calls(&self, ctx: &RequestContext) -> Result<Calls, ProviderError>;
     /// Whether the answer depends on the caller's forwarded credentials. Answers that do
     /// are only ever shared between requests carrying the same credentials.
-    fn answers_per_caller(&self) -> bool {
-        false
-    }
+    fn answers_per_caller(&self) -> bool;
+}
+
+/// Control: ending a call the provider listed. A mutation, so no layer of listing's
+/// (coalescing, caching, the breaker) ever wraps it.
+#[async_trait]
+pub trait EndCall: Send + Sync {
+    async fn end_call(&self, ctx: &RequestContext, call_id: &str) -> Result<(), EndError>;
+}
+
+/// Why a call was not ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndError {
+    #[error("the provider does not know this call")]
+    NotFound,
+    #[error("{0}")]
+    Failed(ProviderError),
+}
+
+/// A provider as built from its settings: what it can do.
+#[derive(Clone)]
+pub struct Backend {
+    pub list: Arc<dyn ListCalls>,
+    /// `None` for a kind that cannot end calls.
+    pub end: Option<Arc<dyn EndCall>>,
 }
 
 /// What a backend may need from the client's request.
@@ -54,8 +84,10 @@ pub struct ForwardedCredentials {
 }
 
 impl ForwardedCredentials {
-    pub fn new(authorization: HeaderValue, org_id: HeaderValue) -> Self {
+    pub fn new(mut authorization: HeaderValue, mut org_id: HeaderValue) -> Self {
         use sha2::{Digest, Sha256};
+        authorization.set_sensitive(true);
+        org_id.set_sensitive(true);
         let mut h = Sha256::new();
         h.update(authorization.as_bytes());
         h.update([0]);
@@ -73,16 +105,16 @@ impl ForwardedCredentials {
     }
 }
 
-/// How long per-caller state (the last upstream body and merged bodies of a caller who
-/// brings their own Bland key) is kept after that caller's last request. Dashboards poll
-/// every few seconds; a caller back after longer pays one parse and one build.
-pub const CALLER_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
-
 impl fmt::Debug for ForwardedCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ForwardedCredentials([REDACTED])")
     }
 }
+
+/// How long per-caller state (the last upstream body and merged bodies of a caller who
+/// brings their own Bland key) is kept after that caller's last request. Dashboards poll
+/// every few seconds; a caller back after longer pays one parse and one build.
+pub const CALLER_IDLE: Duration = Duration::from_secs(60);
 
 /// Why one provider gave no calls. Messages name no URL, key or header value: they are
 /// shown to clients in `errors[].message`.
@@ -94,6 +126,8 @@ pub enum ProviderError {
     Unreachable(String),
     #[error("rejected the credentials (HTTP {0})")]
     Rejected(u16),
+    #[error("answered HTTP 429 (rate limited) for longer than its deadline allowed")]
+    RateLimited,
     #[error("answered HTTP {0}")]
     Status(u16),
     #[error("sent an answer callmux could not read: {0}")]
@@ -104,6 +138,8 @@ pub enum ProviderError {
     TooLarge(usize),
     #[error("broke off its answer: {0}")]
     Transport(String),
+    #[error("{0}")]
+    Paging(String),
     #[error(
         "has no credentials of its own and the request carries no Bland key to forward; \
          set api_key_env on the provider or authenticate the org through it (auth = ...)"
@@ -122,15 +158,22 @@ impl ProviderError {
             Self::Timeout(_) => "UPSTREAM_TIMEOUT",
             Self::Unreachable(_) => "UPSTREAM_UNREACHABLE",
             Self::Rejected(_) => "UPSTREAM_AUTH_REJECTED",
+            Self::RateLimited => "UPSTREAM_RATE_LIMITED",
             Self::Status(_) => "UPSTREAM_ERROR",
             Self::BadBody(_) => "UPSTREAM_BAD_RESPONSE",
             Self::Reported(_) => "UPSTREAM_REPORTED_ERROR",
             Self::TooLarge(_) => "UPSTREAM_TOO_LARGE",
             Self::Transport(_) => "UPSTREAM_BROKEN_RESPONSE",
+            Self::Paging(_) => "UPSTREAM_ENDLESS_LIST",
             Self::NoCredentials => "UPSTREAM_NO_CREDENTIALS",
             Self::Internal => "INTERNAL_ERROR",
             Self::CircuitOpen(_) => "CIRCUIT_OPEN",
         }
+    }
+
+    /// Whether the connection was refused outright, so no byte of the request was sent.
+    pub fn refused(&self) -> bool {
+        matches!(self, Self::Unreachable(cause) if cause.contains("refused"))
     }
 }
 
@@ -143,19 +186,99 @@ impl From<crate::wire::ParseError> for ProviderError {
     }
 }
 
-/// Builds the backend a validated spec describes. The one place that knows every kind.
-pub fn build(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, String> {
-    let id: Arc<str> = Arc::from(spec.id.as_str());
-    Ok(match &spec.kind {
-        KindSpec::TwilioMediaStream(s) => {
-            Arc::new(twilio::TwilioMediaStream::new(id, s, &spec.http)?)
-        }
-        KindSpec::Bland(s) => Arc::new(bland::Bland::new(id, s, &spec.http)?),
-    })
+/// The settings every provider takes, whatever its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Common {
+    pub http: HttpSettings,
+    /// How long an answer is served to later requests; zero shares it only while in flight.
+    pub cache_ttl: Duration,
+    pub breaker: BreakerSettings,
 }
 
-/// `{base_url}/{path}`, whether or not the base URL ends in a slash or has a path of its own.
-fn endpoint(base: &url::Url, path: &str) -> reqwest::Url {
-    let joined = format!("{}/{path}", base.as_str().trim_end_matches('/'));
-    reqwest::Url::parse(&joined).expect("a valid base URL joined with a fixed path is valid")
+/// The common settings as written, after the built-in defaults (`config/defaults.toml`).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommon {
+    pub timeout_ms: u64,
+    /// `None`: 1,000 ms, or `timeout_ms` if smaller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    pub max_body_bytes: u64,
+    pub retries: u64,
+    pub max_pages: u64,
+    pub cache_ttl_ms: u64,
+    pub circuit_failures: u64,
+    pub circuit_cooldown_ms: u64,
 }
+
+impl RawCommon {
+    /// Every field name, for splitting a provider's table into the common part and its
+    /// kind's part.
+    pub const FIELDS: &'static [&'static str] = &[
+        "timeout_ms",
+        "connect_timeout_ms",
+        "max_body_bytes",
+        "retries",
+        "max_pages",
+        "cache_ttl_ms",
+        "circuit_failures",
+        "circuit_cooldown_ms",
+    ];
+
+    /// Validated against the ranges; `defaults` is what a removed field would fall back to.
+    pub fn validate(&self, at: &str, defaults: &RawCommon, check: &mut Check<'_>) -> Common {
+        let mut n = |field: &str, value: u64, default: u64, range| {
+            check.ranged(&format!("{at}.{field}"), value, default, range)
+        };
+        let timeout = n(
+            "timeout_ms",
+            self.timeout_ms,
+            defaults.timeout_ms,
+            1..=ONE_DAY_MS,
+        );
+        let connect_default = CONNECT_TIMEOUT_MS.min(timeout);
+        let connect = n(
+            "connect_timeout_ms",
+            self.connect_timeout_ms.unwrap_or(connect_default),
+            connect_default,
+            1..=ONE_DAY_MS,
+        );
+        Common {
+            http: HttpSettings {
+                timeout: Duration::from_millis(timeout),
+                connect_timeout: Duration::from_millis(connect),
+                max_body_bytes: n(
+                    "max_body_bytes",
+                    self.max_body_bytes,
+                    defaults.max_body_bytes,
+                    1..=1024 * 1024 * 1024,
+                ) as usize,
+                retries: n("retries", self.retries, defaults.retries, 0..=10) as u32,
+                max_pages: n("max_pages", self.max_pages, defaults.max_pages, 1..=10_000) as usize,
+            },
+            cache_ttl: Duration::from_millis(n(
+                "cache_ttl_ms",
+                self.cache_ttl_ms,
+                defaults.cache_ttl_ms,
+                0..=ONE_DAY_MS,
+            )),
+            breaker: BreakerSettings {
+                failures: n(
+                    "circuit_failures",
+                    self.circuit_failures,
+                    defaults.circuit_failures,
+                    0..=1_000_000,
+                ) as u32,
+                cooldown: Duration::from_millis(n(
+                    "circuit_cooldown_ms",
+                    self.circuit_cooldown_ms,
+                    defaults.circuit_cooldown_ms,
+                    1..=ONE_DAY_MS,
+                )),
+            },
+        }
+    }
+}
+
+/// The default connect timeout, capped by the provider's whole timeout.
+const CONNECT_TIMEOUT_MS: u64 = 1_000;

@@ -96,7 +96,12 @@ impl<'de> WireCall<'de> for CallIn<'de> {
         call.to = self.to.text();
         call.objective = self.objective.text();
         call.pathway_id = self.pathway_id.text();
-        call.started_at = self.start_time.text();
+        call.bland_start_time = self.start_time.text();
+        call.started_at = self
+            .start_time
+            .0
+            .as_deref()
+            .and_then(crate::call::time::from_iso8601);
         call.international = match self.international.0.as_deref() {
             Some("true") => Some(true),
             Some("false") => Some(false),
@@ -225,6 +230,17 @@ impl ListWriter for Writer {
             Some(false) => "false",
             None => "",
         };
+        // What a Bland upstream sent goes back as sent; other upstreams' times are written
+        // the way Bland writes them.
+        let written_start;
+        let start_time = match (&c.bland_start_time, c.started_at) {
+            (Some(sent), _) => sent.as_str(),
+            (None, Some(ms)) => {
+                written_start = crate::call::time::to_iso8601(ms).unwrap_or_default();
+                &written_start
+            }
+            (None, None) => "",
+        };
         // Every value is a string, so each key, with the quotes and punctuation around it, is
         // one fixed piece: a call is written in twenty copies rather than seventy small writes.
         let fields: [(&[u8], &str); 9] = [
@@ -234,7 +250,7 @@ impl ListWriter for Writer {
             (b"\",\"to\":\"", text(&c.to)),
             (b"\",\"objective\":\"", text(&c.objective)),
             (b"\",\"pathway_id\":\"", text(&c.pathway_id)),
-            (b"\",\"start_time\":\"", text(&c.started_at)),
+            (b"\",\"start_time\":\"", start_time),
             (b"\",\"international\":\"", international),
             (b"\",\"status\":\"", status_to_wire(&c.status)),
         ];

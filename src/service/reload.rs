@@ -9,11 +9,13 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
-use crate::{App, Config};
+use super::Service;
+use crate::config::Config;
+use crate::telemetry::Telemetry;
 
 /// One loaded configuration and what `/readyz` says about it.
 pub struct Loaded {
-    pub app: App,
+    pub service: Service,
     /// 1 for the configuration the process started with, then one more per reload.
     pub version: u64,
     /// SHA-256 of the file's bytes (empty when not loaded from a file).
@@ -23,6 +25,8 @@ pub struct Loaded {
 
 pub struct Live {
     current: ArcSwap<Loaded>,
+    /// One metrics registry for every configuration this process serves.
+    telemetry: Arc<Telemetry>,
     source: Option<PathBuf>,
     /// Serialises reloads, and remembers the digest of the last file refused so a watcher
     /// does not log the same refusal every poll.
@@ -31,25 +35,30 @@ pub struct Live {
 
 impl Live {
     /// A configuration that cannot be reloaded (no file behind it).
-    pub fn fixed(app: App) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn fixed(config: Config) -> Result<Arc<Self>, String> {
+        let telemetry = Arc::new(Telemetry::default());
+        let service = Service::new(config, telemetry.clone())?;
+        Ok(Arc::new(Self {
+            telemetry,
             current: ArcSwap::from_pointee(Loaded {
-                app,
+                service,
                 version: 1,
                 file_sha256: String::new(),
                 loaded_at: SystemTime::now(),
             }),
             source: None,
             reloading: Mutex::new(None),
-        })
+        }))
     }
 
     /// Loads `path` (under the process's `CALLMUX_*` variables) and keeps it to reload from.
     pub fn from_file(path: PathBuf) -> Result<Arc<Self>, String> {
-        let (app, file_sha256) = load(&path, None)?;
+        let telemetry = Arc::new(Telemetry::default());
+        let (service, file_sha256) = load(&path, None, &telemetry)?;
         Ok(Arc::new(Self {
+            telemetry,
             current: ArcSwap::from_pointee(Loaded {
-                app,
+                service,
                 version: 1,
                 file_sha256,
                 loaded_at: SystemTime::now(),
@@ -63,6 +72,10 @@ impl Live {
         self.current.load_full()
     }
 
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
     /// Loads the file again and, if valid, serves it from the next request on. Returns the
     /// new version.
     pub fn reload(&self) -> Result<u64, String> {
@@ -71,14 +84,14 @@ impl Live {
             return Err("this configuration was not loaded from a file".into());
         };
         let old = self.current();
-        match load(path, Some(&old.app)) {
-            Ok((app, file_sha256)) => {
-                if app.config().server != old.app.config().server {
+        match load(path, Some(&old.service), &self.telemetry) {
+            Ok((service, file_sha256)) => {
+                if service.config().server != old.service.config().server {
                     tracing::warn!("[server] settings changed; they take effect on restart");
                 }
                 let version = old.version + 1;
                 self.current.store(Arc::new(Loaded {
-                    app,
+                    service,
                     version,
                     file_sha256,
                     loaded_at: SystemTime::now(),
@@ -124,10 +137,17 @@ impl Live {
 }
 
 /// Loads `path`; on a reload, the providers `previous` built from unchanged settings are kept.
-fn load(path: &PathBuf, previous: Option<&App>) -> Result<(App, String), String> {
+fn load(
+    path: &PathBuf,
+    previous: Option<&Service>,
+    telemetry: &Arc<Telemetry>,
+) -> Result<(Service, String), String> {
     let digest = sha256_of(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    Ok((App::keeping(config, previous)?, digest))
+    Ok((
+        Service::keeping(config, previous, telemetry.clone())?,
+        digest,
+    ))
 }
 
 fn sha256_of(path: &PathBuf) -> std::io::Result<String> {

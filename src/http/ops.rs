@@ -9,8 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::json;
-use crate::live::Live;
+use super::{json, Edge};
 
 /// Liveness: the process is up and serving HTTP.
 pub async fn healthz() -> Response {
@@ -18,12 +17,12 @@ pub async fn healthz() -> Response {
 }
 
 /// Readiness: which configuration is live, and how each provider's last upstream ask went.
-pub async fn readyz(State(live): State<Arc<Live>>) -> Response {
-    let loaded = live.current();
+pub async fn readyz(State(edge): State<Arc<Edge>>) -> Response {
+    let loaded = edge.live.current();
     let now = SystemTime::now();
     let age_ms = |t: SystemTime| now.duration_since(t).unwrap_or_default().as_millis() as u64;
     let providers: Vec<_> = loaded
-        .app
+        .service
         .provider_outcomes()
         .map(|(id, kind, outcome)| match outcome {
             Some(o) => json!({
@@ -47,13 +46,13 @@ pub async fn readyz(State(live): State<Arc<Live>>) -> Response {
 }
 
 /// Prometheus text exposition.
-pub async fn metrics() -> Response {
+pub async fn metrics(State(edge): State<Arc<Edge>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        crate::observe::prometheus().render(),
+        edge.live.telemetry().render(),
     )
         .into_response()
 }

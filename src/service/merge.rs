@@ -1,4 +1,5 @@
-//! Asks an org's providers at once and merges their answers: active only, deduplicated, ordered.
+//! Asks an org's providers at once and merges their answers: active only, one row per phone
+//! call, ordered.
 
 use std::hash::BuildHasher;
 use std::panic::AssertUnwindSafe;
@@ -8,7 +9,7 @@ use futures::FutureExt;
 use hashbrown::hash_table::{Entry, HashTable};
 
 use crate::call::Call;
-use crate::provider::{Calls, Provider, ProviderError, RequestContext};
+use crate::provider::{Calls, ListCalls, ProviderError, RequestContext};
 
 /// One provider's failure, named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub type Answer = Result<Calls, ProviderError>;
 /// parsed off the runtime by the HTTP layer instead.) `prefetched` is an answer already in
 /// hand for the provider at that index, which is then not asked again.
 pub async fn gather(
-    providers: &[Arc<dyn Provider>],
+    providers: &[Arc<dyn ListCalls>],
     ctx: &RequestContext,
     mut prefetched: Option<(usize, Answer)>,
 ) -> Vec<Answer> {
@@ -56,11 +57,32 @@ pub async fn gather(
 
 /// Merges answers given in the order of the org's providers list; failed answers add nothing.
 ///
-/// Ended calls are left out. A `call_id` reported more than once is listed once: as the first
+/// Ended calls are left out. A phone call reported more than once — the same telephony id
+/// (Twilio CallSid), or without one the same `call_id` — is listed once: as the first
 /// provider in the list reported it, and if that provider reported it twice, the report that
 /// sorts first — never whichever the upstream happened to put first. Order: creation time
 /// ascending, calls without one last, then provider order, then `call_id`.
 pub fn merge(answers: &[Answer]) -> Vec<&Call> {
+    positions(answers)
+        .into_iter()
+        .map(|p| at(answers, p))
+        .collect()
+}
+
+/// Where a merged call is: (the answer's index, the call's index in it).
+pub type Position = (u32, u32);
+
+/// The call at `p`, which [`positions`] gave for these answers.
+pub fn at(answers: &[Answer], (answer, call): Position) -> &Call {
+    match &answers[answer as usize] {
+        Ok(calls) => &calls[call as usize],
+        Err(_) => unreachable!("positions only point into answers that succeeded"),
+    }
+}
+
+/// [`merge`], as positions in the answers, so that the merged list can be kept with the
+/// answers it points into.
+pub fn positions(answers: &[Answer]) -> Vec<Position> {
     let reports: usize = answers.iter().flatten().map(|calls| calls.len()).sum();
     merge_in(answers, reports, reports >= MERGE_IN_TWO_FROM)
 }
@@ -78,13 +100,11 @@ pub(crate) const MERGE_IN_TWO_FROM: usize = 16_384;
 /// Calls are split by one bit of their id's hash, so every report of one `call_id` lands in
 /// the same half: each half picks its own winners and sorts them, and the two sorted halves
 /// interleave into the one list a single pass would give.
-fn merge_in(answers: &[Answer], reports: usize, in_two: bool) -> Vec<&Call> {
+fn merge_in(answers: &[Answer], reports: usize, in_two: bool) -> Vec<Position> {
     let state = foldhash::fast::RandomState::default();
     if !in_two {
-        return winners(answers, &state, reports, |_| true)
-            .into_iter()
-            .map(|r| r.call)
-            .collect();
+        let merged = winners(answers, &state, reports, |_| true);
+        return same_id_once(merged).into_iter().map(|r| r.at()).collect();
     }
     // A bit neither hashbrown's bucket index (low bits) nor its tag (top seven) uses, so
     // each half's table is as well spread as a whole one.
@@ -95,7 +115,39 @@ fn merge_in(answers: &[Answer], reports: usize, in_two: bool) -> Vec<&Call> {
         || winners(answers, &state, share, |h| half(h) == 0),
         || winners(answers, &state, share, |h| half(h) == 1),
     );
-    interleave(a, b)
+    same_id_once(interleave(a, b))
+        .into_iter()
+        .map(|r| r.at())
+        .collect()
+}
+
+/// Calls are told apart by telephony id where they have one, so two reports of one
+/// `call_id` can still both stand when only one of them carried a telephony id. The rarer
+/// case is mended here, after the merge: of the reports left with one `call_id`, the
+/// preferred one stays. Lists without telephony ids pass through untouched.
+fn same_id_once(merged: Vec<Ranked<'_>>) -> Vec<Ranked<'_>> {
+    if merged.iter().all(|r| r.call.telephony_id.is_none()) {
+        return merged;
+    }
+    let mut best: std::collections::HashMap<&str, usize> = Default::default();
+    for (i, r) in merged.iter().enumerate() {
+        let id = r.call.call_id.as_str();
+        match best.get(id) {
+            Some(&kept) if !r.preferred_to(&merged[kept]) => {}
+            _ => {
+                best.insert(id, i);
+            }
+        }
+    }
+    if best.len() == merged.len() {
+        return merged;
+    }
+    merged
+        .into_iter()
+        .enumerate()
+        .filter(|(i, r)| best[r.call.call_id.as_str()] == *i)
+        .map(|(_, r)| r)
+        .collect()
 }
 
 /// The winning report of each active call whose id's hash `keep` accepts, sorted. `keep`
@@ -112,17 +164,20 @@ fn winners<'a>(
     let mut index: HashTable<usize> = HashTable::with_capacity(capacity);
     for (rank, calls) in answers.iter().enumerate() {
         let Ok(calls) = calls else { continue };
-        for call in calls.iter().filter(|c| c.status.is_active()) {
-            let id = call.call_id.as_str();
+        for (at, call) in calls.iter().enumerate() {
+            if !call.status.is_active() {
+                continue;
+            }
+            let id = identity(call);
             let hash = state.hash_one(id);
             if !keep(hash) {
                 continue;
             }
-            let candidate = Ranked::new(rank, call);
+            let candidate = Ranked::new(rank, at, call);
             let entry = index.entry(
                 hash,
-                |&at| winners[at].call.call_id == id,
-                |&at| state.hash_one(winners[at].call.call_id.as_str()),
+                |&w| identity(winners[w].call) == id,
+                |&w| state.hash_one(identity(winners[w].call)),
             );
             match entry {
                 Entry::Vacant(e) => {
@@ -143,25 +198,33 @@ fn winners<'a>(
     winners
 }
 
+/// What makes two reports one phone call: the telephony id where the platform gave one,
+/// else the `call_id`.
+fn identity(call: &Call) -> &str {
+    call.telephony_id.as_deref().unwrap_or(&call.call_id)
+}
+
 /// Two sorted lists of winners with no call in common, as one sorted list.
-fn interleave<'a>(a: Vec<Ranked<'a>>, b: Vec<Ranked<'a>>) -> Vec<&'a Call> {
+fn interleave<'a>(a: Vec<Ranked<'a>>, b: Vec<Ranked<'a>>) -> Vec<Ranked<'a>> {
     let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
     while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
         let next = if x.order(y).is_lt() { &mut a } else { &mut b };
-        out.extend(next.next().map(|r| r.call));
+        out.extend(next.next());
     }
-    out.extend(a.chain(b).map(|r| r.call));
+    out.extend(a.chain(b));
     out
 }
 
-/// A call with its sort key, 32 bytes so the sort moves little: creation time (`u64::MAX`
-/// when unknown), then `tail` — the top bit set when the creation time is unknown, so such
-/// calls follow one created at `u64::MAX`, and the provider's rank below it — then `call_id`,
-/// whose first eight bytes are kept as an integer that orders like the text.
+/// A call with its sort key and its position, 32 bytes so the sort moves little: creation
+/// time (`u64::MAX` when unknown), then `tail` — the top bit set when the creation time is
+/// unknown, so such calls follow one created at `u64::MAX`, and the provider's rank below
+/// it — then `call_id`, whose first eight bytes are kept as an integer that orders like the
+/// text. The call's index in its answer fits in what would otherwise be padding.
 struct Ranked<'a> {
     created: u64,
     tail: u32,
+    index: u32,
     id_prefix: u64,
     call: &'a Call,
 }
@@ -169,7 +232,7 @@ struct Ranked<'a> {
 const UNKNOWN_CREATION: u32 = 1 << 31;
 
 impl<'a> Ranked<'a> {
-    fn new(rank: usize, call: &'a Call) -> Self {
+    fn new(rank: usize, index: usize, call: &'a Call) -> Self {
         let mut prefix = [0u8; 8];
         let id = call.call_id.as_bytes();
         let n = id.len().min(8);
@@ -182,9 +245,14 @@ impl<'a> Ranked<'a> {
                 Some(_) => rank,
                 None => UNKNOWN_CREATION | rank,
             },
+            index: u32::try_from(index).expect("an answer holds fewer than 2^32 calls"),
             id_prefix: u64::from_be_bytes(prefix),
             call,
         }
+    }
+
+    fn at(&self) -> Position {
+        (self.rank(), self.index)
     }
 
     /// The list's order. The integer keys settle almost every comparison without touching
@@ -313,6 +381,53 @@ mod tests {
                 merge_in(&answers, reports, false),
                 merge_in(&answers, reports, true)
             );
+        }
+    }
+
+    fn with_sid(mut c: Call, sid: &str) -> Call {
+        c.telephony_id = Some(sid.into());
+        c
+    }
+
+    #[test]
+    fn one_phone_call_reported_by_two_platforms_is_one_row_as_the_first_provider_reported_it() {
+        let twilio = ok(vec![with_sid(
+            call("CA1", "twilio", Some(5), CallStatus::InProgress),
+            "CA1",
+        )]);
+        let vapi = ok(vec![
+            with_sid(
+                call("vapi-1", "vapi", Some(4), CallStatus::InProgress),
+                "CA1",
+            ),
+            call("vapi-2", "vapi", Some(6), CallStatus::Ringing),
+        ]);
+        let twilio_first = [twilio.clone(), vapi.clone()];
+        let merged = merge(&twilio_first);
+        assert_eq!(ids(&merged), ["CA1", "vapi-2"]);
+        assert_eq!(&*merged[0].provider, "twilio");
+        let vapi_first = [vapi, twilio];
+        let merged = merge(&vapi_first);
+        assert_eq!(ids(&merged), ["vapi-1", "vapi-2"]);
+        assert_eq!(&*merged[0].provider, "vapi");
+    }
+
+    #[test]
+    fn the_same_call_id_with_and_without_a_telephony_id_is_still_one_row() {
+        let answers = [
+            ok(vec![call("c", "a", Some(1), CallStatus::Ringing)]),
+            ok(vec![with_sid(
+                call("c", "b", Some(1), CallStatus::Ringing),
+                "CA9",
+            )]),
+        ];
+        for in_two in [false, true] {
+            let merged: Vec<&Call> = merge_in(&answers, 2, in_two)
+                .into_iter()
+                .map(|p| at(&answers, p))
+                .collect();
+            assert_eq!(ids(&merged), ["c"]);
+            assert_eq!(&*merged[0].provider, "a");
         }
     }
 

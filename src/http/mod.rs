@@ -1,9 +1,11 @@
-//! The HTTP edge: the routes, the layers around them, and every outcome of a list request
-//! written in the shape that was asked.
+//! The HTTP edge: the routes, the layers around them, credentials read from headers, and
+//! every outcome of a list request written in the shape that was asked.
 
 mod bounds;
+mod metrics;
 mod openapi;
 mod ops;
+pub mod render;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,18 +21,34 @@ use tower_http::request_id::{
 };
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-use crate::app::{with_error_items, ListError};
-use crate::live::Live;
-use crate::observe;
+use crate::provider::bland::ORG_ID_HEADER;
+use crate::service::auth::Presented;
+use crate::service::reload::Live;
+use crate::service::ListError;
 use crate::wire::{self, ErrorItem, Shape, Written};
+pub use render::with_error_items;
 
 pub const BLAND_ROUTE: &str = "/v1/calls/active";
 pub const CALLS_ROUTE: &str = "/api/calls";
 
+/// What every handler shares: the configuration being served, and what the edge keeps of
+/// its own (bodies, request metrics).
+pub struct Edge {
+    pub live: Arc<Live>,
+    bodies: render::Bodies,
+    requests: Arc<metrics::RequestMetrics>,
+}
+
 /// The whole service. The list routes sit behind the request bounds; `/healthz`, `/readyz`
 /// and `/metrics` do not, so they still answer when callmux is overloaded.
 pub fn router(live: Arc<Live>) -> Router {
-    let server = live.current().app.config().server.clone();
+    let server = live.current().service.config().server.clone();
+    let telemetry = live.telemetry().clone();
+    let edge = Arc::new(Edge {
+        bodies: render::Bodies::new(telemetry.clone()),
+        requests: Arc::new(metrics::RequestMetrics::new(&telemetry)),
+        live,
+    });
     let limits = Arc::new(bounds::Bounds::new(
         server.max_header_bytes,
         server.max_concurrent_requests,
@@ -50,9 +68,12 @@ pub fn router(live: Arc<Live>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::document))
-        .route_layer(axum::middleware::from_fn(observe::track_requests))
+        .route_layer(axum::middleware::from_fn_with_state(
+            edge.requests.clone(),
+            metrics::track,
+        ))
         .fallback(not_found)
-        .with_state(live)
+        .with_state(edge)
         // Outermost last: the id is set first, then the span that carries it, and the id is
         // echoed on the way out.
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -96,14 +117,28 @@ fn shape_for(path: &str) -> Shape {
     }
 }
 
-async fn list(shape: Shape, State(live): State<Arc<Live>>, headers: HeaderMap) -> Response {
+/// The credentials a request presents, from its `authorization` and `x-bland-org-id`.
+fn presented(headers: &HeaderMap) -> Result<Presented, crate::service::auth::AuthError> {
+    Presented::new(
+        headers.get(header::AUTHORIZATION),
+        headers.get(ORG_ID_HEADER),
+    )
+}
+
+async fn list(shape: Shape, State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
     let started = Instant::now();
     // This request keeps this configuration to the end, whatever reloads meanwhile.
-    let loaded = live.current();
-    let (mut response, waited) = match loaded.app.list(&headers, shape).await {
+    let loaded = edge.live.current();
+    let listed = match presented(&headers) {
+        Ok(p) => loaded.service.list(&p).await,
+        Err(e) => Err(ListError::Auth(e)),
+    };
+    let (mut response, waited) = match listed {
         Ok(listed) => {
-            tracing::info!(org = %listed.org, calls = listed.calls, failed = listed.failures.len(), "listed active calls");
-            (json(StatusCode::OK, listed.body), listed.waited)
+            let snapshot = &listed.snapshot;
+            tracing::info!(org = %snapshot.org(), calls = snapshot.len(), failed = snapshot.failures().len(), "listed active calls");
+            let body = edge.bodies.body(&listed, shape).await;
+            (json(StatusCode::OK, body), listed.waited)
         }
         Err(ListError::AllFailed { failures, waited }) => {
             tracing::warn!(
@@ -156,9 +191,8 @@ fn server_timing(waited: Duration, total: Duration) -> HeaderValue {
     HeaderValue::from_str(&value).expect("ASCII digits and fixed text")
 }
 
-async fn not_found(method: Method, uri: Uri) -> Response {
-    metrics::counter!("callmux_requests_total", "route" => "unmatched", "status" => "404")
-        .increment(1);
+async fn not_found(State(edge): State<Arc<Edge>>, method: Method, uri: Uri) -> Response {
+    edge.requests.record(None, 404, Instant::now());
     let message = format!(
         "no route {method} {}: callmux serves GET {BLAND_ROUTE} and GET {CALLS_ROUTE}",
         uri.path()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use crate::provider::{Calls, Provider, ProviderError, RequestContext};
+use crate::provider::{Calls, ListCalls, ProviderError, RequestContext};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerSettings {
@@ -23,7 +23,7 @@ impl BreakerSettings {
 }
 
 pub struct Breaker {
-    inner: Arc<dyn Provider>,
+    inner: Arc<dyn ListCalls>,
     settings: BreakerSettings,
     state: Mutex<State>,
 }
@@ -36,7 +36,7 @@ struct State {
 }
 
 impl Breaker {
-    pub fn new(inner: Arc<dyn Provider>, settings: BreakerSettings) -> Self {
+    pub fn new(inner: Arc<dyn ListCalls>, settings: BreakerSettings) -> Self {
         Self {
             inner,
             settings,
@@ -109,7 +109,8 @@ impl Drop for ProbeGuard<'_> {
 }
 
 #[async_trait]
-impl Provider for Breaker {
+#[deny(clippy::missing_trait_methods)]
+impl ListCalls for Breaker {
     fn id(&self) -> &str {
         self.inner.id()
     }

@@ -1,63 +1,16 @@
-//! Who is asking: reads `authorization` + `x-bland-org-id`, identifies the org, compares keys
-//! in constant time, and remembers Bland's recent verdicts on forwarded keys.
+//! Who is asking: from the credentials a request presented (a key, and maybe an org id),
+//! identifies the org, compares keys in constant time, and remembers Bland's recent verdicts
+//! on forwarded keys.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, HeaderMap, HeaderValue};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use axum::http::HeaderValue;
 
 use crate::config::{Config, OrgAuth, OrgSpec};
-use crate::provider::bland::ORG_ID_HEADER;
+pub use crate::keys::KeyDigest;
 use crate::provider::{ForwardedCredentials, ProviderError};
-
-/// SHA-256 of a key. Keys are only ever held and compared in this form.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct KeyDigest([u8; 32]);
-
-impl KeyDigest {
-    /// Digest of a configured key. Surrounding whitespace is dropped, as it is from a
-    /// presented key.
-    pub fn of(key: &secrecy::SecretString) -> Self {
-        use secrecy::ExposeSecret;
-        Self::of_bytes(key.expose_secret().trim().as_bytes())
-    }
-
-    fn of_bytes(key: &[u8]) -> Self {
-        Self(Sha256::digest(key).into())
-    }
-
-    /// Parses the 64 hex digits of `api_key_sha256`; the error says what is wrong with them.
-    pub fn from_hex(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let mut out = [0u8; 32];
-        match hex::decode_to_slice(text, &mut out) {
-            Ok(()) => Ok(Self(out)),
-            Err(_) if text.len() != 64 => Err(format!(
-                "is {} characters long; a SHA-256 digest is 64 hex digits",
-                text.len()
-            )),
-            Err(_) => Err("holds characters that are not hex digits (0-9, a-f)".into()),
-        }
-    }
-
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    /// Compares in constant time, so response timing says nothing about how close a guess was.
-    pub fn matches(&self, other: &KeyDigest) -> bool {
-        self.0.ct_eq(&other.0).into()
-    }
-}
-
-impl fmt::Debug for KeyDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("KeyDigest([REDACTED])")
-    }
-}
 
 /// Why a request was not let in. Messages never echo the key that was presented.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,11 +72,13 @@ impl fmt::Debug for Presented {
 }
 
 impl Presented {
-    /// Reads the two headers. The key may be sent raw or as `Bearer <key>`.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Self, AuthError> {
-        let raw = headers
-            .get(header::AUTHORIZATION)
-            .ok_or(AuthError::MissingKey)?;
+    /// Reads the credentials as sent in `authorization` and `x-bland-org-id` (or anything
+    /// else that carries the same two values). The key may be sent raw or as `Bearer <key>`.
+    pub fn new(
+        authorization: Option<&HeaderValue>,
+        org_id: Option<&HeaderValue>,
+    ) -> Result<Self, AuthError> {
+        let raw = authorization.ok_or(AuthError::MissingKey)?;
         let text = raw.to_str().map_err(|_| AuthError::UnreadableKey)?.trim();
         let key = match text.get(..6) {
             Some(scheme)
@@ -137,7 +92,7 @@ impl Presented {
         if key.is_empty() {
             return Err(AuthError::MissingKey);
         }
-        let org_id = match headers.get(ORG_ID_HEADER) {
+        let org_id = match org_id {
             None => None,
             Some(v) => {
                 let text = v.to_str().map_err(|_| AuthError::UnreadableOrgId)?;
@@ -264,37 +219,35 @@ impl Verdicts {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(
-                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
+    fn presented(pairs: &[(&str, &str)]) -> Result<Presented, AuthError> {
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| HeaderValue::from_str(v).unwrap())
+        };
+        Presented::new(
+            get("authorization").as_ref(),
+            get("x-bland-org-id").as_ref(),
+        )
     }
 
     #[test]
     fn bearer_and_raw_keys_have_the_same_digest() {
-        let raw = Presented::from_headers(&headers(&[("authorization", "k-123")])).unwrap();
-        let bearer =
-            Presented::from_headers(&headers(&[("authorization", "Bearer  k-123 ")])).unwrap();
+        let raw = presented(&[("authorization", "k-123")]).unwrap();
+        let bearer = presented(&[("authorization", "Bearer  k-123 ")]).unwrap();
         assert!(raw.digest.matches(&bearer.digest));
     }
 
     #[test]
     fn a_missing_or_blank_key_is_missing() {
         for h in [
-            headers(&[]),
-            headers(&[("authorization", "")]),
-            headers(&[("authorization", "Bearer ")]),
-            headers(&[("authorization", "   ")]),
+            &[][..],
+            &[("authorization", "")],
+            &[("authorization", "Bearer ")],
+            &[("authorization", "   ")],
         ] {
-            assert_eq!(
-                Presented::from_headers(&h).unwrap_err(),
-                AuthError::MissingKey
-            );
+            assert_eq!(presented(h).unwrap_err(), AuthError::MissingKey);
         }
     }
 
@@ -311,10 +264,10 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_a_key() {
-        let p = Presented::from_headers(&headers(&[
+        let p = presented(&[
             ("authorization", "Bearer super-secret-key"),
             ("x-bland-org-id", "org"),
-        ]))
+        ])
         .unwrap();
         let shown = format!("{p:?} {:?} {:?}", p.digest, p.forwarded());
         assert!(!shown.contains("super-secret-key"), "{shown}");

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::provider::{Calls, Provider, ProviderError, RequestContext};
+use crate::provider::{Calls, ListCalls, ProviderError, RequestContext};
+use crate::telemetry::Telemetry;
 
 /// Wraps a provider so concurrent asks share one upstream request.
 pub struct Coalesced {
-    inner: Arc<dyn Provider>,
+    inner: Arc<dyn ListCalls>,
     /// Keyed by the digest of the caller's forwarded credentials for providers whose answer
     /// depends on them, so no caller ever receives an answer fetched with another's key;
     /// by `None` for all others.
@@ -22,8 +23,13 @@ pub struct Coalesced {
 }
 
 impl Coalesced {
-    pub fn new(inner: Arc<dyn Provider>, ttl: Duration) -> Self {
-        let counter = |source: &'static str| metrics::counter!("callmux_provider_answers_total", "provider" => inner.id().to_string(), "source" => source);
+    pub fn new(inner: Arc<dyn ListCalls>, ttl: Duration, telemetry: &Telemetry) -> Self {
+        let counter = |source: &'static str| {
+            telemetry.counter(
+                "callmux_provider_answers_total",
+                &[("provider", inner.id()), ("source", source)],
+            )
+        };
         Self {
             fetched: counter("fetched"),
             shared: counter("shared"),
@@ -37,7 +43,8 @@ impl Coalesced {
 }
 
 #[async_trait]
-impl Provider for Coalesced {
+#[deny(clippy::missing_trait_methods)]
+impl ListCalls for Coalesced {
     fn id(&self) -> &str {
         self.inner.id()
     }

@@ -1,0 +1,97 @@
+//! Every request counted and timed by route and status, with handles registered once per
+//! server rather than label sets built per request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics::{Counter, Histogram};
+
+use super::{BLAND_ROUTE, CALLS_ROUTE};
+use crate::telemetry::Telemetry;
+
+const ROUTES: &[&str] = &[
+    BLAND_ROUTE,
+    CALLS_ROUTE,
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "other",
+    "unmatched",
+];
+
+const STATUSES: &[&str] = &[
+    "200", "400", "401", "404", "405", "431", "500", "502", "503", "other",
+];
+
+/// `callmux_requests_total` and `callmux_request_duration_seconds`, one handle per label set.
+pub struct RequestMetrics {
+    counts: Vec<Counter>,
+    durations: Vec<Histogram>,
+}
+
+impl RequestMetrics {
+    pub fn new(telemetry: &Telemetry) -> Self {
+        let mut counts = Vec::with_capacity(ROUTES.len() * STATUSES.len());
+        for route in ROUTES {
+            for status in STATUSES {
+                counts.push(telemetry.counter(
+                    "callmux_requests_total",
+                    &[("route", route), ("status", status)],
+                ));
+            }
+        }
+        let durations = ROUTES
+            .iter()
+            .map(|route| {
+                telemetry.histogram("callmux_request_duration_seconds", &[("route", route)])
+            })
+            .collect();
+        Self { counts, durations }
+    }
+
+    fn route(path: Option<&str>) -> usize {
+        let Some(path) = path else {
+            return ROUTES.len() - 1;
+        };
+        ROUTES[..ROUTES.len() - 2]
+            .iter()
+            .position(|r| *r == path)
+            .unwrap_or(ROUTES.len() - 2)
+    }
+
+    fn status(status: u16) -> usize {
+        STATUSES
+            .iter()
+            .position(|s| s.parse() == Ok(status))
+            .unwrap_or(STATUSES.len() - 1)
+    }
+
+    /// Counts one answered request; `path` is the matched route, `None` for no route.
+    pub fn record(&self, path: Option<&str>, status: u16, started: Instant) {
+        let route = Self::route(path);
+        self.counts[route * STATUSES.len() + Self::status(status)].increment(1);
+        if path.is_some() {
+            self.durations[route].record(started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+pub async fn track(
+    State(metrics): State<Arc<RequestMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.extensions().get::<MatchedPath>().cloned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics.record(
+        Some(path.as_ref().map_or("other", |p| p.as_str())),
+        response.status().as_u16(),
+        started,
+    );
+    response
+}

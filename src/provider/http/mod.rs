@@ -1,0 +1,548 @@
+//! The HTTP machinery every upstream kind shares: a request (method, query, JSON or form
+//! body, auth scheme), sent under one deadline with bounded retries and a body cap, and a
+//! lister that follows pages and reuses the last parse when the bytes have not changed.
+
+mod collect;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use collect::Collector;
+pub use collect::Fetched;
+
+use super::{Calls, ProviderError};
+use crate::call::Call;
+use crate::wire::ParseError;
+
+/// Per-provider HTTP limits, from `timeout_ms`, `connect_timeout_ms`, `max_body_bytes`,
+/// `retries` and `max_pages`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// The whole ask, every attempt and every page included: connecting to the last byte.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_body_bytes: usize,
+    /// Further attempts after a failure worth retrying, while `timeout` allows.
+    pub retries: u32,
+    /// Pages followed at most before the list is that provider's error.
+    pub max_pages: usize,
+}
+
+/// Bodies at least this large are parsed on the blocking pool (about 1,000 calls).
+const PARSE_OFF_RUNTIME_BYTES: usize = 128 * 1024;
+
+/// First retry waits about this long, doubling each time, with ±50 % jitter so many callmux
+/// instances do not retry in step.
+const BACKOFF_BASE: Duration = Duration::from_millis(50);
+
+/// How a request proves itself to the upstream. Every secret is a header value marked
+/// sensitive, so `Debug` output redacts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    /// A header of the platform's own, sent as given.
+    Header(HeaderName, HeaderValue),
+    /// `authorization: Bearer <token>`.
+    Bearer(HeaderValue),
+    /// `authorization: Basic base64(user:password)`.
+    Basic(HeaderValue),
+}
+
+impl Auth {
+    /// `Bearer <token>`, or `None` when the token cannot be a header value.
+    pub fn bearer(token: &str) -> Option<Self> {
+        let mut v = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+        v.set_sensitive(true);
+        Some(Self::Bearer(v))
+    }
+
+    pub fn basic(user: &str, password: &str) -> Option<Self> {
+        use base64::Engine;
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut v = HeaderValue::from_str(&format!("Basic {pair}")).ok()?;
+        v.set_sensitive(true);
+        Some(Self::Basic(v))
+    }
+
+    fn apply(&self, headers: &mut HeaderMap) {
+        match self {
+            Self::None => {}
+            Self::Header(name, value) => {
+                headers.insert(name.clone(), value.clone());
+            }
+            Self::Bearer(value) | Self::Basic(value) => {
+                headers.insert(axum::http::header::AUTHORIZATION, value.clone());
+            }
+        }
+    }
+}
+
+/// One upstream request, as a kind describes it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    pub url: reqwest::Url,
+    pub headers: HeaderMap,
+    /// The body and its content type.
+    pub body: Option<(Bytes, &'static str)>,
+}
+
+impl Request {
+    pub fn get(url: reqwest::Url) -> Self {
+        Self {
+            method: Method::GET,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+        }
+    }
+
+    /// A POST with a JSON body.
+    pub fn post_json(url: reqwest::Url, body: &serde_json::Value) -> Self {
+        Self {
+            method: Method::POST,
+            url,
+            headers: HeaderMap::new(),
+            body: Some((Bytes::from(body.to_string()), "application/json")),
+        }
+    }
+
+    /// A POST with a form body.
+    pub fn post_form(url: reqwest::Url, fields: &[(&str, &str)]) -> Self {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        Self {
+            method: Method::POST,
+            url,
+            headers: HeaderMap::new(),
+            body: Some((Bytes::from(body), "application/x-www-form-urlencoded")),
+        }
+    }
+
+    /// The same request with a query parameter added.
+    pub fn query(mut self, name: &str, value: &str) -> Self {
+        self.url.query_pairs_mut().append_pair(name, value);
+        self
+    }
+
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    pub fn auth(mut self, auth: &Auth) -> Self {
+        auth.apply(&mut self.headers);
+        self
+    }
+}
+
+/// `{base_url}/{path}`, whether or not the base URL ends in a slash or has a path of its own.
+pub fn endpoint(base: &url::Url, path: &str) -> reqwest::Url {
+    let joined = format!("{}/{path}", base.as_str().trim_end_matches('/'));
+    reqwest::Url::parse(&joined).expect("a valid base URL joined with a fixed path is valid")
+}
+
+/// `base` with `segment` appended as one path segment, percent-encoded: an id from a client
+/// or an upstream can never add a segment, a query or a fragment of its own. `None` for
+/// `""`, `.` and `..`, which no encoding keeps from meaning "this" or "the parent" folder.
+pub fn with_segment(base: &reqwest::Url, segment: &str) -> Option<reqwest::Url> {
+    if matches!(segment, "" | "." | "..") {
+        return None;
+    }
+    let mut url = base.clone();
+    url.path_segments_mut().ok()?.pop_if_empty().push(segment);
+    Some(url)
+}
+
+/// A pooled keep-alive client with one provider's limits.
+#[derive(Debug)]
+pub struct Client {
+    client: reqwest::Client,
+    settings: HttpSettings,
+}
+
+impl Client {
+    pub fn new(settings: &HttpSettings) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("callmux/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("could not build an HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            settings: settings.clone(),
+        })
+    }
+
+    pub fn settings(&self) -> &HttpSettings {
+        &self.settings
+    }
+
+    /// When an ask that starts now must be over.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.settings.timeout
+    }
+
+    /// Sends `request` and returns the whole body of a 2xx answer, by `deadline`: the
+    /// deadline covers every attempt, connecting, the headers and the body, so an upstream
+    /// that stalls mid-body is cut off too. `idempotent` requests (lists) are retried with
+    /// jittered backoff after failures that say nothing about the request itself (a refused
+    /// or broken connection, 502/503/504, or a 429 whose `retry-after` ends before the
+    /// deadline); other requests only after a refused connection, when no byte was sent.
+    ///
+    /// `last` is the previous body, if any: a body that turns out byte-for-byte the same is
+    /// [`Fetched::Same`], and is compared as it streams in rather than copied.
+    pub async fn send(
+        &self,
+        request: &Request,
+        deadline: Instant,
+        last: Option<&Bytes>,
+        idempotent: bool,
+    ) -> Result<Fetched, ProviderError> {
+        let limit_ms = self.settings.timeout.as_millis() as u64;
+        let attempts = async {
+            let mut attempt = 0;
+            loop {
+                let result = self.fetch(request, last).await;
+                let wait = match &result {
+                    Err(Failure { error, retry_after })
+                        if attempt < self.settings.retries && retryable(error, idempotent) =>
+                    {
+                        retry_after.unwrap_or_else(|| {
+                            BACKOFF_BASE
+                                .mul_f64((1u32 << attempt.min(10)) as f64 * (0.5 + fastrand::f64()))
+                        })
+                    }
+                    _ => return result.map_err(|f| f.error),
+                };
+                if Instant::now() + wait >= deadline {
+                    return result.map_err(|f| f.error);
+                }
+                tracing::debug!(error = %result.as_ref().err().map(|f| &f.error).expect("a failure"), attempt, ?wait, "retrying upstream");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+        };
+        tokio::time::timeout_at(deadline, attempts)
+            .await
+            .unwrap_or(Err(ProviderError::Timeout(limit_ms)))
+    }
+
+    async fn fetch(&self, request: &Request, last: Option<&Bytes>) -> Result<Fetched, Failure> {
+        let mut builder = self
+            .client
+            .request(request.method.clone(), request.url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .headers(request.headers.clone());
+        if let Some((body, content_type)) = &request.body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, *content_type)
+                .body(body.clone());
+        }
+        let mut response = builder
+            .send()
+            .await
+            .map_err(|e| Failure::from(classify(e)))?;
+        let status = response.status();
+        if status == 401 || status == 403 {
+            return Err(ProviderError::Rejected(status.as_u16()).into());
+        }
+        if status == 429 {
+            return Err(Failure {
+                error: ProviderError::RateLimited,
+                retry_after: retry_after(response.headers()),
+            });
+        }
+        if !status.is_success() {
+            return Err(ProviderError::Status(status.as_u16()).into());
+        }
+        let cap = self.settings.max_body_bytes;
+        if response.content_length().is_some_and(|n| n > cap as u64) {
+            return Err(ProviderError::TooLarge(cap).into());
+        }
+        let mut body = Collector::new(last, response.content_length().unwrap_or(0) as usize);
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| Failure::from(classify(e)))?
+        {
+            if body.len() + chunk.len() > cap {
+                return Err(ProviderError::TooLarge(cap).into());
+            }
+            body.push(&chunk);
+        }
+        Ok(body.finish())
+    }
+}
+
+/// A failed attempt, and how long the upstream asked callmux to wait before the next.
+struct Failure {
+    error: ProviderError,
+    retry_after: Option<Duration>,
+}
+
+impl From<ProviderError> for Failure {
+    fn from(error: ProviderError) -> Self {
+        Self {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+/// `retry-after` in seconds (the form rate limiters send); an HTTP date is not honoured.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
+}
+
+/// Failures a second attempt may not meet. Only a refused connection proves that nothing
+/// reached the upstream, so it alone is retried for a request that is not idempotent.
+fn retryable(e: &ProviderError, idempotent: bool) -> bool {
+    match e {
+        ProviderError::Unreachable(_) if !idempotent => e.refused(),
+        _ if !idempotent => false,
+        ProviderError::Unreachable(_)
+        | ProviderError::Transport(_)
+        | ProviderError::RateLimited
+        | ProviderError::Status(502..=504) => true,
+        _ => false,
+    }
+}
+
+/// Names what went wrong from the error's cause chain; reqwest's own text carries the URL,
+/// which is not the client's business.
+fn classify(e: reqwest::Error) -> ProviderError {
+    let e = e.without_url();
+    let mut root: &dyn std::error::Error = &e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let cause = root.to_string();
+    if e.is_connect() {
+        ProviderError::Unreachable(cause)
+    } else if e.is_timeout() {
+        ProviderError::Unreachable(format!("timed out connecting: {cause}"))
+    } else {
+        ProviderError::Transport(cause)
+    }
+}
+
+/// One page of a list: its calls, and where the next page is, if there is one.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub calls: Vec<Call>,
+    /// A next link or a cursor, as the upstream gave it; the kind turns it into a request.
+    pub next: Option<String>,
+}
+
+impl From<Vec<Call>> for Page {
+    fn from(calls: Vec<Call>) -> Self {
+        Self { calls, next: None }
+    }
+}
+
+/// Reads one page of one upstream's list shape, its calls named after the provider given.
+pub type PageParser = fn(&[u8], &Arc<str>) -> Result<Page, ParseError>;
+
+/// An upstream's list, asked and parsed. The last pages read and what they parsed to are
+/// kept: an upstream that answers with the same bytes as last time is not parsed again,
+/// and hands out the same `Calls`, which lets everything built from it be reused too.
+#[derive(Debug)]
+pub struct Lister {
+    client: Client,
+    last: Mutex<Option<Memo>>,
+    /// The same per caller (by the digest of the caller's credentials), for an upstream that
+    /// answers each caller differently: callers taking turns must not each find the other's
+    /// pages. Bounded by body bytes; the least recently asked go first.
+    last_per_caller: Option<moka::sync::Cache<[u8; 32], Memo>>,
+}
+
+#[derive(Debug, Clone)]
+struct Memo {
+    pages: Vec<Bytes>,
+    calls: Calls,
+}
+
+impl Lister {
+    /// `per_caller`: the upstream's answer depends on the caller's forwarded credentials.
+    pub fn new(settings: &HttpSettings, per_caller: bool) -> Result<Self, String> {
+        Ok(Self {
+            client: Client::new(settings)?,
+            last: Mutex::new(None),
+            // Room for a few callers' largest bodies, or for hundreds of ordinary ones.
+            last_per_caller: per_caller.then(|| {
+                moka::sync::Cache::builder()
+                    .weigher(|_, m: &Memo| {
+                        let bytes: usize = m.pages.iter().map(Bytes::len).sum();
+                        u32::try_from(bytes).unwrap_or(u32::MAX)
+                    })
+                    .max_capacity((settings.max_body_bytes as u64).saturating_mul(4))
+                    .eviction_policy(moka::policy::EvictionPolicy::lru())
+                    .time_to_idle(super::CALLER_IDLE)
+                    .build()
+            }),
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Asks `first`, then each next page that `next` makes from the page's cursor, until a
+    /// page has none: at most `max_pages` pages, all within the one deadline. A cursor seen
+    /// twice is the provider's error, as is one more page than the bound: a list is never
+    /// silently short. `caller` is the digest of forwarded credentials, for an upstream
+    /// that answers per caller.
+    pub async fn list(
+        &self,
+        first: Request,
+        next: impl Fn(&str) -> Result<Request, ProviderError>,
+        caller: Option<[u8; 32]>,
+        provider: &Arc<str>,
+        parse: PageParser,
+    ) -> Result<Calls, ProviderError> {
+        let per_caller = self.last_per_caller.as_ref().zip(caller);
+        let last = match per_caller {
+            Some((memos, caller)) => memos.get(&caller),
+            None => self.last.lock().expect("memo lock").clone(),
+        };
+        let deadline = self.client.deadline();
+        let max_pages = self.client.settings.max_pages;
+        let mut pages: Vec<Bytes> = Vec::new();
+        let mut calls: Vec<Call> = Vec::new();
+        let mut all_same = true;
+        let mut seen = HashSet::new();
+        let mut request = first;
+        loop {
+            let previous = last.as_ref().and_then(|m| m.pages.get(pages.len()));
+            let body = match self.client.send(&request, deadline, previous, true).await? {
+                Fetched::Same => previous.expect("`Same` only follows a last body").clone(),
+                Fetched::New(body) => {
+                    all_same = false;
+                    body
+                }
+            };
+            let page = parse_off_runtime(&body, provider, parse).await?;
+            pages.push(body);
+            let is_last = page.next.is_none();
+            if calls.is_empty() {
+                calls = page.calls;
+            } else {
+                calls.extend(page.calls);
+            }
+            let Some(cursor) = page.next else { break };
+            if pages.len() >= max_pages {
+                return Err(ProviderError::Paging(format!(
+                    "listed more than {max_pages} pages (max_pages) and still had more"
+                )));
+            }
+            if !seen.insert(cursor.clone()) {
+                return Err(ProviderError::Paging(
+                    "sent the same next-page cursor twice, so its list would never end".into(),
+                ));
+            }
+            request = next(&cursor)?;
+            debug_assert!(!is_last);
+        }
+        if let Some(last) = last.filter(|m| all_same && m.pages.len() == pages.len()) {
+            return Ok(last.calls);
+        }
+        let calls: Calls = Arc::new(calls);
+        let memo = Memo {
+            pages,
+            calls: calls.clone(),
+        };
+        match per_caller {
+            Some((memos, caller)) => memos.insert(caller, memo),
+            None => *self.last.lock().expect("memo lock") = Some(memo),
+        }
+        Ok(calls)
+    }
+
+    /// A list that is one request and one page.
+    pub async fn list_one(
+        &self,
+        request: Request,
+        caller: Option<[u8; 32]>,
+        provider: &Arc<str>,
+        parse: PageParser,
+    ) -> Result<Calls, ProviderError> {
+        self.list(
+            request,
+            |_| Err(ProviderError::Internal),
+            caller,
+            provider,
+            parse,
+        )
+        .await
+    }
+}
+
+/// A large body is parsed on the blocking pool, so that two providers' large answers are
+/// parsed on two cores and the runtime's threads stay free for other requests.
+async fn parse_off_runtime(
+    body: &Bytes,
+    provider: &Arc<str>,
+    parse: PageParser,
+) -> Result<Page, ProviderError> {
+    if body.len() < PARSE_OFF_RUNTIME_BYTES {
+        return Ok(parse(body, provider)?);
+    }
+    let (body, provider) = (body.clone(), provider.clone());
+    Ok(tokio::task::spawn_blocking(move || parse(&body, &provider))
+        .await
+        .map_err(|_| ProviderError::Internal)??)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_goes_into_a_url_as_one_encoded_segment() {
+        let base = reqwest::Url::parse("http://127.0.0.1:1/v1/calls").unwrap();
+        for (id, want) in [
+            ("abc", "http://127.0.0.1:1/v1/calls/abc"),
+            ("a/b", "http://127.0.0.1:1/v1/calls/a%2Fb"),
+            ("a?b#c", "http://127.0.0.1:1/v1/calls/a%3Fb%23c"),
+            ("a b%2F", "http://127.0.0.1:1/v1/calls/a%20b%252F"),
+            ("%2e%2e", "http://127.0.0.1:1/v1/calls/%252e%252e"),
+            ("...", "http://127.0.0.1:1/v1/calls/..."),
+        ] {
+            let url = with_segment(&base, id).unwrap();
+            assert_eq!(url.as_str(), want, "{id}");
+            assert_eq!(url.path_segments().unwrap().count(), 3, "{id}");
+        }
+        for id in ["", ".", ".."] {
+            assert_eq!(with_segment(&base, id), None, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn basic_and_bearer_credentials_are_redacted_in_debug_output() {
+        let basic = Auth::basic("AC123", "sekrit-token").unwrap();
+        let bearer = Auth::bearer("sekrit-token").unwrap();
+        let shown = format!("{basic:?} {bearer:?}");
+        assert!(!shown.contains("sekrit"), "{shown}");
+        assert!(!shown.contains(&base64_of("AC123:sekrit-token")), "{shown}");
+    }
+
+    fn base64_of(s: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+}

@@ -1,0 +1,30 @@
+//! The layers that wrap listing, never a mutation: a circuit breaker, observation, and
+//! coalescing with an optional cache. Each forwards every method of `ListCalls`, which
+//! `#[deny(clippy::missing_trait_methods)]` on each impl enforces.
+
+pub mod breaker;
+pub mod coalesce;
+pub mod observe;
+
+use std::sync::Arc;
+
+use super::{Common, ListCalls};
+use crate::telemetry::Telemetry;
+
+/// A provider's listing wrapped, inside out: the backend; a circuit breaker; observation (a
+/// span, metrics, the last outcome); coalescing, outermost so that requests waiting on one
+/// ask share its outcome and it is observed and counted once.
+pub fn wrap(
+    backend: Arc<dyn ListCalls>,
+    common: &Common,
+    telemetry: &Arc<Telemetry>,
+) -> (Arc<dyn ListCalls>, Arc<observe::Observed>) {
+    let guarded = Arc::new(breaker::Breaker::new(backend, common.breaker));
+    let observed = Arc::new(observe::Observed::new(guarded, telemetry));
+    let served = Arc::new(coalesce::Coalesced::new(
+        observed.clone(),
+        common.cache_ttl,
+        telemetry,
+    ));
+    (served, observed)
+}

@@ -1,0 +1,322 @@
+//! The service core, free of HTTP: a loaded configuration with its providers built, and one
+//! org's snapshot answered end to end — authentication, fan-out, merge — reused while the
+//! providers' answers are unchanged.
+
+pub mod auth;
+pub mod merge;
+pub mod reload;
+pub mod snapshot;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, OrgAuth, ProviderSpec};
+use crate::provider::layers::{self, observe::Observed, observe::Outcome};
+use crate::provider::{Backend, ListCalls, ProviderError, RequestContext};
+use crate::telemetry::Telemetry;
+use auth::{AuthError, Identity, Presented, Verdicts};
+use merge::{Answer, ProviderFailure};
+pub use snapshot::{Snapshot, Version};
+
+/// A loaded configuration with its providers built.
+pub struct Service {
+    config: Config,
+    orgs: HashMap<String, OrgRuntime>,
+    verdicts: Verdicts,
+    /// Every provider, in config order.
+    providers: Vec<Built>,
+    telemetry: Arc<Telemetry>,
+}
+
+/// One provider as built from its settings: what requests ask, and what `/readyz` reads.
+/// Kept across a reload that leaves its settings unchanged.
+#[derive(Clone)]
+struct Built {
+    spec: ProviderSpec,
+    observed: Arc<Observed>,
+    listed: Arc<dyn ListCalls>,
+    /// Kept for call control, which never goes through listing's layers.
+    #[allow(dead_code)]
+    backend: Backend,
+}
+
+/// What one org needs at request time.
+struct OrgRuntime {
+    /// The org's id, shared by every request's context and snapshot.
+    id: Arc<str>,
+    /// The org's providers, in its list's order.
+    providers: Vec<Arc<dyn ListCalls>>,
+    /// The org's last snapshot; for an org whose callers bring their own Bland credentials
+    /// (`callers` is `Some`), each caller's, keyed by their credentials' digest: each gets
+    /// their own answer.
+    last: Slot,
+    callers: Option<moka::sync::Cache<[u8; 32], Arc<Slot>>>,
+}
+
+/// One caller's (or a whole org's) last snapshot.
+#[derive(Default)]
+struct Slot {
+    last: Mutex<Option<Arc<Snapshot>>>,
+    /// Held while a snapshot is built, so that requests that arrive meanwhile with the same
+    /// answers wait for it rather than each merging their own.
+    building: tokio::sync::Mutex<()>,
+}
+
+/// Callers of one org whose last snapshots are kept (the least recently served go first).
+const CALLERS_KEPT: u64 = 1_024;
+
+/// Answers with at least this many calls in all are merged on the blocking pool (from about
+/// 0.6 ms of work), so a large answer does not hold up a runtime thread's other requests.
+const MERGE_OFF_RUNTIME_CALLS: usize = 2_000;
+
+// Merging and hashing in two halves wait for another thread; they must only ever start on
+// the blocking pool.
+const _: () = assert!(
+    MERGE_OFF_RUNTIME_CALLS <= merge::MERGE_IN_TWO_FROM
+        && MERGE_OFF_RUNTIME_CALLS <= snapshot::DIGEST_IN_TWO_FROM
+);
+
+/// An org's snapshot, ready to render.
+#[derive(Debug)]
+pub struct Listed {
+    pub snapshot: Arc<Snapshot>,
+    /// The digest of the caller's own credentials, for an org whose callers each get their
+    /// own answer: whatever is kept of this snapshot must be kept per caller too.
+    pub caller: Option<[u8; 32]>,
+    /// Time spent waiting on providers.
+    pub waited: Duration,
+}
+
+/// Why a request got no snapshot.
+#[derive(Debug)]
+pub enum ListError {
+    Auth(AuthError),
+    /// Every provider the org may see failed.
+    AllFailed {
+        failures: Vec<ProviderFailure>,
+        waited: Duration,
+    },
+}
+
+impl From<AuthError> for ListError {
+    fn from(e: AuthError) -> Self {
+        Self::Auth(e)
+    }
+}
+
+impl Built {
+    fn new(spec: &ProviderSpec, telemetry: &Arc<Telemetry>) -> Result<Self, String> {
+        let backend = spec.kind.build(Arc::from(spec.id.as_str()), &spec.common)?;
+        let (listed, observed) = layers::wrap(backend.list.clone(), &spec.common, telemetry);
+        Ok(Self {
+            spec: spec.clone(),
+            observed,
+            listed,
+            backend,
+        })
+    }
+}
+
+impl Service {
+    pub fn new(config: Config, telemetry: Arc<Telemetry>) -> Result<Self, String> {
+        Self::keeping(config, None, telemetry)
+    }
+
+    /// `config` built, on a reload, from the `previous` service: each provider whose
+    /// settings are unchanged is kept as it is, with its cached answers, circuit breaker,
+    /// last outcome and upstream connections; the others are built afresh.
+    pub fn keeping(
+        config: Config,
+        previous: Option<&Service>,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self, String> {
+        let mut built = Vec::with_capacity(config.providers.len());
+        for spec in &config.providers {
+            let kept = previous.and_then(|p| p.providers.iter().find(|b| b.spec == *spec));
+            built.push(match kept {
+                Some(b) => b.clone(),
+                None => Built::new(spec, &telemetry)?,
+            });
+        }
+        let providers: HashMap<&str, &Built> =
+            built.iter().map(|b| (b.spec.id.as_str(), b)).collect();
+        let orgs = config
+            .orgs
+            .iter()
+            .map(|org| {
+                let runtime = OrgRuntime {
+                    id: Arc::from(org.id.as_str()),
+                    providers: org
+                        .providers
+                        .iter()
+                        .map(|id| providers[id.as_str()].listed.clone())
+                        .collect(),
+                    last: Slot::default(),
+                    callers: matches!(org.auth, OrgAuth::Upstream { .. }).then(|| {
+                        moka::sync::Cache::builder()
+                            .max_capacity(CALLERS_KEPT)
+                            .eviction_policy(moka::policy::EvictionPolicy::lru())
+                            .time_to_idle(crate::provider::CALLER_IDLE)
+                            .build()
+                    }),
+                };
+                (org.id.clone(), runtime)
+            })
+            .collect();
+        Ok(Self {
+            verdicts: Verdicts::new(config.server.auth_cache_ttl),
+            config,
+            orgs,
+            providers: built,
+            telemetry,
+        })
+    }
+
+    /// Each provider's id, kind and last real upstream ask, in config order.
+    pub fn provider_outcomes(&self) -> impl Iterator<Item = (&str, &'static str, Option<Outcome>)> {
+        self.providers.iter().map(|b| {
+            (
+                b.spec.id.as_str(),
+                b.spec.kind.kind(),
+                b.observed.last_outcome(),
+            )
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// Authenticates `presented` and answers its org's active calls.
+    ///
+    /// An org that authenticates through Bland has the key checked by that provider before
+    /// any other provider is asked, unless Bland accepted the same key moments ago; either
+    /// way a Bland rejection in this request is a 401, never a partial list.
+    pub async fn list(&self, presented: &Presented) -> Result<Listed, ListError> {
+        let identity = auth::identify(&self.config, presented)?;
+        let org = identity.org();
+        let runtime = &self.orgs[&org.id];
+        let ctx = RequestContext {
+            org_id: runtime.id.clone(),
+            forwarded: match identity {
+                Identity::ViaUpstream(..) => presented.forwarded(),
+                Identity::Verified(_) => None,
+            },
+        };
+
+        let mut waited = Duration::ZERO;
+        let mut prefetched = None;
+        let authority = match identity {
+            Identity::ViaUpstream(org, provider) => {
+                let at = org
+                    .providers
+                    .iter()
+                    .position(|p| p == provider)
+                    .expect("config validation puts the auth provider in the org's list");
+                if !self.verdicts.is_accepted(&org.id, presented) {
+                    let started = Instant::now();
+                    let answer = runtime.providers[at].active_calls(&ctx).await;
+                    waited += started.elapsed();
+                    match &answer {
+                        Err(ProviderError::Rejected(_)) => return Err(AuthError::Rejected.into()),
+                        Err(error) => {
+                            return Err(AuthError::Unavailable {
+                                provider: provider.to_string(),
+                                error: error.clone(),
+                            }
+                            .into())
+                        }
+                        Ok(_) => self.verdicts.accept(&org.id, presented),
+                    }
+                    prefetched = Some((at, answer));
+                }
+                Some(at)
+            }
+            Identity::Verified(_) => None,
+        };
+
+        let started = Instant::now();
+        let answers = merge::gather(&runtime.providers, &ctx, prefetched).await;
+        waited += started.elapsed();
+        if let Some(at) = authority {
+            if let Err(ProviderError::Rejected(_)) = answers[at] {
+                self.verdicts.forget(&org.id, presented);
+                return Err(AuthError::Rejected.into());
+            }
+        }
+        let failures: Vec<ProviderFailure> = runtime
+            .providers
+            .iter()
+            .zip(&answers)
+            .filter_map(|(p, a)| {
+                a.as_ref().err().map(|error| ProviderFailure {
+                    provider: Arc::from(p.id()),
+                    error: error.clone(),
+                })
+            })
+            .collect();
+        if failures.len() == answers.len() {
+            return Err(ListError::AllFailed { failures, waited });
+        }
+        let caller = match (&runtime.callers, &ctx.forwarded) {
+            (Some(_), Some(caller)) => Some(caller.digest()),
+            _ => None,
+        };
+        // Borrowed, not cloned, for the common case: the hot path pays no reference count.
+        let callers_slot;
+        let slot = match (&runtime.callers, caller) {
+            (Some(callers), Some(digest)) => {
+                callers_slot = callers.get_with(digest, Default::default);
+                &*callers_slot
+            }
+            _ => &runtime.last,
+        };
+        let snapshot = slot.snapshot(&runtime.id, answers, failures).await;
+        Ok(Listed {
+            snapshot,
+            caller,
+            waited,
+        })
+    }
+}
+
+impl Slot {
+    /// The snapshot of these answers: the last one, if built from these very answers, else
+    /// a new one. Concurrent requests with the same new answers build it once.
+    async fn snapshot(
+        &self,
+        org: &Arc<str>,
+        answers: Vec<Answer>,
+        failures: Vec<ProviderFailure>,
+    ) -> Arc<Snapshot> {
+        if let Some(hit) = self.reuse(&answers) {
+            return hit;
+        }
+        let _building = self.building.lock().await;
+        // Another request may have built it while this one waited.
+        if let Some(hit) = self.reuse(&answers) {
+            return hit;
+        }
+        let total: usize = answers.iter().flatten().map(|calls| calls.len()).sum();
+        let org = org.clone();
+        let snapshot = Arc::new(if total >= MERGE_OFF_RUNTIME_CALLS {
+            tokio::task::spawn_blocking(move || Snapshot::new(org, answers, failures))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        } else {
+            Snapshot::new(org, answers, failures)
+        });
+        *self.last.lock().expect("snapshot lock") = Some(snapshot.clone());
+        snapshot
+    }
+
+    fn reuse(&self, answers: &[Answer]) -> Option<Arc<Snapshot>> {
+        let slot = self.last.lock().expect("snapshot lock");
+        slot.as_ref().filter(|s| s.built_from(answers)).cloned()
+    }
+}

@@ -1,0 +1,245 @@
+//! One org's merged list at one moment: the canonical calls, the providers that failed, and
+//! a version that names the content, so that bodies, streams and other replicas can tell
+//! whether anything changed without comparing lists.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+
+use super::merge::{self, Answer, Position, ProviderFailure};
+use crate::call::Call;
+
+/// A digest of a snapshot's content: the same calls (every field, in order) and the same
+/// failures give the same version in every process of the same build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version(pub u128);
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// Lists at least this long are hashed in two halves at once.
+pub(crate) const DIGEST_IN_TWO_FROM: usize = 16_384;
+
+/// An org's merged list, built from its providers' answers, which it keeps: the merged list
+/// is positions in them, so a snapshot of 100,000 calls copies none.
+#[derive(Debug)]
+pub struct Snapshot {
+    org: Arc<str>,
+    answers: Vec<Answer>,
+    merged: Vec<Position>,
+    failures: Vec<ProviderFailure>,
+    version: Version,
+}
+
+impl Snapshot {
+    /// Merges `answers`, given in the order of the org's providers.
+    pub fn new(org: Arc<str>, answers: Vec<Answer>, failures: Vec<ProviderFailure>) -> Self {
+        let merged = merge::positions(&answers);
+        let mut snapshot = Self {
+            org,
+            answers,
+            merged,
+            failures,
+            version: Version(0),
+        };
+        snapshot.version = snapshot.digest();
+        snapshot
+    }
+
+    /// A fixed-seed hash of every call, folded in order, and of every failure: stable across
+    /// processes of one build, and a fraction of the cost of a cryptographic digest over
+    /// 100,000 calls (a long list is hashed in two halves at once: snapshots that long are
+    /// only built on the blocking pool). A version only tells content apart; it guards
+    /// nothing.
+    fn digest(&self) -> Version {
+        let state = foldhash::quality::FixedState::with_seed(0x6361_6c6c_6d75_7801);
+        let fold = |positions: &[Position]| {
+            positions.iter().fold(0u64, |acc, &p| {
+                let h = state.hash_one(merge::at(&self.answers, p));
+                acc.rotate_left(5).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ h
+            })
+        };
+        let (first, second) = if self.merged.len() >= DIGEST_IN_TWO_FROM {
+            let (a, b) = self.merged.split_at(self.merged.len() / 2);
+            rayon_core::join(|| fold(a), || fold(b))
+        } else {
+            (fold(&self.merged), 0)
+        };
+        let mut h = state.build_hasher();
+        self.org.hash(&mut h);
+        self.merged.len().hash(&mut h);
+        for f in &self.failures {
+            f.provider.hash(&mut h);
+            f.error.code().hash(&mut h);
+            f.error.to_string().hash(&mut h);
+        }
+        let rest = h.finish();
+        Version(u128::from(first ^ rest.rotate_left(17)) << 64 | u128::from(second ^ rest))
+    }
+
+    pub fn org(&self) -> &Arc<str> {
+        &self.org
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The merged calls, in the list's order.
+    pub fn calls(&self) -> impl ExactSizeIterator<Item = &Call> + Clone + '_ {
+        self.merged.iter().map(|&p| merge::at(&self.answers, p))
+    }
+
+    pub fn len(&self) -> usize {
+        self.merged.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.merged.is_empty()
+    }
+
+    /// How many calls the answers held in all, listed or not (ended, duplicates).
+    pub fn reports(&self) -> usize {
+        self.answers.iter().flatten().map(|c| c.len()).sum()
+    }
+
+    pub fn failures(&self) -> &[ProviderFailure] {
+        &self.failures
+    }
+
+    /// Whether this snapshot was built from exactly these answers: an unchanged upstream
+    /// hands out the same `Calls`, and a failure must be the same failure.
+    pub fn built_from(&self, answers: &[Answer]) -> bool {
+        self.answers.len() == answers.len()
+            && self.answers.iter().zip(answers).all(|pair| match pair {
+                (Ok(had), Ok(now)) => Arc::ptr_eq(had, now),
+                (Err(had), Err(now)) => had == now,
+                _ => false,
+            })
+    }
+}
+
+/// `{"org", "version", "calls": [canonical calls], "failures": [{"provider", "error",
+/// "message"}]}`: the form a snapshot travels in.
+impl Serialize for Snapshot {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Calls<'a>(&'a Snapshot);
+        impl Serialize for Calls<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for call in self.0.calls() {
+                    seq.serialize_element(call)?;
+                }
+                seq.end()
+            }
+        }
+        #[derive(Serialize)]
+        struct Failure<'a> {
+            provider: &'a str,
+            error: &'a str,
+            message: String,
+        }
+        let failures: Vec<Failure<'_>> = self
+            .failures
+            .iter()
+            .map(|f| Failure {
+                provider: &f.provider,
+                error: f.error.code(),
+                message: f.error.to_string(),
+            })
+            .collect();
+        let mut map = s.serialize_map(Some(4))?;
+        map.serialize_entry("org", &*self.org)?;
+        map.serialize_entry("version", &self.version.to_string())?;
+        map.serialize_entry("calls", &Calls(self))?;
+        map.serialize_entry("failures", &failures)?;
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::CallStatus;
+    use crate::provider::ProviderError;
+
+    fn answer(calls: &[(&str, CallStatus)]) -> Answer {
+        Ok(Arc::new(
+            calls
+                .iter()
+                .map(|(id, s)| Call::new(*id, Arc::from("p"), s.clone()))
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn the_version_names_the_content_not_the_memory_it_sits_in() {
+        let org: Arc<str> = Arc::from("org");
+        let a = Snapshot::new(
+            org.clone(),
+            vec![answer(&[("c1", CallStatus::Ringing)])],
+            vec![],
+        );
+        let b = Snapshot::new(
+            org.clone(),
+            vec![answer(&[("c1", CallStatus::Ringing)])],
+            vec![],
+        );
+        assert_eq!(a.version(), b.version());
+        // Ended calls are not content: they are not listed.
+        let c = Snapshot::new(
+            org.clone(),
+            vec![answer(&[
+                ("c1", CallStatus::Ringing),
+                ("c2", CallStatus::Completed),
+            ])],
+            vec![],
+        );
+        assert_eq!(a.version(), c.version());
+        let changed = Snapshot::new(
+            org.clone(),
+            vec![answer(&[("c1", CallStatus::InProgress)])],
+            vec![],
+        );
+        assert_ne!(a.version(), changed.version());
+        let failed = Snapshot::new(
+            org.clone(),
+            vec![answer(&[("c1", CallStatus::Ringing)])],
+            vec![ProviderFailure {
+                provider: Arc::from("q"),
+                error: ProviderError::Status(500),
+            }],
+        );
+        assert_ne!(a.version(), failed.version());
+        let other_org = Snapshot::new(
+            Arc::from("other"),
+            vec![answer(&[("c1", CallStatus::Ringing)])],
+            vec![],
+        );
+        assert_ne!(a.version(), other_org.version());
+    }
+
+    #[test]
+    fn a_snapshot_serialises_with_its_canonical_calls_in_order() {
+        let s = Snapshot::new(
+            Arc::from("org"),
+            vec![answer(&[
+                ("b", CallStatus::Ringing),
+                ("a", CallStatus::InProgress),
+            ])],
+            vec![],
+        );
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["calls"][0]["call_id"], "a");
+        assert_eq!(v["calls"][0]["status"], "in-progress");
+        assert_eq!(v["calls"][1]["call_id"], "b");
+        assert_eq!(v["version"], s.version().to_string());
+        let back: Call = serde_json::from_value(v["calls"][0].clone()).unwrap();
+        assert_eq!(&back, s.calls().next().unwrap());
+    }
+}
