@@ -22,6 +22,9 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u64 = 4_096;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 20_000;
 
 /// A loaded, validated configuration. Holds no plain-text keys: org keys are kept as digests
 /// and upstream keys as sensitive header values.
@@ -44,6 +47,12 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// After SIGTERM, how long in-flight requests may take before the process exits anyway.
     pub shutdown_grace: Duration,
+    /// From a connection opening, or its next request's first byte, to a complete head.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may sit between requests.
+    pub idle_timeout: Duration,
+    /// Connections open at once; beyond this, new ones wait to be accepted.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +314,9 @@ struct RawServer {
     request_timeout_ms: Option<u64>,
     max_header_bytes: Option<u64>,
     shutdown_grace_ms: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -419,6 +431,24 @@ impl RawServer {
             DEFAULT_SHUTDOWN_GRACE_MS,
             0..=ONE_DAY_MS,
         ));
+        let header_read_timeout = Duration::from_millis(server(
+            "header_read_timeout_ms",
+            self.header_read_timeout_ms,
+            DEFAULT_HEADER_READ_TIMEOUT_MS,
+            1..=ONE_DAY_MS,
+        ));
+        let idle_timeout = Duration::from_millis(server(
+            "idle_timeout_ms",
+            self.idle_timeout_ms,
+            DEFAULT_IDLE_TIMEOUT_MS,
+            1..=ONE_DAY_MS,
+        ));
+        let max_connections = server(
+            "max_connections",
+            self.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            1..=1_000_000,
+        ) as usize;
         ServerConfig {
             bind,
             auth_cache_ttl,
@@ -426,6 +456,9 @@ impl RawServer {
             request_timeout,
             max_header_bytes,
             shutdown_grace,
+            header_read_timeout,
+            idle_timeout,
+            max_connections,
         }
     }
 }
