@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod call;
 pub mod coalesce;
 pub mod config;
+pub mod connections;
 pub mod live;
 pub mod merge;
 pub mod observe;
@@ -20,17 +21,24 @@ pub use app::{App, ListError, Listed};
 pub use config::Config;
 pub use live::Live;
 
-/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting connections and
-/// lets in-flight requests finish, for at most `[server] shutdown_grace_ms`.
+/// Serves `app` on `listener`, within the `[server]` connection bounds, until `shutdown`
+/// resolves; then stops accepting connections and lets in-flight requests finish, for at most
+/// `[server] shutdown_grace_ms`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     live: Arc<Live>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     observe::prometheus();
-    let grace = live.current().app.config().server.shutdown_grace;
+    let config = live.current().app.config().server.clone();
+    let grace = config.shutdown_grace;
+    let limits = connections::ConnectionLimits {
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+    };
     let (signalled, on_signal) = tokio::sync::oneshot::channel();
-    let server = axum::serve(listener, api::router(live)).with_graceful_shutdown(async move {
+    let server = connections::serve(listener, api::router(live), limits, async move {
         shutdown.await;
         let _ = signalled.send(());
     });
