@@ -17,19 +17,32 @@ pub use config::Config;
 pub use service::reload::Live;
 pub use service::Service;
 
-/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting connections and
-/// lets in-flight requests finish, for at most `[server] shutdown_grace_ms`.
+/// Serves `app` on `listener`, within the `[server]` connection bounds, until `shutdown`
+/// resolves; then stops accepting connections and lets in-flight requests finish, for at most
+/// `[server] shutdown_grace_ms`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     live: Arc<Live>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = live.current().service.config().server.shutdown_grace;
+    let config = live.current().service.config().server.clone();
+    let grace = config.shutdown_grace;
+    let limits = http::connections::ConnectionLimits {
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+    };
     let (signalled, on_signal) = tokio::sync::oneshot::channel();
-    let server = axum::serve(listener, http::router(live)).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = signalled.send(());
-    });
+    let server = http::connections::serve(
+        listener,
+        http::router(live.clone()),
+        limits,
+        live.telemetry(),
+        async move {
+            shutdown.await;
+            let _ = signalled.send(());
+        },
+    );
     let grace_expired = async move {
         if on_signal.await.is_ok() {
             tokio::time::sleep(grace).await;

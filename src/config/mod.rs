@@ -55,6 +55,12 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// After SIGTERM, how long in-flight requests may take before the process exits anyway.
     pub shutdown_grace: Duration,
+    /// From a connection opening, or its next request's first byte, to a complete head.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may sit between requests.
+    pub idle_timeout: Duration,
+    /// Connections open at once; beyond this, new ones wait to be accepted.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -262,6 +268,9 @@ struct RawServer {
     request_timeout_ms: u64,
     max_header_bytes: u64,
     shutdown_grace_ms: u64,
+    header_read_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    max_connections: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -355,6 +364,24 @@ impl RawServer {
                 defaults.shutdown_grace_ms,
                 0..=ONE_DAY_MS,
             )),
+            header_read_timeout: ms(n(
+                "header_read_timeout_ms",
+                self.header_read_timeout_ms,
+                defaults.header_read_timeout_ms,
+                1..=ONE_DAY_MS,
+            )),
+            idle_timeout: ms(n(
+                "idle_timeout_ms",
+                self.idle_timeout_ms,
+                defaults.idle_timeout_ms,
+                1..=ONE_DAY_MS,
+            )),
+            max_connections: n(
+                "max_connections",
+                self.max_connections,
+                defaults.max_connections,
+                1..=1_000_000,
+            ) as usize,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! every outcome of a list request written in the shape that was asked.
 
 mod bounds;
+pub mod connections;
 mod metrics;
 mod openapi;
 mod ops;
