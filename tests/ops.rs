@@ -286,10 +286,16 @@ async fn metrics_count_requests_provider_calls_sharing_and_active_calls() {
         agent_call("m2", "+2", "completed", "outbound"),
     ]))
     .await;
-    let toml = one_agent_org(KEY, "metrics-agents", &agents.uri(), 60_000);
+    // Every app in the process records into one registry: ids of this test's own keep the
+    // provider's series its own.
+    let (org, provider) = (unique("metrics"), unique("metrics-agents"));
+    let toml = TestConfig::new()
+        .org(OrgB::key(&org, KEY).providers(&[&provider]))
+        .provider(ProviderB::agent(&provider, &agents.uri()).set("cache_ttl_ms", 60_000))
+        .toml();
     let app = spawn_app(&toml).await;
     for _ in 0..3 {
-        assert_eq!(app.calls(KEY, "acme").await.status, 200);
+        assert_eq!(app.calls(KEY, &org).await.status, 200);
     }
     let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert!(resp.headers()["content-type"]
@@ -299,16 +305,16 @@ async fn metrics_count_requests_provider_calls_sharing_and_active_calls() {
     let text = resp.text().await.unwrap();
     let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
     for needle in [
-        r#"callmux_requests_total{route="/api/calls",status="200"}"#,
-        r#"callmux_request_duration_seconds_bucket{route="/api/calls",le="#,
-        r#"callmux_provider_calls_total{provider="metrics-agents",outcome="ok"} 1"#,
-        r#"callmux_provider_call_duration_seconds_bucket{provider="metrics-agents""#,
-        r#"callmux_provider_answers_total{provider="metrics-agents",source="fetched"} 1"#,
-        r#"callmux_provider_answers_total{provider="metrics-agents",source="shared"} 2"#,
+        r#"callmux_requests_total{route="/api/calls",status="200"}"#.to_string(),
+        r#"callmux_request_duration_seconds_bucket{route="/api/calls",le="#.to_string(),
+        format!(r#"callmux_provider_calls_total{{provider="{provider}",outcome="ok"}} 1"#),
+        format!(r#"callmux_provider_call_duration_seconds_bucket{{provider="{provider}""#),
+        format!(r#"callmux_provider_answers_total{{provider="{provider}",source="fetched"}} 1"#),
+        format!(r#"callmux_provider_answers_total{{provider="{provider}",source="shared"}} 2"#),
         // Only the live call counts.
-        r#"callmux_active_calls{provider="metrics-agents"} 1"#,
+        format!(r#"callmux_active_calls{{provider="{provider}"}} 1"#),
     ] {
-        assert!(has(needle), "{needle} missing from:\n{text}");
+        assert!(has(&needle), "{needle} missing from:\n{text}");
     }
 }
 

@@ -14,6 +14,9 @@ use tokio::net::TcpListener;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod config;
+pub use config::*;
+
 /// A running callmux and a client for it.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -208,34 +211,19 @@ pub fn bland_call(id: &str, status: &str, timestamp: &str) -> Value {
 /// Org `acme`, whose key is `key`, seeing one agent server `provider` at `url`, with that
 /// provider's `cache_ttl_ms` (0: coalescing only).
 pub fn one_agent_org(key: &str, provider: &str, url: &str, cache_ttl_ms: u64) -> String {
-    format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{digest}"
-        providers = ["{provider}"]
-        [providers.{provider}]
-        kind = "twilio-media-stream"
-        base_url = "{url}"
-        cache_ttl_ms = {cache_ttl_ms}
-        "#,
-        digest = sha256_hex(key),
-    )
+    TestConfig::new()
+        .org(OrgB::key("acme", key).providers(&[provider]))
+        .provider(ProviderB::agent(provider, url).set("cache_ttl_ms", cache_ttl_ms))
+        .toml()
 }
 
 /// Config: org `org` authenticates with its callers' own Bland keys, forwarded to the one
 /// Bland provider `bland` at `url`, which is all it sees.
 pub fn passthrough_org(org: &str, url: &str, cache_ttl_ms: u64) -> String {
-    format!(
-        r#"
-        [orgs.{org}]
-        auth = "bland"
-        providers = ["bland"]
-        [providers.bland]
-        kind = "bland"
-        base_url = "{url}"
-        cache_ttl_ms = {cache_ttl_ms}
-        "#
-    )
+    TestConfig::new()
+        .org(OrgB::bland_keys(org, "bland").providers(&["bland"]))
+        .provider(ProviderB::bland_forwarding("bland", url).set("cache_ttl_ms", cache_ttl_ms))
+        .toml()
 }
 
 /// The SHA-256 hex digest of a key, as `callmux hash-key` prints it.
