@@ -34,34 +34,17 @@ const BAD_CALLS_BODY: &str = r#"{"calls": [{"call_id": "b1", "to_number": "+2", 
 
 /// The three orgs over `good` (healthy) and `bad` at `bad_url`, with `bad_settings` (TOML
 /// lines) added to `[providers.bad]`.
+fn three_orgs_config(good_url: &str, bad_url: &str, bad_settings: &str) -> TestConfig {
+    TestConfig::new()
+        .org(OrgB::key("acme", ACME_KEY).providers(&["good", "bad"]))
+        .org(OrgB::key("solo", SOLO_KEY).providers(&["bad"]))
+        .org(OrgB::key("healthy", HEALTHY_KEY).providers(&["good"]))
+        .provider(ProviderB::agent("good", good_url))
+        .provider(ProviderB::agent("bad", bad_url).raw(bad_settings))
+}
+
 fn three_orgs(good_url: &str, bad_url: &str, bad_settings: &str) -> String {
-    format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{acme}"
-        providers = ["good", "bad"]
-
-        [orgs.solo]
-        api_key_sha256 = "{solo}"
-        providers = ["bad"]
-
-        [orgs.healthy]
-        api_key_sha256 = "{healthy}"
-        providers = ["good"]
-
-        [providers.good]
-        kind = "twilio-media-stream"
-        base_url = "{good_url}"
-
-        [providers.bad]
-        kind = "twilio-media-stream"
-        base_url = "{bad_url}"
-        {bad_settings}
-        "#,
-        acme = sha256_hex(ACME_KEY),
-        solo = sha256_hex(SOLO_KEY),
-        healthy = sha256_hex(HEALTHY_KEY),
-    )
+    three_orgs_config(good_url, bad_url, bad_settings).toml()
 }
 
 // ---- fault upstreams: raw HTTP/1.1 over tokio, by hand ----
@@ -955,24 +938,18 @@ async fn after_the_cool_down_one_probe_is_let_through_and_success_closes_the_cir
 
 // ---- the server's own bounds ----
 
-fn bounded_server(good_url: &str, bad_url: &str, server: &str, bad_settings: &str) -> String {
-    format!(
-        "[server]\n{server}\n{}",
-        three_orgs(good_url, bad_url, bad_settings)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_max_concurrent_requests_the_answer_is_503_overloaded_in_the_endpoints_shape() {
     let good = good_server().await;
     let bad = always(Fault::Silent).await;
-    let app = spawn_app(&bounded_server(
+    let toml = three_orgs_config(
         &good.uri(),
         &bad.url,
-        "max_concurrent_requests = 1",
         "timeout_ms = 3000\ncircuit_failures = 0",
-    ))
-    .await;
+    )
+    .server("max_concurrent_requests", 1)
+    .toml();
+    let app = spawn_app(&toml).await;
     let holder = app.clone_handle();
     let held = tokio::spawn(async move {
         get_within(
@@ -1028,13 +1005,10 @@ async fn beyond_max_concurrent_requests_the_answer_is_503_overloaded_in_the_endp
 async fn a_request_still_running_at_request_timeout_ms_is_503_request_timeout_in_its_shape() {
     let good = good_server().await;
     let bad = always(Fault::Silent).await;
-    let app = spawn_app(&bounded_server(
-        &good.uri(),
-        &bad.url,
-        "request_timeout_ms = 300",
-        "timeout_ms = 20000",
-    ))
-    .await;
+    let toml = three_orgs_config(&good.uri(), &bad.url, "timeout_ms = 20000")
+        .server("request_timeout_ms", 300)
+        .toml();
+    let app = spawn_app(&toml).await;
     let bound = Duration::from_millis(300) + MARGIN;
     let calls = get_within(&app, "/api/calls", ACME_KEY, "acme", bound).await;
     assert_eq!(calls.status, 503, "{:#}", calls.body);
@@ -1059,13 +1033,10 @@ async fn a_request_still_running_at_request_timeout_ms_is_503_request_timeout_in
 #[tokio::test]
 async fn headers_over_max_header_bytes_are_431_headers_too_large_in_the_endpoints_shape() {
     let good = good_server().await;
-    let app = spawn_app(&bounded_server(
-        &good.uri(),
-        &refused_url().await,
-        "max_header_bytes = 4096",
-        "",
-    ))
-    .await;
+    let toml = three_orgs_config(&good.uri(), &refused_url().await, "")
+        .server("max_header_bytes", 4096)
+        .toml();
+    let app = spawn_app(&toml).await;
     let padding = "p".repeat(8192);
     let headers = [
         ("authorization", HEALTHY_KEY),

@@ -16,18 +16,16 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const KEY: &str = "ops-key";
 
+/// Org `org` seeing the one agent server `provider` at `agents`.
+fn org_seeing(org: &str, provider: &str, agents: &str) -> String {
+    TestConfig::new()
+        .org(OrgB::key(org, KEY).providers(&[provider]))
+        .provider(ProviderB::agent(provider, agents))
+        .toml()
+}
+
 fn one_org(org: &str, agents: &str) -> String {
-    format!(
-        r#"
-        [orgs.{org}]
-        api_key_sha256 = "{digest}"
-        providers = ["ops-agents"]
-        [providers.ops-agents]
-        kind = "twilio-media-stream"
-        base_url = "{agents}"
-        "#,
-        digest = sha256_hex(KEY),
-    )
+    org_seeing(org, "ops-agents", agents)
 }
 
 /// The real binary on a temp config file, its stderr collected line by line.
@@ -231,22 +229,11 @@ async fn healthz_answers_without_auth() {
 #[tokio::test]
 async fn readyz_shows_the_live_config_and_each_providers_last_outcome_and_age() {
     let good = agent_server(json!([agent_call("c1", "+1", "ringing", "outbound")])).await;
-    let toml = format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{digest}"
-        providers = ["ready-good", "ready-down"]
-        [providers.ready-good]
-        kind = "twilio-media-stream"
-        base_url = "{good}"
-        [providers.ready-down]
-        kind = "twilio-media-stream"
-        base_url = "{down}"
-        "#,
-        digest = sha256_hex(KEY),
-        good = good.uri(),
-        down = refused_url().await,
-    );
+    let toml = TestConfig::new()
+        .org(OrgB::key("acme", KEY).providers(&["ready-good", "ready-down"]))
+        .provider(ProviderB::agent("ready-good", &good.uri()))
+        .provider(ProviderB::agent("ready-down", &refused_url().await))
+        .toml();
     let app = spawn_app(&toml).await;
     let provider = |ready: &Value, id: &str| -> Value {
         ready["providers"]
@@ -395,7 +382,7 @@ async fn sighup_reloads_and_an_invalid_file_is_refused_while_the_old_config_keep
 
     rewrite(
         &server.config,
-        &one_org("acme", &agents.uri()).replace("ops-agents", "renamed"),
+        &org_seeing("acme", "renamed", &agents.uri()),
     );
     assert!(Command::new("kill")
         .args(["-HUP", &pid])
@@ -417,31 +404,21 @@ async fn a_reload_keeps_a_provider_whose_settings_did_not_change_and_rebuilds_th
     )
     .await;
     let config = |changing_timeout_ms: u64, bland_org: &str| {
-        format!(
-            r#"
-            [orgs.acme]
-            api_key_sha256 = "{digest}"
-            providers = ["steady", "changing", "bland"]
-            [providers.steady]
-            kind = "twilio-media-stream"
-            base_url = "{steady}"
-            cache_ttl_ms = 600000
-            [providers.changing]
-            kind = "twilio-media-stream"
-            base_url = "{changing}"
-            cache_ttl_ms = 600000
-            timeout_ms = {changing_timeout_ms}
-            [providers.bland]
-            kind = "bland"
-            base_url = "{bland}"
-            api_key_env = "OPS_BLAND_KEY"
-            org_id = "{bland_org}"
-            "#,
-            digest = sha256_hex(KEY),
-            steady = steady.uri(),
-            changing = changing.uri(),
-            bland = bland.uri(),
-        )
+        TestConfig::new()
+            .org(OrgB::key("acme", KEY).providers(&["steady", "changing", "bland"]))
+            .provider(ProviderB::agent("steady", &steady.uri()).set("cache_ttl_ms", 600_000))
+            .provider(
+                ProviderB::agent("changing", &changing.uri())
+                    .set("cache_ttl_ms", 600_000)
+                    .set("timeout_ms", changing_timeout_ms),
+            )
+            .provider(ProviderB::bland(
+                "bland",
+                &bland.uri(),
+                "OPS_BLAND_KEY",
+                bland_org,
+            ))
+            .toml()
     };
     let server = run_with_env(
         &config(5000, "org-old"),

@@ -94,68 +94,32 @@ impl Upstreams {
     /// `pass-org` authenticates its callers' Bland keys through `bland_fwd`; `pass-down` through
     /// a Bland that answers 500.
     fn config(&self) -> String {
-        format!(
-            r#"
-            [orgs.acme]
-            api_key_env = "{ACME_KEY_VAR}"
-            providers = ["agents", "bland_own"]
-
-            [orgs.beta]
-            api_key_sha256 = "{beta_digest}"
-            providers = ["agents", "bland_down", "bland_slow", "garbled"]
-
-            [orgs.pass-org]
-            auth = "bland_fwd"
-            providers = ["bland_fwd", "agents"]
-
-            [orgs.pass-down]
-            auth = "bland_fwd_down"
-            providers = ["bland_fwd_down"]
-
-            [providers.agents]
-            kind = "twilio-media-stream"
-            base_url = "{agents}"
-
-            [providers.garbled]
-            kind = "twilio-media-stream"
-            base_url = "{garbled}"
-
-            [providers.bland_own]
-            kind = "bland"
-            base_url = "{bland_own}"
-            api_key_env = "{BLAND_KEY_VAR}"
-            org_id = "{BLAND_PROVIDER_ORG_ID}"
-
-            [providers.bland_down]
-            kind = "bland"
-            base_url = "{bland_down}"
-            api_key_env = "{BLAND_KEY_VAR}"
-            org_id = "{BLAND_PROVIDER_ORG_ID}"
-
-            [providers.bland_slow]
-            kind = "bland"
-            base_url = "{bland_slow}"
-            api_key_env = "{BLAND_KEY_VAR}"
-            org_id = "{BLAND_PROVIDER_ORG_ID}"
-            timeout_ms = 300
-
-            [providers.bland_fwd]
-            kind = "bland"
-            base_url = "{bland_fwd}"
-
-            [providers.bland_fwd_down]
-            kind = "bland"
-            base_url = "{bland_fwd_down}"
-            "#,
-            beta_digest = sha256_hex(BETA_KEY),
-            agents = self.agents.uri(),
-            garbled = self.garbled.uri(),
-            bland_own = self.bland_own.uri(),
-            bland_down = self.bland_down.uri(),
-            bland_slow = self.bland_slow,
-            bland_fwd = self.bland_fwd.uri(),
-            bland_fwd_down = self.bland_fwd_down.uri(),
-        )
+        let own_key =
+            |id: &str, url: &str| ProviderB::bland(id, url, BLAND_KEY_VAR, BLAND_PROVIDER_ORG_ID);
+        TestConfig::new()
+            .org(OrgB::key_env("acme", ACME_KEY_VAR).providers(&["agents", "bland_own"]))
+            .org(OrgB::key("beta", BETA_KEY).providers(&[
+                "agents",
+                "bland_down",
+                "bland_slow",
+                "garbled",
+            ]))
+            .org(OrgB::bland_keys("pass-org", "bland_fwd").providers(&["bland_fwd", "agents"]))
+            .org(OrgB::bland_keys("pass-down", "bland_fwd_down").providers(&["bland_fwd_down"]))
+            .provider(ProviderB::agent("agents", &self.agents.uri()))
+            .provider(ProviderB::agent("garbled", &self.garbled.uri()))
+            .provider(own_key("bland_own", &self.bland_own.uri()))
+            .provider(own_key("bland_down", &self.bland_down.uri()))
+            .provider(own_key("bland_slow", &self.bland_slow).set("timeout_ms", 300))
+            .provider(ProviderB::bland_forwarding(
+                "bland_fwd",
+                &self.bland_fwd.uri(),
+            ))
+            .provider(ProviderB::bland_forwarding(
+                "bland_fwd_down",
+                &self.bland_fwd_down.uri(),
+            ))
+            .toml()
     }
 }
 

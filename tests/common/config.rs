@@ -43,12 +43,6 @@ impl TestConfig {
         self
     }
 
-    /// `[server]` settings as TOML lines, as they are written.
-    pub fn server_raw(mut self, lines: &str) -> Self {
-        self.server.raw(lines);
-        self
-    }
-
     pub fn org(mut self, org: OrgB) -> Self {
         self.orgs.push(org);
         self
@@ -81,7 +75,6 @@ impl TestConfig {
             }
             let providers: Vec<String> = org.providers.iter().map(|p| quoted(p)).collect();
             let _ = writeln!(out, "providers = [{}]", providers.join(", "));
-            org.settings.write(&mut out);
             out.push('\n');
         }
         for provider in &self.providers {
@@ -109,7 +102,6 @@ pub struct OrgB {
     id: String,
     auth: Auth,
     providers: Vec<String>,
-    settings: Settings,
 }
 
 impl OrgB {
@@ -118,7 +110,6 @@ impl OrgB {
             id: id.to_string(),
             auth,
             providers: Vec::new(),
-            settings: Settings::default(),
         }
     }
 
@@ -141,12 +132,6 @@ impl OrgB {
     /// The providers the org sees, in order.
     pub fn providers(mut self, providers: &[&str]) -> Self {
         self.providers = providers.iter().map(|p| p.to_string()).collect();
-        self
-    }
-
-    /// Any other setting of the org.
-    pub fn set(mut self, key: &str, value: impl Into<Val>) -> Self {
-        self.settings.set(key, value.into());
         self
     }
 }
@@ -276,7 +261,9 @@ impl Settings {
     }
 
     fn raw(&mut self, lines: &str) {
-        self.raw.push(lines.to_string());
+        if !lines.trim().is_empty() {
+            self.raw.push(lines.to_string());
+        }
     }
 
     fn is_empty(&self) -> bool {
