@@ -1,5 +1,4 @@
 //! Test harness: the real callmux server on 127.0.0.1:0, and real HTTP fake upstreams on loopback.
-#![allow(dead_code)] // each test binary uses its own part of the harness
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

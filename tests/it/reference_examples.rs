@@ -1,8 +1,6 @@
 //! The agent server reference document's usage examples, run against callmux.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -3,11 +3,9 @@
 //! The count read is a process-wide metric that every app in the process moves: each test
 //! counts the bodies of an org of its own, named by `unique`, so tests beside it cannot move it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -1,13 +1,11 @@
 //! The `callmux` binary: serve with the shipped config, check-config, hash-key.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn callmux() -> Command {

@@ -1,8 +1,6 @@
 //! End to end: two agent servers and one Bland upstream merged into one list, in both shapes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use wiremock::MockServer;
 

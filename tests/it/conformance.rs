@@ -1,14 +1,12 @@
 //! The provider conformance suite: one set of checks that every backend kind runs, each
 //! against a real HTTP upstream on loopback.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use callmux::call::CallStatus;
 use callmux::provider::{self, ForwardedCredentials, Provider, ProviderError, RequestContext};
-use common::*;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

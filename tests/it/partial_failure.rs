@@ -1,10 +1,8 @@
 //! End to end: a failing provider costs only its own calls, and is named in `errors`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use wiremock::MockServer;
 

@@ -1,8 +1,6 @@
 //! End to end: org authentication from headers, isolation between orgs, and Bland keys as they are.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -2,8 +2,6 @@
 //! never shows an org key, a Bland key or a presented key in its logs, answers or check-config,
 //! and `Debug` of the loaded config holds none of them.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -11,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// Org `acme`'s key, read from the environment (`api_key_env`).
