@@ -2,11 +2,9 @@
 //! each costing only its own provider within its deadline; then retries, the circuit breaker
 //! and the server's own bounds.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -379,103 +377,20 @@ async fn an_endless_chunked_body_is_too_large_in_process_too() {
 
 // ---- the real binary ----
 
-/// `callmux serve` on a temp config at 127.0.0.1:0, its stdout and stderr kept.
-struct Binary {
-    child: Child,
-    app: TestApp,
-    log: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Binary {
-    fn start(toml: &str, rust_log: &str) -> Binary {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("providers.toml");
-        std::fs::write(&path, toml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_callmux"))
-            .env_remove("CALLMUX_CONFIG")
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("CALLMUX_SERVER__BIND", "127.0.0.1:0")
-            .env("RUST_LOG", rust_log)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("callmux starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let into = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening on http://127.0.0.1:") {
-                    let addr: String = line[at + "listening on http://".len()..]
-                        .chars()
-                        .take_while(|c| c.is_ascii_digit() || ".:".contains(*c))
-                        .collect();
-                    let _ = tx.send(addr);
-                }
-                let mut log = into.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut stdout = child.stdout.take().unwrap();
-        let into = log.clone();
-        std::thread::spawn(move || {
-            let mut out = String::new();
-            let _ = stdout.read_to_string(&mut out);
-            into.lock().unwrap().push_str(&out);
-        });
-        let mut running = Binary {
-            child,
-            app: TestApp {
-                addr: "127.0.0.1:1".parse().unwrap(),
-                http: reqwest::Client::new(),
-            },
-            log,
-            _dir: dir,
-        };
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "callmux did not log its address; its output:\n{}",
-                    running.log()
-                )
-            });
-        running.app.addr = addr.parse::<SocketAddr>().expect("a socket address");
-        running
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Peak resident set size so far, from /proc/<pid>/status.
-    fn peak_rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/<pid>/status is readable");
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .expect("VmHWM is reported");
-        let kib: u64 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .expect("VmHWM is a number of kB");
-        kib * 1024
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Peak resident set size so far of process `pid`, from /proc/<pid>/status.
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("/proc/<pid>/status is readable");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM is reported");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("VmHWM is a number of kB");
+    kib * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,7 +400,11 @@ async fn an_endless_body_is_too_large_and_memory_stays_bounded_over_twenty_reque
     let bad = always(Fault::EndlessChunked).await;
     // The breaker is turned off so that every request really reads the endless body.
     let settings = "timeout_ms = 10000\nmax_body_bytes = 1048576\ncircuit_failures = 0";
-    let server = Binary::start(&three_orgs(&good.uri(), &bad.url, settings), "info");
+    let server = Binary::start(
+        &three_orgs(&good.uri(), &bad.url, settings),
+        &[("RUST_LOG", "info")],
+        &[],
+    );
     let bound = Duration::from_millis(10000) + MARGIN;
     for i in 0..20 {
         let (key, org) = if i % 4 == 3 {
@@ -502,7 +421,7 @@ async fn an_endless_body_is_too_large_and_memory_stays_bounded_over_twenty_reque
         let expected = if org == "solo" { 502 } else { 200 };
         assert_eq!(reply.status, expected, "request {i}: {:#}", reply.body);
         assert_names_bad(&reply.body, "UPSTREAM_TOO_LARGE");
-        let peak = server.peak_rss_bytes();
+        let peak = peak_rss_bytes(server.pid());
         assert!(
             peak < LIMIT,
             "after request {i} callmux peaked at {} MiB",
@@ -515,13 +434,13 @@ async fn an_endless_body_is_too_large_and_memory_stays_bounded_over_twenty_reque
         bad.hits()
     );
     assert_still_serving(&server.app).await;
-    let peak = server.peak_rss_bytes();
+    let peak = peak_rss_bytes(server.pid());
     eprintln!(
         "callmux peak RSS after 20 endless bodies: {} MiB",
         peak >> 20
     );
     assert!(peak < LIMIT, "callmux peaked at {} MiB", peak >> 20);
-    let log = server.log();
+    let log = server.output();
     assert!(!log.contains("panicked"), "callmux panicked:\n{log}");
 }
 
@@ -661,7 +580,11 @@ async fn fifty_clients_through_a_flapping_provider(bad_settings: &str) -> Vec<St
     let good = good_server().await;
     let stop = Arc::new(AtomicBool::new(false));
     let (flap_url, flap_hits) = flapping_server(stop.clone()).await;
-    let server = Binary::start(&three_orgs(&good.uri(), &flap_url, bad_settings), "info");
+    let server = Binary::start(
+        &three_orgs(&good.uri(), &flap_url, bad_settings),
+        &[("RUST_LOG", "info")],
+        &[],
+    );
     let app = Arc::new(server.app.clone_handle());
     let until = Instant::now() + Duration::from_secs(3);
     let clients = (0..50).map(|client| {
@@ -714,7 +637,7 @@ async fn fifty_clients_through_a_flapping_provider(bad_settings: &str) -> Vec<St
     assert!(totals.0 > 0, "the flapping provider never answered through");
     assert!(totals.1 > 0, "the flapping provider never failed");
     assert_still_serving(&server.app).await;
-    let log = server.log();
+    let log = server.output();
     assert!(!log.contains("panicked"), "callmux panicked:\n{log}");
     codes
 }

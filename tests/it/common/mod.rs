@@ -1,4 +1,5 @@
-//! Test harness: the real callmux server on 127.0.0.1:0, and real HTTP fake upstreams on loopback.
+//! Test harness: the real callmux server on 127.0.0.1:0, in process or as the binary
+//! ([`Binary`]), real HTTP fake upstreams on loopback, and configs for them ([`TestConfig`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +14,9 @@ use tokio::net::TcpListener;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod binary;
 mod config;
+pub use binary::*;
 pub use config::*;
 
 /// A running callmux and a client for it.
