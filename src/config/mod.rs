@@ -198,7 +198,7 @@ impl Config {
             let c = &p.common;
             let _ = writeln!(
                 s,
-                "  {}: {} {}; timeout {} ms (connect {} ms, {} retries, up to {} pages); \
+                "  {}: {} {}; timeout {} ms (connect {} ms, retries {}, at most {} pages); \
                  max body {} bytes; cache {} ms; circuit opens after {} failures for {} ms",
                 p.id,
                 p.kind.kind(),

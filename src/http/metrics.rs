@@ -1,7 +1,7 @@
 //! Every request counted and timed by route and status, with handles registered once per
 //! server rather than label sets built per request.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -27,30 +27,23 @@ const STATUSES: &[&str] = &[
     "200", "400", "401", "404", "405", "431", "500", "502", "503", "other",
 ];
 
-/// `callmux_requests_total` and `callmux_request_duration_seconds`, one handle per label set.
+/// `callmux_requests_total` and `callmux_request_duration_seconds`, one handle per label
+/// set, registered the first time it is used (so `/metrics` lists only what happened).
 pub struct RequestMetrics {
-    counts: Vec<Counter>,
-    durations: Vec<Histogram>,
+    telemetry: Arc<Telemetry>,
+    counts: Vec<OnceLock<Counter>>,
+    durations: Vec<OnceLock<Histogram>>,
 }
 
 impl RequestMetrics {
-    pub fn new(telemetry: &Telemetry) -> Self {
-        let mut counts = Vec::with_capacity(ROUTES.len() * STATUSES.len());
-        for route in ROUTES {
-            for status in STATUSES {
-                counts.push(telemetry.counter(
-                    "callmux_requests_total",
-                    &[("route", route), ("status", status)],
-                ));
-            }
+    pub fn new(telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            telemetry,
+            counts: (0..ROUTES.len() * STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            durations: ROUTES.iter().map(|_| OnceLock::new()).collect(),
         }
-        let durations = ROUTES
-            .iter()
-            .map(|route| {
-                telemetry.histogram("callmux_request_duration_seconds", &[("route", route)])
-            })
-            .collect();
-        Self { counts, durations }
     }
 
     fn route(path: Option<&str>) -> usize {
@@ -73,9 +66,24 @@ impl RequestMetrics {
     /// Counts one answered request; `path` is the matched route, `None` for no route.
     pub fn record(&self, path: Option<&str>, status: u16, started: Instant) {
         let route = Self::route(path);
-        self.counts[route * STATUSES.len() + Self::status(status)].increment(1);
+        let status = Self::status(status);
+        self.counts[route * STATUSES.len() + status]
+            .get_or_init(|| {
+                self.telemetry.counter(
+                    "callmux_requests_total",
+                    &[("route", ROUTES[route]), ("status", STATUSES[status])],
+                )
+            })
+            .increment(1);
         if path.is_some() {
-            self.durations[route].record(started.elapsed().as_secs_f64());
+            self.durations[route]
+                .get_or_init(|| {
+                    self.telemetry.histogram(
+                        "callmux_request_duration_seconds",
+                        &[("route", ROUTES[route])],
+                    )
+                })
+                .record(started.elapsed().as_secs_f64());
         }
     }
 }

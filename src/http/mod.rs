@@ -47,7 +47,7 @@ pub fn router(live: Arc<Live>) -> Router {
     let telemetry = live.telemetry().clone();
     let edge = Arc::new(Edge {
         bodies: render::Bodies::new(telemetry.clone()),
-        requests: Arc::new(metrics::RequestMetrics::new(&telemetry)),
+        requests: Arc::new(metrics::RequestMetrics::new(telemetry.clone())),
         live,
     });
     let limits = Arc::new(bounds::Bounds::new(

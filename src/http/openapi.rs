@@ -2,7 +2,7 @@
 //! answer they give, built once from the types below.
 //!
 //! The wire writers are hand-written for speed (`crate::wire`), so nothing here is ever
-//! serialised: these types exist only to describe that output. `tests/openapi.rs` checks real
+//! serialised: these types exist only to describe that output. `tests/it/openapi.rs` checks real
 //! answers of every documented status against this document.
 
 use std::sync::LazyLock;

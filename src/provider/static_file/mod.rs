@@ -1,10 +1,9 @@
-//! Kind `static`: calls from a JSON file in either list shape, read again whenever the file
-//! changes. Ending a call records the end and drops the call from the list.
+//! Kind `static`: calls from a JSON file in either list shape, read on every ask and parsed
+//! again whenever its bytes change. Ending a call records the end and drops the call from the list.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -75,10 +74,11 @@ impl KindSettings for Settings {
         format!("from {}", self.path.display())
     }
 
-    fn build(&self, id: Arc<str>, _common: &Common) -> Result<Backend, String> {
+    fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {
         let file = Arc::new(StaticFile {
             id,
             path: self.path.clone(),
+            max_bytes: common.http.max_body_bytes,
             state: Mutex::default(),
         });
         Ok(Backend {
@@ -91,16 +91,15 @@ impl KindSettings for Settings {
 pub struct StaticFile {
     id: Arc<str>,
     path: PathBuf,
+    /// `max_body_bytes`: a larger file is the provider's error, as a larger body would be.
+    max_bytes: usize,
     state: Mutex<State>,
 }
 
-/// A file's modification time and length: when either changes, the file is read again.
-type Stamp = (SystemTime, u64);
-
 #[derive(Default)]
 struct State {
-    /// The file as last read: its modification time and length, and its calls.
-    read: Option<(Stamp, Arc<Vec<Call>>)>,
+    /// The file as last read, and its calls.
+    read: Option<(Vec<u8>, Arc<Vec<Call>>)>,
     ended: HashSet<Text>,
     /// The list last handed out, less the ended calls: the same `Calls` while neither the
     /// file nor the ended set changes, so answers built from it are reused.
@@ -108,9 +107,24 @@ struct State {
 }
 
 impl StaticFile {
-    fn stamp(&self) -> Result<Stamp, ProviderError> {
-        let meta = std::fs::metadata(&self.path).map_err(|e| unreadable(&e))?;
-        Ok((meta.modified().map_err(|e| unreadable(&e))?, meta.len()))
+    /// The file's bytes, read whole on every ask: a demo's or a test's file is small, and
+    /// comparing bytes sees every change, where a modification time may not move between
+    /// two writes close together.
+    async fn read(&self) -> Result<Vec<u8>, ProviderError> {
+        let len = tokio::fs::metadata(&self.path)
+            .await
+            .map_err(|e| unreadable(&e))?
+            .len();
+        if len > self.max_bytes as u64 {
+            return Err(ProviderError::TooLarge(self.max_bytes));
+        }
+        let body = tokio::fs::read(&self.path)
+            .await
+            .map_err(|e| unreadable(&e))?;
+        if body.len() > self.max_bytes {
+            return Err(ProviderError::TooLarge(self.max_bytes));
+        }
+        Ok(body)
     }
 }
 
@@ -119,15 +133,18 @@ fn unreadable(e: &std::io::Error) -> ProviderError {
     ProviderError::Unreachable(format!("its file cannot be read ({})", e.kind()))
 }
 
-/// Either list shape: the calls shape when the body has `calls`, else Bland's.
+/// Either list shape: the calls shape when the body reads as one, else Bland's (whose own
+/// error envelope is reported as such).
 fn parse(body: &[u8], provider: &Arc<str>) -> Result<Vec<Call>, ParseError> {
-    match wire::calls::parse(body, provider) {
-        Ok(calls) => Ok(calls),
-        Err(as_calls) => wire::bland::parse(body, provider).map_err(|as_bland| {
-            ParseError::Malformed(format!(
-                "neither the calls shape ({as_calls}) nor the Bland shape ({as_bland})"
-            ))
-        }),
+    let as_calls = match wire::calls::parse(body, provider) {
+        Ok(calls) => return Ok(calls),
+        Err(e) => e,
+    };
+    match wire::bland::parse(body, provider) {
+        Err(ParseError::Malformed(as_bland)) => Err(ParseError::Malformed(format!(
+            "neither the calls shape ({as_calls}) nor the Bland shape ({as_bland})"
+        ))),
+        other => other,
     }
 }
 
@@ -142,21 +159,18 @@ impl ListCalls for StaticFile {
     }
 
     async fn active_calls(&self, _ctx: &RequestContext) -> Result<Calls, ProviderError> {
-        let stamp = self.stamp()?;
+        let body = self.read().await?;
         {
             let state = self.state.lock().expect("static state lock");
             if let (Some((read, _)), Some(listed)) = (&state.read, &state.listed) {
-                if *read == stamp {
+                if *read == body {
                     return Ok(listed.clone());
                 }
             }
         }
-        let body = tokio::fs::read(&self.path)
-            .await
-            .map_err(|e| unreadable(&e))?;
         let calls = Arc::new(parse(&body, &self.id)?);
         let mut state = self.state.lock().expect("static state lock");
-        state.read = Some((stamp, calls));
+        state.read = Some((body, calls));
         Ok(state.relist())
     }
 }

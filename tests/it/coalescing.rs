@@ -1,11 +1,9 @@
 //! Concurrent requests share upstream requests; `cache_ttl_ms` serves recent answers; errors
 //! are never kept; no caller gets an answer fetched with another caller's credentials.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};

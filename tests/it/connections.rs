@@ -1,12 +1,10 @@
 //! Connection bounds (DESIGN §14) over raw loopback sockets: header-read and idle timeouts,
 //! a slow-loris flood that cannot starve a real client, and the cap on open connections.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use callmux::config::ConfigError;
-use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;

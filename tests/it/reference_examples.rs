@@ -1,8 +1,6 @@
 //! The agent server reference document's usage examples, run against callmux.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -10,23 +8,11 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const KEY: &str = "acme-key";
 
 fn config(agents: &str, bland: &str) -> String {
-    format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{digest}"
-        providers = ["agents", "bland"]
-        [providers.agents]
-        kind = "twilio-media-stream"
-        base_url = "{agents}"
-        [providers.bland]
-        kind = "bland"
-        base_url = "{bland}"
-        api_key_env = "BLAND_KEY"
-        org_id = "bland-org"
-        timeout_ms = 500
-        "#,
-        digest = sha256_hex(KEY),
-    )
+    TestConfig::new()
+        .org(OrgB::key("acme", KEY).providers(&["agents", "bland"]))
+        .provider(ProviderB::agent("agents", agents))
+        .provider(ProviderB::bland("bland", bland, "BLAND_KEY", "bland-org").set("timeout_ms", 500))
+        .toml()
 }
 
 /// "Monitor Call Status": poll until the call is no longer listed.

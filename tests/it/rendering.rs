@@ -1,13 +1,11 @@
 //! A merged body is built once per change of the providers' answers, not once per client.
 //!
-//! In a binary of their own: they read a process-wide metric, which other tests would move.
-//! Each test counts its own org's bodies.
-
-mod common;
+//! The count read is a process-wide metric that every app in the process moves: each test
+//! counts the bodies of an org of its own, named by `unique`, so tests beside it cannot move it.
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -42,9 +40,14 @@ async fn many_clients_arriving_at_once_after_a_change_share_one_built_body() {
         )
         .mount(&agents)
         .await;
-    let app = spawn_app(&one_agent_org(KEY, "render-agents", &agents.uri(), 0)).await;
+    let (org, provider) = (unique("render"), unique("render-agents"));
+    let toml = TestConfig::new()
+        .org(OrgB::key(&org, KEY).providers(&[&provider]))
+        .provider(ProviderB::agent(&provider, &agents.uri()).set("cache_ttl_ms", 0))
+        .toml();
+    let app = spawn_app(&toml).await;
 
-    let replies = futures::future::join_all((0..CLIENTS).map(|_| app.calls(KEY, "acme"))).await;
+    let replies = futures::future::join_all((0..CLIENTS).map(|_| app.calls(KEY, &org))).await;
     for reply in &replies {
         assert_eq!(reply.status, 200, "{:?}", reply.body);
         assert_eq!(reply.body["count"], CALLS);
@@ -55,29 +58,29 @@ async fn many_clients_arriving_at_once_after_a_change_share_one_built_body() {
         "the clients shared one upstream ask"
     );
     let metrics = metrics_text(&app).await;
-    assert_eq!(built(&metrics, "acme", "calls"), 1, "{metrics}");
-    assert_eq!(built(&metrics, "acme", "bland"), 0, "{metrics}");
+    assert_eq!(built(&metrics, &org, "calls"), 1, "{metrics}");
+    assert_eq!(built(&metrics, &org, "bland"), 0, "{metrics}");
 
     // A second round in the other shape: the upstream answers the same bytes, so the calls
     // are the same; that shape's body is built once, the first one's not again.
-    let replies = futures::future::join_all((0..CLIENTS).map(|_| app.bland(KEY, "acme"))).await;
+    let replies = futures::future::join_all((0..CLIENTS).map(|_| app.bland(KEY, &org))).await;
     assert!(replies.iter().all(|r| r.status == 200));
     let metrics = metrics_text(&app).await;
-    assert_eq!(built(&metrics, "acme", "bland"), 1, "{metrics}");
-    assert_eq!(built(&metrics, "acme", "calls"), 1, "{metrics}");
+    assert_eq!(built(&metrics, &org, "bland"), 1, "{metrics}");
+    assert_eq!(built(&metrics, &org, "calls"), 1, "{metrics}");
 }
 
 #[tokio::test]
 async fn callers_bringing_their_own_bland_keys_each_reuse_their_own_body_while_taking_turns() {
-    const ORG: &str = "turns-org";
+    let org = unique("turns-org");
     let callers = [("key-alice", "alice-call"), ("key-bob", "bob-call")];
     let keys = callers.map(|(key, call)| (key, json!([bland_call(call, "IN_PROGRESS", "1")])));
-    let bland = bland_server_for_keys(ORG, &keys).await;
+    let bland = bland_server_for_keys(&org, &keys).await;
     // Coalescing only: every request asks Bland, which answers each key the same bytes.
-    let app = spawn_app(&passthrough_org(ORG, &bland.uri(), 0)).await;
+    let app = spawn_app(&passthrough_org(&org, &bland.uri(), 0)).await;
     for _ in 0..3 {
         for (key, call) in callers {
-            let reply = app.bland(key, ORG).await;
+            let reply = app.bland(key, &org).await;
             assert_eq!(reply.body["data"][0]["call_id"], call, "{:?}", reply.body);
             assert_eq!(reply.body["data"].as_array().unwrap().len(), 1);
         }
@@ -85,7 +88,7 @@ async fn callers_bringing_their_own_bland_keys_each_reuse_their_own_body_while_t
     assert_eq!(hits(&bland).await, 6);
     let metrics = metrics_text(&app).await;
     assert_eq!(
-        built(&metrics, ORG, "bland"),
+        built(&metrics, &org, "bland"),
         2,
         "one per caller: {metrics}"
     );

@@ -2,16 +2,12 @@
 //! each costing only its own provider within its deadline; then retries, the circuit breaker
 //! and the server's own bounds.
 
-mod common;
-
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -34,34 +30,17 @@ const BAD_CALLS_BODY: &str = r#"{"calls": [{"call_id": "b1", "to_number": "+2", 
 
 /// The three orgs over `good` (healthy) and `bad` at `bad_url`, with `bad_settings` (TOML
 /// lines) added to `[providers.bad]`.
+fn three_orgs_config(good_url: &str, bad_url: &str, bad_settings: &str) -> TestConfig {
+    TestConfig::new()
+        .org(OrgB::key("acme", ACME_KEY).providers(&["good", "bad"]))
+        .org(OrgB::key("solo", SOLO_KEY).providers(&["bad"]))
+        .org(OrgB::key("healthy", HEALTHY_KEY).providers(&["good"]))
+        .provider(ProviderB::agent("good", good_url))
+        .provider(ProviderB::agent("bad", bad_url).raw(bad_settings))
+}
+
 fn three_orgs(good_url: &str, bad_url: &str, bad_settings: &str) -> String {
-    format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{acme}"
-        providers = ["good", "bad"]
-
-        [orgs.solo]
-        api_key_sha256 = "{solo}"
-        providers = ["bad"]
-
-        [orgs.healthy]
-        api_key_sha256 = "{healthy}"
-        providers = ["good"]
-
-        [providers.good]
-        kind = "twilio-media-stream"
-        base_url = "{good_url}"
-
-        [providers.bad]
-        kind = "twilio-media-stream"
-        base_url = "{bad_url}"
-        {bad_settings}
-        "#,
-        acme = sha256_hex(ACME_KEY),
-        solo = sha256_hex(SOLO_KEY),
-        healthy = sha256_hex(HEALTHY_KEY),
-    )
+    three_orgs_config(good_url, bad_url, bad_settings).toml()
 }
 
 // ---- fault upstreams: raw HTTP/1.1 over tokio, by hand ----
@@ -398,103 +377,20 @@ async fn an_endless_chunked_body_is_too_large_in_process_too() {
 
 // ---- the real binary ----
 
-/// `callmux serve` on a temp config at 127.0.0.1:0, its stdout and stderr kept.
-struct Binary {
-    child: Child,
-    app: TestApp,
-    log: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Binary {
-    fn start(toml: &str, rust_log: &str) -> Binary {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("providers.toml");
-        std::fs::write(&path, toml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_callmux"))
-            .env_remove("CALLMUX_CONFIG")
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("CALLMUX_SERVER__BIND", "127.0.0.1:0")
-            .env("RUST_LOG", rust_log)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("callmux starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let into = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening on http://127.0.0.1:") {
-                    let addr: String = line[at + "listening on http://".len()..]
-                        .chars()
-                        .take_while(|c| c.is_ascii_digit() || ".:".contains(*c))
-                        .collect();
-                    let _ = tx.send(addr);
-                }
-                let mut log = into.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut stdout = child.stdout.take().unwrap();
-        let into = log.clone();
-        std::thread::spawn(move || {
-            let mut out = String::new();
-            let _ = stdout.read_to_string(&mut out);
-            into.lock().unwrap().push_str(&out);
-        });
-        let mut running = Binary {
-            child,
-            app: TestApp {
-                addr: "127.0.0.1:1".parse().unwrap(),
-                http: reqwest::Client::new(),
-            },
-            log,
-            _dir: dir,
-        };
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "callmux did not log its address; its output:\n{}",
-                    running.log()
-                )
-            });
-        running.app.addr = addr.parse::<SocketAddr>().expect("a socket address");
-        running
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Peak resident set size so far, from /proc/<pid>/status.
-    fn peak_rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/<pid>/status is readable");
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .expect("VmHWM is reported");
-        let kib: u64 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .expect("VmHWM is a number of kB");
-        kib * 1024
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Peak resident set size so far of process `pid`, from /proc/<pid>/status.
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("/proc/<pid>/status is readable");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM is reported");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("VmHWM is a number of kB");
+    kib * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,7 +400,11 @@ async fn an_endless_body_is_too_large_and_memory_stays_bounded_over_twenty_reque
     let bad = always(Fault::EndlessChunked).await;
     // The breaker is turned off so that every request really reads the endless body.
     let settings = "timeout_ms = 10000\nmax_body_bytes = 1048576\ncircuit_failures = 0";
-    let server = Binary::start(&three_orgs(&good.uri(), &bad.url, settings), "info");
+    let server = Binary::start(
+        &three_orgs(&good.uri(), &bad.url, settings),
+        &[("RUST_LOG", "info")],
+        &[],
+    );
     let bound = Duration::from_millis(10000) + MARGIN;
     for i in 0..20 {
         let (key, org) = if i % 4 == 3 {
@@ -521,7 +421,7 @@ async fn an_endless_body_is_too_large_and_memory_stays_bounded_over_twenty_reque
         let expected = if org == "solo" { 502 } else { 200 };
         assert_eq!(reply.status, expected, "request {i}: {:#}", reply.body);
         assert_names_bad(&reply.body, "UPSTREAM_TOO_LARGE");
-        let peak = server.peak_rss_bytes();
+        let peak = peak_rss_bytes(server.pid());
         assert!(
             peak < LIMIT,
             "after request {i} callmux peaked at {} MiB",
@@ -534,13 +434,13 @@ async fn an_endless_body_is_too_large_and_memory_stays_bounded_over_twenty_reque
         bad.hits()
     );
     assert_still_serving(&server.app).await;
-    let peak = server.peak_rss_bytes();
+    let peak = peak_rss_bytes(server.pid());
     eprintln!(
         "callmux peak RSS after 20 endless bodies: {} MiB",
         peak >> 20
     );
     assert!(peak < LIMIT, "callmux peaked at {} MiB", peak >> 20);
-    let log = server.log();
+    let log = server.output();
     assert!(!log.contains("panicked"), "callmux panicked:\n{log}");
 }
 
@@ -680,7 +580,11 @@ async fn fifty_clients_through_a_flapping_provider(bad_settings: &str) -> Vec<St
     let good = good_server().await;
     let stop = Arc::new(AtomicBool::new(false));
     let (flap_url, flap_hits) = flapping_server(stop.clone()).await;
-    let server = Binary::start(&three_orgs(&good.uri(), &flap_url, bad_settings), "info");
+    let server = Binary::start(
+        &three_orgs(&good.uri(), &flap_url, bad_settings),
+        &[("RUST_LOG", "info")],
+        &[],
+    );
     let app = Arc::new(server.app.clone_handle());
     let until = Instant::now() + Duration::from_secs(3);
     let clients = (0..50).map(|client| {
@@ -733,7 +637,7 @@ async fn fifty_clients_through_a_flapping_provider(bad_settings: &str) -> Vec<St
     assert!(totals.0 > 0, "the flapping provider never answered through");
     assert!(totals.1 > 0, "the flapping provider never failed");
     assert_still_serving(&server.app).await;
-    let log = server.log();
+    let log = server.output();
     assert!(!log.contains("panicked"), "callmux panicked:\n{log}");
     codes
 }
@@ -955,24 +859,18 @@ async fn after_the_cool_down_one_probe_is_let_through_and_success_closes_the_cir
 
 // ---- the server's own bounds ----
 
-fn bounded_server(good_url: &str, bad_url: &str, server: &str, bad_settings: &str) -> String {
-    format!(
-        "[server]\n{server}\n{}",
-        three_orgs(good_url, bad_url, bad_settings)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_max_concurrent_requests_the_answer_is_503_overloaded_in_the_endpoints_shape() {
     let good = good_server().await;
     let bad = always(Fault::Silent).await;
-    let app = spawn_app(&bounded_server(
+    let toml = three_orgs_config(
         &good.uri(),
         &bad.url,
-        "max_concurrent_requests = 1",
         "timeout_ms = 3000\ncircuit_failures = 0",
-    ))
-    .await;
+    )
+    .server("max_concurrent_requests", 1)
+    .toml();
+    let app = spawn_app(&toml).await;
     let holder = app.clone_handle();
     let held = tokio::spawn(async move {
         get_within(
@@ -1028,13 +926,10 @@ async fn beyond_max_concurrent_requests_the_answer_is_503_overloaded_in_the_endp
 async fn a_request_still_running_at_request_timeout_ms_is_503_request_timeout_in_its_shape() {
     let good = good_server().await;
     let bad = always(Fault::Silent).await;
-    let app = spawn_app(&bounded_server(
-        &good.uri(),
-        &bad.url,
-        "request_timeout_ms = 300",
-        "timeout_ms = 20000",
-    ))
-    .await;
+    let toml = three_orgs_config(&good.uri(), &bad.url, "timeout_ms = 20000")
+        .server("request_timeout_ms", 300)
+        .toml();
+    let app = spawn_app(&toml).await;
     let bound = Duration::from_millis(300) + MARGIN;
     let calls = get_within(&app, "/api/calls", ACME_KEY, "acme", bound).await;
     assert_eq!(calls.status, 503, "{:#}", calls.body);
@@ -1059,13 +954,10 @@ async fn a_request_still_running_at_request_timeout_ms_is_503_request_timeout_in
 #[tokio::test]
 async fn headers_over_max_header_bytes_are_431_headers_too_large_in_the_endpoints_shape() {
     let good = good_server().await;
-    let app = spawn_app(&bounded_server(
-        &good.uri(),
-        &refused_url().await,
-        "max_header_bytes = 4096",
-        "",
-    ))
-    .await;
+    let toml = three_orgs_config(&good.uri(), &refused_url().await, "")
+        .server("max_header_bytes", 4096)
+        .toml();
+    let app = spawn_app(&toml).await;
     let padding = "p".repeat(8192);
     let headers = [
         ("authorization", HEALTHY_KEY),

@@ -1,104 +1,41 @@
 //! Operability: request ids, JSON logs and provider spans, health, metrics, Server-Timing,
 //! and live reload without dropping requests.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const KEY: &str = "ops-key";
 
+/// Org `org` seeing the one agent server `provider` at `agents`.
+fn org_seeing(org: &str, provider: &str, agents: &str) -> String {
+    TestConfig::new()
+        .org(OrgB::key(org, KEY).providers(&[provider]))
+        .provider(ProviderB::agent(provider, agents))
+        .toml()
+}
+
 fn one_org(org: &str, agents: &str) -> String {
-    format!(
-        r#"
-        [orgs.{org}]
-        api_key_sha256 = "{digest}"
-        providers = ["ops-agents"]
-        [providers.ops-agents]
-        kind = "twilio-media-stream"
-        base_url = "{agents}"
-        "#,
-        digest = sha256_hex(KEY),
-    )
+    org_seeing(org, "ops-agents", agents)
 }
 
-/// The real binary on a temp config file, its stderr collected line by line.
-struct Running {
-    child: Child,
-    url: String,
-    logs: Arc<Mutex<Vec<String>>>,
-    config: PathBuf,
-    _dir: tempfile::TempDir,
+/// What these tests ask the real binary, as org `org` with `KEY`.
+trait Ops {
+    async fn get(&self, path: &str, org: &str) -> reqwest::Response;
+    async fn readyz(&self) -> Value;
+    async fn wait_for_version(&self, version: u64) -> Value;
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run(config: &str, args: &[&str]) -> Running {
-    run_with_env(config, args, &[])
-}
-
-fn run_with_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("providers.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callmux"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .args(args)
-        .env("CALLMUX_SERVER__BIND", "127.0.0.1:0")
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .env_remove("CALLMUX_LOG_FORMAT")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let sink = logs.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("http://127.0.0.1:") {
-                let url: String = line[at..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || ":/.".contains(*c))
-                    .collect();
-                let _ = tx.send(url);
-            }
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("callmux logs its address");
-    Running {
-        child,
-        url,
-        logs,
-        config: path,
-        _dir: dir,
-    }
-}
-
-impl Running {
+impl Ops for Binary {
     async fn get(&self, path: &str, org: &str) -> reqwest::Response {
-        reqwest::Client::new()
-            .get(format!("{}{path}", self.url))
+        self.app
+            .http
+            .get(self.url(path))
             .header("authorization", KEY)
             .header("x-bland-org-id", org)
             .timeout(Duration::from_secs(30))
@@ -109,26 +46,6 @@ impl Running {
 
     async fn readyz(&self) -> Value {
         self.get("/readyz", "").await.json().await.unwrap()
-    }
-
-    fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
-    }
-
-    /// Waits until some log line satisfies `pred`.
-    async fn log_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(line) = self.logs().into_iter().find(|l| pred(l)) {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line {what}:\n{}",
-                self.logs().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     async fn wait_for_version(&self, version: u64) -> Value {
@@ -189,7 +106,11 @@ async fn json_logs_are_one_object_per_line_with_request_ids_and_a_span_per_provi
         "outbound"
     )]))
     .await;
-    let server = run(&one_org("acme", &agents.uri()), &["--log-format", "json"]);
+    let server = Binary::start(
+        &one_org("acme", &agents.uri()),
+        &[],
+        &["--log-format", "json"],
+    );
     let resp = server.get("/api/calls", "acme").await;
     assert_eq!(resp.status(), 200);
     let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
@@ -212,7 +133,7 @@ async fn json_logs_are_one_object_per_line_with_request_ids_and_a_span_per_provi
         request_id.as_str(),
         "{finished:#}"
     );
-    for line in server.logs() {
+    for line in server.stderr_lines() {
         let parsed: Result<Value, _> = serde_json::from_str(&line);
         assert!(parsed.is_ok(), "not JSON: {line}");
         // Ids only at info level: no phone numbers.
@@ -231,22 +152,11 @@ async fn healthz_answers_without_auth() {
 #[tokio::test]
 async fn readyz_shows_the_live_config_and_each_providers_last_outcome_and_age() {
     let good = agent_server(json!([agent_call("c1", "+1", "ringing", "outbound")])).await;
-    let toml = format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{digest}"
-        providers = ["ready-good", "ready-down"]
-        [providers.ready-good]
-        kind = "twilio-media-stream"
-        base_url = "{good}"
-        [providers.ready-down]
-        kind = "twilio-media-stream"
-        base_url = "{down}"
-        "#,
-        digest = sha256_hex(KEY),
-        good = good.uri(),
-        down = refused_url().await,
-    );
+    let toml = TestConfig::new()
+        .org(OrgB::key("acme", KEY).providers(&["ready-good", "ready-down"]))
+        .provider(ProviderB::agent("ready-good", &good.uri()))
+        .provider(ProviderB::agent("ready-down", &refused_url().await))
+        .toml();
     let app = spawn_app(&toml).await;
     let provider = |ready: &Value, id: &str| -> Value {
         ready["providers"]
@@ -286,10 +196,16 @@ async fn metrics_count_requests_provider_calls_sharing_and_active_calls() {
         agent_call("m2", "+2", "completed", "outbound"),
     ]))
     .await;
-    let toml = one_agent_org(KEY, "metrics-agents", &agents.uri(), 60_000);
+    // Every app in the process records into one registry: ids of this test's own keep the
+    // provider's series its own.
+    let (org, provider) = (unique("metrics"), unique("metrics-agents"));
+    let toml = TestConfig::new()
+        .org(OrgB::key(&org, KEY).providers(&[&provider]))
+        .provider(ProviderB::agent(&provider, &agents.uri()).set("cache_ttl_ms", 60_000))
+        .toml();
     let app = spawn_app(&toml).await;
     for _ in 0..3 {
-        assert_eq!(app.calls(KEY, "acme").await.status, 200);
+        assert_eq!(app.calls(KEY, &org).await.status, 200);
     }
     let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert!(resp.headers()["content-type"]
@@ -299,16 +215,16 @@ async fn metrics_count_requests_provider_calls_sharing_and_active_calls() {
     let text = resp.text().await.unwrap();
     let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
     for needle in [
-        r#"callmux_requests_total{route="/api/calls",status="200"}"#,
-        r#"callmux_request_duration_seconds_bucket{route="/api/calls",le="#,
-        r#"callmux_provider_calls_total{provider="metrics-agents",outcome="ok"} 1"#,
-        r#"callmux_provider_call_duration_seconds_bucket{provider="metrics-agents""#,
-        r#"callmux_provider_answers_total{provider="metrics-agents",source="fetched"} 1"#,
-        r#"callmux_provider_answers_total{provider="metrics-agents",source="shared"} 2"#,
+        r#"callmux_requests_total{route="/api/calls",status="200"}"#.to_string(),
+        r#"callmux_request_duration_seconds_bucket{route="/api/calls",le="#.to_string(),
+        format!(r#"callmux_provider_calls_total{{provider="{provider}",outcome="ok"}} 1"#),
+        format!(r#"callmux_provider_call_duration_seconds_bucket{{provider="{provider}""#),
+        format!(r#"callmux_provider_answers_total{{provider="{provider}",source="fetched"}} 1"#),
+        format!(r#"callmux_provider_answers_total{{provider="{provider}",source="shared"}} 2"#),
         // Only the live call counts.
-        r#"callmux_active_calls{provider="metrics-agents"} 1"#,
+        format!(r#"callmux_active_calls{{provider="{provider}"}} 1"#),
     ] {
-        assert!(has(needle), "{needle} missing from:\n{text}");
+        assert!(has(&needle), "{needle} missing from:\n{text}");
     }
 }
 
@@ -348,11 +264,11 @@ async fn server_timing_splits_provider_wait_from_callmuxs_own_time() {
 #[tokio::test]
 async fn a_changed_config_file_goes_live_without_a_restart() {
     let agents = agent_server(json!([agent_call("c1", "+1", "ringing", "outbound")])).await;
-    let server = run(&one_org("acme", &agents.uri()), &[]);
+    let server = Binary::start(&one_org("acme", &agents.uri()), &[], &[]);
     assert_eq!(server.get("/api/calls", "acme").await.status(), 200);
     assert_eq!(server.get("/api/calls", "globex").await.status(), 401);
 
-    rewrite(&server.config, &one_org("globex", &agents.uri()));
+    rewrite(server.config_path(), &one_org("globex", &agents.uri()));
     let ready = server.wait_for_version(2).await;
     assert_eq!(ready["config"]["file_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(server.get("/api/calls", "globex").await.status(), 200);
@@ -363,18 +279,13 @@ async fn a_changed_config_file_goes_live_without_a_restart() {
 #[tokio::test]
 async fn sighup_reloads_and_an_invalid_file_is_refused_while_the_old_config_keeps_serving() {
     let agents = agent_server(json!([agent_call("c1", "+1", "ringing", "outbound")])).await;
-    let server = run(&one_org("acme", &agents.uri()), &[]);
+    let server = Binary::start(&one_org("acme", &agents.uri()), &[], &[]);
     // Invalid: an org naming a provider that does not exist.
     rewrite(
-        &server.config,
+        server.config_path(),
         "[orgs.acme]\napi_key_env = \"NOPE_NOT_SET\"\nproviders = [\"nope\"]\n",
     );
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    server.signal("HUP");
     let refusal = server
         .log_line("refusing the new file", |l| {
             l.contains("configuration reload refused")
@@ -388,14 +299,10 @@ async fn sighup_reloads_and_an_invalid_file_is_refused_while_the_old_config_keep
     assert_eq!(server.get("/api/calls", "acme").await.status(), 200);
 
     rewrite(
-        &server.config,
-        &one_org("acme", &agents.uri()).replace("ops-agents", "renamed"),
+        server.config_path(),
+        &org_seeing("acme", "renamed", &agents.uri()),
     );
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    server.signal("HUP");
     let ready = server.wait_for_version(2).await;
     assert_eq!(ready["providers"][0]["id"], "renamed");
 }
@@ -411,42 +318,32 @@ async fn a_reload_keeps_a_provider_whose_settings_did_not_change_and_rebuilds_th
     )
     .await;
     let config = |changing_timeout_ms: u64, bland_org: &str| {
-        format!(
-            r#"
-            [orgs.acme]
-            api_key_sha256 = "{digest}"
-            providers = ["steady", "changing", "bland"]
-            [providers.steady]
-            kind = "twilio-media-stream"
-            base_url = "{steady}"
-            cache_ttl_ms = 600000
-            [providers.changing]
-            kind = "twilio-media-stream"
-            base_url = "{changing}"
-            cache_ttl_ms = 600000
-            timeout_ms = {changing_timeout_ms}
-            [providers.bland]
-            kind = "bland"
-            base_url = "{bland}"
-            api_key_env = "OPS_BLAND_KEY"
-            org_id = "{bland_org}"
-            "#,
-            digest = sha256_hex(KEY),
-            steady = steady.uri(),
-            changing = changing.uri(),
-            bland = bland.uri(),
-        )
+        TestConfig::new()
+            .org(OrgB::key("acme", KEY).providers(&["steady", "changing", "bland"]))
+            .provider(ProviderB::agent("steady", &steady.uri()).set("cache_ttl_ms", 600_000))
+            .provider(
+                ProviderB::agent("changing", &changing.uri())
+                    .set("cache_ttl_ms", 600_000)
+                    .set("timeout_ms", changing_timeout_ms),
+            )
+            .provider(ProviderB::bland(
+                "bland",
+                &bland.uri(),
+                "OPS_BLAND_KEY",
+                bland_org,
+            ))
+            .toml()
     };
-    let server = run_with_env(
+    let server = Binary::start(
         &config(5000, "org-old"),
-        &[],
         &[("OPS_BLAND_KEY", "bland-key")],
+        &[],
     );
     let first: Value = server.get("/api/calls", "acme").await.json().await.unwrap();
     assert_eq!(first["count"], 2, "Bland refuses org-old: {first}");
     assert_eq!((hits(&steady).await, hits(&changing).await), (1, 1));
 
-    rewrite(&server.config, &config(4000, "org-new"));
+    rewrite(server.config_path(), &config(4000, "org-new"));
     let ready = server.wait_for_version(2).await;
     // Kept providers keep their last outcome; rebuilt ones have none yet.
     let last = |id: &str| {
@@ -479,7 +376,7 @@ async fn a_request_in_flight_during_a_reload_is_answered_by_the_config_it_starte
         .mount(&slow)
         .await;
     let fast = agent_server(json!([agent_call("new", "+1", "ringing", "outbound")])).await;
-    let server = Arc::new(run(&one_org("acme", &slow.uri()), &[]));
+    let server = Arc::new(Binary::start(&one_org("acme", &slow.uri()), &[], &[]));
     let in_flight = {
         let server = server.clone();
         tokio::spawn(async move {
@@ -496,13 +393,8 @@ async fn a_request_in_flight_during_a_reload_is_answered_by_the_config_it_starte
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    rewrite(&server.config, &one_org("acme", &fast.uri()));
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    rewrite(server.config_path(), &one_org("acme", &fast.uri()));
+    server.signal("HUP");
     server.wait_for_version(2).await;
     let new: Value = server.get("/api/calls", "acme").await.json().await.unwrap();
     assert_eq!(new["calls"][0]["call_id"], "new");

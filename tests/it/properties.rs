@@ -1,15 +1,13 @@
 //! Properties over generated inputs: both wire shapes, Bland round trips, org isolation, the merge.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
+use crate::common::*;
 use callmux::call::{Call, CallStatus};
-use callmux::merge::{self, Answer};
 use callmux::provider::ProviderError;
+use callmux::service::merge::{self, Answer};
 use callmux::wire::{bland, calls};
-use common::*;
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use proptest::test_runner::TestCaseError;

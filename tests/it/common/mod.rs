@@ -1,11 +1,11 @@
-//! Test harness: the real callmux server on 127.0.0.1:0, and real HTTP fake upstreams on loopback.
-#![allow(dead_code)] // each test binary uses its own part of the harness
+//! Test harness: the real callmux server on 127.0.0.1:0, in process or as the binary
+//! ([`Binary`]), real HTTP fake upstreams on loopback, and configs for them ([`TestConfig`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use callmux::{App, Config, Live};
+use callmux::{Config, Live};
 use figment::providers::{Format, Toml};
 use figment::Figment;
 use serde_json::{json, Value};
@@ -13,6 +13,11 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+mod binary;
+mod config;
+pub use binary::*;
+pub use config::*;
 
 /// A running callmux and a client for it.
 pub struct TestApp {
@@ -36,7 +41,7 @@ pub async fn spawn_app(toml: &str) -> TestApp {
 /// `api_key_env` variables are read from.
 pub async fn spawn_app_with_env(toml: &str, env: &[(&str, &str)]) -> TestApp {
     let config = load_config(toml, env).unwrap_or_else(|e| panic!("test config invalid: {e}"));
-    let live = Live::fixed(App::new(config).expect("providers build"));
+    let live = Live::fixed(config).expect("providers build");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(callmux::serve(listener, live, std::future::pending()));
@@ -208,34 +213,19 @@ pub fn bland_call(id: &str, status: &str, timestamp: &str) -> Value {
 /// Org `acme`, whose key is `key`, seeing one agent server `provider` at `url`, with that
 /// provider's `cache_ttl_ms` (0: coalescing only).
 pub fn one_agent_org(key: &str, provider: &str, url: &str, cache_ttl_ms: u64) -> String {
-    format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{digest}"
-        providers = ["{provider}"]
-        [providers.{provider}]
-        kind = "twilio-media-stream"
-        base_url = "{url}"
-        cache_ttl_ms = {cache_ttl_ms}
-        "#,
-        digest = sha256_hex(key),
-    )
+    TestConfig::new()
+        .org(OrgB::key("acme", key).providers(&[provider]))
+        .provider(ProviderB::agent(provider, url).set("cache_ttl_ms", cache_ttl_ms))
+        .toml()
 }
 
 /// Config: org `org` authenticates with its callers' own Bland keys, forwarded to the one
 /// Bland provider `bland` at `url`, which is all it sees.
 pub fn passthrough_org(org: &str, url: &str, cache_ttl_ms: u64) -> String {
-    format!(
-        r#"
-        [orgs.{org}]
-        auth = "bland"
-        providers = ["bland"]
-        [providers.bland]
-        kind = "bland"
-        base_url = "{url}"
-        cache_ttl_ms = {cache_ttl_ms}
-        "#
-    )
+    TestConfig::new()
+        .org(OrgB::bland_keys(org, "bland").providers(&["bland"]))
+        .provider(ProviderB::bland_forwarding("bland", url).set("cache_ttl_ms", cache_ttl_ms))
+        .toml()
 }
 
 /// The SHA-256 hex digest of a key, as `callmux hash-key` prints it.

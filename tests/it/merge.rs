@@ -1,8 +1,6 @@
 //! End to end: two agent servers and one Bland upstream merged into one list, in both shapes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use wiremock::MockServer;
 
@@ -25,31 +23,18 @@ async fn three_providers(
     let east = agent_server(east).await;
     let west = agent_server(west).await;
     let bland = bland_server(BLAND_KEY, "bland-org-1", bland).await;
-    let toml = format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{digest}"
-        providers = ["east", "west", "bland"]
-
-        [providers.east]
-        kind = "twilio-media-stream"
-        base_url = "{east}"
-
-        [providers.west]
-        kind = "twilio-media-stream"
-        base_url = "{west}/"
-
-        [providers.bland]
-        kind = "bland"
-        base_url = "{bland}"
-        api_key_env = "BLAND_KEY"
-        org_id = "bland-org-1"
-        "#,
-        digest = sha256_hex(KEY),
-        east = east.uri(),
-        west = west.uri(),
-        bland = bland.uri(),
-    );
+    let toml = TestConfig::new()
+        .org(OrgB::key("acme", KEY).providers(&["east", "west", "bland"]))
+        .provider(ProviderB::agent("east", &east.uri()))
+        // A base URL with a trailing slash reaches the same path.
+        .provider(ProviderB::agent("west", &format!("{}/", west.uri())))
+        .provider(ProviderB::bland(
+            "bland",
+            &bland.uri(),
+            "BLAND_KEY",
+            "bland-org-1",
+        ))
+        .toml();
     let app = spawn_app_with_env(&toml, &[("BLAND_KEY", BLAND_KEY)]).await;
     World {
         app,

@@ -1,68 +1,57 @@
 //! The `callmux` binary: serve with the shipped config, check-config, hash-key.
 
-mod common;
-
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
-
-fn callmux() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_callmux"));
-    cmd.env_remove("CALLMUX_CONFIG").env_remove("RUST_LOG");
-    cmd
-}
 
 fn shipped_config() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("providers.toml")
 }
 
-/// Kills the server when the test ends, pass or fail.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `callmux serve` on the shipped config, with extra env overrides.
+fn serve_shipped(env: &[(&str, &str)]) -> Binary {
+    Binary::start(&shipped_config(), env, &[])
 }
 
-/// Starts `callmux serve` on the shipped config on a free loopback port, with extra env
-/// overrides, and returns it with the address it logged.
-fn serve_shipped(env: &[(&str, &str)]) -> (Server, String) {
-    let mut cmd = callmux();
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(shipped_config())
-        .env("CALLMUX_SERVER__BIND", "127.0.0.1:0")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("callmux starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("http://127.0.0.1:") {
-                let url = line[at..].split_whitespace().next().unwrap_or_default();
-                let _ = tx.send(url.to_string());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("callmux logs the address it listens on");
-    (Server(child), url)
+/// The demo org, pointed at the shipped `agents` provider through the environment.
+const DEMO_SEES_AGENTS: (&str, &str) = ("CALLMUX_ORGS__DEMO__PROVIDERS", r#"["agents"]"#);
+
+#[tokio::test]
+async fn the_shipped_config_shows_the_five_demo_calls_in_both_shapes_with_nothing_else_running() {
+    let server = serve_shipped(&[]);
+    let get = |path: &'static str| {
+        reqwest::Client::new()
+            .get(server.url(path))
+            .header("authorization", "demo-key")
+            .header("x-bland-org-id", "demo")
+            .send()
+    };
+    let calls: serde_json::Value = get("/api/calls").await.unwrap().json().await.unwrap();
+    assert_eq!(calls["count"], 5, "{calls}");
+    let agent_doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("demo/agent-calls.json").unwrap()).unwrap();
+    let bland_doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("demo/bland-calls.json").unwrap()).unwrap();
+    // The Bland calls carry creation times and come first; the agent server's follow, as sent.
+    assert_eq!(
+        calls["calls"].as_array().unwrap()[2..5],
+        agent_doc["calls"].as_array().unwrap()[..]
+    );
+    let bland: serde_json::Value = get("/v1/calls/active").await.unwrap().json().await.unwrap();
+    assert_eq!(bland["errors"], serde_json::Value::Null);
+    assert_eq!(
+        bland["data"].as_array().unwrap()[0..2],
+        bland_doc["data"].as_array().unwrap()[..]
+    );
+    assert_eq!(bland["data"].as_array().unwrap().len(), 5);
 }
 
 #[tokio::test]
-async fn the_shipped_config_serves_the_demo_org_and_env_overrides_apply() {
+async fn environment_variables_override_the_shipped_config() {
     let agents = agent_server(json!([agent_call(
         "c1",
         "+1234567890",
@@ -70,9 +59,12 @@ async fn the_shipped_config_serves_the_demo_org_and_env_overrides_apply() {
         "outbound"
     )]))
     .await;
-    let (_server, url) = serve_shipped(&[("CALLMUX_PROVIDERS__AGENTS__BASE_URL", &agents.uri())]);
+    let server = serve_shipped(&[
+        DEMO_SEES_AGENTS,
+        ("CALLMUX_PROVIDERS__AGENTS__BASE_URL", &agents.uri()),
+    ]);
     let resp = reqwest::Client::new()
-        .get(format!("{url}/api/calls"))
+        .get(server.url("/api/calls"))
         .header("authorization", "demo-key")
         .header("x-bland-org-id", "demo")
         .send()
@@ -87,27 +79,15 @@ async fn the_shipped_config_serves_the_demo_org_and_env_overrides_apply() {
 }
 
 #[cfg(unix)]
-#[test]
-fn sigterm_stops_the_server_cleanly() {
-    let (mut server, _url) = serve_shipped(&[]);
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            assert!(status.success(), "{status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "callmux did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    let mut server = serve_shipped(&[]);
+    server.signal("TERM");
+    let status = server
+        .exit_within(Duration::from_secs(30))
+        .await
+        .expect("callmux did not exit after SIGTERM");
+    assert!(status.success(), "{status}");
 }
 
 #[cfg(unix)]
@@ -126,10 +106,13 @@ async fn sigterm_lets_an_in_flight_request_finish_then_refuses_new_connections()
         )
         .mount(&slow)
         .await;
-    let (mut server, url) = serve_shipped(&[("CALLMUX_PROVIDERS__AGENTS__BASE_URL", &slow.uri())]);
+    let mut server = serve_shipped(&[
+        DEMO_SEES_AGENTS,
+        ("CALLMUX_PROVIDERS__AGENTS__BASE_URL", &slow.uri()),
+    ]);
     let in_flight = tokio::spawn(
         reqwest::Client::new()
-            .get(format!("{url}/api/calls"))
+            .get(server.url("/api/calls"))
             .header("authorization", "demo-key")
             .header("x-bland-org-id", "demo")
             .send(),
@@ -143,12 +126,7 @@ async fn sigterm_lets_an_in_flight_request_finish_then_refuses_new_connections()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    server.signal("TERM");
 
     let resp = in_flight
         .await
@@ -158,21 +136,13 @@ async fn sigterm_lets_an_in_flight_request_finish_then_refuses_new_connections()
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["count"], 1);
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "callmux did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = server
+        .exit_within(Duration::from_secs(30))
+        .await
+        .expect("callmux did not exit after SIGTERM");
     assert!(status.success(), "{status}");
-    let addr = url.trim_start_matches("http://");
     assert!(
-        std::net::TcpStream::connect(addr).is_err(),
+        std::net::TcpStream::connect(server.app.addr).is_err(),
         "a new connection was accepted after shutdown"
     );
 }
@@ -181,37 +151,23 @@ async fn sigterm_lets_an_in_flight_request_finish_then_refuses_new_connections()
 #[tokio::test]
 async fn after_sigterm_the_process_exits_within_its_grace_bound_even_with_a_request_in_flight() {
     let hung = silent_server().await;
-    let (mut server, url) = serve_shipped(&[
+    let mut server = serve_shipped(&[
         ("CALLMUX_PROVIDERS__AGENTS__BASE_URL", &hung),
         ("CALLMUX_PROVIDERS__AGENTS__TIMEOUT_MS", "60000"),
         ("CALLMUX_SERVER__SHUTDOWN_GRACE_MS", "300"),
     ]);
     let _in_flight = tokio::spawn(
         reqwest::Client::new()
-            .get(format!("{url}/api/calls"))
+            .get(server.url("/api/calls"))
             .header("authorization", "demo-key")
             .header("x-bland-org-id", "demo")
             .send(),
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let signalled = Instant::now();
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    loop {
-        if server.0.try_wait().unwrap().is_some() {
-            break;
-        }
-        // Generous: the bound is 300 ms.
-        assert!(
-            signalled.elapsed() < Duration::from_secs(20),
-            "callmux outlived its grace bound"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.signal("TERM");
+    // Generous: the bound is 300 ms.
+    let exited = server.exit_within(Duration::from_secs(20)).await;
+    assert!(exited.is_some(), "callmux outlived its grace bound");
 }
 
 #[test]

@@ -1,10 +1,8 @@
 //! `GET /openapi.json`: the document is served, well-formed and self-contained, and real answers of every documented status match the schemas it gives for them.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;

@@ -1,10 +1,8 @@
 //! End to end: a failing provider costs only its own calls, and is named in `errors`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use wiremock::MockServer;
 
@@ -14,30 +12,15 @@ const KEY: &str = "acme-key";
 /// (of `bad_kind`), with `timeout_ms` on `bad`. The healthy server is returned to keep it up.
 async fn good_and_bad(bad_kind: &str, bad_url: &str, timeout_ms: u64) -> (TestApp, MockServer) {
     let good = agent_server(json!([agent_call("g1", "+1", "in-progress", "outbound")])).await;
-    let creds = if bad_kind == "bland" {
-        "api_key_env = \"BLAND_KEY\"\norg_id = \"o\""
-    } else {
-        ""
-    };
-    let toml = format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{digest}"
-        providers = ["good", "bad"]
-
-        [providers.good]
-        kind = "twilio-media-stream"
-        base_url = "{good}"
-
-        [providers.bad]
-        kind = "{bad_kind}"
-        base_url = "{bad_url}"
-        timeout_ms = {timeout_ms}
-        {creds}
-        "#,
-        digest = sha256_hex(KEY),
-        good = good.uri(),
-    );
+    let mut bad = ProviderB::new("bad", bad_kind, bad_url).set("timeout_ms", timeout_ms);
+    if bad_kind == "bland" {
+        bad = bad.set("api_key_env", "BLAND_KEY").set("org_id", "o");
+    }
+    let toml = TestConfig::new()
+        .org(OrgB::key("acme", KEY).providers(&["good", "bad"]))
+        .provider(ProviderB::agent("good", &good.uri()))
+        .provider(bad)
+        .toml();
     (spawn_app_with_env(&toml, &[("BLAND_KEY", "k")]).await, good)
 }
 
@@ -162,23 +145,11 @@ async fn an_answer_over_the_body_cap_is_that_providers_error() {
         ),
     )
     .await;
-    let toml = format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{digest}"
-        providers = ["good", "bad"]
-        [providers.good]
-        kind = "twilio-media-stream"
-        base_url = "{good}"
-        [providers.bad]
-        kind = "twilio-media-stream"
-        base_url = "{big}"
-        max_body_bytes = 1024
-        "#,
-        digest = sha256_hex(KEY),
-        good = good.uri(),
-        big = big.uri(),
-    );
+    let toml = TestConfig::new()
+        .org(OrgB::key("acme", KEY).providers(&["good", "bad"]))
+        .provider(ProviderB::agent("good", &good.uri()))
+        .provider(ProviderB::agent("bad", &big.uri()).set("max_body_bytes", 1024))
+        .toml();
     let app = spawn_app(&toml).await;
     assert_partial(&app, "UPSTREAM_TOO_LARGE").await;
 }
@@ -187,24 +158,11 @@ async fn an_answer_over_the_body_cap_is_that_providers_error() {
 async fn when_every_provider_fails_the_answer_is_502_in_each_shape() {
     let down = raw_server(500, "").await;
     let silent = silent_server().await;
-    let toml = format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{digest}"
-        providers = ["down", "silent"]
-        [providers.down]
-        kind = "twilio-media-stream"
-        base_url = "{down}"
-        [providers.silent]
-        kind = "bland"
-        base_url = "{silent}"
-        api_key_env = "K"
-        org_id = "o"
-        timeout_ms = 200
-        "#,
-        digest = sha256_hex(KEY),
-        down = down.uri(),
-    );
+    let toml = TestConfig::new()
+        .org(OrgB::key("acme", KEY).providers(&["down", "silent"]))
+        .provider(ProviderB::agent("down", &down.uri()))
+        .provider(ProviderB::bland("silent", &silent, "K", "o").set("timeout_ms", 200))
+        .toml();
     let app = spawn_app_with_env(&toml, &[("K", "k")]).await;
     let expected_errors = |body: &serde_json::Value| {
         let errors = body["errors"].as_array().unwrap();
@@ -228,18 +186,10 @@ async fn when_every_provider_fails_the_answer_is_502_in_each_shape() {
 #[tokio::test]
 async fn on_full_success_the_calls_shape_has_no_errors_key_and_bland_errors_is_null() {
     let good = agent_server(json!([])).await;
-    let toml = format!(
-        r#"
-        [orgs.acme]
-        api_key_sha256 = "{digest}"
-        providers = ["good"]
-        [providers.good]
-        kind = "twilio-media-stream"
-        base_url = "{good}"
-        "#,
-        digest = sha256_hex(KEY),
-        good = good.uri(),
-    );
+    let toml = TestConfig::new()
+        .org(OrgB::key("acme", KEY).providers(&["good"]))
+        .provider(ProviderB::agent("good", &good.uri()))
+        .toml();
     let app = spawn_app(&toml).await;
     assert_eq!(
         app.calls(KEY, "acme").await.body,

@@ -2,16 +2,11 @@
 //! never shows an org key, a Bland key or a presented key in its logs, answers or check-config,
 //! and `Debug` of the loaded config holds none of them.
 
-mod common;
-
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// Org `acme`'s key, read from the environment (`api_key_env`).
@@ -94,68 +89,32 @@ impl Upstreams {
     /// `pass-org` authenticates its callers' Bland keys through `bland_fwd`; `pass-down` through
     /// a Bland that answers 500.
     fn config(&self) -> String {
-        format!(
-            r#"
-            [orgs.acme]
-            api_key_env = "{ACME_KEY_VAR}"
-            providers = ["agents", "bland_own"]
-
-            [orgs.beta]
-            api_key_sha256 = "{beta_digest}"
-            providers = ["agents", "bland_down", "bland_slow", "garbled"]
-
-            [orgs.pass-org]
-            auth = "bland_fwd"
-            providers = ["bland_fwd", "agents"]
-
-            [orgs.pass-down]
-            auth = "bland_fwd_down"
-            providers = ["bland_fwd_down"]
-
-            [providers.agents]
-            kind = "twilio-media-stream"
-            base_url = "{agents}"
-
-            [providers.garbled]
-            kind = "twilio-media-stream"
-            base_url = "{garbled}"
-
-            [providers.bland_own]
-            kind = "bland"
-            base_url = "{bland_own}"
-            api_key_env = "{BLAND_KEY_VAR}"
-            org_id = "{BLAND_PROVIDER_ORG_ID}"
-
-            [providers.bland_down]
-            kind = "bland"
-            base_url = "{bland_down}"
-            api_key_env = "{BLAND_KEY_VAR}"
-            org_id = "{BLAND_PROVIDER_ORG_ID}"
-
-            [providers.bland_slow]
-            kind = "bland"
-            base_url = "{bland_slow}"
-            api_key_env = "{BLAND_KEY_VAR}"
-            org_id = "{BLAND_PROVIDER_ORG_ID}"
-            timeout_ms = 300
-
-            [providers.bland_fwd]
-            kind = "bland"
-            base_url = "{bland_fwd}"
-
-            [providers.bland_fwd_down]
-            kind = "bland"
-            base_url = "{bland_fwd_down}"
-            "#,
-            beta_digest = sha256_hex(BETA_KEY),
-            agents = self.agents.uri(),
-            garbled = self.garbled.uri(),
-            bland_own = self.bland_own.uri(),
-            bland_down = self.bland_down.uri(),
-            bland_slow = self.bland_slow,
-            bland_fwd = self.bland_fwd.uri(),
-            bland_fwd_down = self.bland_fwd_down.uri(),
-        )
+        let own_key =
+            |id: &str, url: &str| ProviderB::bland(id, url, BLAND_KEY_VAR, BLAND_PROVIDER_ORG_ID);
+        TestConfig::new()
+            .org(OrgB::key_env("acme", ACME_KEY_VAR).providers(&["agents", "bland_own"]))
+            .org(OrgB::key("beta", BETA_KEY).providers(&[
+                "agents",
+                "bland_down",
+                "bland_slow",
+                "garbled",
+            ]))
+            .org(OrgB::bland_keys("pass-org", "bland_fwd").providers(&["bland_fwd", "agents"]))
+            .org(OrgB::bland_keys("pass-down", "bland_fwd_down").providers(&["bland_fwd_down"]))
+            .provider(ProviderB::agent("agents", &self.agents.uri()))
+            .provider(ProviderB::agent("garbled", &self.garbled.uri()))
+            .provider(own_key("bland_own", &self.bland_own.uri()))
+            .provider(own_key("bland_down", &self.bland_down.uri()))
+            .provider(own_key("bland_slow", &self.bland_slow).set("timeout_ms", 300))
+            .provider(ProviderB::bland_forwarding(
+                "bland_fwd",
+                &self.bland_fwd.uri(),
+            ))
+            .provider(ProviderB::bland_forwarding(
+                "bland_fwd_down",
+                &self.bland_fwd_down.uri(),
+            ))
+            .toml()
     }
 }
 
@@ -166,126 +125,35 @@ fn env() -> [(&'static str, &'static str); 2] {
     ]
 }
 
-fn callmux() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_callmux"));
-    cmd.env_remove("CALLMUX_CONFIG").env("NO_COLOR", "1");
-    for (k, v) in env() {
-        cmd.env(k, v);
-    }
+/// `callmux` with the keys' variables set.
+fn callmux_with_keys() -> Command {
+    let mut cmd = callmux();
+    cmd.envs(env());
     cmd
 }
 
-/// `callmux serve` at `RUST_LOG=trace`, everything it writes collected by reader threads.
-struct Server {
-    child: Child,
-    base: String,
-    output: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
+/// `callmux serve` at `RUST_LOG=trace` with the keys' variables set, everything it writes kept.
+fn serve_at_trace(config: &Path, log_format: &str) -> Binary {
+    let [acme, bland] = env();
+    Binary::start(
+        config,
+        &[acme, bland, ("RUST_LOG", "trace")],
+        &["--log-format", log_format],
+    )
 }
 
-impl Server {
-    fn start(config: &Path, log_format: &str) -> Server {
-        let mut child = callmux()
-            .args(["serve", "--log-format", log_format, "--config"])
-            .arg(config)
-            .env("CALLMUX_SERVER__BIND", "127.0.0.1:0")
-            .env("RUST_LOG", "trace")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("callmux starts");
-        let output = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let into = output.clone();
-        let err_reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening on http://127.0.0.1:") {
-                    let url: String = line[at + "listening on ".len()..]
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || ":/.".contains(*c))
-                        .collect();
-                    let _ = tx.send(url);
-                }
-                let mut output = into.lock().unwrap();
-                output.push_str(&line);
-                output.push('\n');
-            }
-        });
-        let mut stdout = child.stdout.take().unwrap();
-        let into = output.clone();
-        let out_reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stdout.read_to_string(&mut text);
-            into.lock().unwrap().push_str(&text);
-        });
-        let mut server = Server {
-            child,
-            base: String::new(),
-            output,
-            readers: vec![err_reader, out_reader],
-        };
-        server.base = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "callmux did not log its address:\n{}",
-                    server.output.lock().unwrap()
-                )
-            });
-        server
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// Sends SIGHUP and waits (bounded) until callmux says it reloaded its configuration.
-    fn reload(&self) {
-        let before = self.output().matches("configuration reloaded").count();
-        assert!(Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.output().matches("configuration reloaded").count() == before {
-            assert!(
-                Instant::now() < deadline,
-                "callmux did not reload on SIGHUP:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops callmux with SIGTERM (SIGKILL if it lingers) and returns everything it wrote.
-    fn stop(mut self) -> String {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.wait();
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        let output = self.output.lock().unwrap().clone();
-        output
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Sends SIGHUP and waits (bounded) until callmux says it reloaded its configuration.
+async fn reload(server: &Binary) {
+    let before = server.output().matches("configuration reloaded").count();
+    server.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.output().matches("configuration reloaded").count() == before {
+        assert!(
+            Instant::now() < deadline,
+            "callmux did not reload on SIGHUP:\n{}",
+            server.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -644,10 +512,10 @@ async fn no_secret_leaks_with_log_format(log_format: &str) {
     let path = dir.path().join("providers.toml");
     std::fs::write(&path, &toml).unwrap();
 
-    let server = Server::start(&path, log_format);
-    let mut answers = drive(&server.base).await;
-    server.reload();
-    answers.extend(drive(&server.base).await);
+    let server = serve_at_trace(&path, log_format);
+    let mut answers = drive(&server.url("")).await;
+    reload(&server).await;
+    answers.extend(drive(&server.url("")).await);
     let log = server.stop();
 
     // The log is the trace-level one, and it saw the requests.
@@ -696,7 +564,7 @@ async fn no_secret_leaks_with_log_format(log_format: &str) {
         assert!(sent.iter().all(String::is_empty), "{sent:?}");
     }
 
-    let out = callmux()
+    let out = callmux_with_keys()
         .args(["check-config", "--config"])
         .arg(&path)
         .output()
@@ -817,7 +685,7 @@ fn refused(toml: &str, env: &[(&str, &str)]) -> String {
     std::fs::write(&path, toml).unwrap();
     let mut printed = String::new();
     for command in ["check-config", "serve"] {
-        let mut cmd = callmux();
+        let mut cmd = callmux_with_keys();
         cmd.args([command, "--config"])
             .arg(&path)
             .env("CALLMUX_SERVER__BIND", "127.0.0.1:0")

@@ -1,8 +1,6 @@
 //! End to end: org authentication from headers, isolation between orgs, and Bland keys as they are.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -23,28 +21,12 @@ async fn two_orgs() -> TwoOrgs {
         agent_server(json!([agent_call("acme-1", "+1", "ringing", "outbound")])).await;
     let globex_agents =
         agent_server(json!([agent_call("globex-1", "+2", "ringing", "outbound")])).await;
-    let toml = format!(
-        r#"
-        [orgs.acme]
-        api_key_env = "ACME_API_KEY"
-        providers = ["acme-agents"]
-
-        [orgs.globex]
-        api_key_sha256 = "{globex_digest}"
-        providers = ["globex-agents"]
-
-        [providers.acme-agents]
-        kind = "twilio-media-stream"
-        base_url = "{acme}"
-
-        [providers.globex-agents]
-        kind = "twilio-media-stream"
-        base_url = "{globex}"
-        "#,
-        globex_digest = sha256_hex(GLOBEX_KEY),
-        acme = acme_agents.uri(),
-        globex = globex_agents.uri(),
-    );
+    let toml = TestConfig::new()
+        .org(OrgB::key_env("acme", "ACME_API_KEY").providers(&["acme-agents"]))
+        .org(OrgB::key("globex", GLOBEX_KEY).providers(&["globex-agents"]))
+        .provider(ProviderB::agent("acme-agents", &acme_agents.uri()))
+        .provider(ProviderB::agent("globex-agents", &globex_agents.uri()))
+        .toml();
     let app = spawn_app_with_env(&toml, &[("ACME_API_KEY", ACME_KEY)]).await;
     TwoOrgs {
         app,
@@ -238,23 +220,11 @@ async fn passthrough_with(bland: MockServer) -> Passthrough {
         "outbound"
     )]))
     .await;
-    let toml = format!(
-        r#"
-        [orgs."{BLAND_ORG}"]
-        auth = "bland"
-        providers = ["bland", "agents"]
-
-        [providers.bland]
-        kind = "bland"
-        base_url = "{bland}"
-
-        [providers.agents]
-        kind = "twilio-media-stream"
-        base_url = "{agents}"
-        "#,
-        bland = bland.uri(),
-        agents = agents.uri(),
-    );
+    let toml = TestConfig::new()
+        .org(OrgB::bland_keys(BLAND_ORG, "bland").providers(&["bland", "agents"]))
+        .provider(ProviderB::bland_forwarding("bland", &bland.uri()))
+        .provider(ProviderB::agent("agents", &agents.uri()))
+        .toml();
     let app = spawn_app(&toml).await;
     Passthrough { app, bland, agents }
 }

@@ -1,9 +1,7 @@
 //! Every way a configuration can be wrong is refused with the field and the fix.
 
-mod common;
-
+use crate::common::load_config;
 use callmux::config::ConfigError;
-use common::load_config;
 
 const AGENTS: &str = r#"
 [providers.agents]
@@ -39,8 +37,8 @@ fn a_valid_config_loads_with_defaults_filled_in() {
     .unwrap();
     assert_eq!(config.server.bind.to_string(), "127.0.0.1:8080");
     let agents = config.provider("agents").unwrap();
-    assert_eq!(agents.http.timeout.as_millis(), 5000);
-    assert_eq!(agents.http.max_body_bytes, 16 * 1024 * 1024);
+    assert_eq!(agents.common.http.timeout.as_millis(), 5000);
+    assert_eq!(agents.common.http.max_body_bytes, 16 * 1024 * 1024);
 }
 
 #[test]
@@ -339,9 +337,9 @@ async fn the_largest_accepted_numbers_start_and_serve() {
         "[server]\nauth_cache_ttl_ms = 86400000\nmax_concurrent_requests = 1000000\nrequest_timeout_ms = 86400000\n\
          max_header_bytes = 1048576\nshutdown_grace_ms = 86400000\n{}timeout_ms = 86400000\nconnect_timeout_ms = 86400000\n\
          cache_ttl_ms = 86400000\nmax_body_bytes = 1073741824\nretries = 10\ncircuit_failures = 1000000\ncircuit_cooldown_ms = 86400000\n",
-        org(&format!("api_key_sha256 = \"{}\"", common::sha256_hex("k")))
+        org(&format!("api_key_sha256 = \"{}\"", crate::common::sha256_hex("k")))
     );
-    let app = common::spawn_app(&toml).await;
+    let app = crate::common::spawn_app(&toml).await;
     assert_eq!(app.get("/healthz", &[]).await.status, 200);
 }
 

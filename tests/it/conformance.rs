@@ -1,0 +1,478 @@
+//! The provider conformance suite: one set of checks that every kind runs through a
+//! fixture — an upstream of the kind's own protocol that lists the calls it is given, in the
+//! kind's documented wire shape — plus the checks every HTTP kind runs against a real
+//! upstream on loopback.
+//!
+//! Adding a kind: a `Fixture` for it, and one line in `suite!` (and in `http_suite!` if it
+//! speaks HTTP).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use callmux::call::CallStatus;
+use callmux::provider::{ForwardedCredentials, ListCalls, ProviderError, RequestContext};
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::common::*;
+
+/// A kind as the suite sees it.
+#[async_trait]
+trait Fixture: Sync {
+    /// Wire statuses and the canonical status each reads as.
+    fn statuses(&self) -> &'static [(&'static str, CallStatus)];
+    /// An upstream listing `calls`, given as (call_id, wire status), and the provider `p`
+    /// built against it through the public config path.
+    async fn start(&self, calls: &[(&str, &str)]) -> Box<dyn Upstream>;
+}
+
+/// A running upstream of a fixture.
+#[async_trait]
+trait Upstream: Send + Sync {
+    fn provider(&self) -> Arc<dyn ListCalls>;
+    /// From now on, lists these calls instead.
+    async fn set(&self, calls: &[(&str, &str)]);
+    /// From now on, answers with exactly this body.
+    async fn set_raw(&self, body: &str);
+}
+
+/// Builds provider `p` from its kind's TOML lines, as a config file would.
+fn build(kind_lines: &str) -> Arc<dyn ListCalls> {
+    let toml = format!(
+        "[orgs.o]\napi_key_sha256 = \"{}\"\nproviders = [\"p\"]\n[providers.p]\n{kind_lines}",
+        "a".repeat(64),
+    );
+    let config = load_config(&toml, &[("CONFORMANCE_KEY", "k")]).expect("valid config");
+    let spec = config.provider("p").unwrap();
+    spec.kind
+        .build(Arc::from("p"), &spec.common)
+        .expect("builds")
+        .list
+}
+
+// ---- HTTP kinds ----
+
+/// What the suite needs to know of an HTTP kind.
+struct Backend {
+    kind: &'static str,
+    /// The path the backend must GET, relative to its base URL.
+    path: &'static str,
+    /// Extra TOML lines the provider table needs.
+    settings: &'static str,
+    /// The upstream's answer listing `calls`, given as (call_id, wire status).
+    body: fn(&[(&str, &str)]) -> Value,
+    /// Wire statuses and the canonical status each reads as.
+    statuses: &'static [(&'static str, CallStatus)],
+}
+
+const TWILIO: Backend = Backend {
+    kind: "twilio-media-stream",
+    path: "/api/calls",
+    settings: "",
+    body: |calls| {
+        let calls: Vec<Value> = calls
+            .iter()
+            .map(|(id, s)| agent_call(id, "+1", s, "outbound"))
+            .collect();
+        json!({"calls": calls, "count": calls.len()})
+    },
+    statuses: &[
+        ("initiating", CallStatus::Queued),
+        ("ringing", CallStatus::Ringing),
+        ("in-progress", CallStatus::InProgress),
+        ("completed", CallStatus::Completed),
+        ("failed", CallStatus::Failed),
+        ("busy", CallStatus::Busy),
+        ("no-answer", CallStatus::NoAnswer),
+        ("canceled", CallStatus::Canceled),
+    ],
+};
+
+const BLAND: Backend = Backend {
+    kind: "bland",
+    path: "/v1/calls/active",
+    settings: "api_key_env = \"CONFORMANCE_KEY\"\norg_id = \"conformance-org\"",
+    body: |calls| {
+        let calls: Vec<Value> = calls
+            .iter()
+            .map(|(id, s)| bland_call(id, s, "1758656817432"))
+            .collect();
+        json!({"data": calls, "errors": null})
+    },
+    statuses: &[
+        ("QUEUED", CallStatus::Queued),
+        ("IN_PROGRESS", CallStatus::InProgress),
+        ("COMPLETED", CallStatus::Completed),
+        ("FAILED", CallStatus::Failed),
+        ("BUSY", CallStatus::Busy),
+        ("NO_ANSWER", CallStatus::NoAnswer),
+        ("CANCELED", CallStatus::Canceled),
+    ],
+};
+
+impl Backend {
+    /// Builds the backend against `base_url` through the public config path.
+    fn build(&self, base_url: &str, extra: &str) -> Arc<dyn ListCalls> {
+        build(&format!(
+            "kind = \"{}\"\nbase_url = \"{base_url}\"\n{}\n{extra}",
+            self.kind, self.settings,
+        ))
+    }
+
+    async fn serving(&self, body: Value) -> (MockServer, Arc<dyn ListCalls>) {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path(self.path))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .mount(&server)
+            .await;
+        let p = self.build(&server.uri(), "");
+        (server, p)
+    }
+}
+
+struct HttpUpstream {
+    server: MockServer,
+    path: &'static str,
+    body: fn(&[(&str, &str)]) -> Value,
+    provider: Arc<dyn ListCalls>,
+}
+
+#[async_trait]
+impl Fixture for Backend {
+    fn statuses(&self) -> &'static [(&'static str, CallStatus)] {
+        self.statuses
+    }
+
+    async fn start(&self, calls: &[(&str, &str)]) -> Box<dyn Upstream> {
+        let (server, provider) = self.serving((self.body)(calls)).await;
+        Box::new(HttpUpstream {
+            server,
+            path: self.path,
+            body: self.body,
+            provider,
+        })
+    }
+}
+
+#[async_trait]
+impl Upstream for HttpUpstream {
+    fn provider(&self) -> Arc<dyn ListCalls> {
+        self.provider.clone()
+    }
+
+    async fn set(&self, calls: &[(&str, &str)]) {
+        self.server.reset().await;
+        Mock::given(method("GET"))
+            .and(path(self.path))
+            .respond_with(ResponseTemplate::new(200).set_body_json((self.body)(calls)))
+            .mount(&self.server)
+            .await;
+    }
+
+    async fn set_raw(&self, body: &str) {
+        self.server.reset().await;
+        Mock::given(method("GET"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_raw(body.to_owned(), "application/json"),
+            )
+            .mount(&self.server)
+            .await;
+    }
+}
+
+// ---- the static kind ----
+
+/// `static`: the calls in a file, in the calls shape or in Bland's.
+struct Static {
+    shape: &'static Backend,
+}
+
+const STATIC_CALLS: Static = Static { shape: &TWILIO };
+const STATIC_BLAND: Static = Static { shape: &BLAND };
+
+struct StaticUpstream {
+    _dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+    body: fn(&[(&str, &str)]) -> Value,
+    provider: Arc<dyn ListCalls>,
+}
+
+#[async_trait]
+impl Fixture for Static {
+    fn statuses(&self) -> &'static [(&'static str, CallStatus)] {
+        self.shape.statuses
+    }
+
+    async fn start(&self, calls: &[(&str, &str)]) -> Box<dyn Upstream> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("calls.json");
+        std::fs::write(&file, (self.shape.body)(calls).to_string()).unwrap();
+        let provider = build(&format!("kind = \"static\"\npath = \"{}\"", file.display()));
+        Box::new(StaticUpstream {
+            _dir: dir,
+            file,
+            body: self.shape.body,
+            provider,
+        })
+    }
+}
+
+#[async_trait]
+impl Upstream for StaticUpstream {
+    fn provider(&self) -> Arc<dyn ListCalls> {
+        self.provider.clone()
+    }
+
+    async fn set(&self, calls: &[(&str, &str)]) {
+        std::fs::write(&self.file, (self.body)(calls).to_string()).unwrap();
+    }
+
+    async fn set_raw(&self, body: &str) {
+        std::fs::write(&self.file, body).unwrap();
+    }
+}
+
+fn ctx() -> RequestContext {
+    RequestContext {
+        org_id: Arc::from("o"),
+        forwarded: Some(ForwardedCredentials::new(
+            "caller-key".parse().unwrap(),
+            "caller-org".parse().unwrap(),
+        )),
+    }
+}
+
+// ---- every kind ----
+
+async fn reports_every_call_it_serves_with_its_id_and_status(f: &dyn Fixture) {
+    let calls: Vec<(String, &str)> = f
+        .statuses()
+        .iter()
+        .enumerate()
+        .map(|(i, (s, _))| (format!("c{i}"), *s))
+        .collect();
+    let refs: Vec<(&str, &str)> = calls.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+    let upstream = f.start(&refs).await;
+    let got = upstream.provider().active_calls(&ctx()).await.unwrap();
+    assert_eq!(got.len(), f.statuses().len());
+    for (call, (i, (_, status))) in got.iter().zip(f.statuses().iter().enumerate()) {
+        assert_eq!(call.call_id, format!("c{i}"));
+        assert_eq!(&call.status, status);
+        assert_eq!(&*call.provider, "p");
+    }
+}
+
+async fn keeps_an_unknown_status_verbatim(f: &dyn Fixture) {
+    let upstream = f.start(&[("x", "Warming-Up")]).await;
+    let got = upstream.provider().active_calls(&ctx()).await.unwrap();
+    assert_eq!(got[0].status, CallStatus::Other("Warming-Up".into()));
+}
+
+async fn hands_out_the_same_calls_for_an_unchanged_answer_and_new_ones_for_a_changed_one(
+    f: &dyn Fixture,
+) {
+    let status = f.statuses()[0].0;
+    let upstream = f.start(&[("x", status)]).await;
+    let p = upstream.provider();
+    let first = p.active_calls(&ctx()).await.unwrap();
+    let second = p.active_calls(&ctx()).await.unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &second),
+        "an unchanged answer was parsed again"
+    );
+    upstream.set(&[("y", status)]).await;
+    let changed = p.active_calls(&ctx()).await.unwrap();
+    assert_eq!(changed[0].call_id, "y");
+}
+
+async fn reads_an_empty_list_as_no_calls(f: &dyn Fixture) {
+    let upstream = f.start(&[]).await;
+    let got = upstream.provider().active_calls(&ctx()).await.unwrap();
+    assert!(got.is_empty());
+}
+
+async fn turns_an_unreadable_answer_into_a_bad_response_and_recovers(f: &dyn Fixture) {
+    let status = f.statuses()[0].0;
+    let upstream = f.start(&[("x", status)]).await;
+    let p = upstream.provider();
+    for body in [
+        "",
+        "null",
+        "{",
+        "<html>",
+        "{\"calls\": 5, \"data\": 5}",
+        "\u{feff}{}",
+    ] {
+        upstream.set_raw(body).await;
+        let got = p.active_calls(&ctx()).await;
+        assert!(
+            matches!(got, Err(ProviderError::BadBody(_))),
+            "{body:?}: {got:?}"
+        );
+    }
+    upstream.set(&[("back", status)]).await;
+    assert_eq!(p.active_calls(&ctx()).await.unwrap()[0].call_id, "back");
+}
+
+// ---- every HTTP kind ----
+
+async fn asks_the_upstream_on_every_ask_it_does_not_share(b: &Backend) {
+    let (server, p) = b.serving((b.body)(&[("x", b.statuses[0].0)])).await;
+    p.active_calls(&ctx()).await.unwrap();
+    p.active_calls(&ctx()).await.unwrap();
+    assert_eq!(hits(&server).await, 2);
+}
+
+async fn asks_its_documented_path_under_a_base_url_with_a_path_and_a_slash(b: &Backend) {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/prefix{}", b.path)))
+        .respond_with(ResponseTemplate::new(200).set_body_json((b.body)(&[("x", b.statuses[0].0)])))
+        .mount(&server)
+        .await;
+    let p = b.build(&format!("{}/prefix/", server.uri()), "");
+    assert_eq!(p.active_calls(&ctx()).await.unwrap().len(), 1);
+}
+
+async fn turns_an_error_status_into_an_error_and_401_into_a_rejection(b: &Backend) {
+    for (status, expected) in [
+        (500, ProviderError::Status(500)),
+        (404, ProviderError::Status(404)),
+        (401, ProviderError::Rejected(401)),
+    ] {
+        let server = raw_server(status, "{}").await;
+        assert_eq!(
+            b.build(&server.uri(), "").active_calls(&ctx()).await,
+            Err(expected)
+        );
+    }
+}
+
+async fn gives_up_on_a_silent_upstream_at_its_timeout(b: &Backend) {
+    let url = silent_server().await;
+    let p = b.build(&url, "timeout_ms = 200");
+    let started = Instant::now();
+    assert_eq!(
+        p.active_calls(&ctx()).await,
+        Err(ProviderError::Timeout(200))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+async fn reports_a_refused_connection_as_unreachable(b: &Backend) {
+    let p = b.build(&refused_url().await, "");
+    assert!(matches!(
+        p.active_calls(&ctx()).await,
+        Err(ProviderError::Unreachable(_))
+    ));
+}
+
+async fn refuses_an_answer_over_its_body_cap(b: &Backend) {
+    let big: Vec<(String, &str)> = (0..200)
+        .map(|i| (format!("call-{i}"), b.statuses[0].0))
+        .collect();
+    let refs: Vec<(&str, &str)> = big.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+    let (server, _) = b.serving((b.body)(&refs)).await;
+    let p = b.build(&server.uri(), "max_body_bytes = 2048");
+    assert_eq!(
+        p.active_calls(&ctx()).await,
+        Err(ProviderError::TooLarge(2048))
+    );
+}
+
+macro_rules! checks {
+    ($name:ident, $fixture:ident, $arg:ty: $($check:ident),+ $(,)?) => {
+        #[allow(non_snake_case)]
+        mod $name {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let fixture: $arg = &super::$fixture;
+                    super::$check(fixture).await;
+                }
+            )+
+        }
+    };
+}
+
+/// Every kind's checks, per fixture.
+macro_rules! suite {
+    ($($name:ident = $fixture:ident),+ $(,)?) => {
+        $(
+            checks!($name, $fixture, &dyn super::Fixture:
+                reports_every_call_it_serves_with_its_id_and_status,
+                keeps_an_unknown_status_verbatim,
+                hands_out_the_same_calls_for_an_unchanged_answer_and_new_ones_for_a_changed_one,
+                reads_an_empty_list_as_no_calls,
+                turns_an_unreadable_answer_into_a_bad_response_and_recovers,
+            );
+        )+
+    };
+}
+
+/// The HTTP checks, per HTTP kind.
+macro_rules! http_suite {
+    ($($name:ident = $backend:ident),+ $(,)?) => {
+        $(
+            checks!($name, $backend, &super::Backend:
+                asks_the_upstream_on_every_ask_it_does_not_share,
+                asks_its_documented_path_under_a_base_url_with_a_path_and_a_slash,
+                turns_an_error_status_into_an_error_and_401_into_a_rejection,
+                gives_up_on_a_silent_upstream_at_its_timeout,
+                reports_a_refused_connection_as_unreachable,
+                refuses_an_answer_over_its_body_cap,
+            );
+        )+
+    };
+}
+
+suite!(
+    TWILIO_MEDIA_STREAM = TWILIO,
+    BLAND_ = BLAND,
+    STATIC_IN_THE_CALLS_SHAPE = STATIC_CALLS,
+    STATIC_IN_THE_BLAND_SHAPE = STATIC_BLAND,
+);
+http_suite!(TWILIO_MEDIA_STREAM_HTTP = TWILIO, BLAND_HTTP = BLAND);
+
+// ---- backend-specific ----
+
+#[tokio::test]
+async fn a_bland_provider_with_its_own_key_never_forwards_the_callers() {
+    let server = bland_server("k", "conformance-org", json!([])).await;
+    BLAND
+        .build(&server.uri(), "")
+        .active_calls(&ctx())
+        .await
+        .unwrap();
+    let req = &server.received_requests().await.unwrap()[0];
+    assert_eq!(req.headers["authorization"], "k");
+    assert_eq!(req.headers["x-bland-org-id"], "conformance-org");
+}
+
+#[tokio::test]
+async fn a_bland_provider_without_a_key_forwards_the_callers_or_refuses_without_one() {
+    let server = bland_server("caller-key", "caller-org", json!([])).await;
+    let toml = format!(
+        "[orgs.o]\nauth = \"p\"\nproviders = [\"p\"]\n[providers.p]\nkind = \"bland\"\nbase_url = \"{}\"",
+        server.uri()
+    );
+    let config = load_config(&toml, &[]).unwrap();
+    let spec = config.provider("p").unwrap();
+    let p = spec.kind.build(Arc::from("p"), &spec.common).unwrap().list;
+    assert!(p.active_calls(&ctx()).await.unwrap().is_empty());
+    let no_creds = RequestContext {
+        org_id: Arc::from("o"),
+        forwarded: None,
+    };
+    assert_eq!(
+        p.active_calls(&no_creds).await,
+        Err(ProviderError::NoCredentials)
+    );
+}

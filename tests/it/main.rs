@@ -1,0 +1,26 @@
+//! The integration tests, one binary: the real server on 127.0.0.1:0 (in process, or the
+//! `callmux` binary itself) against real HTTP upstreams on loopback.
+//!
+//! Every test runs in this one process beside the others, so none may depend on running
+//! alone: a test that reads process-wide state (the Prometheus registry behind `/metrics`)
+//! names its orgs and providers with `common::unique`.
+
+mod common;
+
+mod auth;
+mod cli;
+mod coalescing;
+mod config;
+mod conformance;
+mod connections;
+mod faults;
+mod http_machinery;
+mod merge;
+mod openapi;
+mod ops;
+mod partial_failure;
+mod properties;
+mod reference_examples;
+mod rendering;
+mod secrets;
+mod static_kind;
