@@ -88,7 +88,7 @@ fn parse_at_once(bland_body: &[u8], agent_body: &[u8]) -> [Answer; 2] {
 /// snapshot with the body, as the server keeps both.
 fn whole_pipeline(bland_body: &[u8], agent_body: &[u8], shape: Shape) -> (Snapshot, Written) {
     let answers = parse_at_once(bland_body, agent_body);
-    let snapshot = Snapshot::new(Arc::from("org"), answers.to_vec(), Vec::new());
+    let snapshot = Snapshot::new(Arc::from("org"), answers.to_vec(), Vec::new(), None);
     let body = write(&snapshot, shape);
     (snapshot, body)
 }
@@ -129,7 +129,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("merge", |b| b.iter(|| merge(black_box(&answers)).len()));
     g.bench_function("snapshot (merge and version)", |b| {
         timed_without_drop(b, || {
-            Snapshot::new(Arc::from("org"), black_box(answers.to_vec()), Vec::new())
+            Snapshot::new(
+                Arc::from("org"),
+                black_box(answers.to_vec()),
+                Vec::new(),
+                None,
+            )
         })
     });
     for shape in Shape::ALL {
@@ -182,7 +187,7 @@ fn stages_report() {
         let t0 = Instant::now();
         let answers = parse_at_once(&bland_body, &agent_body);
         let t1 = Instant::now();
-        let snapshot = Snapshot::new(Arc::from("org"), answers.to_vec(), Vec::new());
+        let snapshot = Snapshot::new(Arc::from("org"), answers.to_vec(), Vec::new(), None);
         let t2 = Instant::now();
         let body = write(&snapshot, Shape::Bland);
         let t3 = Instant::now();

@@ -13,9 +13,21 @@ pub type Text = compact_str::CompactString;
 ///
 /// Fields an upstream did not send are `None`: callmux never invents them. The ordering is
 /// only a tie-break that makes choices between two reports of one call deterministic.
+///
+/// `repr(C)` keeps the fields the merge reads for every call (`call_id`, `status`,
+/// `created_at`, `telephony_id`) together in the first two cache lines: left to the
+/// compiler, `telephony_id` landed in a line of its own, and the merge of 200,000 calls
+/// waited on memory for it (BENCHMARKS.md).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[repr(C)]
 pub struct Call {
     pub call_id: Text,
+    pub status: CallStatus,
+    /// When the call record was created, in Unix epoch milliseconds.
+    pub created_at: Option<u64>,
+    /// The telephony carrier's id of the phone call (the Twilio CallSid) where the platform
+    /// gives one: two platforms reporting the same phone call share it.
+    pub telephony_id: Option<Text>,
     /// Id of the provider (from `providers.toml`) that reported the call.
     pub provider: Arc<str>,
     /// The organisation that owns the call: the upstream's own value where it gives one
@@ -23,22 +35,16 @@ pub struct Call {
     pub org: Option<Text>,
     pub from: Option<Text>,
     pub to: Option<Text>,
-    pub direction: Option<Direction>,
-    pub status: CallStatus,
     pub objective: Option<Text>,
     pub pathway_id: Option<Text>,
     /// When the call was answered or began, in Unix epoch milliseconds, whatever text or
     /// number the upstream wrote it as.
     pub started_at: Option<u64>,
-    /// When the call record was created, in Unix epoch milliseconds.
-    pub created_at: Option<u64>,
-    pub international: Option<bool>,
-    /// The telephony carrier's id of the phone call (the Twilio CallSid) where the platform
-    /// gives one: two platforms reporting the same phone call share it.
-    pub telephony_id: Option<Text>,
     /// `start_time` exactly as a Bland upstream sent it, so a Bland client gets back what
     /// Bland wrote; `None` for calls from other kinds of upstream.
     pub bland_start_time: Option<Text>,
+    pub direction: Option<Direction>,
+    pub international: Option<bool>,
 }
 
 impl Call {
@@ -127,6 +133,13 @@ pub mod time {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fields_the_merge_reads_share_the_first_two_cache_lines() {
+        let end = std::mem::offset_of!(Call, telephony_id) + std::mem::size_of::<Option<Text>>();
+        assert!(end <= 128, "{end}");
+        assert!(std::mem::offset_of!(Call, created_at) < 128);
+    }
 
     #[test]
     fn terminal_statuses_are_inactive_and_everything_else_is_active() {

@@ -36,7 +36,9 @@ pub trait ListCalls: Send + Sync {
     async fn active_calls(&self, ctx: &RequestContext) -> Result<Calls, ProviderError>;
     /// Whether the answer depends on the caller's forwarded credentials. Answers that do
     /// are only ever shared between requests carrying the same credentials.
-    fn answers_per_caller(&self) -> bool;
+    fn answers_per_caller(&self) -> bool {
+        false
+    }
 }
 
 /// Control: ending a call the provider listed. A mutation, so no layer of listing's

@@ -103,19 +103,22 @@ pub(crate) const MERGE_IN_TWO_FROM: usize = 16_384;
 fn merge_in(answers: &[Answer], reports: usize, in_two: bool) -> Vec<Position> {
     let state = foldhash::fast::RandomState::default();
     if !in_two {
-        let merged = winners(answers, &state, reports, |_| true);
-        return same_id_once(merged).into_iter().map(|r| r.at()).collect();
+        let (merged, telephony) = winners(answers, &state, reports, |_| true);
+        return same_id_once(merged, telephony)
+            .into_iter()
+            .map(|r| r.at())
+            .collect();
     }
     // A bit neither hashbrown's bucket index (low bits) nor its tag (top seven) uses, so
     // each half's table is as well spread as a whole one.
     let half = |h: u64| (h >> 40) & 1;
     // A half holds close to half the calls; a few more than that rarely need a regrowth.
     let share = reports / 2 + reports / 32 + 16;
-    let (a, b) = rayon_core::join(
+    let ((a, a_telephony), (b, b_telephony)) = rayon_core::join(
         || winners(answers, &state, share, |h| half(h) == 0),
         || winners(answers, &state, share, |h| half(h) == 1),
     );
-    same_id_once(interleave(a, b))
+    same_id_once(interleave(a, b), a_telephony || b_telephony)
         .into_iter()
         .map(|r| r.at())
         .collect()
@@ -124,9 +127,10 @@ fn merge_in(answers: &[Answer], reports: usize, in_two: bool) -> Vec<Position> {
 /// Calls are told apart by telephony id where they have one, so two reports of one
 /// `call_id` can still both stand when only one of them carried a telephony id. The rarer
 /// case is mended here, after the merge: of the reports left with one `call_id`, the
-/// preferred one stays. Lists without telephony ids pass through untouched.
-fn same_id_once(merged: Vec<Ranked<'_>>) -> Vec<Ranked<'_>> {
-    if merged.iter().all(|r| r.call.telephony_id.is_none()) {
+/// preferred one stays. Lists without telephony ids (`telephony` false: the merge saw none)
+/// pass through untouched, without a second walk over calls no longer in memory order.
+fn same_id_once(merged: Vec<Ranked<'_>>, telephony: bool) -> Vec<Ranked<'_>> {
+    if !telephony {
         return merged;
     }
     let mut best: std::collections::HashMap<&str, usize> = Default::default();
@@ -150,14 +154,16 @@ fn same_id_once(merged: Vec<Ranked<'_>>) -> Vec<Ranked<'_>> {
         .collect()
 }
 
-/// The winning report of each active call whose id's hash `keep` accepts, sorted. `keep`
-/// is what lets two halves each do a whole merge of their own share of the ids.
+/// The winning report of each active call whose id's hash `keep` accepts, sorted, and
+/// whether any of those reports carried a telephony id. `keep` is what lets two halves each
+/// do a whole merge of their own share of the ids.
 fn winners<'a>(
     answers: &'a [Answer],
     state: &foldhash::fast::RandomState,
     capacity: usize,
     keep: impl Fn(u64) -> bool,
-) -> Vec<Ranked<'a>> {
+) -> (Vec<Ranked<'a>>, bool) {
+    let mut telephony = false;
     // The index holds positions in `winners` rather than the entries themselves: its table
     // stays small enough to stay in cache, and `winners` is filled in the order calls came.
     let mut winners: Vec<Ranked<'_>> = Vec::with_capacity(capacity);
@@ -173,6 +179,7 @@ fn winners<'a>(
             if !keep(hash) {
                 continue;
             }
+            telephony |= call.telephony_id.is_some();
             let candidate = Ranked::new(rank, at, call);
             let entry = index.entry(
                 hash,
@@ -195,7 +202,7 @@ fn winners<'a>(
     }
     // Unstable is fine: call ids are unique here, so no two entries compare equal.
     winners.sort_unstable_by(Ranked::order);
-    winners
+    (winners, telephony)
 }
 
 /// What makes two reports one phone call: the telephony id where the platform gave one,

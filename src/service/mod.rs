@@ -304,12 +304,15 @@ impl Slot {
         }
         let total: usize = answers.iter().flatten().map(|calls| calls.len()).sum();
         let org = org.clone();
+        let previous = self.last.lock().expect("snapshot lock").clone();
         let snapshot = Arc::new(if total >= MERGE_OFF_RUNTIME_CALLS {
-            tokio::task::spawn_blocking(move || Snapshot::new(org, answers, failures))
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            tokio::task::spawn_blocking(move || {
+                Snapshot::new(org, answers, failures, previous.as_deref())
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
         } else {
-            Snapshot::new(org, answers, failures)
+            Snapshot::new(org, answers, failures, previous.as_deref())
         });
         *self.last.lock().expect("snapshot lock") = Some(snapshot.clone());
         snapshot

@@ -22,7 +22,7 @@ impl std::fmt::Display for Version {
     }
 }
 
-/// Lists at least this long are hashed in two halves at once.
+/// Answers at least this long are hashed in two halves at once.
 pub(crate) const DIGEST_IN_TWO_FROM: usize = 16_384;
 
 /// An org's merged list, built from its providers' answers, which it keeps: the merged list
@@ -31,55 +31,45 @@ pub(crate) const DIGEST_IN_TWO_FROM: usize = 16_384;
 pub struct Snapshot {
     org: Arc<str>,
     answers: Vec<Answer>,
+    /// A digest of each answer's calls (0 for a failed one), reused by the next snapshot for
+    /// every answer that is the very same `Calls`.
+    digests: Vec<u64>,
     merged: Vec<Position>,
     failures: Vec<ProviderFailure>,
     version: Version,
 }
 
 impl Snapshot {
-    /// Merges `answers`, given in the order of the org's providers.
-    pub fn new(org: Arc<str>, answers: Vec<Answer>, failures: Vec<ProviderFailure>) -> Self {
+    /// Merges `answers`, given in the order of the org's providers. `previous` is the org's
+    /// last snapshot, whose digests of unchanged answers are reused.
+    pub fn new(
+        org: Arc<str>,
+        answers: Vec<Answer>,
+        failures: Vec<ProviderFailure>,
+        previous: Option<&Snapshot>,
+    ) -> Self {
         let merged = merge::positions(&answers);
-        let mut snapshot = Self {
+        let digests: Vec<u64> = answers
+            .iter()
+            .enumerate()
+            .map(|(i, answer)| {
+                let Ok(calls) = answer else { return 0 };
+                let kept = previous.and_then(|p| match p.answers.get(i) {
+                    Some(Ok(had)) if Arc::ptr_eq(had, calls) => Some(p.digests[i]),
+                    _ => None,
+                });
+                kept.unwrap_or_else(|| digest_of(calls))
+            })
+            .collect();
+        let version = version(&org, &digests, &failures);
+        Self {
             org,
             answers,
+            digests,
             merged,
             failures,
-            version: Version(0),
-        };
-        snapshot.version = snapshot.digest();
-        snapshot
-    }
-
-    /// A fixed-seed hash of every call, folded in order, and of every failure: stable across
-    /// processes of one build, and a fraction of the cost of a cryptographic digest over
-    /// 100,000 calls (a long list is hashed in two halves at once: snapshots that long are
-    /// only built on the blocking pool). A version only tells content apart; it guards
-    /// nothing.
-    fn digest(&self) -> Version {
-        let state = foldhash::quality::FixedState::with_seed(0x6361_6c6c_6d75_7801);
-        let fold = |positions: &[Position]| {
-            positions.iter().fold(0u64, |acc, &p| {
-                let h = state.hash_one(merge::at(&self.answers, p));
-                acc.rotate_left(5).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ h
-            })
-        };
-        let (first, second) = if self.merged.len() >= DIGEST_IN_TWO_FROM {
-            let (a, b) = self.merged.split_at(self.merged.len() / 2);
-            rayon_core::join(|| fold(a), || fold(b))
-        } else {
-            (fold(&self.merged), 0)
-        };
-        let mut h = state.build_hasher();
-        self.org.hash(&mut h);
-        self.merged.len().hash(&mut h);
-        for f in &self.failures {
-            f.provider.hash(&mut h);
-            f.error.code().hash(&mut h);
-            f.error.to_string().hash(&mut h);
+            version,
         }
-        let rest = h.finish();
-        Version(u128::from(first ^ rest.rotate_left(17)) << 64 | u128::from(second ^ rest))
     }
 
     pub fn org(&self) -> &Arc<str> {
@@ -122,6 +112,44 @@ impl Snapshot {
                 _ => false,
             })
     }
+}
+
+/// The hash seed every process of a build shares, so that versions agree across replicas.
+const SEED: u64 = 0x6361_6c6c_6d75_7801;
+
+/// A fixed-seed hash of an answer's calls, in the order the upstream gave them. The merged
+/// list is a function of the answers alone, so their digests name its content; hashing
+/// them in memory order, rather than the merged list in its order, keeps the pass
+/// sequential in memory. A long answer is hashed in two halves at once (such answers are
+/// only merged on the blocking pool). A version only tells content apart; it guards nothing.
+fn digest_of(calls: &[Call]) -> u64 {
+    let state = foldhash::quality::FixedState::with_seed(SEED);
+    let fold = |calls: &[Call]| {
+        calls.iter().fold(0u64, |acc, call| {
+            acc.rotate_left(5).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ state.hash_one(call)
+        })
+    };
+    if calls.len() < DIGEST_IN_TWO_FROM {
+        return fold(calls);
+    }
+    let (a, b) = calls.split_at(calls.len() / 2);
+    let (a, b) = rayon_core::join(|| fold(a), || fold(b));
+    state.hash_one((a, b))
+}
+
+fn version(org: &str, digests: &[u64], failures: &[ProviderFailure]) -> Version {
+    let hash = |seed: u64| {
+        let mut h = foldhash::quality::FixedState::with_seed(seed).build_hasher();
+        org.hash(&mut h);
+        digests.hash(&mut h);
+        for f in failures {
+            f.provider.hash(&mut h);
+            f.error.code().hash(&mut h);
+            f.error.to_string().hash(&mut h);
+        }
+        h.finish()
+    };
+    Version(u128::from(hash(SEED)) << 64 | u128::from(hash(SEED ^ 0x7665_7273_696f_6e02)))
 }
 
 /// `{"org", "version", "calls": [canonical calls], "failures": [{"provider", "error",
@@ -184,14 +212,16 @@ mod tests {
             org.clone(),
             vec![answer(&[("c1", CallStatus::Ringing)])],
             vec![],
+            None,
         );
         let b = Snapshot::new(
             org.clone(),
             vec![answer(&[("c1", CallStatus::Ringing)])],
             vec![],
+            None,
         );
         assert_eq!(a.version(), b.version());
-        // Ended calls are not content: they are not listed.
+        // The answers are the content: a call that ended changes it, though it is not listed.
         let c = Snapshot::new(
             org.clone(),
             vec![answer(&[
@@ -199,12 +229,14 @@ mod tests {
                 ("c2", CallStatus::Completed),
             ])],
             vec![],
+            None,
         );
-        assert_eq!(a.version(), c.version());
+        assert_ne!(a.version(), c.version());
         let changed = Snapshot::new(
             org.clone(),
             vec![answer(&[("c1", CallStatus::InProgress)])],
             vec![],
+            None,
         );
         assert_ne!(a.version(), changed.version());
         let failed = Snapshot::new(
@@ -214,14 +246,39 @@ mod tests {
                 provider: Arc::from("q"),
                 error: ProviderError::Status(500),
             }],
+            None,
         );
         assert_ne!(a.version(), failed.version());
         let other_org = Snapshot::new(
             Arc::from("other"),
             vec![answer(&[("c1", CallStatus::Ringing)])],
             vec![],
+            None,
         );
         assert_ne!(a.version(), other_org.version());
+    }
+
+    #[test]
+    fn a_snapshot_built_over_its_predecessor_has_the_version_a_fresh_one_would() {
+        let org: Arc<str> = Arc::from("org");
+        let big: Vec<(String, CallStatus)> = (0..DIGEST_IN_TWO_FROM + 3)
+            .map(|i| (format!("c{i}"), CallStatus::Ringing))
+            .collect();
+        let big: Vec<(&str, CallStatus)> =
+            big.iter().map(|(id, s)| (id.as_str(), s.clone())).collect();
+        let kept = answer(&big);
+        let first = Snapshot::new(
+            org.clone(),
+            vec![kept.clone(), answer(&[("x", CallStatus::Queued)])],
+            vec![],
+            None,
+        );
+        let next_answers = vec![kept.clone(), answer(&[("y", CallStatus::Queued)])];
+        let over = Snapshot::new(org.clone(), next_answers.clone(), vec![], Some(&first));
+        let fresh = Snapshot::new(org.clone(), next_answers, vec![], None);
+        assert_eq!(over.version(), fresh.version());
+        assert_ne!(over.version(), first.version());
+        assert_eq!(over.len(), big.len() + 1);
     }
 
     #[test]
@@ -233,6 +290,7 @@ mod tests {
                 ("a", CallStatus::InProgress),
             ])],
             vec![],
+            None,
         );
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["calls"][0]["call_id"], "a");

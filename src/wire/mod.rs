@@ -205,6 +205,7 @@ where
             prefetch((c as *const Call).cast::<u8>().wrapping_add(64));
             prefetch((c as *const Call).cast::<u8>().wrapping_add(128));
             prefetch((c as *const Call).cast::<u8>().wrapping_add(192));
+            prefetch((c as *const Call).cast::<u8>().wrapping_add(256));
         }
         if let Some(c) = texts.next() {
             prefetch(c.call_id.as_ptr());

@@ -338,3 +338,65 @@ async fn a_request_that_is_not_idempotent_is_never_sent_twice_after_an_answer() 
     assert_eq!(got, Err(ProviderError::Status(503)));
     assert_eq!(upstream.received_requests().await.unwrap().len(), 1 + 4);
 }
+
+static COUNTED_PARSES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// [`paged`], counting its calls (only one test uses it).
+fn counted(body: &[u8], provider: &Arc<str>) -> Result<Page, ParseError> {
+    COUNTED_PARSES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    paged(body, provider)
+}
+
+#[tokio::test]
+async fn pages_the_same_as_last_time_are_not_parsed_again_and_a_changed_one_is_read_whole() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(query_param("cursor", "p1"))
+        .respond_with(page_body(&["c2"], None))
+        .with_priority(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(page_body(&["c1"], Some("p1")))
+        .with_priority(5)
+        .mount(&upstream)
+        .await;
+    let url = format!("{}/list", upstream.uri());
+    let lister = Lister::new(&settings(5_000, 0, 50), false).unwrap();
+    let p: Arc<str> = Arc::from("p");
+    let ask = || {
+        lister.list(
+            Request::get(url.parse().unwrap()),
+            by_cursor(&url),
+            None,
+            &p,
+            counted,
+        )
+    };
+    let first = ask().await.unwrap();
+    let parses = COUNTED_PARSES.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(parses, 2);
+    let again = ask().await.unwrap();
+    assert!(Arc::ptr_eq(&first, &again));
+    assert_eq!(
+        COUNTED_PARSES.load(std::sync::atomic::Ordering::SeqCst),
+        parses,
+        "an unchanged page was parsed again"
+    );
+
+    // The second page changes: the list is the first page as before and the new second one.
+    upstream.reset().await;
+    Mock::given(method("GET"))
+        .and(query_param("cursor", "p1"))
+        .respond_with(page_body(&["c2-new"], None))
+        .with_priority(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(page_body(&["c1"], Some("p1")))
+        .with_priority(5)
+        .mount(&upstream)
+        .await;
+    let changed = ask().await.unwrap();
+    assert_eq!(ids(&changed), ["c1", "c2-new"]);
+}

@@ -373,8 +373,15 @@ pub struct Lister {
 
 #[derive(Debug, Clone)]
 struct Memo {
-    pages: Vec<Bytes>,
+    pages: Vec<MemoPage>,
     calls: Calls,
+}
+
+/// One page as last read: its bytes, and the cursor it named for the next page.
+#[derive(Debug, Clone)]
+struct MemoPage {
+    body: Bytes,
+    next: Option<String>,
 }
 
 impl Lister {
@@ -387,7 +394,7 @@ impl Lister {
             last_per_caller: per_caller.then(|| {
                 moka::sync::Cache::builder()
                     .weigher(|_, m: &Memo| {
-                        let bytes: usize = m.pages.iter().map(Bytes::len).sum();
+                        let bytes: usize = m.pages.iter().map(|p| p.body.len()).sum();
                         u32::try_from(bytes).unwrap_or(u32::MAX)
                     })
                     .max_capacity((settings.max_body_bytes as u64).saturating_mul(4))
@@ -422,29 +429,31 @@ impl Lister {
         };
         let deadline = self.client.deadline();
         let max_pages = self.client.settings.max_pages;
-        let mut pages: Vec<Bytes> = Vec::new();
-        let mut calls: Vec<Call> = Vec::new();
-        let mut all_same = true;
+        // Each page's bytes and next cursor, and its calls where it was parsed: a page the
+        // same as last time is not parsed unless another page changed.
+        let mut pages: Vec<MemoPage> = Vec::new();
+        let mut parsed: Vec<Option<Vec<Call>>> = Vec::new();
         let mut seen = HashSet::new();
         let mut request = first;
         loop {
             let previous = last.as_ref().and_then(|m| m.pages.get(pages.len()));
-            let body = match self.client.send(&request, deadline, previous, true).await? {
-                Fetched::Same => previous.expect("`Same` only follows a last body").clone(),
-                Fetched::New(body) => {
-                    all_same = false;
-                    body
+            let fetched = self
+                .client
+                .send(&request, deadline, previous.map(|p| &p.body), true)
+                .await?;
+            let (page, calls) = match (fetched, previous) {
+                (Fetched::Same, Some(previous)) => (previous.clone(), None),
+                (Fetched::Same, None) => unreachable!("`Same` only follows a last body"),
+                (Fetched::New(body), _) => {
+                    let page = parse_off_runtime(&body, provider, parse).await?;
+                    let next = page.next;
+                    (MemoPage { body, next }, Some(page.calls))
                 }
             };
-            let page = parse_off_runtime(&body, provider, parse).await?;
-            pages.push(body);
-            let is_last = page.next.is_none();
-            if calls.is_empty() {
-                calls = page.calls;
-            } else {
-                calls.extend(page.calls);
-            }
-            let Some(cursor) = page.next else { break };
+            let next_cursor = page.next.clone();
+            pages.push(page);
+            parsed.push(calls);
+            let Some(cursor) = next_cursor else { break };
             if pages.len() >= max_pages {
                 return Err(ProviderError::Paging(format!(
                     "listed more than {max_pages} pages (max_pages) and still had more"
@@ -456,10 +465,22 @@ impl Lister {
                 ));
             }
             request = next(&cursor)?;
-            debug_assert!(!is_last);
         }
-        if let Some(last) = last.filter(|m| all_same && m.pages.len() == pages.len()) {
+        let unchanged = parsed.iter().all(Option::is_none);
+        if let Some(last) = last.filter(|m| unchanged && m.pages.len() == pages.len()) {
             return Ok(last.calls);
+        }
+        let mut calls: Vec<Call> = Vec::new();
+        for (page, parsed) in pages.iter().zip(parsed) {
+            let page_calls = match parsed {
+                Some(c) => c,
+                None => parse_off_runtime(&page.body, provider, parse).await?.calls,
+            };
+            if calls.is_empty() {
+                calls = page_calls;
+            } else {
+                calls.extend(page_calls);
+            }
         }
         let calls: Calls = Arc::new(calls);
         let memo = Memo {

@@ -154,10 +154,6 @@ impl ListCalls for StaticFile {
         &self.id
     }
 
-    fn answers_per_caller(&self) -> bool {
-        false
-    }
-
     async fn active_calls(&self, _ctx: &RequestContext) -> Result<Calls, ProviderError> {
         let body = self.read().await?;
         {

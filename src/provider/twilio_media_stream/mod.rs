@@ -89,10 +89,6 @@ impl ListCalls for AgentServer {
         &self.id
     }
 
-    fn answers_per_caller(&self) -> bool {
-        false
-    }
-
     async fn active_calls(&self, _ctx: &RequestContext) -> Result<Calls, ProviderError> {
         self.lister
             .list_one(Request::get(self.url.clone()), None, &self.id, page)
