@@ -30,10 +30,10 @@ fuzz_target!(|data: &[u8]| {
         headers.insert(HeaderName::from_static("x-bland-org-id"), v);
     }
 
-    let Ok(presented) = presented(&headers) else {
+    let Ok(creds) = presented(&headers) else {
         return;
     };
-    let shown = debug_text(&presented);
+    let shown = debug_text(&creds);
 
     // The same request with another key must look the same in `Debug`: what is shown does not
     // depend on the key at all.
@@ -64,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
     if key.len() >= 8 && !reference.contains(key) {
         assert!(!shown.contains(key), "Debug output shows the key: {shown}");
     }
-    if let Some(f) = &presented.forwarded() {
+    if let Some(f) = &creds.forwarded() {
         // Forwarded exactly as sent, and marked sensitive so `http`'s own Debug redacts it.
         assert_eq!(f.authorization.as_bytes(), auth);
         assert!(f.authorization.is_sensitive());
