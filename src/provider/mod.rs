@@ -6,6 +6,7 @@ pub mod http;
 pub mod layers;
 pub mod registry;
 pub mod static_file;
+pub mod twilio;
 pub mod twilio_media_stream;
 
 use std::fmt;
