@@ -400,3 +400,22 @@ async fn pages_the_same_as_last_time_are_not_parsed_again_and_a_changed_one_is_r
     let changed = ask().await.unwrap();
     assert_eq!(ids(&changed), ["c1", "c2-new"]);
 }
+
+#[tokio::test]
+async fn a_redirect_is_the_upstreams_answer_and_is_never_followed() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(page_body(&["should-not-be-read"], None))
+        .mount(&elsewhere)
+        .await;
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", elsewhere.uri().as_str()))
+        .mount(&upstream)
+        .await;
+    let lister = Lister::new(&settings(5_000, 0, 50), false).unwrap();
+    let request = Request::get(upstream.uri().parse().unwrap()).auth(&Auth::bearer("tok").unwrap());
+    let got = lister.list_one(request, None, &Arc::from("p"), paged).await;
+    assert_eq!(got, Err(ProviderError::Status(302)));
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+}

@@ -171,6 +171,9 @@ impl Client {
     pub fn new(settings: &HttpSettings) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
+            // An upstream's redirect is its answer, never an address to take credentials
+            // or a control request to: a 3xx is that provider's `UPSTREAM_ERROR`.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("callmux/", env!("CARGO_PKG_VERSION")))
             .build()
