@@ -22,5 +22,6 @@ mod partial_failure;
 mod properties;
 mod reference_examples;
 mod rendering;
+mod retell;
 mod secrets;
 mod static_kind;
