@@ -57,7 +57,10 @@ fn build(kind_lines: &str) -> Arc<dyn ListCalls> {
 /// What the suite needs to know of an HTTP kind.
 struct Backend {
     kind: &'static str,
-    /// The path the backend must GET, relative to its base URL.
+    /// The method the backend lists with: `GET`, or `POST` for an upstream whose list
+    /// request carries a body (Retell's filter).
+    method: &'static str,
+    /// The path the backend must ask, relative to its base URL.
     path: &'static str,
     /// Extra TOML lines the provider table needs.
     settings: &'static str,
@@ -69,6 +72,7 @@ struct Backend {
 
 const TWILIO: Backend = Backend {
     kind: "twilio-media-stream",
+    method: "GET",
     path: "/api/calls",
     settings: "",
     body: |calls| {
@@ -92,6 +96,7 @@ const TWILIO: Backend = Backend {
 
 const BLAND: Backend = Backend {
     kind: "bland",
+    method: "GET",
     path: "/v1/calls/active",
     settings: "api_key_env = \"CONFORMANCE_KEY\"\norg_id = \"conformance-org\"",
     body: |calls| {
@@ -112,6 +117,30 @@ const BLAND: Backend = Backend {
     ],
 };
 
+/// Retell lists in pages; the suite's lists fit on one, as the documented last page: its
+/// `pagination_key` set, `has_more` false.
+const RETELL: Backend = Backend {
+    kind: "retell",
+    method: "POST",
+    path: "/v3/list-calls",
+    settings: "api_key_env = \"CONFORMANCE_KEY\"",
+    body: |calls| {
+        let items: Vec<Value> = calls
+            .iter()
+            .map(|(id, s)| crate::retell::phone_call(id, s, &format!("CA-{id}")))
+            .collect();
+        let last = calls.last().map(|(id, _)| *id).unwrap_or("none");
+        json!({"pagination_key": last, "has_more": false, "items": items})
+    },
+    statuses: &[
+        ("registered", CallStatus::Queued),
+        ("ongoing", CallStatus::InProgress),
+        ("ended", CallStatus::Completed),
+        ("error", CallStatus::Failed),
+        ("not_connected", CallStatus::NoAnswer),
+    ],
+};
+
 impl Backend {
     /// Builds the backend against `base_url` through the public config path.
     fn build(&self, base_url: &str, extra: &str) -> Arc<dyn ListCalls> {
@@ -123,7 +152,7 @@ impl Backend {
 
     async fn serving(&self, body: Value) -> (MockServer, Arc<dyn ListCalls>) {
         let server = MockServer::start().await;
-        Mock::given(method("GET"))
+        Mock::given(method(self.method))
             .and(path(self.path))
             .respond_with(ResponseTemplate::new(200).set_body_json(body))
             .mount(&server)
@@ -131,10 +160,23 @@ impl Backend {
         let p = self.build(&server.uri(), "");
         (server, p)
     }
+
+    /// An upstream answering every request of the kind's method with this status and body.
+    async fn raw(&self, status: u16, body: &str) -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method(self.method))
+            .respond_with(
+                ResponseTemplate::new(status).set_body_raw(body.to_owned(), "application/json"),
+            )
+            .mount(&server)
+            .await;
+        server
+    }
 }
 
 struct HttpUpstream {
     server: MockServer,
+    method: &'static str,
     path: &'static str,
     body: fn(&[(&str, &str)]) -> Value,
     provider: Arc<dyn ListCalls>,
@@ -150,6 +192,7 @@ impl Fixture for Backend {
         let (server, provider) = self.serving((self.body)(calls)).await;
         Box::new(HttpUpstream {
             server,
+            method: self.method,
             path: self.path,
             body: self.body,
             provider,
@@ -165,7 +208,7 @@ impl Upstream for HttpUpstream {
 
     async fn set(&self, calls: &[(&str, &str)]) {
         self.server.reset().await;
-        Mock::given(method("GET"))
+        Mock::given(method(self.method))
             .and(path(self.path))
             .respond_with(ResponseTemplate::new(200).set_body_json((self.body)(calls)))
             .mount(&self.server)
@@ -174,7 +217,7 @@ impl Upstream for HttpUpstream {
 
     async fn set_raw(&self, body: &str) {
         self.server.reset().await;
-        Mock::given(method("GET"))
+        Mock::given(method(self.method))
             .respond_with(
                 ResponseTemplate::new(200).set_body_raw(body.to_owned(), "application/json"),
             )
@@ -328,7 +371,7 @@ async fn asks_the_upstream_on_every_ask_it_does_not_share(b: &Backend) {
 
 async fn asks_its_documented_path_under_a_base_url_with_a_path_and_a_slash(b: &Backend) {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
+    Mock::given(method(b.method))
         .and(path(format!("/prefix{}", b.path)))
         .respond_with(ResponseTemplate::new(200).set_body_json((b.body)(&[("x", b.statuses[0].0)])))
         .mount(&server)
@@ -343,7 +386,7 @@ async fn turns_an_error_status_into_an_error_and_401_into_a_rejection(b: &Backen
         (404, ProviderError::Status(404)),
         (401, ProviderError::Rejected(401)),
     ] {
-        let server = raw_server(status, "{}").await;
+        let server = b.raw(status, "{}").await;
         assert_eq!(
             b.build(&server.uri(), "").active_calls(&ctx()).await,
             Err(expected)
@@ -436,10 +479,15 @@ macro_rules! http_suite {
 suite!(
     TWILIO_MEDIA_STREAM = TWILIO,
     BLAND_ = BLAND,
+    RETELL_ = RETELL,
     STATIC_IN_THE_CALLS_SHAPE = STATIC_CALLS,
     STATIC_IN_THE_BLAND_SHAPE = STATIC_BLAND,
 );
-http_suite!(TWILIO_MEDIA_STREAM_HTTP = TWILIO, BLAND_HTTP = BLAND);
+http_suite!(
+    TWILIO_MEDIA_STREAM_HTTP = TWILIO,
+    BLAND_HTTP = BLAND,
+    RETELL_HTTP = RETELL,
+);
 
 // ---- backend-specific ----
 
