@@ -5,6 +5,7 @@ pub mod bland;
 pub mod http;
 pub mod layers;
 pub mod registry;
+pub mod retell;
 pub mod static_file;
 pub mod twilio;
 pub mod twilio_media_stream;

@@ -14,6 +14,7 @@ pub static KINDS: &[&dyn Kind] = &[
     &super::bland::KIND,
     &super::static_file::KIND,
     &super::twilio::KIND,
+    &super::retell::KIND,
 ];
 
 /// The kind called `name`, if there is one.

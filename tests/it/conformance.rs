@@ -57,7 +57,10 @@ fn build(kind_lines: &str) -> Arc<dyn ListCalls> {
 /// What the suite needs to know of an HTTP kind.
 struct Backend {
     kind: &'static str,
-    /// The path the backend must GET, relative to its base URL.
+    /// The method the backend lists with: `GET`, or `POST` for an upstream whose list
+    /// request carries a body (Retell's filter).
+    method: &'static str,
+    /// The path the backend must ask, relative to its base URL.
     path: &'static str,
     /// Extra TOML lines the provider table needs.
     settings: &'static str,
@@ -79,6 +82,7 @@ fn one_request(_: &wiremock::Request, _: &str) -> bool {
 
 const TWILIO: Backend = Backend {
     kind: "twilio-media-stream",
+    method: "GET",
     path: "/api/calls",
     settings: "",
     body: |calls| {
@@ -104,6 +108,7 @@ const TWILIO: Backend = Backend {
 
 const BLAND: Backend = Backend {
     kind: "bland",
+    method: "GET",
     path: "/v1/calls/active",
     settings: "api_key_env = \"CONFORMANCE_KEY\"\norg_id = \"conformance-org\"",
     body: |calls| {
@@ -129,6 +134,7 @@ const BLAND: Backend = Backend {
 /// `twilio`: the REST API's Calls list, one request per live status.
 const TWILIO_REST: Backend = Backend {
     kind: "twilio",
+    method: "GET",
     path: crate::twilio::CALLS_PATH,
     settings: concat!(
         "account_sid = \"AC7e1c02f6a58b4d3e9f10c2d4b6a8e0f1\"\n",
@@ -168,6 +174,32 @@ const TWILIO_REST: Backend = Backend {
     ],
 };
 
+/// Retell lists in pages; the suite's lists fit on one, as the documented last page: its
+/// `pagination_key` set, `has_more` false.
+const RETELL: Backend = Backend {
+    kind: "retell",
+    method: "POST",
+    path: "/v3/list-calls",
+    settings: "api_key_env = \"CONFORMANCE_KEY\"",
+    body: |calls| {
+        let items: Vec<Value> = calls
+            .iter()
+            .map(|(id, s)| crate::retell::phone_call(id, s, &format!("CA-{id}")))
+            .collect();
+        let last = calls.last().map(|(id, _)| *id).unwrap_or("none");
+        json!({"pagination_key": last, "has_more": false, "items": items})
+    },
+    answers: one_request,
+    requests_per_list: 1,
+    statuses: &[
+        ("registered", CallStatus::Queued),
+        ("ongoing", CallStatus::InProgress),
+        ("ended", CallStatus::Completed),
+        ("error", CallStatus::Failed),
+        ("not_connected", CallStatus::NoAnswer),
+    ],
+};
+
 impl Backend {
     /// Answers each request with the upstream's body listing those of `calls` it holds.
     fn answering(&self, calls: &[(&str, &str)]) -> impl wiremock::Respond {
@@ -184,13 +216,25 @@ impl Backend {
 
     async fn serving(&self, calls: &[(&str, &str)]) -> (MockServer, Arc<dyn ListCalls>) {
         let server = MockServer::start().await;
-        Mock::given(method("GET"))
+        Mock::given(method(self.method))
             .and(path(self.path))
             .respond_with(self.answering(calls))
             .mount(&server)
             .await;
         let p = self.build(&server.uri(), "");
         (server, p)
+    }
+
+    /// An upstream answering every request of the kind's method with this status and body.
+    async fn raw(&self, status: u16, body: &str) -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method(self.method))
+            .respond_with(
+                ResponseTemplate::new(status).set_body_raw(body.to_owned(), "application/json"),
+            )
+            .mount(&server)
+            .await;
+        server
     }
 }
 
@@ -215,6 +259,7 @@ fn answering(
 
 struct HttpUpstream {
     server: MockServer,
+    method: &'static str,
     path: &'static str,
     body: fn(&[(&str, &str)]) -> Value,
     answers: fn(&wiremock::Request, &str) -> bool,
@@ -231,6 +276,7 @@ impl Fixture for Backend {
         let (server, provider) = self.serving(calls).await;
         Box::new(HttpUpstream {
             server,
+            method: self.method,
             path: self.path,
             body: self.body,
             answers: self.answers,
@@ -247,7 +293,7 @@ impl Upstream for HttpUpstream {
 
     async fn set(&self, calls: &[(&str, &str)]) {
         self.server.reset().await;
-        Mock::given(method("GET"))
+        Mock::given(method(self.method))
             .and(path(self.path))
             .respond_with(answering(self.body, self.answers, calls))
             .mount(&self.server)
@@ -256,7 +302,7 @@ impl Upstream for HttpUpstream {
 
     async fn set_raw(&self, body: &str) {
         self.server.reset().await;
-        Mock::given(method("GET"))
+        Mock::given(method(self.method))
             .respond_with(
                 ResponseTemplate::new(200).set_body_raw(body.to_owned(), "application/json"),
             )
@@ -416,7 +462,7 @@ async fn asks_the_upstream_on_every_ask_it_does_not_share(b: &Backend) {
 
 async fn asks_its_documented_path_under_a_base_url_with_a_path_and_a_slash(b: &Backend) {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
+    Mock::given(method(b.method))
         .and(path(format!("/prefix{}", b.path)))
         .respond_with(b.answering(&[("x", b.statuses[0].0)]))
         .mount(&server)
@@ -431,7 +477,7 @@ async fn turns_an_error_status_into_an_error_and_401_into_a_rejection(b: &Backen
         (404, ProviderError::Status(404)),
         (401, ProviderError::Rejected(401)),
     ] {
-        let server = raw_server(status, "{}").await;
+        let server = b.raw(status, "{}").await;
         assert_eq!(
             b.build(&server.uri(), "").active_calls(&ctx()).await,
             Err(expected)
@@ -524,6 +570,7 @@ macro_rules! http_suite {
 suite!(
     TWILIO_MEDIA_STREAM = TWILIO,
     BLAND_ = BLAND,
+    RETELL_ = RETELL,
     STATIC_IN_THE_CALLS_SHAPE = STATIC_CALLS,
     STATIC_IN_THE_BLAND_SHAPE = STATIC_BLAND,
     TWILIO_REST_API = TWILIO_REST,
@@ -532,6 +579,7 @@ http_suite!(
     TWILIO_MEDIA_STREAM_HTTP = TWILIO,
     BLAND_HTTP = BLAND,
     TWILIO_REST_API_HTTP = TWILIO_REST,
+    RETELL_HTTP = RETELL,
 );
 
 // ---- backend-specific ----

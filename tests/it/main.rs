@@ -22,6 +22,7 @@ mod partial_failure;
 mod properties;
 mod reference_examples;
 mod rendering;
+mod retell;
 mod secrets;
 mod static_kind;
 mod twilio;

@@ -1,0 +1,196 @@
+//! Kind `retell`: Retell AI's ongoing calls from `POST {base_url}/v3/list-calls`, page by
+//! page, and ending one with `POST {base_url}/v2/stop-call/{call_id}`.
+
+pub mod wire;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::http::{HeaderMap, Method};
+use serde::Deserialize;
+
+use super::http::{endpoint, with_segment, Auth, Lister, Request};
+use super::registry::{Kind, KindSettings};
+use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
+use crate::settings::Check;
+
+pub const DEFAULT_BASE_URL: &str = "https://api.retellai.com";
+
+/// Retell's largest page: fewer requests, so fewer pages spent of `max_pages`.
+const PAGE_LIMIT: u32 = 1000;
+
+pub static KIND: RetellKind = RetellKind;
+
+pub struct RetellKind;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    base_url: Option<String>,
+    api_key_env: Option<String>,
+}
+
+/// Validated settings of a `retell` provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub base_url: url::Url,
+    /// The variable the key was read from: check-config names it, never its value.
+    pub api_key_env: String,
+    /// `Bearer <key>`, a sensitive header value, so `Debug` redacts it.
+    pub auth: Auth,
+}
+
+impl Kind for RetellKind {
+    fn name(&self) -> &'static str {
+        "retell"
+    }
+
+    fn settings(
+        &self,
+        at: &str,
+        table: &figment::value::Value,
+        check: &mut Check<'_>,
+    ) -> Option<Arc<dyn KindSettings>> {
+        let raw: Raw = check.read(at, table, super::RawCommon::FIELDS)?;
+        let url_text = raw.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
+        let base_url = check.base_url(&format!("{at}.base_url"), url_text);
+        let field = format!("{at}.api_key_env");
+        let Some(var) = raw.api_key_env else {
+            check.push(
+                field,
+                "is required for kind retell",
+                "set it to the name of the environment variable holding your Retell API key, \
+                 e.g. \"RETELL_API_KEY\" (the key is in Retell's dashboard under Settings → API Keys)",
+            );
+            return None;
+        };
+        let auth = bearer_from_env(check, &field, &var);
+        Some(Arc::new(Settings {
+            base_url: base_url?,
+            api_key_env: var,
+            auth: auth?,
+        }))
+    }
+}
+
+/// `authorization: Bearer <key>`, the key read from the variable `var`.
+fn bearer_from_env(check: &mut Check<'_>, field: &str, var: &str) -> Option<Auth> {
+    use secrecy::ExposeSecret;
+    let key = check.secret_from_env(field, var)?;
+    let auth = Auth::bearer(key.expose_secret());
+    if auth.is_none() {
+        check.push(
+            field,
+            format!("environment variable {var} holds characters not allowed in an HTTP header"),
+            format!("export {var} with the key exactly as Retell shows it, without newlines"),
+        );
+    }
+    auth
+}
+
+impl KindSettings for Settings {
+    fn kind(&self) -> &'static str {
+        KIND.name()
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "at {}; api key from ${} (set, value hidden)",
+            self.base_url, self.api_key_env
+        )
+    }
+
+    fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {
+        let retell = Arc::new(Retell {
+            id,
+            list_url: endpoint(&self.base_url, "v3/list-calls"),
+            stop_url: endpoint(&self.base_url, "v2/stop-call"),
+            auth: self.auth.clone(),
+            lister: Lister::new(&common.http, false)?,
+        });
+        Ok(Backend {
+            list: retell.clone(),
+            end: Some(retell),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Retell {
+    id: Arc<str>,
+    list_url: reqwest::Url,
+    /// The call's id is appended as one segment.
+    stop_url: reqwest::Url,
+    auth: Auth,
+    lister: Lister,
+}
+
+impl Retell {
+    /// One page of ongoing calls; `pagination_key` is the key the page before gave.
+    ///
+    /// The filter asks Retell for `ongoing` calls only: its v3 filter takes `not_connected`,
+    /// `ongoing`, `ended` and `error`, and a dashboard of live calls wants the one of those
+    /// that is live. (`registered` cannot be filtered on; should Retell send one anyway, it
+    /// is listed as queued.)
+    fn page(&self, pagination_key: Option<&str>) -> Request {
+        let mut body = serde_json::json!({
+            "filter_criteria": {
+                "call_status": {"op": "in", "type": "enum", "value": ["ongoing"]}
+            },
+            "limit": PAGE_LIMIT,
+        });
+        if let Some(key) = pagination_key {
+            body["pagination_key"] = key.into();
+        }
+        Request::post_json(self.list_url.clone(), &body).auth(&self.auth)
+    }
+}
+
+#[async_trait]
+impl ListCalls for Retell {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn answers_per_caller(&self) -> bool {
+        false
+    }
+
+    async fn active_calls(&self, _ctx: &RequestContext) -> Result<Calls, ProviderError> {
+        // A POST, but a read: the lister sends every page as retryable.
+        self.lister
+            .list(
+                self.page(None),
+                |key| Ok(self.page(Some(key))),
+                None,
+                &self.id,
+                wire::parse_page,
+            )
+            .await
+    }
+}
+
+#[async_trait]
+impl EndCall for Retell {
+    async fn end_call(&self, _ctx: &RequestContext, call_id: &str) -> Result<(), EndError> {
+        // `""`, `.` and `..` cannot be one path segment, and no Retell call has such an id.
+        let url = with_segment(&self.stop_url, call_id).ok_or(EndError::NotFound)?;
+        let request = Request {
+            method: Method::POST,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+        }
+        .auth(&self.auth);
+        let client = self.lister.client();
+        // Not idempotent: once a byte is sent it is never sent again, whatever the answer.
+        match client.send(&request, client.deadline(), None, false).await {
+            Ok(_) => Ok(()),
+            // Retell documents 422 "Cannot find requested asset under given api key" for a
+            // call it does not know; the request names nothing but the call, so a 422 can
+            // only be about the call.
+            Err(ProviderError::Status(404 | 422)) => Err(EndError::NotFound),
+            Err(e) => Err(EndError::Failed(e)),
+        }
+    }
+}
