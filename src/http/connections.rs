@@ -6,7 +6,10 @@
 //!   connection opens, and on a kept-alive connection from the first byte of its next
 //!   request. Closed `header_read_timeout` after the phase began.
 //! - *request*: a request head was read and its answer is being made or sent. No deadline
-//!   here (`[server] request_timeout_ms` bounds the answer).
+//!   here (`[server] request_timeout_ms` bounds the answer). hyper drops an answer's body
+//!   as soon as its last piece is queued in hyper's own buffer, which may hold megabytes a
+//!   slow reader has yet to take; the phase ends only at the flush that follows, when every
+//!   byte has gone to the kernel (which delivers what it holds even after a close).
 //! - *idle*: the answer is sent and nothing of a next request has arrived. Closed
 //!   `idle_timeout` after the phase began.
 //!
@@ -203,6 +206,8 @@ where
 const HEAD: u64 = 0;
 const REQUEST: u64 = 1;
 const IDLE: u64 = 2;
+/// Still the request phase: the answer's body is done but hyper may still be writing it.
+const WRITTEN: u64 = 3;
 const PHASE_BITS: u32 = 2;
 
 /// One connection's phase and when it began, shared by its socket, service and bodies (all
@@ -246,8 +251,15 @@ impl Activity {
     }
 
     fn answer_done(&self) {
-        self.enter(IDLE);
-        self.sooner.notify_one();
+        self.enter(WRITTEN);
+    }
+
+    /// hyper flushed: its buffer is empty, so an answer whose body is done is all sent.
+    fn flushed(&self) {
+        if self.phase.load(Ordering::Acquire) & 0b11 == WRITTEN {
+            self.enter(IDLE);
+            self.sooner.notify_one();
+        }
     }
 
     /// When the current phase runs out, and which timeout that is; `None` while answering.
@@ -305,7 +317,11 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        if matches!(polled, Poll::Ready(Ok(()))) {
+            self.activity.flushed();
+        }
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

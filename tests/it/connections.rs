@@ -205,6 +205,63 @@ async fn an_idle_kept_alive_connection_is_closed_at_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_slow_reader_gets_a_whole_large_answer_though_it_outlasts_the_idle_timeout() {
+    // About 4.6 MB of calls, read 64 KiB at a time every 20 ms: seconds, against an idle
+    // timeout of 300 ms that starts once the answer's last piece is queued, not sent.
+    let dir = tempfile::tempdir().unwrap();
+    let calls: Vec<serde_json::Value> = (0..20_000)
+        .map(|i| bland_call(&format!("call-{i:08}"), "IN_PROGRESS", "1758656817432"))
+        .collect();
+    let file = dir.path().join("big.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({"data": calls, "errors": null}).to_string(),
+    )
+    .unwrap();
+    let app = spawn_app(&format!(
+        "[server]\nidle_timeout_ms = 300\n[orgs.acme]\napi_key_sha256 = \"{}\"\nproviders = [\"big\"]\n\
+         [providers.big]\nkind = \"static\"\npath = \"{}\"\n",
+        sha256_hex("k"),
+        file.display()
+    ))
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut sock = socket.connect(app.addr).await.unwrap();
+    sock.write_all(
+        b"GET /v1/calls/active HTTP/1.1\r\nhost: callmux\r\nauthorization: k\r\nx-bland-org-id: acme\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let expected = loop {
+        assert!(Instant::now() < deadline, "the answer took over 120 s");
+        let n = timeout(MARGIN, sock.read(&mut buf)).await.unwrap().unwrap();
+        received.extend_from_slice(&buf[..n]);
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .expect("a content-length");
+            break end + 4 + length;
+        }
+        assert!(n > 0, "closed before the head");
+    };
+    while received.len() < expected {
+        assert!(Instant::now() < deadline, "the answer took over 120 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let n = timeout(MARGIN, sock.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed after {} of {expected} bytes", received.len());
+        received.extend_from_slice(&buf[..n]);
+    }
+    assert!(expected > 4_000_000, "{expected}");
+}
+
+#[tokio::test]
 async fn a_kept_alive_connection_idle_longer_than_the_header_read_timeout_still_serves_its_next_request(
 ) {
     let app = app_with("header_read_timeout_ms = 200\nidle_timeout_ms = 60000").await;

@@ -410,7 +410,9 @@ async fn a_redirect_is_the_upstreams_answer_and_is_never_followed() {
         .await;
     let upstream = MockServer::start().await;
     Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(302).insert_header("location", elsewhere.uri().as_str()))
+        .respond_with(
+            ResponseTemplate::new(302).insert_header("location", elsewhere.uri().as_str()),
+        )
         .mount(&upstream)
         .await;
     let lister = Lister::new(&settings(5_000, 0, 50), false).unwrap();
