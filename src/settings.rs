@@ -162,21 +162,29 @@ impl<'a> Check<'a> {
             );
             return None;
         }
+        // A name in lower case or mixed with digits may be the key itself (a Twilio auth
+        // token is 32 hex digits): then the messages do not repeat it.
+        let shown = if looks_like_a_variable_name(var) {
+            var
+        } else {
+            "(named here; not repeated in case it is a key)"
+        };
         match (self.env)(var) {
             Some(v) if !v.trim().is_empty() => Some(secrecy::SecretString::from(v)),
             Some(_) => {
                 self.push(
                     field,
-                    format!("environment variable {var} is empty"),
-                    format!("export {var} with the key"),
+                    format!("environment variable {shown} is empty"),
+                    "export it with the key",
                 );
                 None
             }
             None => {
                 self.push(
                     field,
-                    format!("environment variable {var} is not set"),
-                    format!("export {var} with the key before starting callmux"),
+                    format!("environment variable {shown} is not set"),
+                    "export it with the key before starting callmux, or if this is the key itself, \
+                     put it in a variable and give that variable's name here",
                 );
                 None
             }
@@ -268,17 +276,60 @@ pub fn issue_from_figment(e: figment::Error) -> ConfigIssue {
     ConfigIssue::new(field, format!("{problem}{source}"), fix)
 }
 
-/// `text` with anything before an `@` in the authority replaced, and any query or fragment
-/// cut, done on the text itself so that it works on URLs that do not parse.
+/// `text` with everything between the scheme and the last `@` replaced, and any query or
+/// fragment cut, done on the text itself so that it works on URLs that do not parse. The
+/// user info goes first: a password may hold `/`, `?` or `#`, which would otherwise end
+/// the authority, or the URL, early and leave part of it shown.
 pub fn redacted_url(text: &str) -> String {
-    let text = text.split(['?', '#']).next().unwrap_or_default();
     let (scheme, rest) = match text.split_once("://") {
         Some((scheme, rest)) => (format!("{scheme}://"), rest),
         None => (String::new(), text),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
-        None => format!("{scheme}{rest}"),
+    let (user, rest) = match rest.rfind('@') {
+        Some(at) => ("***@", &rest[at + 1..]),
+        None => ("", rest),
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    format!("{scheme}{user}{rest}")
+}
+
+/// Whether `name` reads as an environment variable's name (upper case, digits, `_`) rather
+/// than as a key pasted in its place, which is only ever named, never shown.
+fn looks_like_a_variable_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_never_shows_in_a_redacted_url_whatever_it_holds() {
+        for (url, shown) in [
+            ("https://user:s3cr?t@host/p?q=1", "https://***@host/p"),
+            ("https://u:pa/ss@host", "https://***@host"),
+            ("https://u:p#w@host:8443/x", "https://***@host:8443/x"),
+            ("http://127.0.0.1:9000/a?token=x", "http://127.0.0.1:9000/a"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_key_pasted_where_a_variable_name_belongs_is_not_repeated() {
+        let env = |_: &str| None;
+        let mut check = Check::new(&env, PathBuf::from("."));
+        check.secret_from_env(
+            "providers.t.auth_token_env",
+            "0123456789abcdef0123456789abcdef",
+        );
+        check.secret_from_env("providers.t.api_key_env", "TWILIO_AUTH_TOKEN");
+        let text = format!("{:?}", check.issues);
+        assert!(!text.contains("0123456789abcdef"), "{text}");
+        assert!(text.contains("TWILIO_AUTH_TOKEN is not set"), "{text}");
     }
 }

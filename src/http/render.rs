@@ -11,9 +11,8 @@ use crate::service::{Listed, Snapshot, Version};
 use crate::telemetry::Telemetry;
 use crate::wire::{ErrorItem, Shape, Written};
 
-/// Snapshots with at least this many calls are written on the blocking pool (from about
-/// 0.6 ms of work), so a large body does not hold up a runtime thread's other requests.
-const WRITE_OFF_RUNTIME_CALLS: usize = 2_000;
+/// Snapshots this long are written on the blocking pool, as they are merged there.
+const WRITE_OFF_RUNTIME_CALLS: usize = crate::service::OFF_RUNTIME_CALLS;
 
 // Writing in two halves waits for another thread; it must only ever start on the blocking
 // pool.

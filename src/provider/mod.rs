@@ -36,11 +36,6 @@ pub trait ListCalls: Send + Sync {
     fn id(&self) -> &str;
     /// Every call the upstream reports, in any status; the merge leaves out the ended ones.
     async fn active_calls(&self, ctx: &RequestContext) -> Result<Calls, ProviderError>;
-    /// Whether the answer depends on the caller's forwarded credentials. Answers that do
-    /// are only ever shared between requests carrying the same credentials.
-    fn answers_per_caller(&self) -> bool {
-        false
-    }
 }
 
 /// Control: ending a call the provider listed. A mutation, so no layer of listing's

@@ -88,17 +88,16 @@ pub fn positions(answers: &[Answer]) -> Vec<Position> {
 }
 
 /// Answers with at least this many reports in all (ended calls and duplicates included) are
-/// merged in two halves at once, on two threads. Each half reads every report, so below
-/// about 8,000 halving gains nothing; at this size a merge takes about 0.9 ms, and 0.6 ms in
-/// two halves. `app` builds such lists on the blocking pool, where waiting for the halves
-/// holds up no runtime thread.
+/// merged in two halves at once, on two threads. Each half reads every report, so halving
+/// only pays for lists this long (measured; BENCHMARKS.md). The service builds such lists
+/// on the blocking pool, where waiting for the halves holds up no runtime thread.
 pub(crate) const MERGE_IN_TWO_FROM: usize = 16_384;
 
 /// The merge of answers holding `reports` calls in all, in one pass or in two independent
 /// halves at once.
 ///
-/// Calls are split by one bit of their id's hash, so every report of one `call_id` lands in
-/// the same half: each half picks its own winners and sorts them, and the two sorted halves
+/// Calls are split by one bit of their identity's hash (see [`identity`]), so every report
+/// of one phone call lands in the same half: each half picks its own winners and sorts them, and the two sorted halves
 /// interleave into the one list a single pass would give.
 fn merge_in(answers: &[Answer], reports: usize, in_two: bool) -> Vec<Position> {
     let state = foldhash::fast::RandomState::default();
@@ -200,7 +199,8 @@ fn winners<'a>(
             }
         }
     }
-    // Unstable is fine: call ids are unique here, so no two entries compare equal.
+    // Unstable is fine: entries compare equal only when one provider reported one `call_id`
+    // under two telephony ids, and `same_id_once` then keeps one of them by preference.
     winners.sort_unstable_by(Ranked::order);
     (winners, telephony)
 }

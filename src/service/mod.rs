@@ -66,9 +66,11 @@ struct Slot {
 /// Callers of one org whose last snapshots are kept (the least recently served go first).
 const CALLERS_KEPT: u64 = 1_024;
 
-/// Answers with at least this many calls in all are merged on the blocking pool (from about
-/// 0.6 ms of work), so a large answer does not hold up a runtime thread's other requests.
-const MERGE_OFF_RUNTIME_CALLS: usize = 2_000;
+/// Answers with at least this many calls in all are merged on the blocking pool, so a large
+/// answer does not hold up a runtime thread's other requests (where the work passes about
+/// half a millisecond; BENCHMARKS.md). The edge writes bodies this long there too.
+pub const OFF_RUNTIME_CALLS: usize = 2_000;
+const MERGE_OFF_RUNTIME_CALLS: usize = OFF_RUNTIME_CALLS;
 
 // Merging and hashing in two halves wait for another thread; they must only ever start on
 // the blocking pool.
@@ -77,8 +79,8 @@ const _: () = assert!(
         && MERGE_OFF_RUNTIME_CALLS <= snapshot::DIGEST_IN_TWO_FROM
 );
 
-/// An org's snapshot, ready to render.
-#[derive(Debug)]
+/// An org's snapshot, ready to render. `Debug` leaves out the caller's digest: it is keyed
+/// by the caller's own credentials.
 pub struct Listed {
     pub snapshot: Arc<Snapshot>,
     /// The digest of the caller's own credentials, for an org whose callers each get their
@@ -86,6 +88,16 @@ pub struct Listed {
     pub caller: Option<[u8; 32]>,
     /// Time spent waiting on providers.
     pub waited: Duration,
+}
+
+impl std::fmt::Debug for Listed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listed")
+            .field("snapshot", &self.snapshot)
+            .field("caller", &self.caller.map(|_| "[REDACTED]"))
+            .field("waited", &self.waited)
+            .finish()
+    }
 }
 
 /// Why a request got no snapshot.
@@ -108,7 +120,12 @@ impl From<AuthError> for ListError {
 impl Built {
     fn new(spec: &ProviderSpec, telemetry: &Arc<Telemetry>) -> Result<Self, String> {
         let backend = spec.kind.build(Arc::from(spec.id.as_str()), &spec.common)?;
-        let (listed, observed) = layers::wrap(backend.list.clone(), &spec.common, telemetry);
+        let (listed, observed) = layers::wrap(
+            backend.list.clone(),
+            &spec.common,
+            spec.kind.forwards_caller_credentials(),
+            telemetry,
+        );
         Ok(Self {
             spec: spec.clone(),
             observed,

@@ -67,10 +67,9 @@ impl Shape {
     }
 }
 
-/// Lists at least this long are written in two halves at once, on two threads: at this size
-/// writing the Bland shape takes about 0.4 ms, and half that in two halves. Handing half to
-/// another thread costs little, but the caller waits for it: `app` builds lists this long
-/// on the blocking pool, never on a runtime thread.
+/// Lists at least this long are written in two halves at once, on two threads (measured:
+/// BENCHMARKS.md). Handing half to another thread costs little, but the caller waits for
+/// it: the edge writes lists this long on the blocking pool, never on a runtime thread.
 pub(crate) const WRITE_IN_TWO_FROM: usize = 4_096;
 
 /// What makes one wire shape's list: the text before the calls, a call, the text after.

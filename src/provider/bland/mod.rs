@@ -114,8 +114,7 @@ impl KindSettings for Settings {
             list: Arc::new(Bland {
                 id,
                 url: endpoint(&self.base_url, "v1/calls/active"),
-                // Without credentials of its own, it forwards each caller's: answers per caller.
-                lister: Lister::new(&common.http, self.credentials.is_none())?,
+                lister: Lister::new(&common.http, self.forwards_caller_credentials())?,
                 credentials: self.credentials.clone(),
             }),
             end: None,
@@ -142,10 +141,6 @@ fn page(body: &[u8], provider: &Arc<str>) -> Result<Page, wire::ParseError> {
 impl ListCalls for Bland {
     fn id(&self) -> &str {
         &self.id
-    }
-
-    fn answers_per_caller(&self) -> bool {
-        self.credentials.is_none()
     }
 
     async fn active_calls(&self, ctx: &RequestContext) -> Result<Calls, ProviderError> {

@@ -17,11 +17,6 @@ pub struct BreakerSettings {
     pub cooldown: Duration,
 }
 
-impl BreakerSettings {
-    pub const DEFAULT_FAILURES: u32 = 5;
-    pub const DEFAULT_COOLDOWN_MS: u64 = 10_000;
-}
-
 pub struct Breaker {
     inner: Arc<dyn ListCalls>,
     settings: BreakerSettings,
@@ -113,10 +108,6 @@ impl Drop for ProbeGuard<'_> {
 impl ListCalls for Breaker {
     fn id(&self) -> &str {
         self.inner.id()
-    }
-
-    fn answers_per_caller(&self) -> bool {
-        self.inner.answers_per_caller()
     }
 
     async fn active_calls(&self, ctx: &RequestContext) -> Result<Calls, ProviderError> {

@@ -16,6 +16,9 @@ pub struct Coalesced {
     /// depends on them, so no caller ever receives an answer fetched with another's key;
     /// by `None` for all others.
     answers: moka::future::Cache<Option<[u8; 32]>, Calls>,
+    /// The provider sends the caller's own credentials upstream, so its answers are the
+    /// caller's: from the kind's settings, the one place that fact is stated.
+    per_caller: bool,
     /// Answers this request fetched itself, and answers it shared (in flight or cached);
     /// registered once, as the hot path should not build label sets.
     fetched: metrics::Counter,
@@ -23,7 +26,12 @@ pub struct Coalesced {
 }
 
 impl Coalesced {
-    pub fn new(inner: Arc<dyn ListCalls>, ttl: Duration, telemetry: &Telemetry) -> Self {
+    pub fn new(
+        inner: Arc<dyn ListCalls>,
+        ttl: Duration,
+        per_caller: bool,
+        telemetry: &Telemetry,
+    ) -> Self {
         let counter = |source: &'static str| {
             telemetry.counter(
                 "callmux_provider_answers_total",
@@ -34,6 +42,7 @@ impl Coalesced {
             fetched: counter("fetched"),
             shared: counter("shared"),
             inner,
+            per_caller,
             answers: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(ttl)
@@ -49,13 +58,9 @@ impl ListCalls for Coalesced {
         self.inner.id()
     }
 
-    fn answers_per_caller(&self) -> bool {
-        self.inner.answers_per_caller()
-    }
-
     async fn active_calls(&self, ctx: &RequestContext) -> Result<Calls, ProviderError> {
         let key = match &ctx.forwarded {
-            Some(f) if self.inner.answers_per_caller() => Some(f.digest()),
+            Some(f) if self.per_caller => Some(f.digest()),
             _ => None,
         };
         let entry = self

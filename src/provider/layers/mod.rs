@@ -14,9 +14,14 @@ use crate::telemetry::Telemetry;
 /// A provider's listing wrapped, inside out: the backend; a circuit breaker; observation (a
 /// span, metrics, the last outcome); coalescing, outermost so that requests waiting on one
 /// ask share its outcome and it is observed and counted once.
+///
+/// `per_caller`: the backend sends each caller's own credentials upstream
+/// (`KindSettings::forwards_caller_credentials`), so answers are shared only between
+/// requests carrying the same credentials.
 pub fn wrap(
     backend: Arc<dyn ListCalls>,
     common: &Common,
+    per_caller: bool,
     telemetry: &Arc<Telemetry>,
 ) -> (Arc<dyn ListCalls>, Arc<observe::Observed>) {
     let guarded = Arc::new(breaker::Breaker::new(backend, common.breaker));
@@ -24,6 +29,7 @@ pub fn wrap(
     let served = Arc::new(coalesce::Coalesced::new(
         observed.clone(),
         common.cache_ttl,
+        per_caller,
         telemetry,
     ));
     (served, observed)

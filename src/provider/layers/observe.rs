@@ -59,10 +59,6 @@ impl ListCalls for Observed {
         self.inner.id()
     }
 
-    fn answers_per_caller(&self) -> bool {
-        self.inner.answers_per_caller()
-    }
-
     async fn active_calls(&self, ctx: &RequestContext) -> Result<Calls, ProviderError> {
         let provider = self.inner.id();
         let span = tracing::info_span!("provider_call", provider = %provider);

@@ -152,10 +152,6 @@ impl ListCalls for Retell {
         &self.id
     }
 
-    fn answers_per_caller(&self) -> bool {
-        false
-    }
-
     async fn active_calls(&self, _ctx: &RequestContext) -> Result<Calls, ProviderError> {
         // A POST, but a read: the lister sends every page as retryable.
         self.lister

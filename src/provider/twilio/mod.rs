@@ -432,10 +432,6 @@ impl ListCalls for Twilio {
         &self.id
     }
 
-    fn answers_per_caller(&self) -> bool {
-        false
-    }
-
     async fn active_calls(&self, _ctx: &RequestContext) -> Result<Calls, ProviderError> {
         let next = |uri: &str| self.next_page(uri);
         let list = |i: usize| {
