@@ -36,7 +36,6 @@ pub const CALLS_ROUTE: &str = "/api/calls";
 /// its own (bodies, request metrics).
 pub struct Edge {
     pub live: Arc<Live>,
-    bodies: render::Bodies,
     requests: Arc<metrics::RequestMetrics>,
 }
 
@@ -46,7 +45,6 @@ pub fn router(live: Arc<Live>) -> Router {
     let server = live.current().service.config().server.clone();
     let telemetry = live.telemetry().clone();
     let edge = Arc::new(Edge {
-        bodies: render::Bodies::new(telemetry.clone()),
         requests: Arc::new(metrics::RequestMetrics::new(telemetry.clone())),
         live,
     });
@@ -138,7 +136,7 @@ async fn list(shape: Shape, State(edge): State<Arc<Edge>>, headers: HeaderMap) -
         Ok(listed) => {
             let snapshot = &listed.snapshot;
             tracing::info!(org = %snapshot.org(), calls = snapshot.len(), failed = snapshot.failures().len(), "listed active calls");
-            let body = edge.bodies.body(&listed, shape).await;
+            let body = render::body(&listed, shape, edge.live.telemetry()).await;
             (json(StatusCode::OK, body), listed.waited)
         }
         Err(ListError::AllFailed { failures, waited }) => {

@@ -1,13 +1,8 @@
-//! Bodies written from snapshots, kept per (org, caller, shape) with the version they were
-//! written from: a snapshot whose version has not changed is answered with the same bytes.
-
-use std::sync::{Arc, Mutex};
-
-use metrics::Counter;
+//! Bodies written from snapshots, once per snapshot and shape, kept with the snapshot: a
+//! snapshot whose content has not changed is answered with the same bytes.
 
 use crate::call::Call;
-use crate::provider::CALLER_IDLE;
-use crate::service::{Listed, Snapshot, Version};
+use crate::service::{Listed, Snapshot};
 use crate::telemetry::Telemetry;
 use crate::wire::{ErrorItem, Shape, Written};
 
@@ -18,86 +13,33 @@ const WRITE_OFF_RUNTIME_CALLS: usize = crate::service::OFF_RUNTIME_CALLS;
 // pool.
 const _: () = assert!(WRITE_OFF_RUNTIME_CALLS <= crate::wire::WRITE_IN_TWO_FROM);
 
-/// The last body per (org, caller, shape). Entries unasked for a minute go, so callers who
-/// bring their own keys and then leave are forgotten.
-pub struct Bodies {
-    slots: moka::sync::Cache<SlotKey, Arc<Slot>>,
-    telemetry: Arc<Telemetry>,
-}
-
-/// The org, and the digest of the caller's own credentials where each caller gets their own.
-type SlotKey = (Arc<str>, Option<[u8; 32]>);
-
-struct Slot {
-    rendered: [Mutex<Option<(Version, Written)>>; 2],
-    /// Held while a body is written, per shape, so that requests that arrive meanwhile
-    /// with the same snapshot wait for that body rather than each writing their own.
-    building: [tokio::sync::Mutex<()>; 2],
-    /// Bodies written (not reused), per shape: `callmux_bodies_built_total`, by org.
-    built: [Counter; 2],
-}
-
-/// Orgs and callers whose last bodies are kept at most.
-const SLOTS_KEPT: u64 = 100_000;
-
-impl Bodies {
-    pub fn new(telemetry: Arc<Telemetry>) -> Self {
-        Self {
-            slots: moka::sync::Cache::builder()
-                .max_capacity(SLOTS_KEPT)
-                .time_to_idle(CALLER_IDLE)
-                .build(),
-            telemetry,
-        }
-    }
-
-    /// The body of `listed` in `shape`: the last one written, if written from the same
-    /// version, else a new one.
-    pub async fn body(&self, listed: &Listed, shape: Shape) -> Written {
-        let snapshot = &listed.snapshot;
-        let org = snapshot.org();
-        let slot = self.slots.get_with((org.clone(), listed.caller), || {
-            Arc::new(Slot {
-                rendered: Default::default(),
-                building: Default::default(),
-                built: Shape::ALL.map(|s| {
-                    self.telemetry.counter(
-                        "callmux_bodies_built_total",
-                        &[("org", org), ("shape", s.name())],
-                    )
-                }),
-            })
-        });
-        let version = snapshot.version();
-        if let Some(hit) = slot.reuse(shape, version) {
-            return hit;
-        }
-        let _building = slot.building[shape as usize].lock().await;
-        // Another request may have written it while this one waited.
-        if let Some(hit) = slot.reuse(shape, version) {
-            return hit;
-        }
-        let body = if snapshot.len() >= WRITE_OFF_RUNTIME_CALLS {
-            let snapshot = snapshot.clone();
-            tokio::task::spawn_blocking(move || write(&snapshot, shape))
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-        } else {
-            write(snapshot, shape)
-        };
-        slot.built[shape as usize].increment(1);
-        *slot.rendered[shape as usize].lock().expect("render lock") = Some((version, body.clone()));
-        body
-    }
-}
-
-impl Slot {
-    fn reuse(&self, shape: Shape, version: Version) -> Option<Written> {
-        let slot = self.rendered[shape as usize].lock().expect("render lock");
-        slot.as_ref()
-            .filter(|(v, _)| *v == version)
-            .map(|(_, body)| body.clone())
-    }
+/// The body of `listed` in `shape`: written the first time it is asked for, and then the
+/// same bytes for every request that gets this snapshot. Requests that arrive while it is
+/// written wait for it rather than each writing their own.
+pub async fn body(listed: &Listed, shape: Shape, telemetry: &Telemetry) -> Written {
+    let snapshot = &listed.snapshot;
+    snapshot
+        .body(shape)
+        .get_or_init(|| async {
+            let body = if snapshot.len() >= WRITE_OFF_RUNTIME_CALLS {
+                let snapshot = snapshot.clone();
+                tokio::task::spawn_blocking(move || write(&snapshot, shape))
+                    .await
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            } else {
+                write(snapshot, shape)
+            };
+            // Registered when a body is written, which happens only when content changes.
+            telemetry
+                .counter(
+                    "callmux_bodies_built_total",
+                    &[("org", snapshot.org()), ("shape", shape.name())],
+                )
+                .increment(1);
+            body
+        })
+        .await
+        .clone()
 }
 
 /// The snapshot's list in `shape`, with `errors` naming its failures.

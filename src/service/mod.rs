@@ -79,25 +79,12 @@ const _: () = assert!(
         && MERGE_OFF_RUNTIME_CALLS <= snapshot::DIGEST_IN_TWO_FROM
 );
 
-/// An org's snapshot, ready to render. `Debug` leaves out the caller's digest: it is keyed
-/// by the caller's own credentials.
+/// An org's snapshot, ready to render.
+#[derive(Debug)]
 pub struct Listed {
     pub snapshot: Arc<Snapshot>,
-    /// The digest of the caller's own credentials, for an org whose callers each get their
-    /// own answer: whatever is kept of this snapshot must be kept per caller too.
-    pub caller: Option<[u8; 32]>,
     /// Time spent waiting on providers.
     pub waited: Duration,
-}
-
-impl std::fmt::Debug for Listed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listed")
-            .field("snapshot", &self.snapshot)
-            .field("caller", &self.caller.map(|_| "[REDACTED]"))
-            .field("waited", &self.waited)
-            .finish()
-    }
 }
 
 /// Why a request got no snapshot.
@@ -280,25 +267,17 @@ impl Service {
         if failures.len() == answers.len() {
             return Err(ListError::AllFailed { failures, waited });
         }
-        let caller = match (&runtime.callers, &ctx.forwarded) {
-            (Some(_), Some(caller)) => Some(caller.digest()),
-            _ => None,
-        };
         // Borrowed, not cloned, for the common case: the hot path pays no reference count.
         let callers_slot;
-        let slot = match (&runtime.callers, caller) {
-            (Some(callers), Some(digest)) => {
-                callers_slot = callers.get_with(digest, Default::default);
+        let slot = match (&runtime.callers, &ctx.forwarded) {
+            (Some(callers), Some(caller)) => {
+                callers_slot = callers.get_with(caller.digest(), Default::default);
                 &*callers_slot
             }
             _ => &runtime.last,
         };
         let snapshot = slot.snapshot(&runtime.id, answers, failures).await;
-        Ok(Listed {
-            snapshot,
-            caller,
-            waited,
-        })
+        Ok(Listed { snapshot, waited })
     }
 }
 

@@ -10,6 +10,7 @@ use serde::{Serialize, Serializer};
 
 use super::merge::{self, Answer, Position, ProviderFailure};
 use crate::call::Call;
+use crate::wire::{Shape, Written};
 
 /// A digest of a snapshot's content: the same calls (every field, in order) and the same
 /// failures give the same version in every process of the same build.
@@ -37,6 +38,10 @@ pub struct Snapshot {
     merged: Vec<Position>,
     failures: Vec<ProviderFailure>,
     version: Version,
+    /// The body of each client shape, written once (by the HTTP edge, the first time a
+    /// client asks for that shape) and dropped with the snapshot: bodies are bounded by the
+    /// snapshots kept, and a request finds its body with no lookup of its own.
+    bodies: [tokio::sync::OnceCell<Written>; Shape::ALL.len()],
 }
 
 impl Snapshot {
@@ -62,6 +67,14 @@ impl Snapshot {
             })
             .collect();
         let version = version(&org, &digests, &failures);
+        // The same content as the last snapshot (an upstream that sent other bytes for the
+        // same calls): its bodies are this one's too.
+        let bodies = Shape::ALL.map(|shape| {
+            let kept = previous
+                .filter(|p| p.version == version)
+                .and_then(|p| p.bodies[shape as usize].get().cloned());
+            tokio::sync::OnceCell::new_with(kept)
+        });
         Self {
             org,
             answers,
@@ -69,7 +82,13 @@ impl Snapshot {
             merged,
             failures,
             version,
+            bodies,
         }
+    }
+
+    /// Where this snapshot's body in `shape` is kept, once written.
+    pub fn body(&self, shape: Shape) -> &tokio::sync::OnceCell<Written> {
+        &self.bodies[shape as usize]
     }
 
     pub fn org(&self) -> &Arc<str> {
