@@ -169,10 +169,20 @@ pub struct Client {
 
 impl Client {
     pub fn new(settings: &HttpSettings) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+        Self::with_options(settings, |builder| builder)
+    }
+
+    /// A client with one provider's limits and something more of the kind's own, such as
+    /// no redirects, or a host pinned to addresses the kind has checked.
+    pub fn with_options(
+        settings: &HttpSettings,
+        options: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+    ) -> Result<Self, String> {
+        let builder = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("callmux/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("callmux/", env!("CARGO_PKG_VERSION")));
+        let client = options(builder)
             .build()
             .map_err(|e| format!("could not build an HTTP client: {e}"))?;
         Ok(Self {
@@ -415,6 +425,23 @@ impl Lister {
         provider: &Arc<str>,
         parse: PageParser,
     ) -> Result<Calls, ProviderError> {
+        let parse = move |body: &[u8], provider: &Arc<str>| parse(body, provider).map(|p| (p, ()));
+        let (calls, _) = self.list_with(first, next, caller, provider, parse).await?;
+        Ok(calls)
+    }
+
+    /// [`Lister::list`] for a kind that reads something of its own from each page beside
+    /// the calls (Vapi: each call's control URL, which must never be in a `Call`). The
+    /// extras come from this ask's pages, in page order, whether or not the calls are the
+    /// same as last time.
+    pub async fn list_with<X: Send + 'static>(
+        &self,
+        first: Request,
+        next: impl Fn(&str) -> Result<Request, ProviderError>,
+        caller: Option<[u8; 32]>,
+        provider: &Arc<str>,
+        parse: impl Fn(&[u8], &Arc<str>) -> Result<(Page, X), ParseError> + Copy + Send + 'static,
+    ) -> Result<(Calls, Vec<X>), ProviderError> {
         let per_caller = self.last_per_caller.as_ref().zip(caller);
         let last = match per_caller {
             Some((memos, caller)) => memos.get(&caller),
@@ -424,6 +451,7 @@ impl Lister {
         let max_pages = self.client.settings.max_pages;
         let mut pages: Vec<Bytes> = Vec::new();
         let mut calls: Vec<Call> = Vec::new();
+        let mut extras = Vec::new();
         let mut all_same = true;
         let mut seen = HashSet::new();
         let mut request = first;
@@ -436,7 +464,8 @@ impl Lister {
                     body
                 }
             };
-            let page = parse_off_runtime(&body, provider, parse).await?;
+            let (page, extra) = parse_off_runtime(&body, provider, parse).await?;
+            extras.push(extra);
             pages.push(body);
             let is_last = page.next.is_none();
             if calls.is_empty() {
@@ -459,7 +488,7 @@ impl Lister {
             debug_assert!(!is_last);
         }
         if let Some(last) = last.filter(|m| all_same && m.pages.len() == pages.len()) {
-            return Ok(last.calls);
+            return Ok((last.calls, extras));
         }
         let calls: Calls = Arc::new(calls);
         let memo = Memo {
@@ -470,7 +499,7 @@ impl Lister {
             Some((memos, caller)) => memos.insert(caller, memo),
             None => *self.last.lock().expect("memo lock") = Some(memo),
         }
-        Ok(calls)
+        Ok((calls, extras))
     }
 
     /// A list that is one request and one page.
@@ -494,11 +523,11 @@ impl Lister {
 
 /// A large body is parsed on the blocking pool, so that two providers' large answers are
 /// parsed on two cores and the runtime's threads stay free for other requests.
-async fn parse_off_runtime(
+async fn parse_off_runtime<T: Send + 'static>(
     body: &Bytes,
     provider: &Arc<str>,
-    parse: PageParser,
-) -> Result<Page, ProviderError> {
+    parse: impl Fn(&[u8], &Arc<str>) -> Result<T, ParseError> + Send + 'static,
+) -> Result<T, ProviderError> {
     if body.len() < PARSE_OFF_RUNTIME_BYTES {
         return Ok(parse(body, provider)?);
     }
