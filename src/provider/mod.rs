@@ -7,6 +7,7 @@ pub mod layers;
 pub mod registry;
 pub mod static_file;
 pub mod twilio_media_stream;
+pub mod vapi;
 
 use std::fmt;
 use std::sync::Arc;

@@ -13,6 +13,7 @@ pub static KINDS: &[&dyn Kind] = &[
     &super::twilio_media_stream::KIND,
     &super::bland::KIND,
     &super::static_file::KIND,
+    &super::vapi::KIND,
 ];
 
 /// The kind called `name`, if there is one.
