@@ -112,6 +112,29 @@ const BLAND: Backend = Backend {
     ],
 };
 
+const VAPI: Backend = Backend {
+    kind: "vapi",
+    path: "/call",
+    settings: "api_key_env = \"CONFORMANCE_KEY\"",
+    body: |calls| {
+        let calls: Vec<Value> = calls
+            .iter()
+            .map(|(id, s)| vapi_call(id, s, "outboundPhoneCall", "2024-09-10T11:14:12.339Z"))
+            .collect();
+        json!(calls)
+    },
+    statuses: &[
+        ("scheduled", CallStatus::Queued),
+        ("queued", CallStatus::Queued),
+        ("ringing", CallStatus::Ringing),
+        ("in-progress", CallStatus::InProgress),
+        ("forwarding", CallStatus::InProgress),
+        ("ended", CallStatus::Completed),
+        ("not-found", CallStatus::Canceled),
+        ("deletion-failed", CallStatus::Failed),
+    ],
+};
+
 impl Backend {
     /// Builds the backend against `base_url` through the public config path.
     fn build(&self, base_url: &str, extra: &str) -> Arc<dyn ListCalls> {
@@ -438,8 +461,13 @@ suite!(
     BLAND_ = BLAND,
     STATIC_IN_THE_CALLS_SHAPE = STATIC_CALLS,
     STATIC_IN_THE_BLAND_SHAPE = STATIC_BLAND,
+    VAPI_ = VAPI,
 );
-http_suite!(TWILIO_MEDIA_STREAM_HTTP = TWILIO, BLAND_HTTP = BLAND);
+http_suite!(
+    TWILIO_MEDIA_STREAM_HTTP = TWILIO,
+    BLAND_HTTP = BLAND,
+    VAPI_HTTP = VAPI
+);
 
 // ---- backend-specific ----
 

@@ -24,3 +24,4 @@ mod reference_examples;
 mod rendering;
 mod secrets;
 mod static_kind;
+mod vapi;
