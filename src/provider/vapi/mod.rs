@@ -469,6 +469,41 @@ mod tests {
     }
 
     #[test]
+    fn the_backend_debug_output_shows_neither_the_key_nor_any_control_url() {
+        let http = HttpSettings {
+            timeout: std::time::Duration::from_secs(1),
+            connect_timeout: std::time::Duration::from_secs(1),
+            max_body_bytes: 1 << 20,
+            retries: 0,
+            max_pages: 1,
+        };
+        let base = url::Url::parse("https://api.vapi.ai").unwrap();
+        let (page, controls) = wire::parse_page_with(
+            br#"[{"id":"c","status":"ringing","monitor":{"controlUrl":"https://x.vapi.ai/secret-capability/control"}}]"#,
+            &Arc::from("v"),
+            Readers::default(),
+        )
+        .unwrap();
+        assert_eq!(page.calls.len(), 1);
+        let vapi = Vapi {
+            id: Arc::from("v"),
+            list_url: endpoint(&base, "call"),
+            origin: base.origin(),
+            auth: Auth::bearer("sk-SECRET-vapi-key").unwrap(),
+            lookback_ms: DEFAULT_LOOKBACK_MS,
+            control_hosts: hosts(DEFAULT_CONTROL_HOSTS),
+            lister: Lister::new(&http, false).unwrap(),
+            http,
+            controls: Mutex::new(controls.0.into_iter().collect()),
+        };
+        let shown = format!("{vapi:?} {vapi:#?}");
+        assert!(shown.contains("live_calls: 1"), "{shown}");
+        for secret in ["secret-capability", "SECRET-vapi-key"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
     fn only_public_addresses_pass() {
         for ip in [
             "127.0.0.1",
