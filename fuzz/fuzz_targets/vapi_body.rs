@@ -16,7 +16,8 @@ mod round_trip;
 fuzz_target!(|data: &[u8]| {
     let provider: Arc<str> = Arc::from("p");
     let read = |readers| {
-        parse_page_with(data, &provider, readers).map(|(page, controls)| (page.calls, page.next, controls))
+        parse_page_with(data, &provider, readers)
+            .map(|(page, controls)| (page.calls, page.next, controls))
     };
     let plain_first = read(Readers::PlainFirst);
     assert_eq!(
