@@ -762,18 +762,12 @@ fn neither_debug_output_nor_check_config_shows_the_key() {
 
 // ---- ending a call ----
 
-/// A Vapi fake listing one live call `id` whose control URL is `control` (on the fake
-/// itself when `None`), and answering a POST there with `answer`.
-async fn with_control(id: &str, control: Option<String>, answer: ResponseTemplate) -> MockServer {
+/// A Vapi fake listing one call `id` in `status`, whose control URL is on the fake itself,
+/// and answering a POST there with `answer`.
+async fn with_control(id: &str, status: &str, answer: ResponseTemplate) -> MockServer {
     let server = MockServer::start().await;
-    let url = control.unwrap_or_else(|| format!("{}/ctl/{id}/control", server.uri()));
-    let mut call = vapi_call(
-        id,
-        "in-progress",
-        "outboundPhoneCall",
-        "2024-09-10T11:14:12.339Z",
-    );
-    call["monitor"]["controlUrl"] = json!(url);
+    let mut call = vapi_call(id, status, "outboundPhoneCall", "2024-09-10T11:14:12.339Z");
+    call["monitor"]["controlUrl"] = json!(format!("{}/ctl/{id}/control", server.uri()));
     list_answers(
         &server,
         ResponseTemplate::new(200).set_body_json(json!([call])),
@@ -789,7 +783,7 @@ async fn with_control(id: &str, control: Option<String>, answer: ResponseTemplat
 
 #[tokio::test]
 async fn ending_a_call_posts_end_call_to_its_control_url_without_credentials() {
-    let server = with_control("c1", None, ResponseTemplate::new(200)).await;
+    let server = with_control("c1", "in-progress", ResponseTemplate::new(200)).await;
     let backend = vapi(&server.uri(), "");
     backend.list.active_calls(&ctx()).await.unwrap();
     backend
@@ -817,7 +811,7 @@ async fn ending_a_call_posts_end_call_to_its_control_url_without_credentials() {
 
 #[tokio::test]
 async fn a_call_not_in_the_last_list_is_listed_once_more_before_it_is_not_found() {
-    let server = with_control("c1", None, ResponseTemplate::new(200)).await;
+    let server = with_control("c1", "in-progress", ResponseTemplate::new(200)).await;
     let backend = vapi(&server.uri(), "");
     let end = backend.end.clone().unwrap();
     // Never listed yet: one list finds it.
@@ -830,19 +824,7 @@ async fn a_call_not_in_the_last_list_is_listed_once_more_before_it_is_not_found(
 
 #[tokio::test]
 async fn an_ended_call_cannot_be_ended_again() {
-    let server = MockServer::start().await;
-    let mut call = vapi_call(
-        "done",
-        "ended",
-        "outboundPhoneCall",
-        "2024-09-10T11:14:12.339Z",
-    );
-    call["monitor"]["controlUrl"] = json!(format!("{}/ctl/done/control", server.uri()));
-    list_answers(
-        &server,
-        ResponseTemplate::new(200).set_body_json(json!([call])),
-    )
-    .await;
+    let server = with_control("done", "ended", ResponseTemplate::new(200)).await;
     let backend = vapi(&server.uri(), "");
     let end = backend.end.unwrap();
     assert_eq!(end.end_call(&ctx(), "done").await, Err(EndError::NotFound));
@@ -851,11 +833,11 @@ async fn an_ended_call_cannot_be_ended_again() {
 
 #[tokio::test]
 async fn a_control_url_that_answers_404_is_not_found_and_any_other_failure_is_the_providers() {
-    let server = with_control("gone", None, ResponseTemplate::new(404)).await;
+    let server = with_control("gone", "in-progress", ResponseTemplate::new(404)).await;
     let end = vapi(&server.uri(), "").end.unwrap();
     assert_eq!(end.end_call(&ctx(), "gone").await, Err(EndError::NotFound));
 
-    let server = with_control("broken", None, ResponseTemplate::new(503)).await;
+    let server = with_control("broken", "in-progress", ResponseTemplate::new(503)).await;
     let end = vapi(&server.uri(), "retries = 3").end.unwrap();
     assert_eq!(
         end.end_call(&ctx(), "broken").await,
@@ -867,7 +849,7 @@ async fn a_control_url_that_answers_404_is_not_found_and_any_other_failure_is_th
 
 #[tokio::test]
 async fn a_hostile_call_id_never_reaches_an_upstream_path() {
-    let server = with_control("c1", None, ResponseTemplate::new(200)).await;
+    let server = with_control("c1", "in-progress", ResponseTemplate::new(200)).await;
     let end = vapi(&server.uri(), "").end.unwrap();
     for id in [
         "a/../b",
@@ -1004,7 +986,7 @@ async fn a_redirect_from_the_control_url_is_not_followed() {
         .await;
     let server = with_control(
         "c1",
-        None,
+        "in-progress",
         ResponseTemplate::new(307)
             .insert_header("location", format!("{}/stolen", elsewhere.uri()).as_str()),
     )
@@ -1019,24 +1001,9 @@ async fn a_redirect_from_the_control_url_is_not_followed() {
 
 #[tokio::test]
 async fn ending_a_call_gives_up_at_the_providers_timeout() {
-    // The control URL is on the provider's own origin, which never answers the POST.
-    let server = MockServer::start().await;
-    let mut call = vapi_call(
-        "slow",
-        "in-progress",
-        "outboundPhoneCall",
-        "2024-09-10T11:14:12.339Z",
-    );
-    call["monitor"]["controlUrl"] = json!(format!("{}/ctl/slow/control", server.uri()));
-    list_answers(
-        &server,
-        ResponseTemplate::new(200).set_body_json(json!([call])),
-    )
-    .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
-        .mount(&server)
-        .await;
+    // The control URL is on the provider's own origin, which does not answer in time.
+    let answer = ResponseTemplate::new(200).set_delay(Duration::from_secs(30));
+    let server = with_control("slow", "in-progress", answer).await;
     let end = vapi(&server.uri(), "timeout_ms = 300").end.unwrap();
     let started = Instant::now();
     assert_eq!(
