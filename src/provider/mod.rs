@@ -9,6 +9,7 @@ pub mod retell;
 pub mod static_file;
 pub mod twilio;
 pub mod twilio_media_stream;
+pub mod vapi;
 
 use std::fmt;
 use std::sync::Arc;
@@ -148,6 +149,10 @@ pub enum ProviderError {
     Internal,
     #[error("failed repeatedly, so it is not asked for up to {0} ms (circuit open)")]
     CircuitOpen(u64),
+    /// Call control the upstream's own data pointed somewhere callmux will not send to (or
+    /// nowhere): nothing was sent. The text names the provider and never the address.
+    #[error("{0}")]
+    ControlRefused(String),
 }
 
 impl ProviderError {
@@ -167,6 +172,7 @@ impl ProviderError {
             Self::NoCredentials => "UPSTREAM_NO_CREDENTIALS",
             Self::Internal => "INTERNAL_ERROR",
             Self::CircuitOpen(_) => "CIRCUIT_OPEN",
+            Self::ControlRefused(_) => "UPSTREAM_CONTROL_REFUSED",
         }
     }
 

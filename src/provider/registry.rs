@@ -15,6 +15,7 @@ pub static KINDS: &[&dyn Kind] = &[
     &super::static_file::KIND,
     &super::twilio::KIND,
     &super::retell::KIND,
+    &super::vapi::KIND,
 ];
 
 /// The kind called `name`, if there is one.

@@ -200,6 +200,32 @@ const RETELL: Backend = Backend {
     ],
 };
 
+const VAPI: Backend = Backend {
+    kind: "vapi",
+    method: "GET",
+    path: "/call",
+    settings: "api_key_env = \"CONFORMANCE_KEY\"",
+    body: |calls| {
+        let calls: Vec<Value> = calls
+            .iter()
+            .map(|(id, s)| vapi_call(id, s, "outboundPhoneCall", "2024-09-10T11:14:12.339Z"))
+            .collect();
+        json!(calls)
+    },
+    answers: one_request,
+    requests_per_list: 1,
+    statuses: &[
+        ("scheduled", CallStatus::Queued),
+        ("queued", CallStatus::Queued),
+        ("ringing", CallStatus::Ringing),
+        ("in-progress", CallStatus::InProgress),
+        ("forwarding", CallStatus::InProgress),
+        ("ended", CallStatus::Completed),
+        ("not-found", CallStatus::Canceled),
+        ("deletion-failed", CallStatus::Failed),
+    ],
+};
+
 impl Backend {
     /// Answers each request with the upstream's body listing those of `calls` it holds.
     fn answering(&self, calls: &[(&str, &str)]) -> impl wiremock::Respond {
@@ -574,12 +600,14 @@ suite!(
     STATIC_IN_THE_CALLS_SHAPE = STATIC_CALLS,
     STATIC_IN_THE_BLAND_SHAPE = STATIC_BLAND,
     TWILIO_REST_API = TWILIO_REST,
+    VAPI_ = VAPI,
 );
 http_suite!(
     TWILIO_MEDIA_STREAM_HTTP = TWILIO,
     BLAND_HTTP = BLAND,
     TWILIO_REST_API_HTTP = TWILIO_REST,
     RETELL_HTTP = RETELL,
+    VAPI_HTTP = VAPI,
 );
 
 // ---- backend-specific ----

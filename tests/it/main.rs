@@ -26,3 +26,4 @@ mod retell;
 mod secrets;
 mod static_kind;
 mod twilio;
+mod vapi;

@@ -169,13 +169,23 @@ pub struct Client {
 
 impl Client {
     pub fn new(settings: &HttpSettings) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+        Self::with_options(settings, |builder| builder)
+    }
+
+    /// A client with one provider's limits and something more of the kind's own, such as
+    /// no redirects, or a host pinned to addresses the kind has checked.
+    pub fn with_options(
+        settings: &HttpSettings,
+        options: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+    ) -> Result<Self, String> {
+        let builder = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             // An upstream's redirect is its answer, never an address to take credentials
             // or a control request to: a 3xx is that provider's `UPSTREAM_ERROR`.
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("callmux/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("callmux/", env!("CARGO_PKG_VERSION")));
+        let client = options(builder)
             .build()
             .map_err(|e| format!("could not build an HTTP client: {e}"))?;
         Ok(Self {
@@ -425,6 +435,24 @@ impl Lister {
         provider: &Arc<str>,
         parse: PageParser,
     ) -> Result<Calls, ProviderError> {
+        let parse = move |body: &[u8], provider: &Arc<str>| parse(body, provider).map(|p| (p, ()));
+        let (calls, _) = self.list_with(first, next, caller, provider, parse).await?;
+        Ok(calls)
+    }
+
+    /// [`Lister::list`] for a kind that reads something of its own from each page beside
+    /// the calls (Vapi: each call's control URL, which must never be in a `Call`). The
+    /// extras come from this ask's pages, in page order; `None` when every page was the
+    /// same as last time, when what the kind took from the last list still holds (an
+    /// unchanged page is not parsed again).
+    pub async fn list_with<X: Send + 'static>(
+        &self,
+        first: Request,
+        next: impl Fn(&str) -> Result<Request, ProviderError>,
+        caller: Option<[u8; 32]>,
+        provider: &Arc<str>,
+        parse: impl Fn(&[u8], &Arc<str>) -> Result<(Page, X), ParseError> + Copy + Send + 'static,
+    ) -> Result<(Calls, Option<Vec<X>>), ProviderError> {
         let per_caller = self.last_per_caller.as_ref().zip(caller);
         let last = match per_caller {
             Some((memos, caller)) => memos.get(&caller),
@@ -432,10 +460,10 @@ impl Lister {
         };
         let deadline = self.client.deadline();
         let max_pages = self.client.settings.max_pages;
-        // Each page's bytes and next cursor, and its calls where it was parsed: a page the
-        // same as last time is not parsed unless another page changed.
+        // Each page's bytes and next cursor, and what it parsed to where it was parsed: a
+        // page the same as last time is not parsed unless another page changed.
         let mut pages: Vec<MemoPage> = Vec::new();
-        let mut parsed: Vec<Option<Vec<Call>>> = Vec::new();
+        let mut parsed: Vec<Option<(Vec<Call>, X)>> = Vec::new();
         let mut seen = HashSet::new();
         let mut request = first;
         loop {
@@ -444,18 +472,18 @@ impl Lister {
                 .client
                 .send(&request, deadline, previous.map(|p| &p.body), true)
                 .await?;
-            let (page, calls) = match (fetched, previous) {
+            let (page, read) = match (fetched, previous) {
                 (Fetched::Same, Some(previous)) => (previous.clone(), None),
                 (Fetched::Same, None) => unreachable!("`Same` only follows a last body"),
                 (Fetched::New(body), _) => {
-                    let page = parse_off_runtime(&body, provider, parse).await?;
+                    let (page, extra) = parse_off_runtime(&body, provider, parse).await?;
                     let next = page.next;
-                    (MemoPage { body, next }, Some(page.calls))
+                    (MemoPage { body, next }, Some((page.calls, extra)))
                 }
             };
             let next_cursor = page.next.clone();
             pages.push(page);
-            parsed.push(calls);
+            parsed.push(read);
             let Some(cursor) = next_cursor else { break };
             if pages.len() >= max_pages {
                 return Err(ProviderError::Paging(format!(
@@ -471,14 +499,19 @@ impl Lister {
         }
         let unchanged = parsed.iter().all(Option::is_none);
         if let Some(last) = last.filter(|m| unchanged && m.pages.len() == pages.len()) {
-            return Ok(last.calls);
+            return Ok((last.calls, None));
         }
         let mut calls: Vec<Call> = Vec::new();
-        for (page, parsed) in pages.iter().zip(parsed) {
-            let page_calls = match parsed {
-                Some(c) => c,
-                None => parse_off_runtime(&page.body, provider, parse).await?.calls,
+        let mut extras = Vec::with_capacity(pages.len());
+        for (page, read) in pages.iter().zip(parsed) {
+            let (page_calls, extra) = match read {
+                Some(read) => read,
+                None => {
+                    let (page, extra) = parse_off_runtime(&page.body, provider, parse).await?;
+                    (page.calls, extra)
+                }
             };
+            extras.push(extra);
             if calls.is_empty() {
                 calls = page_calls;
             } else {
@@ -494,7 +527,7 @@ impl Lister {
             Some((memos, caller)) => memos.insert(caller, memo),
             None => *self.last.lock().expect("memo lock") = Some(memo),
         }
-        Ok(calls)
+        Ok((calls, Some(extras)))
     }
 
     /// A list that is one request and one page.
@@ -518,11 +551,11 @@ impl Lister {
 
 /// A large body is parsed on the blocking pool, so that two providers' large answers are
 /// parsed on two cores and the runtime's threads stay free for other requests.
-async fn parse_off_runtime(
+async fn parse_off_runtime<T: Send + 'static>(
     body: &Bytes,
     provider: &Arc<str>,
-    parse: PageParser,
-) -> Result<Page, ProviderError> {
+    parse: impl Fn(&[u8], &Arc<str>) -> Result<T, ParseError> + Send + 'static,
+) -> Result<T, ProviderError> {
     if body.len() < PARSE_OFF_RUNTIME_BYTES {
         return Ok(parse(body, provider)?);
     }

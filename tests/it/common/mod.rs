@@ -238,3 +238,29 @@ pub fn sha256_hex(key: &str) -> String {
 pub async fn hits(server: &MockServer) -> usize {
     server.received_requests().await.map_or(0, |r| r.len())
 }
+
+/// A Vapi Call object shaped as the sample response in Vapi's "Live Call Control" guide
+/// (docs.vapi.ai/calls/call-features), with this id, status, `type` and `createdAt`. Its
+/// control and listen URLs are on Vapi's hosts: a test that ends the call points
+/// `monitor.controlUrl` at a loopback fake instead, so nothing is looked up in DNS.
+pub fn vapi_call(id: &str, status: &str, kind: &str, created_at: &str) -> Value {
+    json!({
+        "id": id,
+        "assistantId": "5b0a4a08-133c-4146-9315-0984f8c6be80",
+        "phoneNumberId": "42b4b25d-031e-4786-857f-63b346c9580f",
+        "type": kind,
+        "createdAt": created_at,
+        "updatedAt": created_at,
+        "orgId": "eb166faa-7145-46ef-8044-589b47ae3b56",
+        "cost": 0,
+        "customer": {"number": "+12345678913"},
+        "status": status,
+        "phoneCallProvider": "twilio",
+        "phoneCallProviderId": format!("CA{id}"),
+        "phoneCallTransport": "pstn",
+        "monitor": {
+            "listenUrl": format!("wss://aws-us-west-2-production1-phone-call-websocket.vapi.ai/{id}/transport"),
+            "controlUrl": format!("https://phone-call-websocket.aws-us-west-2-backend-production2.vapi.ai/{id}/control"),
+        },
+    })
+}
