@@ -16,6 +16,7 @@ mod connections;
 mod faults;
 mod http_machinery;
 mod merge;
+mod one_row;
 mod openapi;
 mod ops;
 mod partial_failure;

@@ -306,11 +306,9 @@ impl Vapi {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(self.refused("it holds a user name or password"));
         }
-        let no_redirects =
-            |b: reqwest::ClientBuilder| b.redirect(reqwest::redirect::Policy::none());
+        // Every `Client` refuses redirects, so a control URL cannot send the request on.
         if url.origin() == self.origin {
-            let client =
-                Client::with_options(&self.http, no_redirects).map_err(|e| self.bug(&e))?;
+            let client = Client::new(&self.http).map_err(|e| self.bug(&e))?;
             return Ok((url, client));
         }
         let matched = url.scheme() == "https"
@@ -349,12 +347,9 @@ impl Vapi {
                 "its host resolves to a private, loopback, link-local or otherwise non-public address",
             ));
         }
-        let client = Client::with_options(&self.http, |b| {
-            let b = no_redirects(b);
-            match &domain {
-                Some(domain) => b.resolve_to_addrs(domain, &addrs),
-                None => b,
-            }
+        let client = Client::with_options(&self.http, |b| match &domain {
+            Some(domain) => b.resolve_to_addrs(domain, &addrs),
+            None => b,
         })
         .map_err(|e| self.bug(&e))?;
         Ok((url, client))
