@@ -61,6 +61,77 @@ fn upstream_bodies() -> (Vec<u8>, Vec<u8>) {
     (bland.into_bytes(), agents.into_bytes())
 }
 
+/// 100,000 calls of one kind, in that platform's documented list shape (one page, as the
+/// pipeline reads each page), every field as the platform sends it.
+fn platform_body(kind: &str) -> Vec<u8> {
+    let mut out = String::with_capacity(N * 900);
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (open, close) = match kind {
+        "twilio" => (
+            r#"{"calls":["#,
+            r#"],"end":99999,"first_page_uri":"/2010-04-01/Accounts/AC7e1c02f6a58b4d3e9f10c2d4b6a8e0f1/Calls.json?Status=in-progress&PageSize=1000&Page=0","next_page_uri":null,"page":0,"page_size":1000,"previous_page_uri":null,"start":0,"uri":"/2010-04-01/Accounts/AC7e1c02f6a58b4d3e9f10c2d4b6a8e0f1/Calls.json?Status=in-progress&PageSize=1000&Page=0"}"#,
+        ),
+        "vapi" => ("[", "]"),
+        _ => (r#"{"items":["#, r#"],"has_more":false}"#),
+    };
+    out += open;
+    for i in 0..N {
+        let sep = if i == 0 { "" } else { "," };
+        let call_sid = format!("CA{:016x}{:016x}", next(), next());
+        let ms = 1_758_656_817_432u64 + i as u64;
+        match kind {
+            "twilio" => {
+                out += &format!(
+                    r#"{sep}{{"account_sid":"AC7e1c02f6a58b4d3e9f10c2d4b6a8e0f1","answered_by":null,"api_version":"2010-04-01","caller_name":"","date_created":"Tue, 23 Sep 2025 19:48:17 +0000","date_updated":"Tue, 23 Sep 2025 19:48:21 +0000","direction":"outbound-api","duration":null,"end_time":null,"forwarded_from":null,"from":"+15005550006","from_formatted":"(500) 555-0006","group_sid":null,"parent_call_sid":null,"phone_number_sid":"PN0a1b2c3d4e5f60718293a4b5c6d7e8f9","price":null,"price_unit":"USD","sid":"{call_sid}","start_time":"Tue, 23 Sep 2025 19:48:20 +0000","status":"in-progress","to":"+1415{i:07}","to_formatted":"(415) 555-0123","trunk_sid":null,"uri":"/2010-04-01/Accounts/AC7e1c02f6a58b4d3e9f10c2d4b6a8e0f1/Calls/{call_sid}.json","queue_time":"0"}}"#
+                )
+            }
+            "vapi" => {
+                out += &format!(
+                    r#"{sep}{{"id":"{:016x}-{:016x}","assistantId":"5b0a4a08-133c-4146-9315-0984f8c6be80","phoneNumberId":"42b4b25d-031e-4786-857f-63b346c9580f","type":"outboundPhoneCall","createdAt":"2025-09-23T19:48:17.432Z","updatedAt":"2025-09-23T19:48:21.000Z","orgId":"eb166faa-7145-46ef-8044-589b47ae3b56","customer":{{"number":"+1415{i:07}"}},"phoneNumber":{{"number":"+15005550006"}},"status":"in-progress","phoneCallProvider":"twilio","phoneCallProviderId":"{call_sid}","phoneCallTransport":"pstn","monitor":{{"listenUrl":"wss://phone-call-websocket.vapi.ai/{i}/listen","controlUrl":"https://phone-call-websocket.vapi.ai/{i}/control"}}}}"#,
+                    next(),
+                    next()
+                )
+            }
+            _ => {
+                out += &format!(
+                    r#"{sep}{{"call_type":"phone_call","from_number":"+14157774444","to_number":"+1213{i:07}","direction":"outbound","call_id":"{:016x}{:016x}","agent_id":"oBeDLoLOeuAbiuaMFXRtDOLriTJ5tSxD","agent_version":1,"call_status":"ongoing","agent_name":"My Agent","metadata":{{}},"start_timestamp":{ms},"telephony_identifier":{{"twilio_call_sid":"{call_sid}"}}}}"#,
+                    next(),
+                    next()
+                )
+            }
+        }
+    }
+    out += close;
+    out.into_bytes()
+}
+
+/// One kind's 100,000 calls parsed and merged into a snapshot: what a list of that one
+/// provider costs callmux, before writing.
+fn parse_and_merge(kind: &str, body: &[u8]) -> Snapshot {
+    let provider: Arc<str> = Arc::from(kind);
+    let calls = match kind {
+        "twilio" => callmux::provider::twilio::wire::parse_page(body, &provider).map(|p| p.calls),
+        "vapi" => callmux::provider::vapi::wire::parse_page(body, &provider).map(|p| p.calls),
+        "retell" => callmux::provider::retell::wire::parse_page(body, &provider).map(|p| p.calls),
+        "bland" => bland::parse(body, &provider),
+        _ => calls::parse(body, &provider),
+    }
+    .unwrap();
+    assert_eq!(calls.len(), N, "{kind}");
+    Snapshot::new(
+        Arc::from("org"),
+        vec![Ok(Arc::new(calls))],
+        Vec::new(),
+        None,
+    )
+}
+
 fn parse_both(bland_body: &[u8], agent_body: &[u8]) -> [Answer; 2] {
     [
         Ok(Arc::new(
@@ -148,6 +219,24 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // Each kind alone, 100,000 calls: parse and merge (the existing two kinds' too, in
+    // the same run, to compare against).
+    let mut kinds = c.benchmark_group("100k per kind");
+    kinds.sample_size(10);
+    for (kind, body) in [
+        ("bland", bland_body.clone()),
+        ("calls", agent_body.clone()),
+        ("twilio", platform_body("twilio")),
+        ("vapi", platform_body("vapi")),
+        ("retell", platform_body("retell")),
+    ] {
+        kinds.bench_function(
+            format!("parse+merge {kind} ({:.1} MiB)", mib(body.len() as u64)),
+            |b| timed_without_drop(b, || parse_and_merge(kind, black_box(&body))),
+        );
+    }
+    kinds.finish();
 }
 
 /// One pass's wall time and the process's peak RSS against the target
