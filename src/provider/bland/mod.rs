@@ -1,5 +1,6 @@
 //! Kind `bland`: Bland's `GET {base_url}/v1/calls/active` with `authorization` + `x-bland-org-id`,
-//! with a key of its own or the caller's own, forwarded.
+//! with a key of its own or the caller's own, forwarded; `POST {base_url}/v1/calls/{call_id}/stop`
+//! ends a call with the same credentials.
 
 use std::sync::Arc;
 
@@ -7,9 +8,11 @@ use async_trait::async_trait;
 use axum::http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::http::{endpoint, Lister, Page, Request};
+use super::http::{endpoint, with_segment, Fetched, Lister, Page, Request};
 use super::registry::{Kind, KindSettings};
-use super::{Backend, Calls, Common, ListCalls, ProviderError, RequestContext};
+use super::{
+    Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext,
+};
 use crate::settings::Check;
 use crate::wire;
 
@@ -110,14 +113,16 @@ impl KindSettings for Settings {
     }
 
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {
+        let bland = Arc::new(Bland {
+            id,
+            url: endpoint(&self.base_url, "v1/calls/active"),
+            calls_url: endpoint(&self.base_url, "v1/calls"),
+            lister: Lister::new(&common.http, self.forwards_caller_credentials())?,
+            credentials: self.credentials.clone(),
+        });
         Ok(Backend {
-            list: Arc::new(Bland {
-                id,
-                url: endpoint(&self.base_url, "v1/calls/active"),
-                lister: Lister::new(&common.http, self.forwards_caller_credentials())?,
-                credentials: self.credentials.clone(),
-            }),
-            end: None,
+            list: bland.clone(),
+            end: Some(bland),
         })
     }
 
@@ -129,8 +134,26 @@ impl KindSettings for Settings {
 pub struct Bland {
     id: Arc<str>,
     url: reqwest::Url,
+    /// `{base_url}/v1/calls`, which `{call_id}/stop` is appended to.
+    calls_url: reqwest::Url,
     lister: Lister,
     credentials: Option<Credentials>,
+}
+
+impl Bland {
+    /// The credentials to send: the provider's own, or else the caller's, forwarded (with
+    /// the caller's digest, which per-caller caches are keyed by).
+    fn credentials<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+    ) -> Result<(&'a HeaderValue, &'a HeaderValue, Option<[u8; 32]>), ProviderError> {
+        // A provider with credentials of its own never forwards the caller's.
+        match (&self.credentials, &ctx.forwarded) {
+            (Some(own), _) => Ok((&own.api_key, &own.org_id, None)),
+            (None, Some(fwd)) => Ok((&fwd.authorization, &fwd.org_id, Some(fwd.digest()))),
+            (None, None) => Err(ProviderError::NoCredentials),
+        }
+    }
 }
 
 fn page(body: &[u8], provider: &Arc<str>) -> Result<Page, wire::ParseError> {
@@ -144,15 +167,84 @@ impl ListCalls for Bland {
     }
 
     async fn active_calls(&self, ctx: &RequestContext) -> Result<Calls, ProviderError> {
-        // A provider with credentials of its own never forwards the caller's.
-        let (authorization, org_id, caller) = match (&self.credentials, &ctx.forwarded) {
-            (Some(own), _) => (&own.api_key, &own.org_id, None),
-            (None, Some(fwd)) => (&fwd.authorization, &fwd.org_id, Some(fwd.digest())),
-            (None, None) => return Err(ProviderError::NoCredentials),
-        };
+        let (authorization, org_id, caller) = self.credentials(ctx)?;
         let request = Request::get(self.url.clone())
             .header(axum::http::header::AUTHORIZATION, authorization.clone())
             .header(ORG_ID_HEADER, org_id.clone());
         self.lister.list_one(request, caller, &self.id, page).await
+    }
+}
+
+/// Bland's answer to a stop: `{"status": "success", ...}` or `{"status": "error", "message": ...}`.
+#[derive(Deserialize)]
+struct Stopped {
+    status: Option<String>,
+    #[serde(default)]
+    message: Option<serde_json::Value>,
+}
+
+fn read_stop(body: &[u8]) -> Result<(), EndError> {
+    let stopped: Stopped = serde_json::from_slice(body).map_err(|e| {
+        EndError::Failed(ProviderError::BadBody(format!(
+            "not a stop answer ({{\"status\": ...}}): {e}"
+        )))
+    })?;
+    let text = match stopped.message {
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    match stopped.status.as_deref() {
+        Some(s) if s.eq_ignore_ascii_case("success") => Ok(()),
+        _ if text.to_lowercase().contains("not found") => Err(EndError::NotFound),
+        Some(_) if !text.is_empty() => Err(EndError::Failed(ProviderError::Reported(text))),
+        _ => Err(EndError::Failed(ProviderError::Reported(
+            "the call was not stopped (no reason given)".to_owned(),
+        ))),
+    }
+}
+
+#[async_trait]
+impl EndCall for Bland {
+    async fn end_call(&self, ctx: &RequestContext, call_id: &str) -> Result<(), EndError> {
+        let (authorization, org_id, _) = self.credentials(ctx).map_err(EndError::Failed)?;
+        // `""`, `.` and `..` cannot be one path segment, and no call has such an id.
+        let url = with_segment(&self.calls_url, call_id)
+            .and_then(|u| with_segment(&u, "stop"))
+            .ok_or(EndError::NotFound)?;
+        let request = Request {
+            method: axum::http::Method::POST,
+            url,
+            headers: axum::http::HeaderMap::new(),
+            body: None,
+        }
+        .header(axum::http::header::AUTHORIZATION, authorization.clone())
+        .header(ORG_ID_HEADER, org_id.clone());
+        let client = self.lister.client();
+        // Not idempotent: once a byte is sent it is never sent again, whatever the answer.
+        match client.send(&request, client.deadline(), None, false).await {
+            Ok(Fetched::New(body)) => read_stop(&body),
+            Ok(Fetched::Same) => Err(EndError::Failed(ProviderError::Internal)),
+            Err(ProviderError::Status(404)) => Err(EndError::NotFound),
+            Err(e) => Err(EndError::Failed(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_answers_read_as_stopped_not_found_or_blands_failure() {
+        assert_eq!(read_stop(br#"{"status": "success", "message": "ok"}"#), Ok(()));
+        assert_eq!(
+            read_stop(br#"{"status": "error", "message": "Call not found."}"#),
+            Err(EndError::NotFound)
+        );
+        assert_eq!(
+            read_stop(br#"{"status": "error", "message": "boom"}"#),
+            Err(EndError::Failed(ProviderError::Reported("boom".into())))
+        );
     }
 }

@@ -1,13 +1,16 @@
-//! Kind `twilio-media-stream`: a Twilio media-stream agent server's `GET {base_url}/api/calls`.
+//! Kind `twilio-media-stream`: a Twilio media-stream agent server's `GET {base_url}/api/calls`,
+//! and `POST {base_url}/api/calls/{call_id}/end` to end one.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::http::{endpoint, Lister, Page, Request};
+use super::http::{endpoint, with_segment, Fetched, Lister, Page, Request};
 use super::registry::{Kind, KindSettings};
-use super::{Backend, Calls, Common, ListCalls, ProviderError, RequestContext};
+use super::{
+    Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext,
+};
 use crate::settings::Check;
 use crate::wire;
 
@@ -62,13 +65,14 @@ impl KindSettings for Settings {
     }
 
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {
+        let server = Arc::new(AgentServer {
+            id,
+            url: endpoint(&self.base_url, "api/calls"),
+            lister: Lister::new(&common.http, false)?,
+        });
         Ok(Backend {
-            list: Arc::new(AgentServer {
-                id,
-                url: endpoint(&self.base_url, "api/calls"),
-                lister: Lister::new(&common.http, false)?,
-            }),
-            end: None,
+            list: server.clone(),
+            end: Some(server),
         })
     }
 }
@@ -93,5 +97,83 @@ impl ListCalls for AgentServer {
         self.lister
             .list_one(Request::get(self.url.clone()), None, &self.id, page)
             .await
+    }
+}
+
+/// The agent server's answer to an end: `{"success": true, ...}`, or `{"success": false,
+/// "error": ...}` at HTTP 200.
+#[derive(Deserialize)]
+struct Ended {
+    success: bool,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+/// What an end answer says: ended, not found ("Call not found", in any case), or the
+/// server's own failure.
+fn read_end(body: &[u8]) -> Result<(), EndError> {
+    let ended: Ended = serde_json::from_slice(body).map_err(|e| {
+        EndError::Failed(ProviderError::BadBody(format!(
+            "not an end answer ({{\"success\": ...}}): {e}"
+        )))
+    })?;
+    if ended.success {
+        return Ok(());
+    }
+    let text = match ended.error {
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => "the call was not ended (no reason given)".to_owned(),
+    };
+    if text.to_lowercase().contains("not found") {
+        Err(EndError::NotFound)
+    } else {
+        Err(EndError::Failed(ProviderError::Reported(text)))
+    }
+}
+
+#[async_trait]
+impl EndCall for AgentServer {
+    async fn end_call(&self, _ctx: &RequestContext, call_id: &str) -> Result<(), EndError> {
+        // `""`, `.` and `..` cannot be one path segment, and no call has such an id.
+        let url = with_segment(&self.url, call_id)
+            .and_then(|u| with_segment(&u, "end"))
+            .ok_or(EndError::NotFound)?;
+        let request = Request {
+            method: axum::http::Method::POST,
+            url,
+            headers: axum::http::HeaderMap::new(),
+            body: None,
+        };
+        let client = self.lister.client();
+        // Not idempotent: once a byte is sent it is never sent again, whatever the answer.
+        match client.send(&request, client.deadline(), None, false).await {
+            Ok(Fetched::New(body)) => read_end(&body),
+            Ok(Fetched::Same) => Err(EndError::Failed(ProviderError::Internal)),
+            Err(ProviderError::Status(404)) => Err(EndError::NotFound),
+            Err(e) => Err(EndError::Failed(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_answers_read_as_ended_not_found_or_the_servers_failure() {
+        assert_eq!(read_end(br#"{"success": true, "message": "ok"}"#), Ok(()));
+        assert_eq!(
+            read_end(br#"{"success": false, "error": "Call NOT FOUND"}"#),
+            Err(EndError::NotFound)
+        );
+        assert_eq!(
+            read_end(br#"{"success": false, "error": "boom"}"#),
+            Err(EndError::Failed(ProviderError::Reported("boom".into())))
+        );
+        assert!(matches!(
+            read_end(b"<html>"),
+            Err(EndError::Failed(ProviderError::BadBody(_)))
+        ));
     }
 }
