@@ -3,6 +3,7 @@
 //! providers' answers are unchanged.
 
 pub mod auth;
+pub mod control;
 pub mod merge;
 pub mod reload;
 pub mod snapshot;
@@ -37,7 +38,6 @@ struct Built {
     observed: Arc<Observed>,
     listed: Arc<dyn ListCalls>,
     /// Kept for call control, which never goes through listing's layers.
-    #[allow(dead_code)]
     backend: Backend,
 }
 
