@@ -9,12 +9,15 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Counter, Histogram};
 
+use super::control::{END_ROUTE, STOP_ROUTE};
 use super::{BLAND_ROUTE, CALLS_ROUTE};
 use crate::telemetry::Telemetry;
 
 const ROUTES: &[&str] = &[
     BLAND_ROUTE,
     CALLS_ROUTE,
+    END_ROUTE,
+    STOP_ROUTE,
     "/healthz",
     "/readyz",
     "/metrics",

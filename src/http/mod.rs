@@ -3,6 +3,7 @@
 
 mod bounds;
 pub mod connections;
+pub mod control;
 mod metrics;
 mod openapi;
 mod ops;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use tower_http::request_id::{
@@ -56,6 +57,14 @@ pub fn router(live: Arc<Live>) -> Router {
     let lists = Router::new()
         .route(BLAND_ROUTE, get(|s, h| list(Shape::Bland, s, h)))
         .route(CALLS_ROUTE, get(|s, h| list(Shape::Calls, s, h)))
+        .route(
+            control::END_ROUTE,
+            post(|s, p, h| control::end(control::Envelope::Agent, s, p, h)),
+        )
+        .route(
+            control::STOP_ROUTE,
+            post(|s, p, h| control::end(control::Envelope::Bland, s, p, h)),
+        )
         .layer(axum::middleware::from_fn_with_state(
             limits,
             bounds::enforce,
@@ -193,8 +202,11 @@ fn server_timing(waited: Duration, total: Duration) -> HeaderValue {
 async fn not_found(State(edge): State<Arc<Edge>>, method: Method, uri: Uri) -> Response {
     edge.requests.record(None, 404, Instant::now());
     let message = format!(
-        "no route {method} {}: callmux serves GET {BLAND_ROUTE} and GET {CALLS_ROUTE}",
-        uri.path()
+        "no route {method} {}: callmux serves GET {BLAND_ROUTE}, GET {CALLS_ROUTE}, \
+         POST {} and POST {}",
+        uri.path(),
+        control::END_ROUTE,
+        control::STOP_ROUTE,
     );
     let item = ErrorItem {
         provider: None,
