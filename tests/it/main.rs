@@ -13,6 +13,7 @@ mod coalescing;
 mod config;
 mod conformance;
 mod connections;
+mod end;
 mod faults;
 mod http_machinery;
 mod merge;
