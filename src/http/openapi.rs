@@ -1,5 +1,5 @@
-//! `GET /openapi.json`: an OpenAPI 3.1 description of the two list endpoints and of every
-//! answer they give, built once from the types below.
+//! `GET /openapi.json`: an OpenAPI 3.1 description of the two list endpoints and the two
+//! end-a-call endpoints, and of every answer they give, built once from the types below.
 //!
 //! The wire writers are hand-written for speed (`crate::wire`), so nothing here is ever
 //! serialised: these types exist only to describe that output. `tests/it/openapi.rs` checks real
@@ -31,6 +31,7 @@ mod doc {
     use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
     use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
+    use super::super::control::{END_ROUTE, STOP_ROUTE};
     use super::super::{BLAND_ROUTE, CALLS_ROUTE};
 
     #[derive(OpenApi)]
@@ -47,7 +48,7 @@ mod doc {
                 the failed providers named in `errors`. Every error body comes in the shape of \
                 the endpoint that was asked."
         ),
-        paths(bland_active_calls, agent_calls),
+        paths(bland_active_calls, agent_calls, end_call, stop_call),
         components(schemas(
             BlandCalls,
             BlandRefused,
@@ -63,9 +64,17 @@ mod doc {
             ProviderErrorCode,
             RequestFailure,
             RequestErrorCode,
+            AgentEnded,
+            AgentControlFailed,
+            BlandStopped,
+            BlandControlFailed,
+            ControlErrorCode,
         )),
         modifiers(&OrgKey),
-        tags((name = "calls", description = "Live calls, merged across providers"))
+        tags(
+            (name = "calls", description = "Live calls, merged across providers"),
+            (name = "control", description = "Ending a call, on the provider that listed it")
+        )
     )]
     pub(super) struct ApiDoc;
 
@@ -266,6 +275,208 @@ mod doc {
         )
     )]
     fn agent_calls() {}
+
+    /// The call id in the path.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    struct CallIdParam {
+        /// A call id as listed. 1 to 256 bytes (after percent-decoding), with no `/`, `?`,
+        /// `#`, `%`, whitespace or control characters, and not `.` or `..`; anything else is
+        /// 400 `INVALID_CALL_ID` and reaches no upstream.
+        call_id: String,
+    }
+
+    /// End a call (agent servers' route)
+    ///
+    /// The agent servers' end-call route, over every provider the organisation may see: the
+    /// call is ended on the provider that listed it for this organisation (found in the
+    /// organisation's last list, or by listing afresh). Sent once, never retried, never cached.
+    #[utoipa::path(
+        post,
+        path = END_ROUTE,
+        operation_id = "endCall",
+        tag = "control",
+        security(("orgKey" = [])),
+        params(CallIdParam, ListHeaders),
+        responses(
+            (status = 200, body = AgentEnded, description = "The owner ended the call.",
+                example = json!({"success": true, "message": "Call c1 ended", "provider": "agents"})),
+            (status = 400, body = AgentControlFailed,
+                description = "`INVALID_CALL_ID`, or `MISSING_ORG_ID` as for the lists.",
+                example = json!({"success": false, "code": "INVALID_CALL_ID", "error": "the call \
+                    id is not one callmux passes on: it must be 1 to 256 bytes with no `/`, `?`, \
+                    `#`, `%`, whitespace or control characters"})),
+            (status = 401, body = AgentControlFailed,
+                description = "`AUTH_FAILURE`, as for the lists.",
+                headers(("www-authenticate" = String, description = "Always `Bearer`.")),
+                example = json!({"success": false, "code": "AUTH_FAILURE",
+                    "error": "invalid API key for this organisation"})),
+            (status = 404, body = AgentControlFailed,
+                description = "`CALL_NOT_FOUND`: no provider the organisation may see lists the \
+                    call, or its owner says it does not know it. A call of a provider the \
+                    organisation may not see gets exactly this answer.",
+                example = json!({"success": false, "code": "CALL_NOT_FOUND",
+                    "error": "no active call with this id is visible to this organisation"})),
+            (status = 501, body = AgentControlFailed,
+                description = "`NOT_SUPPORTED`: the owner's kind cannot end calls.",
+                example = json!({"success": false, "code": "NOT_SUPPORTED", "provider": "p",
+                    "error": "provider `p` cannot end calls"})),
+            (status = 502, body = AgentControlFailed,
+                description = "The owner failed (`UPSTREAM_*`, naming it in `provider`), or \
+                    `AUTH_UNAVAILABLE`.",
+                example = json!({"success": false, "code": "UPSTREAM_REPORTED_ERROR",
+                    "provider": "agents",
+                    "error": "provider `agents` reported an error instead of calls: boom"})),
+            (status = 504, body = AgentControlFailed,
+                description = "`OUTCOME_UNKNOWN`: the owner did not answer within its \
+                    `timeout_ms`; the call may or may not have ended. Not retried.",
+                example = json!({"success": false, "code": "OUTCOME_UNKNOWN", "provider": "agents",
+                    "error": "provider `agents` did not answer within 400 ms: the call may or \
+                        may not have ended; list the calls to see"})),
+        )
+    )]
+    fn end_call() {}
+
+    /// End a call (Bland's route)
+    ///
+    /// Bland's stop-call route, over every provider the organisation may see; routed, sent and
+    /// answered as `POST /api/calls/{call_id}/end`, in Bland's envelope.
+    #[utoipa::path(
+        post,
+        path = STOP_ROUTE,
+        operation_id = "stopCall",
+        tag = "control",
+        security(("orgKey" = [])),
+        params(CallIdParam, ListHeaders),
+        responses(
+            (status = 200, body = BlandStopped, description = "The owner ended the call.",
+                example = json!({"status": "success", "message": "Call ended successfully."})),
+            (status = 400, body = BlandControlFailed,
+                description = "`INVALID_CALL_ID`, or `MISSING_ORG_ID` as for the lists.",
+                example = json!({"status": "error", "code": "INVALID_CALL_ID", "message": "the \
+                    call id is not one callmux passes on: it must be 1 to 256 bytes with no `/`, \
+                    `?`, `#`, `%`, whitespace or control characters"})),
+            (status = 401, body = BlandControlFailed,
+                description = "`AUTH_FAILURE`, as for the lists.",
+                headers(("www-authenticate" = String, description = "Always `Bearer`.")),
+                example = json!({"status": "error", "code": "AUTH_FAILURE",
+                    "message": "invalid API key for this organisation"})),
+            (status = 404, body = BlandControlFailed,
+                description = "`CALL_NOT_FOUND`, as for `POST /api/calls/{call_id}/end`.",
+                example = json!({"status": "error", "code": "CALL_NOT_FOUND",
+                    "message": "no active call with this id is visible to this organisation"})),
+            (status = 501, body = BlandControlFailed,
+                description = "`NOT_SUPPORTED`: the owner's kind cannot end calls.",
+                example = json!({"status": "error", "code": "NOT_SUPPORTED", "provider": "p",
+                    "message": "provider `p` cannot end calls"})),
+            (status = 502, body = BlandControlFailed,
+                description = "The owner failed (`UPSTREAM_*`, naming it in `provider`), or \
+                    `AUTH_UNAVAILABLE`.",
+                example = json!({"status": "error", "code": "UPSTREAM_ERROR", "provider": "bland",
+                    "message": "provider `bland` answered HTTP 500"})),
+            (status = 504, body = BlandControlFailed,
+                description = "`OUTCOME_UNKNOWN`: the owner did not answer within its \
+                    `timeout_ms`; the call may or may not have ended. Not retried.",
+                example = json!({"status": "error", "code": "OUTCOME_UNKNOWN", "provider": "bland",
+                    "message": "provider `bland` did not answer within 400 ms: the call may or \
+                        may not have ended; list the calls to see"})),
+        )
+    )]
+    fn stop_call() {}
+
+    // --- Call control ------------------------------------------------------------------------
+
+    /// A call ended, in the agent servers' envelope.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct AgentEnded {
+        #[schema(schema_with = always_true)]
+        success: bool,
+        /// `Call {call_id} ended`.
+        #[schema(pattern = "^Call .+ ended$")]
+        message: String,
+        /// The id of the provider that ended it.
+        provider: String,
+    }
+
+    /// A call not ended, in the agent servers' envelope.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct AgentControlFailed {
+        #[schema(schema_with = always_false)]
+        success: bool,
+        /// What went wrong, for people. Names no URL, header or key.
+        error: String,
+        code: ControlErrorCode,
+        /// The provider the failure is about, when one was asked.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider: Option<String>,
+    }
+
+    /// A call ended, in Bland's envelope.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct BlandStopped {
+        #[schema(pattern = "^success$")]
+        status: String,
+        #[schema(pattern = "^Call ended successfully\\.$")]
+        message: String,
+    }
+
+    /// A call not ended, in Bland's envelope.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct BlandControlFailed {
+        #[schema(pattern = "^error$")]
+        status: String,
+        /// What went wrong, for people. Names no URL, header or key.
+        message: String,
+        code: ControlErrorCode,
+        /// The provider the failure is about, when one was asked.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider: Option<String>,
+    }
+
+    /// Why a call was not ended: `INVALID_CALL_ID` (400), `CALL_NOT_FOUND` (404),
+    /// `NOT_SUPPORTED` (501), `OUTCOME_UNKNOWN` (504), the owner's failure (502, the codes of
+    /// a provider's failure in a list), or the request's own (`AUTH_FAILURE`, `MISSING_ORG_ID`,
+    /// `AUTH_UNAVAILABLE`).
+    #[derive(ToSchema)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    enum ControlErrorCode {
+        InvalidCallId,
+        CallNotFound,
+        NotSupported,
+        OutcomeUnknown,
+        AuthFailure,
+        MissingOrgId,
+        AuthUnavailable,
+        UpstreamTimeout,
+        UpstreamUnreachable,
+        UpstreamError,
+        UpstreamAuthRejected,
+        UpstreamBadResponse,
+        UpstreamReportedError,
+        UpstreamTooLarge,
+        UpstreamBrokenResponse,
+        UpstreamNoCredentials,
+        UpstreamControlRefused,
+        InternalError,
+    }
+
+    fn always_true() -> utoipa::openapi::schema::Object {
+        ObjectBuilder::new()
+            .schema_type(Type::Boolean)
+            .enum_values(Some([true]))
+            .build()
+    }
+
+    fn always_false() -> utoipa::openapi::schema::Object {
+        ObjectBuilder::new()
+            .schema_type(Type::Boolean)
+            .enum_values(Some([false]))
+            .build()
+    }
 
     // --- Bland's shape -------------------------------------------------------------------------
 

@@ -26,6 +26,9 @@ const BLAND_ORG: &str = "bland-org";
 
 const PATHS: [&str; 2] = ["/v1/calls/active", "/api/calls"];
 const DOCUMENTED_STATUSES: [&str; 6] = ["200", "400", "401", "431", "502", "503"];
+/// The end-a-call routes (agent servers', Bland's), as the document names them.
+const CONTROL_PATHS: [&str; 2] = ["/api/calls/{call_id}/end", "/v1/calls/{call_id}/stop"];
+const CONTROL_STATUSES: [&str; 7] = ["200", "400", "401", "404", "501", "502", "504"];
 
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(30);
@@ -42,7 +45,13 @@ impl Spec {
     }
 
     fn response(&self, path: &str, status: u16) -> &Value {
-        let response = &self.0["paths"][path]["get"]["responses"][status.to_string()];
+        let operation = &self.0["paths"][path];
+        let operation = if operation["post"].is_object() {
+            &operation["post"]
+        } else {
+            &operation["get"]
+        };
+        let response = &operation["responses"][status.to_string()];
         assert!(
             response.is_object(),
             "{path} documents no {status} response"
@@ -112,6 +121,9 @@ impl Spec {
 }
 
 fn other_path(path: &str) -> &'static str {
+    if let Some(at) = CONTROL_PATHS.iter().position(|p| *p == path) {
+        return CONTROL_PATHS[1 - at];
+    }
     if path == PATHS[0] {
         PATHS[1]
     } else {
@@ -338,7 +350,17 @@ async fn every_example_in_the_document_matches_the_schema_it_illustrates() {
             }
         }
     }
-    assert!(checked >= 12, "only {checked} examples");
+    for path in CONTROL_PATHS {
+        for status in CONTROL_STATUSES {
+            let status: u16 = status.parse().unwrap();
+            let example = &w.spec.response(path, status)["content"]["application/json"]["example"];
+            assert!(!example.is_null(), "{path} {status} has no example");
+            let wrong = w.spec.violations(path, status, example);
+            assert!(wrong.is_empty(), "{path} {status}: {example:#}: {wrong:#?}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 26, "only {checked} examples");
 }
 
 #[tokio::test]
@@ -510,4 +532,88 @@ async fn the_validator_rejects_bodies_that_break_the_documented_shapes() {
     let mut r = refused.clone();
     r["errors"][0]["provider"] = json!("agents");
     rejects(PATHS[0], 401, r);
+}
+
+#[tokio::test]
+async fn every_answer_of_both_end_routes_matches_its_documented_schema_and_headers() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, ResponseTemplate};
+
+    let agents = agent_server(json!([
+        agent_call("ok1", "+1", "ringing", "outbound"),
+        agent_call("ok2", "+1", "ringing", "outbound"),
+        agent_call("boom", "+1", "ringing", "outbound"),
+        agent_call("slow", "+1", "ringing", "outbound"),
+    ]))
+    .await;
+    let answer = |body: Value| ResponseTemplate::new(200).set_body_json(body);
+    for (id, reply) in [
+        ("ok1", answer(json!({"success": true}))),
+        ("ok2", answer(json!({"success": true}))),
+        ("boom", answer(json!({"success": false, "error": "boom"}))),
+        ("slow", answer(json!({"success": true})).set_delay(Duration::from_secs(10))),
+    ] {
+        Mock::given(method("POST"))
+            .and(path(format!("/api/calls/{id}/end")))
+            .respond_with(reply)
+            .mount(&agents)
+            .await;
+    }
+    let toml = TestConfig::new()
+        .org(OrgB::key("acme", ACME_KEY).providers(&["agents"]))
+        .org(OrgB::key("globex", ACME_KEY).providers(&["agents"]))
+        .provider(ProviderB::agent("agents", &agents.uri()).set("timeout_ms", 300))
+        .toml();
+    let app = spawn_app(&toml).await;
+    let spec = Spec::fetch(&app).await;
+    for path in CONTROL_PATHS {
+        let post = &spec.0["paths"][path]["post"];
+        assert_eq!(post["security"], json!([{"orgKey": []}]), "{path}");
+        let statuses: Vec<&str> = post["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(statuses, CONTROL_STATUSES, "{path}");
+    }
+
+    let post = |route: &str, id: &str, headers: &[(&str, &str)]| {
+        let mut req = app
+            .http
+            .post(app.url(&route.replace("{call_id}", id)));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        async move {
+            let resp = timeout(BOUND, req.send()).await.unwrap().unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+            Reply {
+                status,
+                headers,
+                body,
+            }
+        }
+    };
+    let mut seen = Vec::new();
+    for (route, ok) in CONTROL_PATHS.iter().zip(["ok1", "ok2"]) {
+        let good = creds(ACME_KEY, "acme");
+        for (id, headers, status) in [
+            (ok, &good[..], 200),
+            ("a%20b", &good[..], 400),
+            ("ok1", &[("authorization", ACME_KEY)][..], 400),
+            ("ok1", &[("x-bland-org-id", "acme")][..], 401),
+            ("nope", &good[..], 404),
+            ("boom", &good[..], 502),
+            ("slow", &good[..], 504),
+        ] {
+            let reply = post(route, id, headers).await;
+            assert_eq!(reply.status, status, "{route} {id}: {:#}", reply.body);
+            spec.assert_documents(route, &reply);
+            seen.push((route.to_string(), status));
+        }
+    }
+    assert_eq!(seen.len(), 14);
 }
