@@ -8,7 +8,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use serde_json::json;
+use serde::Serialize;
 
 use super::{json, presented, Edge};
 use crate::service::control::ControlError;
@@ -33,27 +33,72 @@ impl Envelope {
         }
     }
 
-    fn ended(self, call_id: &str, provider: &str) -> serde_json::Value {
+    /// The success body, fields in the order the route's own clients see them.
+    fn ended(self, call_id: &str, provider: &str) -> String {
         match self {
-            Self::Agent => json!({
-                "success": true,
-                "message": format!("Call {call_id} ended"),
-                "provider": provider,
+            Self::Agent => to_json(&AgentEnded {
+                success: true,
+                message: &format!("Call {call_id} ended"),
+                provider,
             }),
-            Self::Bland => json!({"status": "success", "message": "Call ended successfully."}),
+            Self::Bland => to_json(&BlandStopped {
+                status: "success",
+                message: "Call ended successfully.",
+            }),
         }
     }
 
-    fn error(self, code: &str, text: &str, provider: Option<&str>) -> serde_json::Value {
-        let mut body = match self {
-            Self::Agent => json!({"success": false, "error": text, "code": code}),
-            Self::Bland => json!({"status": "error", "message": text, "code": code}),
-        };
-        if let Some(provider) = provider {
-            body["provider"] = json!(provider);
+    fn error(self, code: &str, text: &str, provider: Option<&str>) -> String {
+        match self {
+            Self::Agent => to_json(&AgentFailed {
+                success: false,
+                error: text,
+                code,
+                provider,
+            }),
+            Self::Bland => to_json(&BlandFailed {
+                status: "error",
+                message: text,
+                code,
+                provider,
+            }),
         }
-        body
     }
+}
+
+#[derive(Serialize)]
+struct AgentEnded<'a> {
+    success: bool,
+    message: &'a str,
+    provider: &'a str,
+}
+
+#[derive(Serialize)]
+struct AgentFailed<'a> {
+    success: bool,
+    error: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct BlandStopped<'a> {
+    status: &'a str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct BlandFailed<'a> {
+    status: &'a str,
+    message: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
+}
+
+fn to_json(body: &impl Serialize) -> String {
+    serde_json::to_string(body).expect("strings and booleans serialise")
 }
 
 pub async fn end(
@@ -67,7 +112,9 @@ pub async fn end(
         Err(e) => Err(ControlError::Auth(e)),
         // An id that is not UTF-8 once decoded is no call's id.
         Ok(p) => {
-            let id = call_id.map(|Path(id)| id).unwrap_or_else(|_| "\0".to_owned());
+            let id = call_id
+                .map(|Path(id)| id)
+                .unwrap_or_else(|_| "\0".to_owned());
             loaded
                 .service
                 .end_call_on(envelope.route(), &p, &id)
@@ -76,14 +123,11 @@ pub async fn end(
         }
     };
     match result {
-        Ok((id, ended)) => json(
-            StatusCode::OK,
-            envelope.ended(&id, &ended.provider).to_string(),
-        ),
+        Ok((id, ended)) => json(StatusCode::OK, envelope.ended(&id, &ended.provider)),
         Err(e) => {
             let status = StatusCode::from_u16(e.status()).expect("control statuses are valid");
             let body = envelope.error(e.code(), &e.to_string(), e.provider().map(|p| &**p));
-            let mut response = json(status, body.to_string());
+            let mut response = json(status, body);
             if status == StatusCode::UNAUTHORIZED {
                 response
                     .headers_mut()

@@ -147,7 +147,11 @@ impl Service {
         self.telemetry
             .counter(
                 "callmux_control_actions_total",
-                &[("route", route), ("provider", provider), ("outcome", outcome)],
+                &[
+                    ("route", route),
+                    ("provider", provider),
+                    ("outcome", outcome),
+                ],
             )
             .increment(1);
         result

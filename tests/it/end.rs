@@ -14,12 +14,21 @@ use crate::common::*;
 
 const KEY: &str = "acme-key";
 
+/// Request headers, as name and value.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 /// The calls a fake upstream lists now; its end route takes them out.
 type Listed = Arc<Mutex<Vec<Value>>>;
 
 /// The id in `/{prefix}/{id}/{suffix}`, as sent (the tests' ids need no decoding).
 fn id_in(request: &Request, at: usize) -> String {
-    request.url.path().split('/').nth(at).unwrap_or("").to_owned()
+    request
+        .url
+        .path()
+        .split('/')
+        .nth(at)
+        .unwrap_or("")
+        .to_owned()
 }
 
 fn take(listed: &Listed, id: &str) -> bool {
@@ -128,9 +137,8 @@ impl TestApp {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!("non-JSON ({e}): {}", String::from_utf8_lossy(&bytes))
-        });
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("non-JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
         Reply {
             status,
             headers,
@@ -222,11 +230,20 @@ async fn an_agent_server_call_is_ended_through_either_route_and_is_then_gone_fro
 
 #[tokio::test]
 async fn a_bland_call_is_ended_with_the_providers_own_key() {
-    let (server, _) =
-        live_bland_server("sk-own", "bland-org", vec![bland_call("b1", "IN_PROGRESS", "1")]).await;
+    let (server, _) = live_bland_server(
+        "sk-own",
+        "bland-org",
+        vec![bland_call("b1", "IN_PROGRESS", "1")],
+    )
+    .await;
     let toml = TestConfig::new()
         .org(OrgB::key("acme", KEY).providers(&["bland"]))
-        .provider(ProviderB::bland("bland", &server.uri(), "BLAND_OWN_KEY", "bland-org"))
+        .provider(ProviderB::bland(
+            "bland",
+            &server.uri(),
+            "BLAND_OWN_KEY",
+            "bland-org",
+        ))
         .toml();
     let app = spawn_app_with_env(&toml, &[("BLAND_OWN_KEY", "sk-own")]).await;
     let stopped = app.stop("b1", KEY, "acme").await;
@@ -240,8 +257,12 @@ async fn a_bland_call_is_ended_with_the_providers_own_key() {
 
 #[tokio::test]
 async fn a_bland_call_is_ended_with_the_callers_forwarded_key() {
-    let (server, _) =
-        live_bland_server("sk-caller", "acme", vec![bland_call("b1", "IN_PROGRESS", "1")]).await;
+    let (server, _) = live_bland_server(
+        "sk-caller",
+        "acme",
+        vec![bland_call("b1", "IN_PROGRESS", "1")],
+    )
+    .await;
     let app = spawn_app(&passthrough_org("acme", &server.uri(), 0)).await;
     let ended = app.end("b1", "sk-caller", "acme").await;
     assert_eq!(ended.status, 200, "{:?}", ended.body);
@@ -286,8 +307,7 @@ async fn a_static_call_is_ended_through_either_route_and_drops_from_the_list() {
 
 #[tokio::test]
 async fn an_unknown_call_id_is_call_not_found_in_each_envelope() {
-    let (server, _) =
-        live_agent_server(vec![agent_call("c1", "+1", "ringing", "outbound")]).await;
+    let (server, _) = live_agent_server(vec![agent_call("c1", "+1", "ringing", "outbound")]).await;
     let app = spawn_app(&agents_org(&server.uri())).await;
     let ended = app.end("nope", KEY, "acme").await;
     assert_eq!(ended.status, 404);
@@ -331,11 +351,19 @@ async fn a_call_of_another_orgs_provider_is_not_found_and_that_provider_never_he
 
 #[tokio::test]
 async fn hostile_call_ids_are_invalid_name_no_upstream_and_send_nothing() {
-    let (server, _) =
-        live_agent_server(vec![agent_call("c1", "+1", "ringing", "outbound")]).await;
+    let (server, _) = live_agent_server(vec![agent_call("c1", "+1", "ringing", "outbound")]).await;
     let app = spawn_app(&agents_org(&server.uri())).await;
     let long = "x".repeat(257);
-    for id in ["a%2Fb", "..", "x%3Fy", "%00", "a%20b", "%09", "a%25b", long.as_str()] {
+    for id in [
+        "a%2Fb",
+        "..",
+        "x%3Fy",
+        "%00",
+        "a%20b",
+        "%09",
+        "a%25b",
+        long.as_str(),
+    ] {
         for (route, field) in [
             (format!("/api/calls/{id}/end"), "error"),
             (format!("/v1/calls/{id}/stop"), "message"),
@@ -345,7 +373,10 @@ async fn hostile_call_ids_are_invalid_name_no_upstream_and_send_nothing() {
             assert_eq!(body["code"], "INVALID_CALL_ID", "{route}: {body}");
             assert!(body.get("provider").is_none(), "{route}: {body}");
             let text = body[field].as_str().unwrap();
-            assert!(!text.contains("agents") && !text.contains("127.0.0.1"), "{text}");
+            assert!(
+                !text.contains("agents") && !text.contains("127.0.0.1"),
+                "{text}"
+            );
         }
     }
     assert_eq!(hits(&server).await, 0, "nothing reaches the upstream");
@@ -428,8 +459,7 @@ async fn an_upstream_that_hangs_is_outcome_unknown_within_its_timeout_after_one_
 
 #[tokio::test]
 async fn auth_failures_come_in_each_routes_envelope() {
-    let (server, _) =
-        live_agent_server(vec![agent_call("c1", "+1", "ringing", "outbound")]).await;
+    let (server, _) = live_agent_server(vec![agent_call("c1", "+1", "ringing", "outbound")]).await;
     let toml = TestConfig::new()
         .org(OrgB::key("acme", KEY).providers(&["agents"]))
         .org(OrgB::key("globex", KEY).providers(&["agents"]))
@@ -440,10 +470,18 @@ async fn auth_failures_come_in_each_routes_envelope() {
         ("/api/calls/c1/end", json!({"success": false}), "error"),
         ("/v1/calls/c1/stop", json!({"status": "error"}), "message"),
     ] {
-        let cases: [(&[(&str, &str)], u16, &str); 4] = [
+        let cases: [(Headers, u16, &str); 4] = [
             (&[("x-bland-org-id", "acme")], 401, "AUTH_FAILURE"),
-            (&[("authorization", "wrong"), ("x-bland-org-id", "acme")], 401, "AUTH_FAILURE"),
-            (&[("authorization", KEY), ("x-bland-org-id", "nope")], 401, "AUTH_FAILURE"),
+            (
+                &[("authorization", "wrong"), ("x-bland-org-id", "acme")],
+                401,
+                "AUTH_FAILURE",
+            ),
+            (
+                &[("authorization", KEY), ("x-bland-org-id", "nope")],
+                401,
+                "AUTH_FAILURE",
+            ),
             // The key is both orgs': without an org id it names neither.
             (&[("authorization", KEY)], 400, "MISSING_ORG_ID"),
         ];
@@ -497,8 +535,14 @@ async fn the_end_is_counted_in_metrics_and_logged_without_keys() {
                 && l.ends_with(" 1")
         })
     };
-    assert!(line("/api/calls/{call_id}/end", "agents", "ended"), "{metrics}");
-    assert!(line("/v1/calls/{call_id}/stop", "", "not_found"), "{metrics}");
+    assert!(
+        line("/api/calls/{call_id}/end", "agents", "ended"),
+        "{metrics}"
+    );
+    assert!(
+        line("/v1/calls/{call_id}/stop", "", "not_found"),
+        "{metrics}"
+    );
 
     let logged = binary
         .log_line("for the end", |l| {

@@ -551,7 +551,10 @@ async fn every_answer_of_both_end_routes_matches_its_documented_schema_and_heade
         ("ok1", answer(json!({"success": true}))),
         ("ok2", answer(json!({"success": true}))),
         ("boom", answer(json!({"success": false, "error": "boom"}))),
-        ("slow", answer(json!({"success": true})).set_delay(Duration::from_secs(10))),
+        (
+            "slow",
+            answer(json!({"success": true})).set_delay(Duration::from_secs(10)),
+        ),
     ] {
         Mock::given(method("POST"))
             .and(path(format!("/api/calls/{id}/end")))
@@ -579,9 +582,7 @@ async fn every_answer_of_both_end_routes_matches_its_documented_schema_and_heade
     }
 
     let post = |route: &str, id: &str, headers: &[(&str, &str)]| {
-        let mut req = app
-            .http
-            .post(app.url(&route.replace("{call_id}", id)));
+        let mut req = app.http.post(app.url(&route.replace("{call_id}", id)));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

@@ -10,9 +10,7 @@ use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Fetched, Lister, Page, Request};
 use super::registry::{Kind, KindSettings};
-use super::{
-    Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext,
-};
+use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
 use crate::wire;
 
@@ -237,7 +235,10 @@ mod tests {
 
     #[test]
     fn stop_answers_read_as_stopped_not_found_or_blands_failure() {
-        assert_eq!(read_stop(br#"{"status": "success", "message": "ok"}"#), Ok(()));
+        assert_eq!(
+            read_stop(br#"{"status": "success", "message": "ok"}"#),
+            Ok(())
+        );
         assert_eq!(
             read_stop(br#"{"status": "error", "message": "Call not found."}"#),
             Err(EndError::NotFound)

@@ -8,9 +8,7 @@ use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Fetched, Lister, Page, Request};
 use super::registry::{Kind, KindSettings};
-use super::{
-    Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext,
-};
+use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
 use crate::wire;
 
