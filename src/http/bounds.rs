@@ -37,7 +37,8 @@ impl Bounds {
 }
 
 pub async fn enforce(State(bounds): State<Arc<Bounds>>, request: Request, next: Next) -> Response {
-    let shape = shape_for(request.uri().path());
+    let path = request.uri().path();
+    let shape = (super::control::Envelope::of(path), shape_for(path));
     let header_bytes: usize = request
         .headers()
         .iter()
@@ -94,13 +95,24 @@ pub async fn enforce(State(bounds): State<Arc<Bounds>>, request: Request, next: 
     }
 }
 
-fn refuse(shape: crate::wire::Shape, status: StatusCode, code: &str, message: &str) -> Response {
-    let item = ErrorItem {
-        provider: None,
-        error: code,
-        message,
+/// A refusal in the envelope of the route asked: a control route's own, else the list shape's.
+fn refuse(
+    shape: (Option<super::control::Envelope>, crate::wire::Shape),
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response {
+    let mut response = match shape {
+        (Some(envelope), _) => json(status, envelope.error(code, message, None)),
+        (None, shape) => {
+            let item = ErrorItem {
+                provider: None,
+                error: code,
+                message,
+            };
+            json(status, shape.write_error(&[item]))
+        }
     };
-    let mut response = json(status, shape.write_error(&[item]));
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response.headers_mut().insert(
             axum::http::header::RETRY_AFTER,

@@ -26,6 +26,21 @@ pub enum Envelope {
 }
 
 impl Envelope {
+    /// The envelope of a path that one of the control routes matches.
+    pub fn of(path: &str) -> Option<Self> {
+        let one_segment = |rest: &str, suffix: &str| {
+            rest.strip_suffix(suffix)
+                .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+        };
+        if let Some(rest) = path.strip_prefix("/api/calls/") {
+            one_segment(rest, "/end").then_some(Self::Agent)
+        } else if let Some(rest) = path.strip_prefix("/v1/calls/") {
+            one_segment(rest, "/stop").then_some(Self::Bland)
+        } else {
+            None
+        }
+    }
+
     fn route(self) -> &'static str {
         match self {
             Self::Agent => END_ROUTE,
@@ -48,7 +63,7 @@ impl Envelope {
         }
     }
 
-    fn error(self, code: &str, text: &str, provider: Option<&str>) -> String {
+    pub fn error(self, code: &str, text: &str, provider: Option<&str>) -> String {
         match self {
             Self::Agent => to_json(&AgentFailed {
                 success: false,

@@ -317,6 +317,12 @@ mod doc {
                     organisation may not see gets exactly this answer.",
                 example = json!({"success": false, "code": "CALL_NOT_FOUND",
                     "error": "no active call with this id is visible to this organisation"})),
+            (status = 431, body = AgentControlFailed,
+                description = "`HEADERS_TOO_LARGE`: the request's headers are over \
+                    `[server] max_header_bytes`.",
+                example = json!({"success": false, "code": "HEADERS_TOO_LARGE",
+                    "error": "the request's headers are 9000 bytes, over the 8192-byte limit \
+                        (max_header_bytes)"})),
             (status = 501, body = AgentControlFailed,
                 description = "`NOT_SUPPORTED`: the owner's kind cannot end calls.",
                 example = json!({"success": false, "code": "NOT_SUPPORTED", "provider": "p",
@@ -327,6 +333,13 @@ mod doc {
                 example = json!({"success": false, "code": "UPSTREAM_REPORTED_ERROR",
                     "provider": "agents",
                     "error": "provider `agents` reported an error instead of calls: boom"})),
+            (status = 503, body = AgentControlFailed,
+                description = "`OVERLOADED` or `REQUEST_TIMEOUT`, as for the lists. A \
+                    `REQUEST_TIMEOUT` after the end was sent leaves its outcome unknown.",
+                headers(("retry-after" = u32, description = "Seconds to wait before retrying: `1`.")),
+                example = json!({"success": false, "code": "OVERLOADED",
+                    "error": "callmux is answering 1024 requests already \
+                        (max_concurrent_requests); retry shortly"})),
             (status = 504, body = AgentControlFailed,
                 description = "`OUTCOME_UNKNOWN`: the owner did not answer within its \
                     `timeout_ms`; the call may or may not have ended. Not retried.",
@@ -365,6 +378,12 @@ mod doc {
                 description = "`CALL_NOT_FOUND`, as for `POST /api/calls/{call_id}/end`.",
                 example = json!({"status": "error", "code": "CALL_NOT_FOUND",
                     "message": "no active call with this id is visible to this organisation"})),
+            (status = 431, body = BlandControlFailed,
+                description = "`HEADERS_TOO_LARGE`: the request's headers are over \
+                    `[server] max_header_bytes`.",
+                example = json!({"status": "error", "code": "HEADERS_TOO_LARGE",
+                    "message": "the request's headers are 9000 bytes, over the 8192-byte limit \
+                        (max_header_bytes)"})),
             (status = 501, body = BlandControlFailed,
                 description = "`NOT_SUPPORTED`: the owner's kind cannot end calls.",
                 example = json!({"status": "error", "code": "NOT_SUPPORTED", "provider": "p",
@@ -374,6 +393,13 @@ mod doc {
                     `AUTH_UNAVAILABLE`.",
                 example = json!({"status": "error", "code": "UPSTREAM_ERROR", "provider": "bland",
                     "message": "provider `bland` answered HTTP 500"})),
+            (status = 503, body = BlandControlFailed,
+                description = "`OVERLOADED` or `REQUEST_TIMEOUT`, as for the lists. A \
+                    `REQUEST_TIMEOUT` after the end was sent leaves its outcome unknown.",
+                headers(("retry-after" = u32, description = "Seconds to wait before retrying: `1`.")),
+                example = json!({"status": "error", "code": "OVERLOADED",
+                    "message": "callmux is answering 1024 requests already \
+                        (max_concurrent_requests); retry shortly"})),
             (status = 504, body = BlandControlFailed,
                 description = "`OUTCOME_UNKNOWN`: the owner did not answer within its \
                     `timeout_ms`; the call may or may not have ended. Not retried.",
@@ -440,7 +466,7 @@ mod doc {
     /// Why a call was not ended: `INVALID_CALL_ID` (400), `CALL_NOT_FOUND` (404),
     /// `NOT_SUPPORTED` (501), `OUTCOME_UNKNOWN` (504), the owner's failure (502, the codes of
     /// a provider's failure in a list), or the request's own (`AUTH_FAILURE`, `MISSING_ORG_ID`,
-    /// `AUTH_UNAVAILABLE`).
+    /// `AUTH_UNAVAILABLE`, `HEADERS_TOO_LARGE`, `OVERLOADED`, `REQUEST_TIMEOUT`).
     #[derive(ToSchema)]
     #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
     enum ControlErrorCode {
@@ -451,6 +477,9 @@ mod doc {
         AuthFailure,
         MissingOrgId,
         AuthUnavailable,
+        HeadersTooLarge,
+        Overloaded,
+        RequestTimeout,
         UpstreamTimeout,
         UpstreamUnreachable,
         UpstreamError,

@@ -563,3 +563,29 @@ async fn the_end_is_counted_in_metrics_and_logged_without_keys() {
     let all = binary.stop();
     assert!(!all.contains(key), "a key was logged:\n{all}");
 }
+
+#[tokio::test]
+async fn a_request_refused_by_the_bounds_is_answered_in_the_control_routes_own_envelope() {
+    let (server, _) = live_agent_server(vec![agent_call("c1", "+1", "ringing", "outbound")]).await;
+    let toml = TestConfig::new()
+        .server("max_header_bytes", 1024)
+        .org(OrgB::key("acme", KEY).providers(&["agents"]))
+        .provider(ProviderB::agent("agents", &server.uri()))
+        .toml();
+    let app = spawn_app(&toml).await;
+    let big = "x".repeat(2048);
+    let headers = [
+        ("authorization", KEY),
+        ("x-bland-org-id", "acme"),
+        ("x-padding", big.as_str()),
+    ];
+    let ended = app.post("/api/calls/c1/end", &headers).await;
+    assert_eq!(ended.status, 431, "{:?}", ended.body);
+    assert_eq!(ended.body["success"], false);
+    assert_eq!(ended.body["code"], "HEADERS_TOO_LARGE");
+    let stopped = app.post("/v1/calls/c1/stop", &headers).await;
+    assert_eq!(stopped.status, 431, "{:?}", stopped.body);
+    assert_eq!(stopped.body["status"], "error");
+    assert_eq!(stopped.body["code"], "HEADERS_TOO_LARGE");
+    assert_eq!(hits(&server).await, 0);
+}

@@ -28,7 +28,9 @@ const PATHS: [&str; 2] = ["/v1/calls/active", "/api/calls"];
 const DOCUMENTED_STATUSES: [&str; 6] = ["200", "400", "401", "431", "502", "503"];
 /// The end-a-call routes (agent servers', Bland's), as the document names them.
 const CONTROL_PATHS: [&str; 2] = ["/api/calls/{call_id}/end", "/v1/calls/{call_id}/stop"];
-const CONTROL_STATUSES: [&str; 7] = ["200", "400", "401", "404", "501", "502", "504"];
+const CONTROL_STATUSES: [&str; 9] = [
+    "200", "400", "401", "404", "431", "501", "502", "503", "504",
+];
 
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(30);
@@ -360,7 +362,7 @@ async fn every_example_in_the_document_matches_the_schema_it_illustrates() {
             checked += 1;
         }
     }
-    assert!(checked >= 26, "only {checked} examples");
+    assert!(checked >= 30, "only {checked} examples");
 }
 
 #[tokio::test]
@@ -563,6 +565,7 @@ async fn every_answer_of_both_end_routes_matches_its_documented_schema_and_heade
             .await;
     }
     let toml = TestConfig::new()
+        .server("max_header_bytes", 1024)
         .org(OrgB::key("acme", ACME_KEY).providers(&["agents"]))
         .org(OrgB::key("globex", ACME_KEY).providers(&["agents"]))
         .provider(ProviderB::agent("agents", &agents.uri()).set("timeout_ms", 300))
@@ -599,14 +602,17 @@ async fn every_answer_of_both_end_routes_matches_its_documented_schema_and_heade
         }
     };
     let mut seen = Vec::new();
+    let padding = "x".repeat(2048);
     for (route, ok) in CONTROL_PATHS.iter().zip(["ok1", "ok2"]) {
         let good = creds(ACME_KEY, "acme");
+        let big = [good[0], good[1], ("x-padding", padding.as_str())];
         for (id, headers, status) in [
             (ok, &good[..], 200),
             ("a%20b", &good[..], 400),
             ("ok1", &[("authorization", ACME_KEY)][..], 400),
             ("ok1", &[("x-bland-org-id", "acme")][..], 401),
             ("nope", &good[..], 404),
+            ("ok1", &big[..], 431),
             ("boom", &good[..], 502),
             ("slow", &good[..], 504),
         ] {
@@ -616,5 +622,5 @@ async fn every_answer_of_both_end_routes_matches_its_documented_schema_and_heade
             seen.push((route.to_string(), status));
         }
     }
-    assert_eq!(seen.len(), 14);
+    assert_eq!(seen.len(), 16);
 }
