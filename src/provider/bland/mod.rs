@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use axum::http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::http::{endpoint, with_segment, Fetched, Lister, Page, Request};
+use super::http::{endpoint, with_segment, Lister, Page, Request};
 use super::registry::{Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
@@ -210,22 +210,11 @@ impl EndCall for Bland {
         let url = with_segment(&self.calls_url, call_id)
             .and_then(|u| with_segment(&u, "stop"))
             .ok_or(EndError::NotFound)?;
-        let request = Request {
-            method: axum::http::Method::POST,
-            url,
-            headers: axum::http::HeaderMap::new(),
-            body: None,
-        }
-        .header(axum::http::header::AUTHORIZATION, authorization.clone())
-        .header(ORG_ID_HEADER, org_id.clone());
+        let request = Request::post(url)
+            .header(axum::http::header::AUTHORIZATION, authorization.clone())
+            .header(ORG_ID_HEADER, org_id.clone());
         let client = self.lister.client();
-        // Not idempotent: once a byte is sent it is never sent again, whatever the answer.
-        match client.send(&request, client.deadline(), None, false).await {
-            Ok(Fetched::New(body)) => read_stop(&body),
-            Ok(Fetched::Same) => Err(EndError::Failed(ProviderError::Internal)),
-            Err(ProviderError::Status(404)) => Err(EndError::NotFound),
-            Err(e) => Err(EndError::Failed(e)),
-        }
+        read_stop(&client.control(&request, client.deadline(), &[404]).await?)
     }
 }
 

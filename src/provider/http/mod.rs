@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use collect::Collector;
 pub use collect::Fetched;
 
-use super::{Calls, ProviderError};
+use super::{Calls, EndError, ProviderError};
 use crate::call::Call;
 use crate::wire::ParseError;
 
@@ -96,6 +96,16 @@ impl Request {
     pub fn get(url: reqwest::Url) -> Self {
         Self {
             method: Method::GET,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+        }
+    }
+
+    /// A POST with no body.
+    pub fn post(url: reqwest::Url) -> Self {
+        Self {
+            method: Method::POST,
             url,
             headers: HeaderMap::new(),
             body: None,
@@ -246,6 +256,26 @@ impl Client {
         tokio::time::timeout_at(deadline, attempts)
             .await
             .unwrap_or(Err(ProviderError::Timeout(limit_ms)))
+    }
+
+    /// Sends a control request (ending a call) once, by `deadline`: never again once any
+    /// byte of it was sent, whatever the answer (only a refused connection is tried
+    /// again). Returns the answer's body; an HTTP status in `not_found` (404, and any the
+    /// platform documents for an unknown call) is [`EndError::NotFound`].
+    pub async fn control(
+        &self,
+        request: &Request,
+        deadline: Instant,
+        not_found: &[u16],
+    ) -> Result<Bytes, EndError> {
+        match self.send(request, deadline, None, false).await {
+            Ok(Fetched::New(body)) => Ok(body),
+            Ok(Fetched::Same) => unreachable!("no last body was given"),
+            Err(ProviderError::Status(status)) if not_found.contains(&status) => {
+                Err(EndError::NotFound)
+            }
+            Err(e) => Err(EndError::Failed(e)),
+        }
     }
 
     async fn fetch(&self, request: &Request, last: Option<&Bytes>) -> Result<Fetched, Failure> {

@@ -6,7 +6,6 @@ pub mod wire;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::http::{HeaderMap, Method};
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Auth, Lister, Request};
@@ -171,22 +170,14 @@ impl EndCall for Retell {
     async fn end_call(&self, _ctx: &RequestContext, call_id: &str) -> Result<(), EndError> {
         // `""`, `.` and `..` cannot be one path segment, and no Retell call has such an id.
         let url = with_segment(&self.stop_url, call_id).ok_or(EndError::NotFound)?;
-        let request = Request {
-            method: Method::POST,
-            url,
-            headers: HeaderMap::new(),
-            body: None,
-        }
-        .auth(&self.auth);
+        let request = Request::post(url).auth(&self.auth);
         let client = self.lister.client();
-        // Not idempotent: once a byte is sent it is never sent again, whatever the answer.
-        match client.send(&request, client.deadline(), None, false).await {
-            Ok(_) => Ok(()),
-            // Retell documents 422 "Cannot find requested asset under given api key" for a
-            // call it does not know; the request names nothing but the call, so a 422 can
-            // only be about the call.
-            Err(ProviderError::Status(404 | 422)) => Err(EndError::NotFound),
-            Err(e) => Err(EndError::Failed(e)),
-        }
+        // Retell documents 422 "Cannot find requested asset under given api key" for a call
+        // it does not know; the request names nothing but the call, so a 422 can only be
+        // about the call.
+        client
+            .control(&request, client.deadline(), &[404, 422])
+            .await?;
+        Ok(())
     }
 }

@@ -470,11 +470,8 @@ impl EndCall for Twilio {
             with_segment(&self.calls_url, &format!("{call_id}.json")).ok_or(EndError::NotFound)?;
         let request = Request::post_form(url, &[("Status", "completed")]).auth(&self.auth);
         let client = self.listers[0].client();
-        match client.send(&request, client.deadline(), None, false).await {
-            Ok(_) => Ok(()),
-            Err(ProviderError::Status(404)) => Err(EndError::NotFound),
-            Err(e) => Err(EndError::Failed(e)),
-        }
+        client.control(&request, client.deadline(), &[404]).await?;
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::http::{endpoint, with_segment, Fetched, Lister, Page, Request};
+use super::http::{endpoint, with_segment, Lister, Page, Request};
 use super::registry::{Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
@@ -137,20 +137,12 @@ impl EndCall for AgentServer {
         let url = with_segment(&self.url, call_id)
             .and_then(|u| with_segment(&u, "end"))
             .ok_or(EndError::NotFound)?;
-        let request = Request {
-            method: axum::http::Method::POST,
-            url,
-            headers: axum::http::HeaderMap::new(),
-            body: None,
-        };
         let client = self.lister.client();
-        // Not idempotent: once a byte is sent it is never sent again, whatever the answer.
-        match client.send(&request, client.deadline(), None, false).await {
-            Ok(Fetched::New(body)) => read_end(&body),
-            Ok(Fetched::Same) => Err(EndError::Failed(ProviderError::Internal)),
-            Err(ProviderError::Status(404)) => Err(EndError::NotFound),
-            Err(e) => Err(EndError::Failed(e)),
-        }
+        read_end(
+            &client
+                .control(&Request::post(url), client.deadline(), &[404])
+                .await?,
+        )
     }
 }
 

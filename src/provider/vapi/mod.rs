@@ -272,14 +272,10 @@ impl EndCall for Vapi {
         let deadline = Instant::now() + self.http.timeout;
         let (url, client) = self.control_client(&control, deadline).await?;
         let body = serde_json::json!({"type": "end-call"});
-        match client
-            .send(&Request::post_json(url, &body), deadline, None, false)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(ProviderError::Status(404)) => Err(EndError::NotFound),
-            Err(e) => Err(EndError::Failed(e)),
-        }
+        client
+            .control(&Request::post_json(url, &body), deadline, &[404])
+            .await?;
+        Ok(())
     }
 }
 
