@@ -407,14 +407,16 @@ pub type PageParser = fn(&[u8], &Arc<str>) -> Result<Page, ParseError>;
 #[derive(Debug)]
 pub struct Lister {
     client: Client,
-    last: Mutex<Option<Memo>>,
+    last: Mutex<Option<Arc<Memo>>>,
     /// The same per caller (by the digest of the caller's credentials), for an upstream that
     /// answers each caller differently: callers taking turns must not each find the other's
     /// pages. Bounded by body bytes; the least recently asked go first.
-    last_per_caller: Option<moka::sync::Cache<[u8; 32], Memo>>,
+    last_per_caller: Option<moka::sync::Cache<[u8; 32], Arc<Memo>>>,
 }
 
-#[derive(Debug, Clone)]
+/// Shared, so that an ask takes the last pages with one reference count rather than a copy
+/// of their list.
+#[derive(Debug)]
 struct Memo {
     pages: Vec<MemoPage>,
     calls: Calls,
@@ -436,7 +438,7 @@ impl Lister {
             // Room for a few callers' largest bodies, or for hundreds of ordinary ones.
             last_per_caller: per_caller.then(|| {
                 moka::sync::Cache::builder()
-                    .weigher(|_, m: &Memo| {
+                    .weigher(|_, m: &Arc<Memo>| {
                         let bytes: usize = m.pages.iter().map(|p| p.body.len()).sum();
                         u32::try_from(bytes).unwrap_or(u32::MAX)
                     })
@@ -529,7 +531,7 @@ impl Lister {
         }
         let unchanged = parsed.iter().all(Option::is_none);
         if let Some(last) = last.filter(|m| unchanged && m.pages.len() == pages.len()) {
-            return Ok((last.calls, None));
+            return Ok((last.calls.clone(), None));
         }
         let mut calls: Vec<Call> = Vec::new();
         let mut extras = Vec::with_capacity(pages.len());
@@ -549,10 +551,10 @@ impl Lister {
             }
         }
         let calls: Calls = Arc::new(calls);
-        let memo = Memo {
+        let memo = Arc::new(Memo {
             pages,
             calls: calls.clone(),
-        };
+        });
         match per_caller {
             Some((memos, caller)) => memos.insert(caller, memo),
             None => *self.last.lock().expect("memo lock") = Some(memo),
