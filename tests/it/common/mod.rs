@@ -16,6 +16,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 mod binary;
 mod config;
+mod redis;
+pub use self::redis::*;
 pub use binary::*;
 pub use config::*;
 
