@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod control;
 pub mod merge;
+pub mod passthrough;
 pub mod reload;
 pub mod snapshot;
 

@@ -21,6 +21,7 @@ mod one_row;
 mod openapi;
 mod ops;
 mod partial_failure;
+mod passthrough;
 mod properties;
 mod reference_examples;
 mod rendering;
