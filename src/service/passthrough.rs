@@ -29,7 +29,7 @@ impl Service {
         let org = identity.org();
         let forwarded = match identity {
             Identity::ViaUpstream(..) => {
-                if !self.verdicts.is_accepted(&org.id, presented) {
+                if !self.verdicts.is_accepted(&org.id, presented).await {
                     match self.list(presented).await {
                         Err(ListError::Auth(e)) => return Err(e),
                         // The authority answered (or the list would have been refused), so
