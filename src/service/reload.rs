@@ -31,6 +31,8 @@ pub struct Live {
     /// Serialises reloads, and remembers the digest of the last file refused so a watcher
     /// does not log the same refusal every poll.
     reloading: Mutex<Option<String>>,
+    /// The live streams of every configuration this process serves.
+    hub: super::live::Hub,
 }
 
 impl Live {
@@ -39,7 +41,7 @@ impl Live {
         let telemetry = Arc::new(Telemetry::default());
         let service = Service::new(config, telemetry.clone())?;
         Ok(Arc::new(Self {
-            telemetry,
+            telemetry: telemetry.clone(),
             current: ArcSwap::from_pointee(Loaded {
                 service,
                 version: 1,
@@ -48,6 +50,7 @@ impl Live {
             }),
             source: None,
             reloading: Mutex::new(None),
+            hub: super::live::Hub::new(telemetry.clone()),
         }))
     }
 
@@ -56,7 +59,7 @@ impl Live {
         let telemetry = Arc::new(Telemetry::default());
         let (service, file_sha256) = load(&path, None, &telemetry)?;
         Ok(Arc::new(Self {
-            telemetry,
+            telemetry: telemetry.clone(),
             current: ArcSwap::from_pointee(Loaded {
                 service,
                 version: 1,
@@ -65,6 +68,7 @@ impl Live {
             }),
             source: Some(path),
             reloading: Mutex::new(None),
+            hub: super::live::Hub::new(telemetry.clone()),
         }))
     }
 
@@ -74,6 +78,10 @@ impl Live {
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+
+    pub fn hub(&self) -> &super::live::Hub {
+        &self.hub
     }
 
     /// Loads the file again and, if valid, serves it from the next request on. Returns the
@@ -97,6 +105,8 @@ impl Live {
                     loaded_at: SystemTime::now(),
                 }));
                 *refused = None;
+                self.hub
+                    .reloaded(old.service.config(), self.current().service.config());
                 tracing::info!(version, config = %path.display(), "configuration reloaded");
                 Ok(version)
             }

@@ -27,5 +27,6 @@ mod rendering;
 mod retell;
 mod secrets;
 mod static_kind;
+mod streams;
 mod twilio;
 mod vapi;
