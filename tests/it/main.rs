@@ -24,6 +24,7 @@ mod partial_failure;
 mod properties;
 mod reference_examples;
 mod rendering;
+mod replicas;
 mod retell;
 mod secrets;
 mod static_kind;

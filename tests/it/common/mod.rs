@@ -16,7 +16,9 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 mod binary;
 mod config;
+mod redis;
 mod sse;
+pub use self::redis::*;
 pub use binary::*;
 pub use config::*;
 pub use sse::*;
