@@ -4,6 +4,7 @@
 mod bounds;
 pub mod connections;
 pub mod control;
+pub mod hooks;
 mod metrics;
 mod openapi;
 mod ops;
@@ -72,6 +73,7 @@ pub fn router(live: Arc<Live>) -> Router {
             control::STOP_ROUTE,
             post(|s, p, h| control::end(control::Envelope::Bland, s, p, h)),
         )
+        .route(hooks::TWILIO_HOOK_ROUTE, post(hooks::twilio))
         .layer(axum::middleware::from_fn_with_state(
             limits.clone(),
             bounds::enforce,
