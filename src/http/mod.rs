@@ -4,15 +4,19 @@
 mod bounds;
 pub mod connections;
 pub mod control;
+pub mod hooks;
 mod metrics;
 mod openapi;
 mod ops;
+mod passthrough;
 pub mod render;
+pub mod streams;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,12 +36,14 @@ pub use render::with_error_items;
 
 pub const BLAND_ROUTE: &str = "/v1/calls/active";
 pub const CALLS_ROUTE: &str = "/api/calls";
+pub const OWN_ROUTE: &str = "/calls";
 
 /// What every handler shares: the configuration being served, and what the edge keeps of
 /// its own (bodies, request metrics).
 pub struct Edge {
     pub live: Arc<Live>,
     requests: Arc<metrics::RequestMetrics>,
+    streams: streams::Streams,
 }
 
 /// The whole service. The list routes sit behind the request bounds; `/healthz`, `/readyz`
@@ -47,6 +53,7 @@ pub fn router(live: Arc<Live>) -> Router {
     let telemetry = live.telemetry().clone();
     let edge = Arc::new(Edge {
         requests: Arc::new(metrics::RequestMetrics::new(telemetry.clone())),
+        streams: streams::Streams::new(server.max_streams),
         live,
     });
     let limits = Arc::new(bounds::Bounds::new(
@@ -57,6 +64,7 @@ pub fn router(live: Arc<Live>) -> Router {
     let lists = Router::new()
         .route(BLAND_ROUTE, get(|s, h| list(Shape::Bland, s, h)))
         .route(CALLS_ROUTE, get(|s, h| list(Shape::Calls, s, h)))
+        .route(OWN_ROUTE, get(|s, h| list(Shape::Own, s, h)))
         .route(
             control::END_ROUTE,
             post(|s, p, h| control::end(control::Envelope::Agent, s, p, h)),
@@ -65,13 +73,29 @@ pub fn router(live: Arc<Live>) -> Router {
             control::STOP_ROUTE,
             post(|s, p, h| control::end(control::Envelope::Bland, s, p, h)),
         )
+        .route(hooks::TWILIO_HOOK_ROUTE, post(hooks::twilio))
         .layer(axum::middleware::from_fn_with_state(
-            limits,
+            limits.clone(),
             bounds::enforce,
         ));
     let request_id = HeaderName::from_static("x-request-id");
+    // Outside the request bounds: a stream is long by nature, and `max_streams` bounds them.
+    let streams = Router::new()
+        .route(
+            streams::BLAND_STREAM_ROUTE,
+            get(|s, d, h| streams::stream(Shape::Bland, s, d, h)),
+        )
+        .route(
+            streams::CALLS_STREAM_ROUTE,
+            get(|s, d, h| streams::stream(Shape::Calls, s, d, h)),
+        )
+        .route(
+            streams::OWN_STREAM_ROUTE,
+            get(|s, d, h| streams::stream(Shape::Own, s, d, h)),
+        );
     Router::new()
         .merge(lists)
+        .merge(streams)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -80,7 +104,11 @@ pub fn router(live: Arc<Live>) -> Router {
             edge.requests.clone(),
             metrics::track,
         ))
-        .fallback(not_found)
+        // Forwarded Bland routes are ordinary requests, inside the same bounds.
+        .fallback(passthrough::fallback.layer(axum::middleware::from_fn_with_state(
+            limits,
+            bounds::enforce,
+        )))
         .with_state(edge)
         // Outermost last: the id is set first, then the span that carries it, and the id is
         // echoed on the way out.
@@ -118,10 +146,10 @@ impl MakeRequestId for RandomRequestId {
 
 /// The shape a path's answers are written in; Bland's envelope for paths that are neither.
 fn shape_for(path: &str) -> Shape {
-    if path == CALLS_ROUTE {
-        Shape::Calls
-    } else {
-        Shape::Bland
+    match path {
+        CALLS_ROUTE | streams::CALLS_STREAM_ROUTE => Shape::Calls,
+        OWN_ROUTE | streams::OWN_STREAM_ROUTE => Shape::Own,
+        _ => Shape::Bland,
     }
 }
 
@@ -148,7 +176,19 @@ async fn list(shape: Shape, State(edge): State<Arc<Edge>>, headers: HeaderMap) -
             let body = render::body(&listed, shape, edge.live.telemetry()).await;
             (json(StatusCode::OK, body), listed.waited)
         }
-        Err(ListError::AllFailed { failures, waited }) => {
+        Err(e) => refusal(shape, e),
+    };
+    let timing = server_timing(waited, started.elapsed());
+    response.headers_mut().insert("server-timing", timing);
+    response
+}
+
+/// A list request's answer when it got no snapshot: every provider failed (502, with their
+/// errors), or the credentials were refused (the auth error's status), in `shape`. The
+/// streams refuse exactly so.
+fn refusal(shape: Shape, error: ListError) -> (Response, Duration) {
+    match error {
+        ListError::AllFailed { failures, waited } => {
             tracing::warn!(
                 providers = failures.len(),
                 "every provider of the org failed"
@@ -161,7 +201,7 @@ async fn list(shape: Shape, State(edge): State<Arc<Edge>>, headers: HeaderMap) -
                 waited,
             )
         }
-        Err(ListError::Auth(e)) => {
+        ListError::Auth(e) => {
             tracing::info!(code = e.code(), reason = %e, "request refused");
             let message = e.to_string();
             let item = ErrorItem {
@@ -178,10 +218,7 @@ async fn list(shape: Shape, State(edge): State<Arc<Edge>>, headers: HeaderMap) -
             }
             (response, Duration::ZERO)
         }
-    };
-    let timing = server_timing(waited, started.elapsed());
-    response.headers_mut().insert("server-timing", timing);
-    response
+    }
 }
 
 /// `Server-Timing`: time spent waiting on providers, and the rest, spent in callmux.
@@ -201,13 +238,19 @@ fn server_timing(waited: Duration, total: Duration) -> HeaderValue {
 
 async fn not_found(State(edge): State<Arc<Edge>>, method: Method, uri: Uri) -> Response {
     edge.requests.record(None, 404, Instant::now());
-    let message = format!(
+    let mut message = format!(
         "no route {method} {}: callmux serves GET {BLAND_ROUTE}, GET {CALLS_ROUTE}, \
          POST {} and POST {}",
         uri.path(),
         control::END_ROUTE,
         control::STOP_ROUTE,
     );
+    if uri.path().starts_with("/v1/") {
+        message.push_str(
+            "; Bland's other /v1/ routes are forwarded only for orgs that forward them \
+             (bland_passthrough, or auth = a bland provider)",
+        );
+    }
     let item = ErrorItem {
         provider: None,
         error: "NOT_FOUND",

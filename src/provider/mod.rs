@@ -46,6 +46,34 @@ pub trait EndCall: Send + Sync {
     async fn end_call(&self, ctx: &RequestContext, call_id: &str) -> Result<(), EndError>;
 }
 
+/// Forwarding: a client's request sent on to the upstream as it came, and the answer handed
+/// back as it arrives (Bland's routes callmux does not serve itself). Like control, never
+/// coalesced, cached or retried once sent.
+#[async_trait]
+pub trait Forward: Send + Sync {
+    async fn forward(
+        &self,
+        ctx: &RequestContext,
+        request: Outgoing,
+    ) -> Result<http::Streamed, ProviderError>;
+}
+
+/// A client's request, to forward as it came.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub method: axum::http::Method,
+    /// The path as sent (still percent-encoded), starting with `/`.
+    pub path: String,
+    /// The query as sent, without its `?`.
+    pub query: Option<String>,
+    /// The client's headers, as sent: the forwarder takes out what must not go on.
+    pub headers: axum::http::HeaderMap,
+    /// `None` for a request that had no body.
+    pub body: Option<bytes::Bytes>,
+    /// When the client's request must be over, if sooner than the provider's own timeout.
+    pub not_after: Option<tokio::time::Instant>,
+}
+
 /// Why a call was not ended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndError {
@@ -61,6 +89,8 @@ pub struct Backend {
     pub list: Arc<dyn ListCalls>,
     /// `None` for a kind that cannot end calls.
     pub end: Option<Arc<dyn EndCall>>,
+    /// `None` for a kind whose other routes are not forwarded (all but `bland`).
+    pub forward: Option<Arc<dyn Forward>>,
 }
 
 /// What a backend may need from the client's request.
@@ -198,6 +228,8 @@ pub struct Common {
     /// How long an answer is served to later requests; zero shares it only while in flight.
     pub cache_ttl: Duration,
     pub breaker: BreakerSettings,
+    /// How often an org's live streams ask this provider while anyone is subscribed.
+    pub poll_interval: Duration,
 }
 
 /// The common settings as written, after the built-in defaults (`config/defaults.toml`).
@@ -214,6 +246,7 @@ pub struct RawCommon {
     pub cache_ttl_ms: u64,
     pub circuit_failures: u64,
     pub circuit_cooldown_ms: u64,
+    pub poll_interval_ms: u64,
 }
 
 impl RawCommon {
@@ -228,6 +261,7 @@ impl RawCommon {
         "cache_ttl_ms",
         "circuit_failures",
         "circuit_cooldown_ms",
+        "poll_interval_ms",
     ];
 
     /// Validated against the ranges; `defaults` is what a removed field would fall back to.
@@ -281,6 +315,12 @@ impl RawCommon {
                     1..=ONE_DAY_MS,
                 )),
             },
+            poll_interval: Duration::from_millis(n(
+                "poll_interval_ms",
+                self.poll_interval_ms,
+                defaults.poll_interval_ms,
+                10..=ONE_DAY_MS,
+            )),
         }
     }
 }

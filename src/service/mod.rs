@@ -4,7 +4,9 @@
 
 pub mod auth;
 pub mod control;
+pub mod live;
 pub mod merge;
+pub mod passthrough;
 pub mod reload;
 pub mod snapshot;
 
