@@ -121,6 +121,7 @@ impl KindSettings for Settings {
         Ok(Backend {
             list: bland.clone(),
             end: Some(bland),
+            place: None,
         })
     }
 

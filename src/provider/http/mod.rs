@@ -229,18 +229,53 @@ impl Client {
         last: Option<&Bytes>,
         idempotent: bool,
     ) -> Result<Fetched, ProviderError> {
+        self.attempts(deadline, idempotent, || self.fetch(request, last))
+            .await
+    }
+
+    /// Sends a control request once, by `deadline`, and returns the upstream's status and
+    /// body whatever the status: placing a call forwards the agent server's own answer, its
+    /// refusals included. Only a refused connection is tried again.
+    pub async fn exchange(
+        &self,
+        request: &Request,
+        deadline: Instant,
+    ) -> Result<(u16, Bytes), ProviderError> {
+        self.attempts(deadline, false, || async {
+            let response = self.start(request).await?;
+            let status = response.status().as_u16();
+            match self.read(response, None).await? {
+                Fetched::New(body) => Ok((status, body)),
+                Fetched::Same => unreachable!("no last body was given"),
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it succeeds, fails in a way not worth retrying (see
+    /// [`Client::send`]), runs out of retries, or `deadline` passes.
+    async fn attempts<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        idempotent: bool,
+        attempt: F,
+    ) -> Result<T, ProviderError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
         let limit_ms = self.settings.timeout.as_millis() as u64;
         let attempts = async {
-            let mut attempt = 0;
+            let mut tried = 0;
             loop {
-                let result = self.fetch(request, last).await;
+                let result = attempt().await;
                 let wait = match &result {
                     Err(Failure { error, retry_after })
-                        if attempt < self.settings.retries && retryable(error, idempotent) =>
+                        if tried < self.settings.retries && retryable(error, idempotent) =>
                     {
                         retry_after.unwrap_or_else(|| {
                             BACKOFF_BASE
-                                .mul_f64((1u32 << attempt.min(10)) as f64 * (0.5 + fastrand::f64()))
+                                .mul_f64((1u32 << tried.min(10)) as f64 * (0.5 + fastrand::f64()))
                         })
                     }
                     _ => return result.map_err(|f| f.error),
@@ -248,9 +283,11 @@ impl Client {
                 if Instant::now() + wait >= deadline {
                     return result.map_err(|f| f.error);
                 }
-                tracing::debug!(error = %result.as_ref().err().map(|f| &f.error).expect("a failure"), attempt, ?wait, "retrying upstream");
+                if let Err(f) = &result {
+                    tracing::debug!(error = %f.error, attempt = tried, ?wait, "retrying upstream");
+                }
                 tokio::time::sleep(wait).await;
-                attempt += 1;
+                tried += 1;
             }
         };
         tokio::time::timeout_at(deadline, attempts)
@@ -279,20 +316,7 @@ impl Client {
     }
 
     async fn fetch(&self, request: &Request, last: Option<&Bytes>) -> Result<Fetched, Failure> {
-        let mut builder = self
-            .client
-            .request(request.method.clone(), request.url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .headers(request.headers.clone());
-        if let Some((body, content_type)) = &request.body {
-            builder = builder
-                .header(reqwest::header::CONTENT_TYPE, *content_type)
-                .body(body.clone());
-        }
-        let mut response = builder
-            .send()
-            .await
-            .map_err(|e| Failure::from(classify(e)))?;
+        let response = self.start(request).await?;
         let status = response.status();
         if status == 401 || status == 403 {
             return Err(ProviderError::Rejected(status.as_u16()).into());
@@ -306,6 +330,30 @@ impl Client {
         if !status.is_success() {
             return Err(ProviderError::Status(status.as_u16()).into());
         }
+        self.read(response, last).await
+    }
+
+    /// Sends `request` and waits for the answer's head.
+    async fn start(&self, request: &Request) -> Result<reqwest::Response, Failure> {
+        let mut builder = self
+            .client
+            .request(request.method.clone(), request.url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .headers(request.headers.clone());
+        if let Some((body, content_type)) = &request.body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, *content_type)
+                .body(body.clone());
+        }
+        builder.send().await.map_err(|e| Failure::from(classify(e)))
+    }
+
+    /// Reads an answer's body, up to `max_body_bytes`.
+    async fn read(
+        &self,
+        mut response: reqwest::Response,
+        last: Option<&Bytes>,
+    ) -> Result<Fetched, Failure> {
         let cap = self.settings.max_body_bytes;
         if response.content_length().is_some_and(|n| n > cap as u64) {
             return Err(ProviderError::TooLarge(cap).into());

@@ -16,8 +16,10 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 mod binary;
 mod config;
+mod control;
 pub use binary::*;
 pub use config::*;
+pub use control::*;
 
 /// A running callmux and a client for it.
 pub struct TestApp {
