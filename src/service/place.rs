@@ -28,6 +28,8 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 #[derive(Debug)]
 pub struct Placed {
     pub provider: Arc<str>,
+    /// The agent server's id for the call, if its answer gave one.
+    pub call_id: Option<Text>,
     /// The agent server's own status and body, `"provider"` added.
     pub status: u16,
     pub body: Bytes,
@@ -153,12 +155,16 @@ impl Service {
             Ok(placed) => (Some(&placed.provider), "refused"),
             Err(e) => (e.provider(), e.outcome()),
         };
+        let call_id = match &result {
+            Ok(placed) => placed.call_id.as_deref().unwrap_or(""),
+            Err(_) => "",
+        };
         let code = result.as_ref().err().map_or("", |e| e.code());
         self.audit(
             "place",
             org.as_deref(),
             provider.map_or("", |p| p),
-            "",
+            call_id,
             outcome,
             code,
         );
@@ -286,7 +292,7 @@ fn answer(
         }
     };
     let ok = (200..300).contains(&placed.status);
-    let mut fields = match serde_json::from_slice::<serde_json::Value>(&placed.body) {
+    let fields = match serde_json::from_slice::<serde_json::Value>(&placed.body) {
         Ok(serde_json::Value::Object(fields)) => fields,
         _ => {
             let error = if ok {
@@ -299,21 +305,47 @@ fn answer(
         }
     };
     let success = fields.get("success").and_then(|s| s.as_bool()) != Some(false);
+    let call_id = fields
+        .get("call_id")
+        .and_then(|v| v.as_str())
+        .map(Text::from);
     if ok && success {
-        let call_id = fields
-            .get("call_id")
-            .and_then(|v| v.as_str())
-            .map(Text::from);
-        reserved.placed(token, call_id);
+        reserved.placed(token, call_id.clone());
     } else {
         reserved.release(token);
     }
-    fields.insert("provider".into(), serde_json::Value::from(&*provider));
     Ok(Placed {
+        body: with_provider(&placed.body, fields, &provider),
         provider,
+        call_id,
         status: placed.status,
-        body: Bytes::from(serde_json::Value::Object(fields).to_string()),
     })
+}
+
+/// The agent server's JSON object with `"provider"` added at the end, its own bytes kept as
+/// sent (field order, spacing) unless it already had a `provider` of its own.
+fn with_provider(
+    body: &Bytes,
+    mut fields: serde_json::Map<String, serde_json::Value>,
+    provider: &str,
+) -> Bytes {
+    let named = serde_json::Value::from(provider).to_string();
+    let text = body.trim_ascii_end();
+    if !fields.contains_key("provider") {
+        if let Some(open) = text.strip_suffix(b"}") {
+            let mut out = Vec::with_capacity(text.len() + named.len() + 12);
+            out.extend_from_slice(open.trim_ascii_end());
+            if !fields.is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"provider\":");
+            out.extend_from_slice(named.as_bytes());
+            out.push(b'}');
+            return Bytes::from(out);
+        }
+    }
+    fields.insert("provider".into(), serde_json::Value::from(provider));
+    Bytes::from(serde_json::Value::Object(fields).to_string())
 }
 
 #[cfg(test)]
@@ -351,6 +383,24 @@ mod tests {
         // A list asked later that no longer shows it: the call ended, its place is free.
         let t2 = t1 + Duration::from_millis(10);
         assert_eq!(Reserved::count(&mut p, &load(t2, &["other"])), 2);
+    }
+
+    #[test]
+    fn the_provider_is_added_to_the_servers_own_bytes() {
+        let add = |body: &str| {
+            let fields = match serde_json::from_str(body).unwrap() {
+                serde_json::Value::Object(f) => f,
+                _ => unreachable!(),
+            };
+            String::from_utf8(with_provider(&Bytes::from(body.to_owned()), fields, "a\"b").to_vec())
+                .unwrap()
+        };
+        assert_eq!(
+            add("{\"success\": true, \"call_id\": \"x\"}\n"),
+            "{\"success\": true, \"call_id\": \"x\",\"provider\":\"a\\\"b\"}"
+        );
+        assert_eq!(add("{ }"), "{\"provider\":\"a\\\"b\"}");
+        assert_eq!(add("{\"provider\": 1}"), "{\"provider\":\"a\\\"b\"}");
     }
 
     #[test]
