@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::Service;
 use crate::config::Config;
+use crate::state::Store;
 use crate::telemetry::Telemetry;
 
 /// One loaded configuration and what `/readyz` says about it.
@@ -31,15 +32,18 @@ pub struct Live {
     /// Serialises reloads, and remembers the digest of the last file refused so a watcher
     /// does not log the same refusal every poll.
     reloading: Mutex<Option<String>>,
+    /// The live streams of every configuration this process serves.
+    hub: super::live::Hub,
 }
 
 impl Live {
     /// A configuration that cannot be reloaded (no file behind it).
     pub fn fixed(config: Config) -> Result<Arc<Self>, String> {
         let telemetry = Arc::new(Telemetry::default());
-        let service = Service::new(config, telemetry.clone())?;
+        let store = Store::new(&config.state, &telemetry)?;
+        let service = Service::new(config, &store, telemetry.clone())?;
         Ok(Arc::new(Self {
-            telemetry,
+            telemetry: telemetry.clone(),
             current: ArcSwap::from_pointee(Loaded {
                 service,
                 version: 1,
@@ -48,6 +52,7 @@ impl Live {
             }),
             source: None,
             reloading: Mutex::new(None),
+            hub: super::live::Hub::new(telemetry.clone()),
         }))
     }
 
@@ -56,7 +61,7 @@ impl Live {
         let telemetry = Arc::new(Telemetry::default());
         let (service, file_sha256) = load(&path, None, &telemetry)?;
         Ok(Arc::new(Self {
-            telemetry,
+            telemetry: telemetry.clone(),
             current: ArcSwap::from_pointee(Loaded {
                 service,
                 version: 1,
@@ -65,6 +70,7 @@ impl Live {
             }),
             source: Some(path),
             reloading: Mutex::new(None),
+            hub: super::live::Hub::new(telemetry.clone()),
         }))
     }
 
@@ -74,6 +80,10 @@ impl Live {
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+
+    pub fn hub(&self) -> &super::live::Hub {
+        &self.hub
     }
 
     /// Loads the file again and, if valid, serves it from the next request on. Returns the
@@ -97,6 +107,8 @@ impl Live {
                     loaded_at: SystemTime::now(),
                 }));
                 *refused = None;
+                self.hub
+                    .reloaded(old.service.config(), self.current().service.config());
                 tracing::info!(version, config = %path.display(), "configuration reloaded");
                 Ok(version)
             }
@@ -144,8 +156,18 @@ fn load(
 ) -> Result<(Service, String), String> {
     let digest = sha256_of(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let config = Config::load(path).map_err(|e| e.to_string())?;
+    // The store is the process's, made from the first configuration and kept on reload.
+    let store = match previous {
+        Some(p) => {
+            if config.state != p.config().state {
+                tracing::warn!("[state] settings changed; they take effect on restart");
+            }
+            p.store().clone()
+        }
+        None => Store::new(&config.state, telemetry)?,
+    };
     Ok((
-        Service::keeping(config, previous, telemetry.clone())?,
+        Service::keeping(config, previous, &store, telemetry.clone())?,
         digest,
     ))
 }
