@@ -7,6 +7,7 @@ pub mod control;
 mod metrics;
 mod openapi;
 mod ops;
+mod passthrough;
 pub mod render;
 pub mod streams;
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -73,7 +75,7 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(control::STOP_ALL_ROUTE, post(control::stop_all))
         .route(control::PLACE_ROUTE, post(control::place))
         .layer(axum::middleware::from_fn_with_state(
-            limits,
+            limits.clone(),
             bounds::enforce,
         ));
     let request_id = HeaderName::from_static("x-request-id");
@@ -102,7 +104,11 @@ pub fn router(live: Arc<Live>) -> Router {
             edge.requests.clone(),
             metrics::track,
         ))
-        .fallback(not_found)
+        // Forwarded Bland routes are ordinary requests, inside the same bounds.
+        .fallback(passthrough::fallback.layer(axum::middleware::from_fn_with_state(
+            limits,
+            bounds::enforce,
+        )))
         .with_state(edge)
         // Outermost last: the id is set first, then the span that carries it, and the id is
         // echoed on the way out.
@@ -232,7 +238,7 @@ fn server_timing(waited: Duration, total: Duration) -> HeaderValue {
 
 async fn not_found(State(edge): State<Arc<Edge>>, method: Method, uri: Uri) -> Response {
     edge.requests.record(None, 404, Instant::now());
-    let message = format!(
+    let mut message = format!(
         "no route {method} {}: callmux serves GET {BLAND_ROUTE}, GET {CALLS_ROUTE}, \
          POST {}, POST {}, POST {} and POST {}",
         uri.path(),
@@ -241,6 +247,12 @@ async fn not_found(State(edge): State<Arc<Edge>>, method: Method, uri: Uri) -> R
         control::STOP_ALL_ROUTE,
         control::PLACE_ROUTE,
     );
+    if uri.path().starts_with("/v1/") {
+        message.push_str(
+            "; Bland's other /v1/ routes are forwarded only for orgs that forward them \
+             (bland_passthrough, or auth = a bland provider)",
+        );
+    }
     let item = ErrorItem {
         provider: None,
         error: "NOT_FOUND",

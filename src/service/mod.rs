@@ -8,6 +8,7 @@ pub mod index;
 pub mod live;
 pub mod merge;
 pub mod place;
+pub mod passthrough;
 pub mod reload;
 pub mod snapshot;
 

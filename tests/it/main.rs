@@ -22,6 +22,7 @@ mod openapi;
 mod ops;
 mod partial_failure;
 mod place;
+mod passthrough;
 mod properties;
 mod reference_examples;
 mod rendering;

@@ -111,6 +111,7 @@ impl KindSettings for Settings {
             list: retell.clone(),
             end: Some(retell),
             place: None,
+            forward: None,
         })
     }
 }

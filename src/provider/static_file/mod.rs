@@ -85,6 +85,7 @@ impl KindSettings for Settings {
             list: file.clone(),
             end: Some(file),
             place: None,
+            forward: None,
         })
     }
 }

@@ -344,6 +344,7 @@ impl KindSettings for Settings {
             list: twilio.clone(),
             end: Some(twilio),
             place: None,
+            forward: None,
         })
     }
 }

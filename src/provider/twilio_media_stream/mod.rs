@@ -113,6 +113,7 @@ impl KindSettings for Settings {
             list: server.clone(),
             end: Some(server.clone()),
             place: self.place_calls.then_some(server as Arc<dyn PlaceCall>),
+            forward: None,
         })
     }
 }
@@ -202,10 +203,7 @@ impl PlaceCall for AgentServer {
         body: Bytes,
     ) -> Result<Placed, ProviderError> {
         let client = self.lister.client();
-        let request = Request {
-            body: Some((body, "application/json")),
-            ..Request::post(self.place_url.clone())
-        };
+        let request = Request::post(self.place_url.clone()).with_body(body, "application/json");
         let (status, body) = client.exchange(&request, client.deadline()).await?;
         Ok(Placed { status, body })
     }

@@ -190,6 +190,7 @@ impl KindSettings for Settings {
             list: vapi.clone(),
             end: Some(vapi),
             place: None,
+            forward: None,
         })
     }
 }
