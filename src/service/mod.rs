@@ -7,8 +7,8 @@ pub mod control;
 pub mod index;
 pub mod live;
 pub mod merge;
-pub mod place;
 pub mod passthrough;
+pub mod place;
 pub mod reload;
 pub mod snapshot;
 

@@ -393,10 +393,7 @@ impl Client {
         if let Some(body) = &request.body {
             builder = builder.body(body.clone());
         }
-        builder
-            .send()
-            .await
-            .map_err(|e| Failure::from(classify(e)))
+        builder.send().await.map_err(|e| Failure::from(classify(e)))
     }
 
     /// Reads an answer's whole body, up to `max_body_bytes`.
