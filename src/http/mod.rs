@@ -4,6 +4,7 @@
 mod bounds;
 pub mod connections;
 pub mod control;
+pub mod hooks;
 mod metrics;
 mod openapi;
 mod ops;
@@ -74,6 +75,7 @@ pub fn router(live: Arc<Live>) -> Router {
         )
         .route(control::STOP_ALL_ROUTE, post(control::stop_all))
         .route(control::PLACE_ROUTE, post(control::place))
+        .route(hooks::TWILIO_HOOK_ROUTE, post(hooks::twilio))
         .layer(axum::middleware::from_fn_with_state(
             limits.clone(),
             bounds::enforce,

@@ -15,6 +15,7 @@ mod conformance;
 mod connections;
 mod end;
 mod faults;
+mod hooks;
 mod http_machinery;
 mod merge;
 mod one_row;
