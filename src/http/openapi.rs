@@ -48,7 +48,15 @@ mod doc {
                 the failed providers named in `errors`. Every error body comes in the shape of \
                 the endpoint that was asked."
         ),
-        paths(bland_active_calls, agent_calls, end_call, stop_call, stop_all_calls, place_call),
+        paths(
+            bland_active_calls,
+            agent_calls,
+            end_call,
+            stop_call,
+            stop_all_calls,
+            place_call,
+            forward_to_bland
+        ),
         components(schemas(
             BlandCalls,
             BlandRefused,
@@ -74,11 +82,17 @@ mod doc {
             StopFailure,
             AgentPlaced,
             AgentPlaceFailed,
+            BlandForwardRefused,
+            ForwardErrorCode,
+            BlandNotForwarded,
+            NotForwardedItem,
         )),
         modifiers(&OrgKey),
         tags(
             (name = "calls", description = "Live calls, merged across providers"),
-            (name = "control", description = "Ending calls on the provider that listed them, and placing calls")
+            (name = "control", description = "Ending calls on the provider that listed them, and placing calls"),
+            (name = "forwarded", description = "Bland's other routes, forwarded to Bland for \
+                organisations that forward them")
         )
     )]
     pub(super) struct ApiDoc;
@@ -942,5 +956,149 @@ mod doc {
             .schema_type(Type::Null)
             .description(Some("Always `null`: nothing is listed."))
             .build()
+    }
+
+    // --- Bland's other routes, forwarded ---------------------------------------------------
+
+    /// The rest of a forwarded path.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    struct ForwardPathParam {
+        /// Everything after `/v1/`, any number of segments, sent to Bland as written (the
+        /// query too). A segment that percent-decodes to `.` or `..`, or holds an encoded `/`
+        /// (`%2F`) or a `\` in any form, is 400 `INVALID_PATH` and goes nowhere.
+        path: String,
+    }
+
+    /// Any other Bland route, forwarded to Bland
+    ///
+    /// For an organisation that forwards (`bland_passthrough = "<bland provider>"`, or
+    /// `auth = "<bland provider>"`), a `/v1/...` request callmux does not serve itself goes to
+    /// that provider's `base_url` with its method, path, query and body unchanged, and its
+    /// headers less hop-by-hop ones and less `authorization` and `x-bland-org-id`, which are
+    /// replaced by the provider's own Bland key or, for an organisation that authenticates
+    /// through Bland, the caller's own. A key callmux issued never leaves callmux. Bland's
+    /// answer comes back as it was (status, headers less hop-by-hop ones, body), streamed,
+    /// under the provider's `timeout_ms` and `max_body_bytes`. The caller is authenticated
+    /// exactly as for the lists first. Every method is forwarded (`GET` and `POST` are listed
+    /// here); the routes callmux serves itself (`/v1/calls/active`,
+    /// `/v1/calls/{call_id}/stop`) are never forwarded.
+    #[utoipa::path(
+        post,
+        path = "/v1/{path}",
+        operation_id = "forwardToBland",
+        tag = "forwarded",
+        security(("orgKey" = [])),
+        params(ForwardPathParam, ListHeaders),
+        responses(
+            (status = "default",
+                description = "Bland's own answer to the route, whatever its status, as Bland \
+                    sent it, e.g. `{\"status\": \"success\", \"call_id\": \"...\"}` for \
+                    `POST /v1/calls`."),
+            (status = 400, body = BlandForwardRefused,
+                description = "`INVALID_PATH` (nothing is sent anywhere), or `MISSING_ORG_ID` \
+                    as for the lists.",
+                example = json!({"status": "error", "code": "INVALID_PATH",
+                    "message": "callmux forwards no such path: a segment of the path holds an \
+                        encoded `/` (%2F); write each segment as it is, with `/` only between \
+                        segments"})),
+            (status = 401, body = BlandForwardRefused,
+                description = "`AUTH_FAILURE`, as for the lists: nothing is forwarded.",
+                headers(("www-authenticate" = String, description = "Always `Bearer`.")),
+                example = json!({"status": "error", "code": "AUTH_FAILURE",
+                    "message": "invalid API key for this organisation"})),
+            (status = 404, body = BlandNotForwarded,
+                description = "The organisation forwards no Bland routes: callmux's own 404, \
+                    in Bland's list envelope, and nothing is sent.",
+                example = json!({"data": null, "errors": [{"error": "NOT_FOUND",
+                    "message": "no route GET /v1/pathway: callmux serves GET /v1/calls/active, \
+                        GET /api/calls, POST /api/calls/{call_id}/end and POST \
+                        /v1/calls/{call_id}/stop; Bland's other /v1/ routes are forwarded only \
+                        for orgs that forward them (bland_passthrough, or auth = a bland \
+                        provider)"}]})),
+            (status = 413, body = BlandForwardRefused,
+                description = "`BODY_TOO_LARGE`: the request's body is over the provider's \
+                    `max_body_bytes`; nothing is sent.",
+                example = json!({"status": "error", "code": "BODY_TOO_LARGE",
+                    "message": "the request's body is over the 16777216-byte limit of the \
+                        provider it would be forwarded to (max_body_bytes); send a smaller body"})),
+            (status = 431, body = BlandRefused,
+                description = "`HEADERS_TOO_LARGE`, as for the lists and in their envelope."),
+            (status = 502, body = BlandForwardRefused,
+                description = "Bland could not be reached, broke off, or declared an answer \
+                    over `max_body_bytes` (`UPSTREAM_*`, naming the provider), or \
+                    `AUTH_UNAVAILABLE`. An answer that runs past `max_body_bytes` while it \
+                    streams is cut off instead: the connection ends before the body does.",
+                example = json!({"status": "error", "code": "UPSTREAM_UNREACHABLE",
+                    "provider": "bland", "message": "provider `bland` could not be reached: \
+                        Connection refused (os error 111)"})),
+            (status = 503, body = BlandRefused,
+                description = "`OVERLOADED` or `REQUEST_TIMEOUT`, as for the lists and in \
+                    their envelope: a forwarded request is an ordinary one, and holds its \
+                    place among `max_concurrent_requests` until its answer's body is done.",
+                headers(("retry-after" = u32, description = "Seconds to wait before retrying: `1`."))),
+            (status = 504, body = BlandForwardRefused,
+                description = "`UPSTREAM_TIMEOUT`: Bland did not answer within the provider's \
+                    `timeout_ms`. Not retried: the request may have had its effect.",
+                example = json!({"status": "error", "code": "UPSTREAM_TIMEOUT",
+                    "provider": "bland", "message": "provider `bland` did not answer within \
+                        400 ms"})),
+        )
+    )]
+    fn forward_to_bland() {}
+
+    /// A request callmux refused to forward, or could not, in the envelope of Bland's own
+    /// call routes.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct BlandForwardRefused {
+        #[schema(pattern = "^error$")]
+        status: String,
+        /// What went wrong, for people. Names no URL, header or key.
+        message: String,
+        code: ForwardErrorCode,
+        /// The provider the failure is about, when one was asked.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider: Option<String>,
+    }
+
+    /// Why a request was not forwarded: `INVALID_PATH` (400), `BODY_TOO_LARGE` (413),
+    /// `UPSTREAM_TIMEOUT` (504), Bland's failure (502, the codes of a provider's failure in
+    /// a list), or the request's own (`AUTH_FAILURE`, `MISSING_ORG_ID`, `AUTH_UNAVAILABLE`).
+    #[derive(ToSchema)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    enum ForwardErrorCode {
+        InvalidPath,
+        BodyTooLarge,
+        InvalidBody,
+        AuthFailure,
+        MissingOrgId,
+        AuthUnavailable,
+        UpstreamTimeout,
+        UpstreamUnreachable,
+        UpstreamTooLarge,
+        UpstreamBrokenResponse,
+        UpstreamNoCredentials,
+        UpstreamControlRefused,
+    }
+
+    /// callmux's 404 for a route it neither serves nor forwards, in Bland's list envelope.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct BlandNotForwarded {
+        #[schema(schema_with = null)]
+        data: (),
+        #[schema(min_items = 1, max_items = 1)]
+        errors: Vec<NotForwardedItem>,
+    }
+
+    /// The one entry of a 404.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct NotForwardedItem {
+        #[schema(pattern = "^NOT_FOUND$")]
+        error: String,
+        /// The route asked, the routes callmux serves, and when it forwards.
+        message: String,
     }
 }

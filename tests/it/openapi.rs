@@ -636,6 +636,95 @@ async fn every_answer_of_both_end_routes_matches_its_documented_schema_and_heade
 }
 
 #[tokio::test]
+async fn every_refusal_of_a_forwarded_bland_route_matches_its_documented_schema() {
+    const FORWARD_PATH: &str = "/v1/{path}";
+    let refused = refused_url().await;
+    let silent = silent_server().await;
+    let bland = |id: &str, url: &str, timeout_ms: u64| {
+        ProviderB::bland(id, url, &format!("{}_KEY", id.to_uppercase()), BLAND_ORG)
+            .set("timeout_ms", timeout_ms)
+            .set("max_body_bytes", 1024)
+    };
+    let toml = TestConfig::new()
+        .org(
+            OrgB::key("down", ACME_KEY)
+                .providers(&["gone"])
+                .passthrough("gone"),
+        )
+        .org(
+            OrgB::key("held", HELD_KEY)
+                .providers(&["hold"])
+                .passthrough("hold"),
+        )
+        .org(OrgB::key("plain", PARTIAL_KEY).providers(&["plainb"]))
+        // The same key as `down`'s, so that key alone names no single org.
+        .org(OrgB::key("also", ACME_KEY).providers(&["plainb"]))
+        .provider(bland("gone", &refused, 2000))
+        .provider(bland("hold", &silent, 300))
+        .provider(bland("plainb", &refused, 2000))
+        .toml();
+    let env = [
+        ("GONE_KEY", BLAND_KEY),
+        ("HOLD_KEY", BLAND_KEY),
+        ("PLAINB_KEY", BLAND_KEY),
+    ];
+    let app = spawn_app_with_env(&toml, &env).await;
+    let spec = Spec::fetch(&app).await;
+    let post = &spec.0["paths"][FORWARD_PATH]["post"];
+    assert_eq!(post["security"], json!([{"orgKey": []}]));
+    assert!(post["responses"]["default"]["description"].is_string());
+
+    let send = |path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>| {
+        let mut req = app.http.post(app.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        async move {
+            let resp = timeout(BOUND, req.send()).await.unwrap().unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+            Reply {
+                status,
+                headers,
+                body,
+            }
+        }
+    };
+    let down = creds(ACME_KEY, "down");
+    for (path, headers, body, status) in [
+        ("/v1/a%2Fb", &down[..], None, 400),
+        ("/v1/calls", &[("authorization", ACME_KEY)][..], None, 400),
+        ("/v1/calls", &[("x-bland-org-id", "down")][..], None, 401),
+        ("/v1/calls", &creds(PARTIAL_KEY, "plain")[..], None, 404),
+        ("/v1/calls", &down[..], Some(vec![b'x'; 2048]), 413),
+        ("/v1/calls", &down[..], None, 502),
+        ("/v1/calls", &creds(HELD_KEY, "held")[..], None, 504),
+    ] {
+        let reply = send(path, headers, body).await;
+        assert_eq!(reply.status, status, "{path}: {:#}", reply.body);
+        let wrong = spec.violations(FORWARD_PATH, status, &reply.body);
+        assert!(wrong.is_empty(), "{status}: {wrong:#?}\n{:#}", reply.body);
+        if status == 401 {
+            assert_eq!(reply.headers["www-authenticate"], "Bearer");
+        }
+        let example =
+            &spec.response(FORWARD_PATH, status)["content"]["application/json"]["example"];
+        assert!(
+            spec.violations(FORWARD_PATH, status, example).is_empty(),
+            "{status}: {example:#}"
+        );
+        // The list route's schema for the same status tells the two envelopes apart.
+        if status != 404 && status != 413 && status != 504 {
+            assert!(!spec.violations(PATHS[0], status, &reply.body).is_empty());
+        }
+    }
+}
+
+#[tokio::test]
 async fn every_answer_of_stop_all_and_of_placing_a_call_matches_its_documented_schema() {
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, ResponseTemplate};
