@@ -7,6 +7,7 @@ pub mod control;
 pub mod hooks;
 mod metrics;
 mod openapi;
+mod openapi_live;
 mod ops;
 mod passthrough;
 pub mod render;
