@@ -93,7 +93,8 @@ fn twilio_page(status: &str) -> String {
     } else {
         Vec::new()
     };
-    serde_json::json!({"calls": calls, "next_page_uri": null, "page": 0, "page_size": 1000}).to_string()
+    serde_json::json!({"calls": calls, "next_page_uri": null, "page": 0, "page_size": 1000})
+        .to_string()
 }
 
 async fn serve_fakes(agent: Arc<Agent>) -> (SocketAddr, SocketAddr) {
@@ -253,7 +254,9 @@ async fn wait_until(within: Duration, done: impl Fn() -> bool) -> Option<()> {
 }
 
 fn changes_seen(subs: &[Arc<Seen>]) -> Vec<usize> {
-    subs.iter().map(|s| s.changes.lock().unwrap().len()).collect()
+    subs.iter()
+        .map(|s| s.changes.lock().unwrap().len())
+        .collect()
 }
 
 async fn run(subscribers: usize, latency_subscribers: usize) {
@@ -289,12 +292,17 @@ async fn run(subscribers: usize, latency_subscribers: usize) {
         }
     });
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_until(Duration::from_secs(30), || std::net::TcpStream::connect(addr).is_ok())
-        .await
-        .expect("callmux listens");
+    wait_until(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    })
+    .await
+    .expect("callmux listens");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = rss_mib(&child);
-    println!("callmux {} (release), poll_interval_ms = {POLL_MS}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "callmux {} (release), poll_interval_ms = {POLL_MS}",
+        env!("CARGO_PKG_VERSION")
+    );
     println!("RSS with no subscribers: {rss_idle:.1} MiB");
 
     // ---- 1. latency at `latency_subscribers` ----
@@ -304,7 +312,10 @@ async fn run(subscribers: usize, latency_subscribers: usize) {
         let before = changes_seen(&subs);
         *agent.calls.lock().unwrap() = (round, agent_body(round));
         wait_until(Duration::from_secs(10), || {
-            changes_seen(&subs).iter().zip(&before).all(|(now, was)| now > was)
+            changes_seen(&subs)
+                .iter()
+                .zip(&before)
+                .all(|(now, was)| now > was)
         })
         .await
         .expect("every subscriber hears the change");
@@ -402,7 +413,10 @@ async fn run(subscribers: usize, latency_subscribers: usize) {
     let seen = changes_seen(&subs);
     *agent.calls.lock().unwrap() = (POLL_ROUNDS + 1, agent_body(POLL_ROUNDS + 1));
     let heard = wait_until(Duration::from_secs(30), || {
-        changes_seen(&subs).iter().zip(&seen).all(|(now, was)| now > was)
+        changes_seen(&subs)
+            .iter()
+            .zip(&seen)
+            .all(|(now, was)| now > was)
     })
     .await
     .is_some();
@@ -414,7 +428,10 @@ async fn run(subscribers: usize, latency_subscribers: usize) {
     );
     println!("every subscriber heard the next change: {heard}");
     let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
-    println!("target RSS < 200 MiB at {subscribers}: {}", verdict(rss_full < 200.0 && rss_after < 200.0));
+    println!(
+        "target RSS < 200 MiB at {subscribers}: {}",
+        verdict(rss_full < 200.0 && rss_after < 200.0)
+    );
     println!(
         "target one upstream request per provider per interval: {}",
         verdict(asked.abs_diff(intervals as usize) <= 1)

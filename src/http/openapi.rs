@@ -16,9 +16,7 @@ use utoipa::OpenApi;
 static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
     let mut document = doc::ApiDoc::openapi();
     document.merge(super::openapi_live::LiveDoc::openapi());
-    let json = document
-        .to_json()
-        .expect("the OpenAPI document serialises");
+    let json = document.to_json().expect("the OpenAPI document serialises");
     Bytes::from(json)
 });
 

@@ -1,7 +1,9 @@
 //! The OpenAPI entries of the live routes — callmux's own list, its three streams and the
 //! Twilio status callback — merged into `GET /openapi.json` beside the others.
 
-use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem};
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::SecurityRequirement;
@@ -118,9 +120,27 @@ struct Streams;
 impl Modify for Streams {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, shape, refused, failed, operation_id) in [
-            (OWN_STREAM_ROUTE, "GET /calls", "OwnRefused", "OwnFailed", "streamCallsOwn"),
-            (CALLS_STREAM_ROUTE, "GET /api/calls", "CallsRefused", "CallsFailed", "streamCalls"),
-            (BLAND_STREAM_ROUTE, "GET /v1/calls/active", "BlandRefused", "BlandFailed", "streamActiveCallsBland"),
+            (
+                OWN_STREAM_ROUTE,
+                "GET /calls",
+                "OwnRefused",
+                "OwnFailed",
+                "streamCallsOwn",
+            ),
+            (
+                CALLS_STREAM_ROUTE,
+                "GET /api/calls",
+                "CallsRefused",
+                "CallsFailed",
+                "streamCalls",
+            ),
+            (
+                BLAND_STREAM_ROUTE,
+                "GET /v1/calls/active",
+                "BlandRefused",
+                "BlandFailed",
+                "streamActiveCallsBland",
+            ),
         ] {
             let json = |schema: &str, description: &str| {
                 ResponseBuilder::new()
@@ -181,16 +201,20 @@ impl Modify for Streams {
                     ParameterBuilder::new()
                         .name(header)
                         .parameter_in(ParameterIn::Header)
-                        .required(if header == "authorization" { Required::True } else { Required::False })
+                        .required(if header == "authorization" {
+                            Required::True
+                        } else {
+                            Required::False
+                        })
                         .description(Some("As for the list."))
                         .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
                         .build(),
                 );
             }
-            openapi
-                .paths
-                .paths
-                .insert(path.to_string(), PathItem::new(HttpMethod::Get, operation.build()));
+            openapi.paths.paths.insert(
+                path.to_string(),
+                PathItem::new(HttpMethod::Get, operation.build()),
+            );
         }
     }
 }

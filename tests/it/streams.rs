@@ -588,9 +588,14 @@ async fn the_live_routes_are_documented_and_their_real_answers_match_the_documen
         .toml();
     let app = spawn_app(&toml).await;
     let doc = app.get("/openapi.json", &[]).await.body;
-    for path in ["/calls/stream", "/api/calls/stream", "/v1/calls/active/stream"] {
+    for path in [
+        "/calls/stream",
+        "/api/calls/stream",
+        "/v1/calls/active/stream",
+    ] {
         assert!(
-            doc["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"].is_object(),
+            doc["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]
+                .is_object(),
             "{path} is not documented as an event stream"
         );
     }
@@ -600,8 +605,18 @@ async fn the_live_routes_are_documented_and_their_real_answers_match_the_documen
     assert_eq!(listed.body["errors"][0]["provider"], "down");
     documented(&doc, "/calls", "get", 200, &listed.body);
     let wrong = [("authorization", "wrong"), ("x-bland-org-id", org.as_str())];
-    documented(&doc, "/calls", "get", 401, &app.get("/calls", &wrong).await.body);
-    for (path, key) in [("/calls/stream", "wrong"), ("/api/calls/stream", "wrong"), ("/v1/calls/active/stream", "wrong")] {
+    documented(
+        &doc,
+        "/calls",
+        "get",
+        401,
+        &app.get("/calls", &wrong).await.body,
+    );
+    for (path, key) in [
+        ("/calls/stream", "wrong"),
+        ("/api/calls/stream", "wrong"),
+        ("/v1/calls/active/stream", "wrong"),
+    ] {
         let Err((status, body)) = app.stream(path, key, &org, None).await else {
             panic!("{path} streamed to a wrong key");
         };
@@ -609,7 +624,13 @@ async fn the_live_routes_are_documented_and_their_real_answers_match_the_documen
     }
     // A snapshot's data is the list body, so it matches the list's 200.
     let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
-    documented(&doc, "/calls", "get", 200, &s.next_of("snapshot").await.json());
+    documented(
+        &doc,
+        "/calls",
+        "get",
+        200,
+        &s.next_of("snapshot").await.json(),
+    );
     // The hook's refusals.
     let hook = "/hooks/twilio/{provider_id}";
     let answer = app
