@@ -4,6 +4,7 @@
 mod bounds;
 pub mod connections;
 pub mod control;
+mod dashboard;
 mod metrics;
 mod openapi;
 mod ops;
@@ -72,6 +73,7 @@ pub fn router(live: Arc<Live>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(lists)
+        .merge(dashboard::routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
