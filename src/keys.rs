@@ -35,6 +35,11 @@ impl KeyDigest {
         }
     }
 
+    /// The digest's bytes, for keying an HMAC (never to be stored or shown as they are).
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod provider;
 pub mod service;
 pub mod settings;
+pub mod state;
 pub mod telemetry;
 pub mod wire;
 

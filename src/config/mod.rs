@@ -18,6 +18,8 @@ use crate::keys::KeyDigest;
 use crate::provider::{registry, Common, KindSettings, RawCommon};
 pub use crate::settings::ConfigIssue;
 use crate::settings::{issue_from_figment, Check, ONE_DAY_MS};
+use crate::state::settings::RawState;
+pub use crate::state::settings::StateConfig;
 
 /// The built-in defaults, the bottom layer.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
@@ -26,6 +28,7 @@ pub const DEFAULTS: &str = include_str!("defaults.toml");
 struct Defaults {
     server: RawServer,
     provider: RawCommon,
+    state: RawState,
 }
 
 static BUILT_IN: LazyLock<Defaults> = LazyLock::new(|| {
@@ -43,6 +46,8 @@ pub struct Config {
     pub orgs: Vec<OrgSpec>,
     /// Sorted by id.
     pub providers: Vec<ProviderSpec>,
+    /// `[state]`: what replicas share, and where.
+    pub state: StateConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,9 +159,11 @@ impl Config {
         #[derive(Serialize)]
         struct ServerLayer<'a> {
             server: &'a RawServer,
+            state: &'a RawState,
         }
         let layered = Figment::from(Serialized::defaults(ServerLayer {
             server: &BUILT_IN.server,
+            state: &BUILT_IN.state,
         }))
         .merge(figment.clone());
         let raw: RawConfig = layered
@@ -176,6 +183,7 @@ impl Config {
         use fmt::Write;
         let mut s = String::new();
         let _ = writeln!(s, "server: bind {}", self.server.bind);
+        let _ = writeln!(s, "{}", self.state.summary());
         let _ = writeln!(s, "orgs ({}):", self.orgs.len());
         for org in &self.orgs {
             let auth = match &org.auth {
@@ -252,6 +260,7 @@ impl fmt::Display for Issues<'_> {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     server: RawServer,
+    state: RawState,
     #[serde(default)]
     orgs: BTreeMap<String, RawOrg>,
     /// Each provider's table as written: its kind decides which fields it takes.
@@ -289,6 +298,7 @@ impl RawConfig {
         // reported as naming an unknown provider.
         let defined: HashSet<String> = self.providers.keys().cloned().collect();
         let server = self.server.validate(check);
+        let state = self.state.validate(&BUILT_IN.state, check);
         let providers: Vec<ProviderSpec> = self
             .providers
             .into_iter()
@@ -313,6 +323,7 @@ impl RawConfig {
             server,
             orgs,
             providers,
+            state,
         }
     }
 }

@@ -41,6 +41,8 @@ pub async fn readyz(State(edge): State<Arc<Edge>>) -> Response {
             "age_ms": age_ms(loaded.loaded_at),
         },
         "providers": providers,
+        // Never a reason to take a replica out of service: it serves on its own without Redis.
+        "state": loaded.service.store().health(),
     });
     json(StatusCode::OK, body.to_string())
 }

@@ -4,13 +4,15 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderValue;
 
 use crate::config::{Config, OrgAuth, OrgSpec};
 pub use crate::keys::KeyDigest;
 use crate::provider::{ForwardedCredentials, ProviderError};
+use crate::state::redis::Redis;
+use crate::state::seal::Rejected;
 
 /// Why a request was not let in. Messages never echo the key that was presented.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,33 +187,81 @@ fn issued_key_matches<'c>(config: &'c Config, p: &Presented) -> Option<(usize, &
 }
 
 /// Bland keys the upstream accepted lately, by (org, key digest). Only acceptances are kept:
-/// a rejected key is asked about again every time.
+/// a rejected key is asked about again every time. With a fleet, an acceptance is shared
+/// under a key that is an HMAC of (org, digest), its value sealed and holding when it
+/// expires, so a value planted in Redis is never taken for an acceptance.
 pub struct Verdicts {
     accepted: moka::sync::Cache<(Arc<str>, KeyDigest), ()>,
+    ttl: Duration,
+    fleet: Option<Arc<Redis>>,
 }
 
+/// What a shared acceptance holds: the Unix time in milliseconds it expires at.
+const ACCEPTED_UNTIL: usize = 8;
+
 impl Verdicts {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, fleet: Option<Arc<Redis>>) -> Self {
         Self {
             accepted: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl)
                 .build(),
+            ttl,
+            fleet: fleet.filter(|_| !ttl.is_zero()),
         }
     }
 
-    pub fn is_accepted(&self, org: &str, p: &Presented) -> bool {
-        self.accepted
+    fn fleet_key(redis: &Redis, org: &str, p: &Presented) -> String {
+        redis
+            .sealer
+            .secret_key("verdict", &[org.as_bytes(), p.digest.as_bytes()])
+    }
+
+    fn unix_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64
+    }
+
+    pub async fn is_accepted(&self, org: &str, p: &Presented) -> bool {
+        if self
+            .accepted
             .contains_key(&(Arc::from(org), p.digest.clone()))
+        {
+            return true;
+        }
+        let Some(redis) = &self.fleet else {
+            return false;
+        };
+        let key = Self::fleet_key(redis, org, p);
+        let Some(payload) = redis.get_sealed("verdict", &key).await else {
+            return false;
+        };
+        match <[u8; ACCEPTED_UNTIL]>::try_from(payload.as_slice()) {
+            Ok(until) => Self::unix_ms() < u64::from_be_bytes(until),
+            Err(_) => {
+                redis.rejected("verdict", Rejected::Decode);
+                false
+            }
+        }
     }
 
-    pub fn accept(&self, org: &str, p: &Presented) {
+    pub async fn accept(&self, org: &str, p: &Presented) {
         self.accepted.insert((Arc::from(org), p.digest.clone()), ());
+        if let Some(redis) = &self.fleet {
+            let until = Self::unix_ms() + self.ttl.as_millis() as u64;
+            let key = Self::fleet_key(redis, org, p);
+            redis.put_sealed(&key, &until.to_be_bytes(), self.ttl).await;
+        }
     }
 
-    pub fn forget(&self, org: &str, p: &Presented) {
+    pub async fn forget(&self, org: &str, p: &Presented) {
         self.accepted
             .invalidate(&(Arc::from(org), p.digest.clone()));
+        if let Some(redis) = &self.fleet {
+            redis.del(&Self::fleet_key(redis, org, p)).await;
+        }
     }
 }
 

@@ -193,7 +193,7 @@ impl Service {
         // A caller who brings a Bland key proves it as a list would, unless Bland accepted
         // the same key moments ago; the list's snapshot then routes the call.
         let vouched = match identity {
-            Identity::ViaUpstream(..) => self.verdicts.is_accepted(&org.id, presented),
+            Identity::ViaUpstream(..) => self.verdicts.is_accepted(&org.id, presented).await,
             Identity::Verified(_) => true,
         };
         let kept = vouched

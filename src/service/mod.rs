@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, OrgAuth, ProviderSpec};
 use crate::provider::layers::{self, observe::Observed, observe::Outcome};
 use crate::provider::{Backend, ListCalls, ProviderError, RequestContext};
+use crate::state::Store;
 use crate::telemetry::Telemetry;
 use auth::{AuthError, Identity, Presented, Verdicts};
 use merge::{Answer, ProviderFailure};
@@ -28,6 +29,8 @@ pub struct Service {
     /// Every provider, in config order.
     providers: Vec<Built>,
     telemetry: Arc<Telemetry>,
+    /// What this replica shares with the others (the process's one store).
+    store: Store,
 }
 
 /// One provider as built from its settings: what requests ask, and what `/readyz` reads.
@@ -105,12 +108,13 @@ impl From<AuthError> for ListError {
 }
 
 impl Built {
-    fn new(spec: &ProviderSpec, telemetry: &Arc<Telemetry>) -> Result<Self, String> {
+    fn new(spec: &ProviderSpec, store: &Store, telemetry: &Arc<Telemetry>) -> Result<Self, String> {
         let backend = spec.kind.build(Arc::from(spec.id.as_str()), &spec.common)?;
         let (listed, observed) = layers::wrap(
             backend.list.clone(),
             &spec.common,
             spec.kind.forwards_caller_credentials(),
+            store,
             telemetry,
         );
         Ok(Self {
@@ -123,8 +127,9 @@ impl Built {
 }
 
 impl Service {
-    pub fn new(config: Config, telemetry: Arc<Telemetry>) -> Result<Self, String> {
-        Self::keeping(config, None, telemetry)
+    /// `config` served on `store`, the process's one store.
+    pub fn new(config: Config, store: &Store, telemetry: Arc<Telemetry>) -> Result<Self, String> {
+        Self::keeping(config, None, store, telemetry)
     }
 
     /// `config` built, on a reload, from the `previous` service: each provider whose
@@ -133,6 +138,7 @@ impl Service {
     pub fn keeping(
         config: Config,
         previous: Option<&Service>,
+        store: &Store,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, String> {
         let mut built = Vec::with_capacity(config.providers.len());
@@ -140,7 +146,7 @@ impl Service {
             let kept = previous.and_then(|p| p.providers.iter().find(|b| b.spec == *spec));
             built.push(match kept {
                 Some(b) => b.clone(),
-                None => Built::new(spec, &telemetry)?,
+                None => Built::new(spec, store, &telemetry)?,
             });
         }
         let providers: HashMap<&str, &Built> =
@@ -169,11 +175,12 @@ impl Service {
             })
             .collect();
         Ok(Self {
-            verdicts: Verdicts::new(config.server.auth_cache_ttl),
+            verdicts: Verdicts::new(config.server.auth_cache_ttl, store.redis().cloned()),
             config,
             orgs,
             providers: built,
             telemetry,
+            store: store.clone(),
         })
     }
 
@@ -194,6 +201,11 @@ impl Service {
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+
+    /// The store this replica shares state through.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Authenticates `presented` and answers its org's active calls.
@@ -222,7 +234,7 @@ impl Service {
                     .iter()
                     .position(|p| p == provider)
                     .expect("config validation puts the auth provider in the org's list");
-                if !self.verdicts.is_accepted(&org.id, presented) {
+                if !self.verdicts.is_accepted(&org.id, presented).await {
                     let started = Instant::now();
                     let answer = runtime.providers[at].active_calls(&ctx).await;
                     waited += started.elapsed();
@@ -235,7 +247,7 @@ impl Service {
                             }
                             .into())
                         }
-                        Ok(_) => self.verdicts.accept(&org.id, presented),
+                        Ok(_) => self.verdicts.accept(&org.id, presented).await,
                     }
                     prefetched = Some((at, answer));
                 }
@@ -249,7 +261,7 @@ impl Service {
         waited += started.elapsed();
         if let Some(at) = authority {
             if let Err(ProviderError::Rejected(_)) = answers[at] {
-                self.verdicts.forget(&org.id, presented);
+                self.verdicts.forget(&org.id, presented).await;
                 return Err(AuthError::Rejected.into());
             }
         }

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::Service;
 use crate::config::Config;
+use crate::state::Store;
 use crate::telemetry::Telemetry;
 
 /// One loaded configuration and what `/readyz` says about it.
@@ -37,7 +38,8 @@ impl Live {
     /// A configuration that cannot be reloaded (no file behind it).
     pub fn fixed(config: Config) -> Result<Arc<Self>, String> {
         let telemetry = Arc::new(Telemetry::default());
-        let service = Service::new(config, telemetry.clone())?;
+        let store = Store::new(&config.state, &telemetry)?;
+        let service = Service::new(config, &store, telemetry.clone())?;
         Ok(Arc::new(Self {
             telemetry,
             current: ArcSwap::from_pointee(Loaded {
@@ -144,8 +146,18 @@ fn load(
 ) -> Result<(Service, String), String> {
     let digest = sha256_of(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let config = Config::load(path).map_err(|e| e.to_string())?;
+    // The store is the process's, made from the first configuration and kept on reload.
+    let store = match previous {
+        Some(p) => {
+            if config.state != p.config().state {
+                tracing::warn!("[state] settings changed; they take effect on restart");
+            }
+            p.store().clone()
+        }
+        None => Store::new(&config.state, telemetry)?,
+    };
     Ok((
-        Service::keeping(config, previous, telemetry.clone())?,
+        Service::keeping(config, previous, &store, telemetry.clone())?,
         digest,
     ))
 }

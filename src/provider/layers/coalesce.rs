@@ -1,11 +1,15 @@
 //! One upstream request for all concurrent requests that need the same answer, and the answer
 //! kept for `cache_ttl_ms` (default 0: shared only while in flight). Errors are never kept.
+//! With a fleet level (`[state] backend = "redis"`), the ask goes through it, so one replica
+//! asks for every replica, and an answer another replica fetched is kept only as long as it
+//! has left to live.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use super::fleet::{Fleet, Fresh, Source};
 use crate::provider::{Calls, ListCalls, ProviderError, RequestContext};
 use crate::telemetry::Telemetry;
 
@@ -15,14 +19,32 @@ pub struct Coalesced {
     /// Keyed by the digest of the caller's forwarded credentials for providers whose answer
     /// depends on them, so no caller ever receives an answer fetched with another's key;
     /// by `None` for all others.
-    answers: moka::future::Cache<Option<[u8; 32]>, Calls>,
+    answers: moka::future::Cache<Option<[u8; 32]>, Fresh>,
     /// The provider sends the caller's own credentials upstream, so its answers are the
     /// caller's: from the kind's settings, the one place that fact is stated.
     per_caller: bool,
-    /// Answers this request fetched itself, and answers it shared (in flight or cached);
-    /// registered once, as the hot path should not build label sets.
+    fleet: Option<Fleet>,
+    ttl: Duration,
+    /// Answers this request fetched itself, answers it shared (in flight or cached), and
+    /// answers another replica fetched; registered once, as the hot path should not build
+    /// label sets.
     fetched: metrics::Counter,
     shared: metrics::Counter,
+    from_fleet: metrics::Counter,
+}
+
+/// Each answer lives for what it has left: the whole TTL for this replica's own asks.
+struct Life;
+
+impl moka::Expiry<Option<[u8; 32]>, Fresh> for Life {
+    fn expire_after_create(
+        &self,
+        _key: &Option<[u8; 32]>,
+        value: &Fresh,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.life)
+    }
 }
 
 impl Coalesced {
@@ -30,6 +52,7 @@ impl Coalesced {
         inner: Arc<dyn ListCalls>,
         ttl: Duration,
         per_caller: bool,
+        fleet: Option<Fleet>,
         telemetry: &Telemetry,
     ) -> Self {
         let counter = |source: &'static str| {
@@ -41,12 +64,31 @@ impl Coalesced {
         Self {
             fetched: counter("fetched"),
             shared: counter("shared"),
+            from_fleet: counter("fleet"),
             inner,
             per_caller,
+            fleet,
+            ttl,
             answers: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(ttl)
+                .expire_after(Life)
                 .build(),
+        }
+    }
+
+    async fn ask(
+        &self,
+        key: Option<[u8; 32]>,
+        ctx: &RequestContext,
+    ) -> Result<Fresh, ProviderError> {
+        match &self.fleet {
+            Some(fleet) => fleet.ask(key, self.inner.active_calls(ctx)).await,
+            None => Ok(Fresh {
+                calls: self.inner.active_calls(ctx).await?,
+                life: self.ttl,
+                source: Source::Upstream,
+            }),
         }
     }
 }
@@ -66,16 +108,16 @@ impl ListCalls for Coalesced {
         let entry = self
             .answers
             .entry(key)
-            .or_try_insert_with(self.inner.active_calls(ctx))
+            .or_try_insert_with(self.ask(key, ctx))
             .await
             .map_err(|e: Arc<ProviderError>| (*e).clone())?;
         // Fresh: this request's own ask filled the entry. Otherwise it shared another's
         // ask in flight, or a cached answer.
-        if entry.is_fresh() {
-            self.fetched.increment(1);
-        } else {
-            self.shared.increment(1);
+        match (entry.is_fresh(), entry.value().source) {
+            (true, Source::Upstream) => self.fetched.increment(1),
+            (true, Source::Fleet) => self.from_fleet.increment(1),
+            (false, _) => self.shared.increment(1),
         }
-        Ok(entry.into_value())
+        Ok(entry.into_value().calls)
     }
 }

@@ -4,11 +4,13 @@
 
 pub mod breaker;
 pub mod coalesce;
+pub mod fleet;
 pub mod observe;
 
 use std::sync::Arc;
 
 use super::{Common, ListCalls};
+use crate::state::Store;
 use crate::telemetry::Telemetry;
 
 /// A provider's listing wrapped, inside out: the backend; a circuit breaker; observation (a
@@ -18,18 +20,29 @@ use crate::telemetry::Telemetry;
 /// `per_caller`: the backend sends each caller's own credentials upstream
 /// (`KindSettings::forwards_caller_credentials`), so answers are shared only between
 /// requests carrying the same credentials.
+///
+/// With a Redis `store`, coalescing and the breaker each have a fleet level in it.
 pub fn wrap(
     backend: Arc<dyn ListCalls>,
     common: &Common,
     per_caller: bool,
+    store: &Store,
     telemetry: &Arc<Telemetry>,
 ) -> (Arc<dyn ListCalls>, Arc<observe::Observed>) {
-    let guarded = Arc::new(breaker::Breaker::new(backend, common.breaker));
+    let redis = store.redis().cloned();
+    let id: Arc<str> = Arc::from(backend.id());
+    let guarded = Arc::new(breaker::Breaker::new(
+        backend,
+        common.breaker,
+        redis.clone(),
+    ));
     let observed = Arc::new(observe::Observed::new(guarded, telemetry));
+    let fleet = redis.map(|r| fleet::Fleet::new(r, id, common.cache_ttl, common.http.timeout));
     let served = Arc::new(coalesce::Coalesced::new(
         observed.clone(),
         common.cache_ttl,
         per_caller,
+        fleet,
         telemetry,
     ));
     (served, observed)

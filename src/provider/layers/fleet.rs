@@ -1,0 +1,274 @@
+//! The fleet level of coalescing (with `[state] backend = "redis"`): one replica asks the
+//! upstream for the whole fleet. A lease in Redis (`SET NX PX`) picks the replica that asks;
+//! it stores the answer, sealed, and the others read it: for `cache_ttl_ms` when there is a
+//! TTL, and otherwise only the replicas that were waiting on that very ask, as in memory,
+//! where an ask is shared only while in flight. Whenever Redis fails, is slow or is down,
+//! the replica asks for itself.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::call::Call;
+use crate::provider::{Calls, ProviderError};
+use crate::state::redis::Redis;
+use crate::state::seal::{Rejected, Sealer};
+
+/// How often a replica waiting on another's ask looks for its answer.
+const POLL: Duration = Duration::from_millis(2);
+/// Without a TTL, how long an answer stays for the replicas that waited on it.
+const WAITERS_KEEP: Duration = Duration::from_secs(1);
+/// Bytes of the ask's token at the front of a stored answer.
+const TOKEN: usize = 16;
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// This replica asked the upstream.
+    Upstream,
+    /// Another replica asked and this one read its answer.
+    Fleet,
+}
+
+/// An answer, how long it may still be served, and where it came from.
+#[derive(Clone)]
+pub struct Fresh {
+    pub calls: Calls,
+    pub life: Duration,
+    pub source: Source,
+}
+
+/// One provider's fleet level.
+pub struct Fleet {
+    redis: Arc<Redis>,
+    provider: Arc<str>,
+    ttl: Duration,
+    /// How long a lease holds: the provider's whole deadline and a little, so a replica that
+    /// dies mid-ask holds up the others no longer than that.
+    lease_for: Duration,
+    /// The last answer read or stored, per caller, with its version (SHA-256 of its bytes):
+    /// an unchanged answer read again is the very same `Calls`, so the snapshot built from it
+    /// is reused as it is when answers come from this replica's own asks.
+    last: moka::sync::Cache<Option<[u8; 32]>, ([u8; 32], Calls)>,
+}
+
+impl Fleet {
+    pub fn new(redis: Arc<Redis>, provider: Arc<str>, ttl: Duration, deadline: Duration) -> Self {
+        Self {
+            redis,
+            provider,
+            ttl,
+            lease_for: deadline + Duration::from_millis(250),
+            last: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(crate::provider::CALLER_IDLE)
+                .build(),
+        }
+    }
+
+    fn answer_key(&self, caller: Option<&[u8; 32]>) -> String {
+        match caller {
+            None => Sealer::key("answer", &self.provider),
+            // The caller's digest only ever appears inside an HMAC.
+            Some(digest) => self
+                .redis
+                .sealer
+                .secret_key("answer", &[self.provider.as_bytes(), digest]),
+        }
+    }
+
+    fn here(&self, calls: Calls) -> Fresh {
+        Fresh {
+            calls,
+            life: self.ttl,
+            source: Source::Upstream,
+        }
+    }
+
+    /// The answer for `caller`: another replica's, or `fetch`'s, which is then shared.
+    pub async fn ask(
+        &self,
+        caller: Option<[u8; 32]>,
+        fetch: impl Future<Output = Result<Calls, ProviderError>>,
+    ) -> Result<Fresh, ProviderError> {
+        if !self.redis.is_up() {
+            return fetch.await.map(|c| self.here(c));
+        }
+        let key = self.answer_key(caller.as_ref());
+        let lease = format!("{key}:lease");
+        if !self.ttl.is_zero() {
+            let read = self
+                .redis
+                .run("get", |mut c| {
+                    let key = key.clone();
+                    async move {
+                        redis::pipe()
+                            .get(&key)
+                            .pttl(&key)
+                            .query_async::<(Option<Vec<u8>>, i64)>(&mut c)
+                            .await
+                    }
+                })
+                .await;
+            match read {
+                None => return fetch.await.map(|c| self.here(c)),
+                Some((Some(value), pttl)) => {
+                    if let Some((_, calls)) = self.decode(caller, &key, &value) {
+                        let left = Duration::from_millis(pttl.max(0) as u64);
+                        return Ok(Fresh {
+                            calls,
+                            life: left.min(self.ttl),
+                            source: Source::Fleet,
+                        });
+                    }
+                }
+                Some((None, _)) => {}
+            }
+        }
+        let token: [u8; TOKEN] = fastrand::u128(..).to_be_bytes();
+        let won: Option<bool> = self
+            .redis
+            .cmd(
+                "lease",
+                redis::cmd("SET")
+                    .arg(&lease)
+                    .arg(&token[..])
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(self.lease_for.as_millis() as u64)
+                    .clone(),
+            )
+            .await
+            .map(|v: Option<String>| v.is_some());
+        match won {
+            None => fetch.await.map(|c| self.here(c)),
+            Some(true) => {
+                let result = fetch.await;
+                self.share(caller, &key, &lease, &token, result.as_ref().ok())
+                    .await;
+                result.map(|c| self.here(c))
+            }
+            Some(false) => match self.wait(caller, &key, &lease).await {
+                Some(fresh) => Ok(fresh),
+                None => fetch.await.map(|c| self.here(c)),
+            },
+        }
+    }
+
+    /// The winner's part: the answer stored (never an error), then the lease given up.
+    async fn share(
+        &self,
+        caller: Option<[u8; 32]>,
+        key: &str,
+        lease: &str,
+        token: &[u8; TOKEN],
+        calls: Option<&Calls>,
+    ) {
+        let sealed = calls.and_then(|calls| {
+            let json = serde_json::to_vec(&**calls).ok()?;
+            self.last
+                .insert(caller, (Sha256::digest(&json).into(), calls.clone()));
+            let mut payload = Vec::with_capacity(TOKEN + json.len());
+            payload.extend_from_slice(token);
+            payload.extend_from_slice(&json);
+            Some(self.redis.sealer.seal(key, &payload))
+        });
+        let keep = if self.ttl.is_zero() {
+            WAITERS_KEEP
+        } else {
+            self.ttl
+        };
+        let _: Option<()> = self
+            .redis
+            .run("set", |mut c| async move {
+                let mut pipe = redis::pipe();
+                if let Some(sealed) = sealed {
+                    pipe.cmd("SET")
+                        .arg(key)
+                        .arg(sealed)
+                        .arg("PX")
+                        .arg(keep.as_millis() as u64)
+                        .ignore();
+                }
+                pipe.cmd("DEL").arg(lease).ignore();
+                pipe.query_async(&mut c).await
+            })
+            .await;
+    }
+
+    /// A loser's part: waits for the answer of the ask holding the lease. `None`: that ask
+    /// failed or vanished, or Redis did, and this replica should ask itself.
+    async fn wait(&self, caller: Option<[u8; 32]>, key: &str, lease: &str) -> Option<Fresh> {
+        let deadline = Instant::now() + self.lease_for;
+        let mut holder: Option<Vec<u8>> = None;
+        while Instant::now() < deadline {
+            // The lease first: an answer read after it with the same token is that ask's.
+            let (now_holding, value) = self
+                .redis
+                .run("wait", |mut c| async move {
+                    redis::pipe()
+                        .get(lease)
+                        .get(key)
+                        .query_async::<(Option<Vec<u8>>, Option<Vec<u8>>)>(&mut c)
+                        .await
+                })
+                .await?;
+            let awaited = holder.clone().or_else(|| now_holding.clone());
+            if let Some((token, calls)) = value.and_then(|v| self.decode(caller, key, &v)) {
+                // With a TTL any stored answer is fresh; without one, only that of the ask
+                // this replica waited on.
+                if !self.ttl.is_zero() || awaited.as_deref() == Some(&token[..]) {
+                    return Some(Fresh {
+                        calls,
+                        life: self.ttl,
+                        source: Source::Fleet,
+                    });
+                }
+            }
+            match (&holder, now_holding) {
+                (_, None) => return None,
+                (None, Some(h)) => holder = Some(h),
+                (Some(h), Some(now)) if *h != now => return None,
+                _ => {}
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        None
+    }
+
+    /// A stored answer's token and calls, if this fleet sealed it for `key` and it reads.
+    fn decode(
+        &self,
+        caller: Option<[u8; 32]>,
+        key: &str,
+        value: &[u8],
+    ) -> Option<([u8; TOKEN], Calls)> {
+        let payload = self.redis.open("answer", key, value)?;
+        if payload.len() < TOKEN {
+            self.redis.rejected("answer", Rejected::Decode);
+            return None;
+        }
+        let (token, json) = payload.split_at(TOKEN);
+        let token: [u8; TOKEN] = token.try_into().expect("split at TOKEN");
+        let version: [u8; 32] = Sha256::digest(json).into();
+        if let Some((v, calls)) = self.last.get(&caller) {
+            if v == version {
+                return Some((token, calls));
+            }
+        }
+        let Ok(mut calls) = serde_json::from_slice::<Vec<Call>>(json) else {
+            self.redis.rejected("answer", Rejected::Decode);
+            return None;
+        };
+        // One shared id for every call, as a backend's own parse gives.
+        for call in &mut calls {
+            call.provider = self.provider.clone();
+        }
+        let calls = Arc::new(calls);
+        self.last.insert(caller, (version, calls.clone()));
+        Some((token, calls))
+    }
+}
