@@ -19,8 +19,8 @@ pub use service::reload::Live;
 pub use service::Service;
 
 /// Serves `app` on `listener`, within the `[server]` connection bounds, until `shutdown`
-/// resolves; then stops accepting connections and lets in-flight requests finish, for at most
-/// `[server] shutdown_grace_ms`.
+/// resolves; then stops accepting connections, ends every live stream with a final event,
+/// and lets in-flight requests finish, for at most `[server] shutdown_grace_ms`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     live: Arc<Live>,
@@ -34,6 +34,7 @@ pub async fn serve(
         max_connections: config.max_connections,
     };
     let (signalled, on_signal) = tokio::sync::oneshot::channel();
+    let hub_of = live.clone();
     let server = http::connections::serve(
         listener,
         http::router(live.clone()),
@@ -41,6 +42,11 @@ pub async fn serve(
         live.telemetry(),
         async move {
             shutdown.await;
+            // Streams never end on their own: each gets a final event, and its connection
+            // closes like any other finished answer.
+            hub_of
+                .hub()
+                .close("callmux is shutting down; reconnect shortly");
             let _ = signalled.send(());
         },
     );

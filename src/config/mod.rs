@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Connections open at once; beyond this, new ones wait to be accepted.
     pub max_connections: usize,
+    /// Live streams open at once; beyond this, a new one is refused with 503.
+    pub max_streams: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -280,6 +282,7 @@ struct RawServer {
     header_read_timeout_ms: u64,
     idle_timeout_ms: u64,
     max_connections: u64,
+    max_streams: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,6 +394,12 @@ impl RawServer {
                 "max_connections",
                 self.max_connections,
                 defaults.max_connections,
+                1..=1_000_000,
+            ) as usize,
+            max_streams: n(
+                "max_streams",
+                self.max_streams,
+                defaults.max_streams,
                 1..=1_000_000,
             ) as usize,
         }

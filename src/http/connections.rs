@@ -186,6 +186,10 @@ where
                 }
                 return;
             }
+            () = activity.close.notified() => {
+                tracing::debug!("closing connection: asked to");
+                return;
+            }
             () = wait => {
                 // The phase may have moved on while we slept; only its current deadline counts.
                 if let Some((at, reason)) = activity.deadline(limits) {
@@ -221,6 +225,20 @@ struct Activity {
     /// an idle connection's next request begins (head begins). Other changes only move the
     /// deadline later or away, which the watchdog sees when it next wakes.
     sooner: Notify,
+    /// Signalled to close the connection at once, whatever its phase ([`Disconnect`]).
+    close: Notify,
+}
+
+/// Closes the connection a request came on, at once: for a live stream whose reader fell
+/// behind, whose answer would otherwise never drain (a connection answering has no deadline).
+/// Every request carries one in its extensions.
+#[derive(Clone)]
+pub struct Disconnect(Arc<Activity>);
+
+impl Disconnect {
+    pub fn now(&self) {
+        self.0.close.notify_one();
+    }
 }
 
 impl Activity {
@@ -229,6 +247,7 @@ impl Activity {
             opened: Instant::now(),
             phase: AtomicU64::new(HEAD),
             sooner: Notify::new(),
+            close: Notify::new(),
         }
     }
 
@@ -340,8 +359,11 @@ impl hyper::service::Service<Request<Incoming>> for Routed {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         self.activity.head_read();
+        request
+            .extensions_mut()
+            .insert(Disconnect(self.activity.clone()));
         let done = AnswerDone(self.activity.clone());
         let answer = hyper::service::Service::call(&self.inner, request);
         Box::pin(async move {

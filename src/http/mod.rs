@@ -9,6 +9,7 @@ mod metrics;
 mod openapi;
 mod ops;
 pub mod render;
+pub mod streams;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,12 +34,14 @@ pub use render::with_error_items;
 
 pub const BLAND_ROUTE: &str = "/v1/calls/active";
 pub const CALLS_ROUTE: &str = "/api/calls";
+pub const OWN_ROUTE: &str = "/calls";
 
 /// What every handler shares: the configuration being served, and what the edge keeps of
 /// its own (bodies, request metrics).
 pub struct Edge {
     pub live: Arc<Live>,
     requests: Arc<metrics::RequestMetrics>,
+    streams: streams::Streams,
 }
 
 /// The whole service. The list routes sit behind the request bounds; `/healthz`, `/readyz`
@@ -48,6 +51,7 @@ pub fn router(live: Arc<Live>) -> Router {
     let telemetry = live.telemetry().clone();
     let edge = Arc::new(Edge {
         requests: Arc::new(metrics::RequestMetrics::new(telemetry.clone())),
+        streams: streams::Streams::new(server.max_streams),
         live,
     });
     let limits = Arc::new(bounds::Bounds::new(
@@ -58,6 +62,7 @@ pub fn router(live: Arc<Live>) -> Router {
     let lists = Router::new()
         .route(BLAND_ROUTE, get(|s, h| list(Shape::Bland, s, h)))
         .route(CALLS_ROUTE, get(|s, h| list(Shape::Calls, s, h)))
+        .route(OWN_ROUTE, get(|s, h| list(Shape::Own, s, h)))
         .route(
             control::END_ROUTE,
             post(|s, p, h| control::end(control::Envelope::Agent, s, p, h)),
@@ -71,8 +76,23 @@ pub fn router(live: Arc<Live>) -> Router {
             bounds::enforce,
         ));
     let request_id = HeaderName::from_static("x-request-id");
+    // Outside the request bounds: a stream is long by nature, and `max_streams` bounds them.
+    let streams = Router::new()
+        .route(
+            streams::BLAND_STREAM_ROUTE,
+            get(|s, d, h| streams::stream(Shape::Bland, s, d, h)),
+        )
+        .route(
+            streams::CALLS_STREAM_ROUTE,
+            get(|s, d, h| streams::stream(Shape::Calls, s, d, h)),
+        )
+        .route(
+            streams::OWN_STREAM_ROUTE,
+            get(|s, d, h| streams::stream(Shape::Own, s, d, h)),
+        );
     Router::new()
         .merge(lists)
+        .merge(streams)
         .merge(dashboard::routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -120,10 +140,10 @@ impl MakeRequestId for RandomRequestId {
 
 /// The shape a path's answers are written in; Bland's envelope for paths that are neither.
 fn shape_for(path: &str) -> Shape {
-    if path == CALLS_ROUTE {
-        Shape::Calls
-    } else {
-        Shape::Bland
+    match path {
+        CALLS_ROUTE | streams::CALLS_STREAM_ROUTE => Shape::Calls,
+        OWN_ROUTE | streams::OWN_STREAM_ROUTE => Shape::Own,
+        _ => Shape::Bland,
     }
 }
 
@@ -150,7 +170,19 @@ async fn list(shape: Shape, State(edge): State<Arc<Edge>>, headers: HeaderMap) -
             let body = render::body(&listed, shape, edge.live.telemetry()).await;
             (json(StatusCode::OK, body), listed.waited)
         }
-        Err(ListError::AllFailed { failures, waited }) => {
+        Err(e) => refusal(shape, e),
+    };
+    let timing = server_timing(waited, started.elapsed());
+    response.headers_mut().insert("server-timing", timing);
+    response
+}
+
+/// A list request's answer when it got no snapshot: every provider failed (502, with their
+/// errors), or the credentials were refused (the auth error's status), in `shape`. The
+/// streams refuse exactly so.
+fn refusal(shape: Shape, error: ListError) -> (Response, Duration) {
+    match error {
+        ListError::AllFailed { failures, waited } => {
             tracing::warn!(
                 providers = failures.len(),
                 "every provider of the org failed"
@@ -163,7 +195,7 @@ async fn list(shape: Shape, State(edge): State<Arc<Edge>>, headers: HeaderMap) -
                 waited,
             )
         }
-        Err(ListError::Auth(e)) => {
+        ListError::Auth(e) => {
             tracing::info!(code = e.code(), reason = %e, "request refused");
             let message = e.to_string();
             let item = ErrorItem {
@@ -180,10 +212,7 @@ async fn list(shape: Shape, State(edge): State<Arc<Edge>>, headers: HeaderMap) -
             }
             (response, Duration::ZERO)
         }
-    };
-    let timing = server_timing(waited, started.elapsed());
-    response.headers_mut().insert("server-timing", timing);
-    response
+    }
 }
 
 /// `Server-Timing`: time spent waiting on providers, and the rest, spent in callmux.

@@ -17,7 +17,15 @@ const _: () = assert!(WRITE_OFF_RUNTIME_CALLS <= crate::wire::WRITE_IN_TWO_FROM)
 /// same bytes for every request that gets this snapshot. Requests that arrive while it is
 /// written wait for it rather than each writing their own.
 pub async fn body(listed: &Listed, shape: Shape, telemetry: &Telemetry) -> Written {
-    let snapshot = &listed.snapshot;
+    snapshot_body(&listed.snapshot, shape, telemetry).await
+}
+
+/// [`body`] of a snapshot, however it was come by (a list request, or a stream's poller).
+pub async fn snapshot_body(
+    snapshot: &std::sync::Arc<Snapshot>,
+    shape: Shape,
+    telemetry: &Telemetry,
+) -> Written {
     snapshot
         .body(shape)
         .get_or_init(|| async {

@@ -198,6 +198,8 @@ pub struct Common {
     /// How long an answer is served to later requests; zero shares it only while in flight.
     pub cache_ttl: Duration,
     pub breaker: BreakerSettings,
+    /// How often an org's live streams ask this provider while anyone is subscribed.
+    pub poll_interval: Duration,
 }
 
 /// The common settings as written, after the built-in defaults (`config/defaults.toml`).
@@ -214,6 +216,7 @@ pub struct RawCommon {
     pub cache_ttl_ms: u64,
     pub circuit_failures: u64,
     pub circuit_cooldown_ms: u64,
+    pub poll_interval_ms: u64,
 }
 
 impl RawCommon {
@@ -228,6 +231,7 @@ impl RawCommon {
         "cache_ttl_ms",
         "circuit_failures",
         "circuit_cooldown_ms",
+        "poll_interval_ms",
     ];
 
     /// Validated against the ranges; `defaults` is what a removed field would fall back to.
@@ -281,6 +285,12 @@ impl RawCommon {
                     1..=ONE_DAY_MS,
                 )),
             },
+            poll_interval: Duration::from_millis(n(
+                "poll_interval_ms",
+                self.poll_interval_ms,
+                defaults.poll_interval_ms,
+                10..=ONE_DAY_MS,
+            )),
         }
     }
 }

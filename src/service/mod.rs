@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod control;
+pub mod live;
 pub mod merge;
 pub mod reload;
 pub mod snapshot;

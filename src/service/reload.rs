@@ -32,6 +32,8 @@ pub struct Live {
     /// Serialises reloads, and remembers the digest of the last file refused so a watcher
     /// does not log the same refusal every poll.
     reloading: Mutex<Option<String>>,
+    /// The live streams of every configuration this process serves.
+    hub: super::live::Hub,
 }
 
 impl Live {
@@ -41,7 +43,7 @@ impl Live {
         let store = Store::new(&config.state, &telemetry)?;
         let service = Service::new(config, &store, telemetry.clone())?;
         Ok(Arc::new(Self {
-            telemetry,
+            telemetry: telemetry.clone(),
             current: ArcSwap::from_pointee(Loaded {
                 service,
                 version: 1,
@@ -50,6 +52,7 @@ impl Live {
             }),
             source: None,
             reloading: Mutex::new(None),
+            hub: super::live::Hub::new(telemetry.clone()),
         }))
     }
 
@@ -58,7 +61,7 @@ impl Live {
         let telemetry = Arc::new(Telemetry::default());
         let (service, file_sha256) = load(&path, None, &telemetry)?;
         Ok(Arc::new(Self {
-            telemetry,
+            telemetry: telemetry.clone(),
             current: ArcSwap::from_pointee(Loaded {
                 service,
                 version: 1,
@@ -67,6 +70,7 @@ impl Live {
             }),
             source: Some(path),
             reloading: Mutex::new(None),
+            hub: super::live::Hub::new(telemetry.clone()),
         }))
     }
 
@@ -76,6 +80,10 @@ impl Live {
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+
+    pub fn hub(&self) -> &super::live::Hub {
+        &self.hub
     }
 
     /// Loads the file again and, if valid, serves it from the next request on. Returns the
@@ -99,6 +107,8 @@ impl Live {
                     loaded_at: SystemTime::now(),
                 }));
                 *refused = None;
+                self.hub
+                    .reloaded(old.service.config(), self.current().service.config());
                 tracing::info!(version, config = %path.display(), "configuration reloaded");
                 Ok(version)
             }

@@ -9,7 +9,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
 use super::merge::{self, Answer, Position, ProviderFailure};
-use crate::call::Call;
+use crate::call::{Call, CallStatus};
 use crate::wire::{Shape, Written};
 
 /// A digest of a snapshot's content: the same calls (every field, in order) and the same
@@ -119,6 +119,41 @@ impl Snapshot {
 
     pub fn failures(&self) -> &[ProviderFailure] {
         &self.failures
+    }
+
+    /// This snapshot with the status of `call_id` as `provider` reported it replaced by
+    /// `status`, merged again from the same answers (the others shared, not copied); `None`
+    /// if no answer of `provider` lists that call, or `allowed(from, to)` refuses the move.
+    pub fn with_status(
+        &self,
+        provider: &str,
+        call_id: &str,
+        status: &CallStatus,
+        allowed: impl Fn(&CallStatus, &CallStatus) -> bool,
+    ) -> Option<Snapshot> {
+        let mut answers = self.answers.clone();
+        for answer in answers.iter_mut() {
+            let Ok(calls) = answer else { continue };
+            let Some(at) = calls
+                .iter()
+                .position(|c| c.call_id == call_id && &*c.provider == provider)
+            else {
+                continue;
+            };
+            if !allowed(&calls[at].status, status) {
+                return None;
+            }
+            let mut moved = Vec::clone(calls);
+            moved[at].status = status.clone();
+            *answer = Ok(Arc::new(moved));
+            return Some(Snapshot::new(
+                self.org.clone(),
+                answers,
+                self.failures.clone(),
+                Some(self),
+            ));
+        }
+        None
     }
 
     /// Whether this snapshot was built from exactly these answers: an unchanged upstream

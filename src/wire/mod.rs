@@ -3,6 +3,7 @@
 pub mod bland;
 pub mod calls;
 mod json;
+pub mod own;
 mod plain;
 
 use std::borrow::Cow;
@@ -21,16 +22,20 @@ pub enum Shape {
     Bland,
     /// `GET /api/calls`: `{"calls": [...], "count": N}`.
     Calls,
+    /// `GET /calls`, callmux's own: `{"calls": [...], "count": N, "errors": [...] | null}`
+    /// with every canonical field.
+    Own,
 }
 
 impl Shape {
-    pub const ALL: [Shape; 2] = [Shape::Bland, Shape::Calls];
+    pub const ALL: [Shape; 3] = [Shape::Bland, Shape::Calls, Shape::Own];
 
     /// The shape's name in metrics.
     pub fn name(self) -> &'static str {
         match self {
             Shape::Bland => "bland",
             Shape::Calls => "calls",
+            Shape::Own => "own",
         }
     }
 
@@ -44,6 +49,7 @@ impl Shape {
         match self {
             Shape::Bland => bland::write(calls, org, errors),
             Shape::Calls => calls::write(calls, errors),
+            Shape::Own => write_list::<own::Writer, _>(calls, org, errors),
         }
     }
 
@@ -55,6 +61,7 @@ impl Shape {
         match self {
             Shape::Bland => write_parts::<bland::Writer>(calls, split, org, errors),
             Shape::Calls => write_parts::<calls::Writer>(calls, split, org, errors),
+            Shape::Own => write_parts::<own::Writer>(calls, split, org, errors),
         }
     }
 
@@ -63,6 +70,50 @@ impl Shape {
         match self {
             Shape::Bland => bland::write_error(errors),
             Shape::Calls => calls::write(std::iter::empty(), errors),
+            Shape::Own => write_list::<own::Writer, _>(std::iter::empty(), "", errors),
+        }
+    }
+
+    /// A live stream's `change`: `{"added": [items], "updated": [items], "ended":
+    /// ["call_id", ...], "errors": [...] | null}`, items in this shape's own form.
+    pub fn write_change(
+        self,
+        added: &[Call],
+        updated: &[Call],
+        ended: &[Text],
+        org: &str,
+        errors: &[ErrorItem<'_>],
+    ) -> Vec<u8> {
+        let mut out = buffer_for(added.len() + updated.len());
+        for (key, calls) in [(&b"{\"added\":["[..], added), (b"],\"updated\":[", updated)] {
+            out.extend_from_slice(key);
+            for (i, call) in calls.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                self.write_item(&mut out, call, org);
+            }
+        }
+        out.extend_from_slice(b"],\"ended\":[");
+        for (i, id) in ended.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json::push_str(&mut out, id);
+        }
+        out.extend_from_slice(b"],\"errors\":");
+        push_errors(&mut out, errors);
+        out.push(b'}');
+        out
+    }
+
+    /// One call as an item of this shape's list, appended to `out` (a stream's `added` and
+    /// `updated` hold these).
+    pub fn write_item(self, out: &mut Vec<u8>, call: &Call, org: &str) {
+        match self {
+            Shape::Bland => bland::Writer::call(out, call, org),
+            Shape::Calls => calls::Writer::call(out, call, org),
+            Shape::Own => own::Writer::call(out, call, org),
         }
     }
 }
@@ -481,6 +532,7 @@ mod tests {
                         Shape::Calls => {
                             write_parts::<calls::Writer>(&refs, Some(at), "org", errors)
                         }
+                        Shape::Own => write_parts::<own::Writer>(&refs, Some(at), "org", errors),
                     };
                     assert_eq!(
                         String::from_utf8(parts.to_vec()).unwrap(),

@@ -16,8 +16,12 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 mod binary;
 mod config;
+mod redis;
+mod sse;
+pub use self::redis::*;
 pub use binary::*;
 pub use config::*;
+pub use sse::*;
 
 /// A running callmux and a client for it.
 pub struct TestApp {

@@ -1,0 +1,580 @@
+//! Replicas over one real `redis-server` behave as one (`[state] backend = "redis"`): the
+//! fleet asks each upstream once per TTL, shares Bland key verdicts and circuit breakers,
+//! trusts no value it did not seal, and serves on its own whenever Redis is gone.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use callmux::state::seal::Sealer;
+use serde_json::{json, Value};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const KEY: &str = "replica-org-key";
+
+fn env_of(redis: &RedisServer) -> Vec<(&'static str, String)> {
+    redis.env()
+}
+
+fn pairs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+fn on_redis(toml: &str) -> String {
+    format!("{toml}\n{}", state_toml())
+}
+
+/// What `/readyz` says of the state store, once it says `want` (bounded).
+async fn state_becomes(app: &TestApp, want: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = app.get("/readyz", &[]).await;
+        assert_eq!(ready.status, 200, "{:#}", ready.body);
+        if ready.body["state"] == want {
+            return ready.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "state never became {want}: {:#}",
+            ready.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An in-process replica over `redis`, once it has joined the fleet.
+async fn replica(toml: &str, redis: &RedisServer) -> TestApp {
+    let env = env_of(redis);
+    let app = spawn_app_with_env(&on_redis(toml), &pairs(&env)).await;
+    state_becomes(&app, "ok").await;
+    app
+}
+
+/// A replica as the real binary, once it has joined the fleet.
+async fn binary_replica(toml: &str, redis: &RedisServer) -> Binary {
+    let env = env_of(redis);
+    let b = Binary::start(&on_redis(toml), &pairs(&env), &[]);
+    state_becomes(&b.app, "ok").await;
+    b
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum of a metric's samples whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Round-robin load over `apps` from `clients` clients for `for_`: every answer must be
+/// a 200 with the one call. Returns the number of requests.
+async fn load(apps: &[&TestApp], clients: usize, for_: Duration) -> usize {
+    let deadline = Instant::now() + for_;
+    let done = futures::future::join_all((0..clients).map(|c| async move {
+        let mut n = 0;
+        while Instant::now() < deadline {
+            let app = apps[(c + n) % apps.len()];
+            let r = app.calls(KEY, "acme").await;
+            assert_eq!(r.status, 200, "{:#}", r.body);
+            assert_eq!(r.body["count"], 1, "{:#}", r.body);
+            n += 1;
+        }
+        n
+    }))
+    .await;
+    done.iter().sum()
+}
+
+fn one_call() -> Value {
+    json!([agent_call("c1", "+15550001", "in-progress", "outbound")])
+}
+
+#[tokio::test]
+async fn three_replica_processes_ask_the_upstream_as_often_as_one_does() {
+    let redis = RedisServer::start().await;
+    let upstream = agent_server(one_call()).await;
+    let toml = one_agent_org(KEY, "agents", &upstream.uri(), 400);
+    let first = binary_replica(&toml, &redis).await;
+
+    let alone = load(&[&first.app], 8, Duration::from_secs(3)).await;
+    let asked_alone = hits(&upstream).await;
+
+    let second = binary_replica(&toml, &redis).await;
+    let third = binary_replica(&toml, &redis).await;
+    let before = hits(&upstream).await;
+    let fleet = load(
+        &[&first.app, &second.app, &third.app],
+        8,
+        Duration::from_secs(3),
+    )
+    .await;
+    let asked_by_fleet = hits(&upstream).await - before;
+
+    assert!(alone > 50 && fleet > 50, "{alone} and {fleet} requests");
+    // One ask per 400 ms TTL over 3 s, whether one process serves or three do; one more
+    // for where the window's edges fall.
+    assert!(asked_alone >= 5, "{asked_alone} asks alone");
+    assert!(
+        asked_by_fleet <= asked_alone + 1,
+        "three replicas asked {asked_by_fleet} times where one asked {asked_alone}"
+    );
+    let shared: f64 = [&first, &second, &third]
+        .iter()
+        .map(|b| async move {
+            sample(
+                &metrics(&b.app).await,
+                "callmux_provider_answers_total",
+                &["source=\"fleet\""],
+            )
+        })
+        .collect::<futures::future::JoinAll<_>>()
+        .await
+        .into_iter()
+        .sum();
+    assert!(shared >= 1.0, "no replica read another's answer");
+}
+
+#[tokio::test]
+async fn without_a_ttl_replicas_share_an_ask_in_flight_and_never_a_finished_one() {
+    let redis = RedisServer::start().await;
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"calls": one_call(), "count": 1}))
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&upstream)
+        .await;
+    let toml = one_agent_org(KEY, "agents", &upstream.uri(), 0);
+    let apps = [
+        replica(&toml, &redis).await,
+        replica(&toml, &redis).await,
+        replica(&toml, &redis).await,
+    ];
+    let replies = futures::future::join_all((0..30).map(|i| apps[i % 3].calls(KEY, "acme"))).await;
+    for r in &replies {
+        assert_eq!(r.status, 200, "{:#}", r.body);
+        assert_eq!(r.body["count"], 1);
+    }
+    let in_flight = hits(&upstream).await;
+    assert!(
+        in_flight <= 2,
+        "{in_flight} upstream asks for 30 concurrent requests on 3 replicas"
+    );
+    // Once it has finished, the next request asks again, as with memory.
+    assert_eq!(apps[1].calls(KEY, "acme").await.status, 200);
+    assert_eq!(hits(&upstream).await, in_flight + 1);
+}
+
+#[tokio::test]
+async fn a_circuit_opened_on_one_replica_keeps_the_others_from_asking() {
+    let redis = RedisServer::start().await;
+    let upstream = raw_server(500, "{}").await;
+    let healthy = agent_server(one_call()).await;
+    let provider = unique("flaky");
+    let toml = TestConfig::new()
+        .org(OrgB::key("acme", KEY).providers(&[&provider, "healthy"]))
+        .provider(
+            ProviderB::agent(&provider, &upstream.uri())
+                .set("retries", 0)
+                .set("circuit_failures", 2)
+                .set("circuit_cooldown_ms", 60_000),
+        )
+        .provider(ProviderB::agent("healthy", &healthy.uri()))
+        .toml();
+    let a = replica(&toml, &redis).await;
+    let b = replica(&toml, &redis).await;
+    for _ in 0..2 {
+        a.calls(KEY, "acme").await;
+    }
+    let opened = hits(&upstream).await;
+    assert_eq!(opened, 2);
+    for _ in 0..3 {
+        let r = b.calls(KEY, "acme").await;
+        assert_eq!(r.status, 200, "{:#}", r.body);
+        assert_eq!(r.body["errors"][0]["error"], "CIRCUIT_OPEN", "{:#}", r.body);
+    }
+    assert_eq!(
+        hits(&upstream).await,
+        opened,
+        "replica B asked an open circuit"
+    );
+}
+
+/// The key name a fleet under the tests' secret uses for `parts`, as callmux computes it.
+fn fleet_key(kind: &str, parts: &[&[u8]]) -> String {
+    Sealer::new(&secrecy::SecretString::from(STATE_SECRET.to_string())).secret_key(kind, parts)
+}
+
+#[tokio::test]
+async fn a_planted_accepted_verdict_is_never_honoured_and_is_counted() {
+    use sha2::Digest;
+    const ORG: &str = "bland-org";
+    let redis = RedisServer::start().await;
+    let bland = bland_server(
+        "key-alice",
+        ORG,
+        json!([bland_call("alice-call", "IN_PROGRESS", "1")]),
+    )
+    .await;
+    let toml = passthrough_org(ORG, &bland.uri(), 0);
+    let a = replica(&toml, &redis).await;
+    let b = replica(&toml, &redis).await;
+    assert_eq!(a.bland("key-alice", ORG).await.status, 200);
+    let alice_key = fleet_key(
+        "verdict",
+        &[ORG.as_bytes(), &sha2::Sha256::digest(b"key-alice")],
+    );
+    let alice_verdict = redis
+        .get(&alice_key)
+        .await
+        .expect("replica A shared its verdict on alice's key");
+
+    let mallory_key = fleet_key(
+        "verdict",
+        &[ORG.as_bytes(), &sha2::Sha256::digest(b"key-mallory")],
+    );
+    let other = Sealer::new(&secrecy::SecretString::from(
+        "some other fleet's secret".to_string(),
+    ));
+    let mut other_format = alice_verdict.clone();
+    other_format[2] += 1;
+    let far_future = (u64::MAX / 2).to_be_bytes();
+    for planted in [
+        b"accepted".to_vec(),
+        // Alice's genuine verdict, moved to Mallory's key.
+        alice_verdict.clone(),
+        other.seal(&mallory_key, &far_future),
+        other_format,
+    ] {
+        redis.set(&mallory_key, &planted).await;
+        let r = b.bland("key-mallory", ORG).await;
+        assert_eq!(r.status, 401, "{:#}", r.body);
+    }
+    assert!(
+        sample(
+            &metrics(&b).await,
+            "callmux_state_rejected_total",
+            &["kind=\"verdict\""]
+        ) >= 4.0,
+        "{}",
+        metrics(&b).await
+    );
+    // Each of Mallory's requests was checked with Bland.
+    assert_eq!(hits(&bland).await, 1 + 4);
+}
+
+#[tokio::test]
+async fn a_planted_answer_moving_calls_to_another_provider_is_ignored() {
+    let redis = RedisServer::start().await;
+    let upstream = agent_server(one_call()).await;
+    let toml = one_agent_org(KEY, "agents", &upstream.uri(), 60_000);
+    let a = replica(&toml, &redis).await;
+    assert_eq!(a.calls(KEY, "acme").await.body["count"], 1);
+    let key = Sealer::key("answer", "agents");
+    let genuine = redis.get(&key).await.expect("replica A shared its answer");
+    assert_eq!(hits(&upstream).await, 1);
+
+    let evil = json!([{"call_id": "evil", "status": "in-progress", "provider": "elsewhere",
+        "created_at": null, "telephony_id": null, "org": null, "from": null, "to": null,
+        "objective": null, "pathway_id": null, "started_at": null, "bland_start_time": null,
+        "direction": null, "international": null}]);
+    let mut forged = genuine[..35 + 16].to_vec();
+    forged.extend_from_slice(evil.to_string().as_bytes());
+    let other = Sealer::new(&secrecy::SecretString::from(
+        "some other fleet's secret".to_string(),
+    ));
+    for (n, planted) in [
+        forged,
+        other.seal(&key, &genuine[35..]),
+        evil.to_string().into_bytes(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        redis.set(&key, &planted).await;
+        // A fresh replica each time, so no replica's own memory answers for it.
+        let b = replica(&toml, &redis).await;
+        let r = b.calls(KEY, "acme").await;
+        assert_eq!(r.status, 200, "{:#}", r.body);
+        assert_eq!(r.body["count"], 1, "{:#}", r.body);
+        assert_eq!(r.body["calls"][0]["call_id"], "c1", "{:#}", r.body);
+        assert_eq!(
+            hits(&upstream).await,
+            2 + n,
+            "the planted answer was not refused"
+        );
+        assert_eq!(
+            sample(
+                &metrics(&b).await,
+                "callmux_state_rejected_total",
+                &["kind=\"answer\""]
+            ),
+            1.0
+        );
+    }
+}
+
+#[tokio::test]
+async fn redis_stopped_and_restarted_mid_load_costs_no_client_an_error() {
+    let mut redis = RedisServer::start().await;
+    let upstream = agent_server(one_call()).await;
+    let toml = one_agent_org(KEY, "agents", &upstream.uri(), 200);
+    let a = binary_replica(&toml, &redis).await;
+    let b = binary_replica(&toml, &redis).await;
+    let apps = [&a.app, &b.app];
+
+    let traffic = load(&apps, 6, Duration::from_secs(6));
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        redis.stop();
+        for app in apps {
+            let ready = state_becomes(app, "degraded").await;
+            assert_eq!(ready["status"], "ready");
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        redis.restart().await;
+        for app in apps {
+            state_becomes(app, "ok").await;
+        }
+    };
+    let (served, ()) = tokio::join!(traffic, outage);
+    assert!(served > 100, "{served} requests");
+    for app in apps {
+        let m = metrics(app).await;
+        assert!(
+            sample(&m, "callmux_state_failures_total", &[]) >= 1.0,
+            "{m}"
+        );
+        assert_eq!(sample(&m, "callmux_state_up", &[]), 1.0, "{m}");
+    }
+    // Back in the fleet: an answer is shared again.
+    let before = hits(&upstream).await;
+    load(&apps, 4, Duration::from_secs(1)).await;
+    let asked = hits(&upstream).await - before;
+    assert!(
+        asked <= 7,
+        "{asked} asks in 1 s at a 200 ms TTL after rejoining"
+    );
+}
+
+/// A TCP server that answers anything with bytes that are not Redis's protocol.
+async fn garbage_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0
+                        || sock
+                            .write_all(b"HTTP/1.1 200 OK\r\n\x00\xff?? not redis at all\r\n")
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("redis://{addr}/0")
+}
+
+#[tokio::test]
+async fn a_redis_url_at_nothing_or_at_a_server_talking_garbage_starts_degraded_and_serves() {
+    let upstream = agent_server(one_call()).await;
+    let toml = on_redis(&one_agent_org(KEY, "agents", &upstream.uri(), 0));
+    let nothing = refused_url().await.replace("http://", "redis://");
+    for url in [nothing, garbage_server().await] {
+        let app = spawn_app_with_env(
+            &toml,
+            &[
+                (REDIS_URL_VAR, url.as_str()),
+                (STATE_SECRET_VAR, STATE_SECRET),
+            ],
+        )
+        .await;
+        for _ in 0..3 {
+            let r = app.calls(KEY, "acme").await;
+            assert_eq!(r.status, 200, "{url}: {:#}", r.body);
+            assert_eq!(r.body["count"], 1);
+        }
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        state_becomes(&app, "degraded").await;
+        let m = metrics(&app).await;
+        assert_eq!(sample(&m, "callmux_state_up", &[]), 0.0, "{m}");
+        assert!(
+            sample(&m, "callmux_state_failures_total", &[]) >= 1.0,
+            "{m}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unparsable_redis_url_is_a_config_error_naming_the_field_and_never_the_password() {
+    let toml = on_redis(&one_agent_org(KEY, "agents", "http://127.0.0.1:9", 0));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("providers.toml");
+    std::fs::write(&path, &toml).unwrap();
+    for url in [
+        "redis://:hunter2-pass@127.0.0.1:notaport/0",
+        "http://:hunter2-pass@host/",
+    ] {
+        let out = callmux()
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env(REDIS_URL_VAR, url)
+            .env(STATE_SECRET_VAR, STATE_SECRET)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{text}");
+        assert!(text.contains("state.redis_url_env"), "{text}");
+        assert!(text.contains("export TEST_REDIS_URL as redis://"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+    let ok = callmux()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env(REDIS_URL_VAR, "redis://:hunter2-pass@127.0.0.1:6390/0")
+        .env(STATE_SECRET_VAR, STATE_SECRET)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{text}");
+    assert!(
+        text.contains("state: redis at redis://***@127.0.0.1:6390/0 (from $TEST_REDIS_URL"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test]
+async fn a_reload_to_an_unparsable_redis_url_is_refused_and_the_old_config_keeps_serving() {
+    let upstream = agent_server(one_call()).await;
+    let toml = one_agent_org(KEY, "agents", &upstream.uri(), 0);
+    let b = Binary::start(
+        &toml,
+        &[
+            (
+                "BAD_REDIS_URL",
+                "redis://:hunter2-pass@127.0.0.1:notaport/0",
+            ),
+            (STATE_SECRET_VAR, STATE_SECRET),
+        ],
+        &[],
+    );
+    let bad = format!(
+        "{toml}\n[state]\nbackend = \"redis\"\nredis_url_env = \"BAD_REDIS_URL\"\nsecret_env = \"{STATE_SECRET_VAR}\"\n"
+    );
+    std::fs::write(b.config_path(), bad).unwrap();
+    b.signal("HUP");
+    let line = b
+        .log_line("refusing the reload", |l| l.contains("reload refused"))
+        .await;
+    assert!(line.contains("state.redis_url_env"), "{line}");
+    assert!(!line.contains("hunter2"), "{line}");
+    let r = b.app.calls(KEY, "acme").await;
+    assert_eq!(r.status, 200, "{:#}", r.body);
+    assert_eq!(b.app.get("/readyz", &[]).await.body["state"], "memory");
+    assert!(!b.stop().contains("hunter2"));
+}
+
+#[tokio::test]
+async fn nothing_secret_is_ever_written_to_redis() {
+    use base64::Engine;
+    use sha2::Digest;
+    const ORG_KEY: &str = "org-key-0f3a9c-secret";
+    const BLAND_ORG: &str = "bland-org";
+    const CALLER_KEY: &str = "caller-bland-key-77d1-secret";
+    const UPSTREAM_KEY: &str = "upstream-bland-key-5e2b-secret";
+    let redis = RedisServer::start().await;
+    let own_bland = bland_server(
+        UPSTREAM_KEY,
+        "acct",
+        json!([bland_call("own-call", "IN_PROGRESS", "1")]),
+    )
+    .await;
+    let caller_bland = bland_server(
+        CALLER_KEY,
+        BLAND_ORG,
+        json!([bland_call("fwd-call", "IN_PROGRESS", "1")]),
+    )
+    .await;
+    let toml = TestConfig::new()
+        .org(OrgB::key_env("acme", "ORG_KEY_VAR").providers(&["own"]))
+        .org(OrgB::bland_keys(BLAND_ORG, "fwd").providers(&["fwd"]))
+        .provider(
+            ProviderB::bland("own", &own_bland.uri(), "UPSTREAM_KEY_VAR", "acct")
+                .set("cache_ttl_ms", 60_000)
+                .set("circuit_failures", 1),
+        )
+        .provider(
+            ProviderB::bland_forwarding("fwd", &caller_bland.uri()).set("cache_ttl_ms", 60_000),
+        )
+        .toml();
+    let mut env = env_of(&redis);
+    env.push(("ORG_KEY_VAR", ORG_KEY.to_string()));
+    env.push(("UPSTREAM_KEY_VAR", UPSTREAM_KEY.to_string()));
+    let app = spawn_app_with_env(&on_redis(&toml), &pairs(&env)).await;
+    state_becomes(&app, "ok").await;
+    for _ in 0..3 {
+        assert_eq!(app.bland(ORG_KEY, "acme").await.status, 200);
+        assert_eq!(app.bland(CALLER_KEY, BLAND_ORG).await.status, 200);
+        assert_eq!(app.bland("wrong-key-secret", BLAND_ORG).await.status, 401);
+    }
+
+    let mut everything = Vec::new();
+    let keys = redis.keys().await;
+    assert!(keys.len() >= 3, "{keys:?}");
+    for key in &keys {
+        everything.extend_from_slice(key.as_bytes());
+        everything.push(b'\n');
+        everything.extend(redis.get(key).await.unwrap_or_default());
+        let dumped: Option<Vec<u8>> = redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut redis.client().await)
+            .await
+            .unwrap();
+        everything.extend(dumped.unwrap_or_default());
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for secret in [
+        ORG_KEY,
+        CALLER_KEY,
+        UPSTREAM_KEY,
+        "wrong-key-secret",
+        STATE_SECRET,
+    ] {
+        let digest = sha2::Sha256::digest(secret.as_bytes());
+        for shown in [
+            secret.as_bytes().to_vec(),
+            hex::encode(digest).into_bytes(),
+            hex::encode(&digest[..16]).into_bytes(),
+            b64.encode(digest).into_bytes(),
+            digest.to_vec(),
+        ] {
+            assert!(
+                !everything.windows(shown.len()).any(|w| w == shown),
+                "Redis holds {secret} (or its digest): {keys:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! The live streams (DESIGN §11) and callmux's own list shape, against the real server and
+//! agent-server fakes that change while callmux polls them.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const KEY: &str = "live-key";
+
+/// An org seeing one agent server polled every `poll_ms`, with `server` settings.
+fn config(org: &str, agent: &LiveAgent, poll_ms: i64, server: &[(&str, i64)]) -> String {
+    let mut c = TestConfig::new()
+        .org(OrgB::key(org, KEY).providers(&["agents"]))
+        .provider(ProviderB::agent("agents", &agent.url).set("poll_interval_ms", poll_ms));
+    for (k, v) in server {
+        c = c.server(k, *v);
+    }
+    c.toml()
+}
+
+fn call(id: &str, status: &str) -> Value {
+    agent_call(id, "+15550001111", status, "outbound")
+}
+
+#[tokio::test]
+async fn get_calls_answers_every_canonical_field_in_callmux_s_own_shape() {
+    let agent = LiveAgent::start(json!([call("c1", "ringing")])).await;
+    let org = unique("own");
+    let app = spawn_app(&config(&org, &agent, 2000, &[])).await;
+    let reply = app
+        .get(
+            "/calls",
+            &[("authorization", KEY), ("x-bland-org-id", &org)],
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.body,
+        json!({"calls": [{"call_id": "c1", "provider": "agents", "from": null,
+            "to": "+15550001111", "direction": "outbound", "status": "ringing",
+            "created_at": null, "started_at": null, "telephony_id": null, "objective": null,
+            "pathway_id": null, "international": null}],
+          "count": 1, "errors": null})
+    );
+    let refused = app
+        .get(
+            "/calls",
+            &[("authorization", "wrong"), ("x-bland-org-id", &org)],
+        )
+        .await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.body["errors"][0]["error"], "AUTH_FAILURE");
+    assert_eq!(refused.body["calls"], json!([]));
+}
+
+#[tokio::test]
+async fn a_stream_starts_with_a_snapshot_byte_for_byte_the_list_body_of_its_shape() {
+    let agent = LiveAgent::start(json!([call("c1", "ringing"), call("c2", "in-progress")])).await;
+    let org = unique("snap");
+    let app = spawn_app(&config(&org, &agent, 2000, &[])).await;
+    for (list, stream) in [
+        ("/calls", "/calls/stream"),
+        ("/api/calls", "/api/calls/stream"),
+        ("/v1/calls/active", "/v1/calls/active/stream"),
+    ] {
+        let body = app
+            .http
+            .get(app.url(list))
+            .header("authorization", KEY)
+            .header("x-bland-org-id", &org)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut s = app.stream(stream, KEY, &org, None).await.unwrap();
+        assert_eq!(s.headers["content-type"], "text/event-stream", "{stream}");
+        let first = s.next().await;
+        assert_eq!(first.event, "snapshot", "{stream}");
+        assert!(!first.id.is_empty(), "{stream}");
+        assert_eq!(first.data, body, "{stream}");
+    }
+}
+
+#[tokio::test]
+async fn a_change_upstream_arrives_as_added_updated_and_ended_in_the_stream_s_shape() {
+    let agent = LiveAgent::start(json!([call("a", "ringing"), call("b", "ringing")])).await;
+    let org = unique("change");
+    let app = spawn_app(&config(&org, &agent, 50, &[])).await;
+    let mut own = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    let mut agents = app
+        .stream("/api/calls/stream", KEY, &org, None)
+        .await
+        .unwrap();
+    let snapshot = own.next_of("snapshot").await;
+    assert_eq!(snapshot.json()["count"], 2);
+    agents.next_of("snapshot").await;
+    agent.set(json!([call("b", "in-progress"), call("c", "ringing")]));
+    let change = own.next_of("change").await;
+    let v = change.json();
+    assert_eq!(v["added"][0]["call_id"], "c");
+    assert_eq!(v["added"][0]["provider"], "agents");
+    assert_eq!(v["updated"][0]["call_id"], "b");
+    assert_eq!(v["updated"][0]["status"], "in-progress");
+    assert_eq!(v["ended"], json!(["a"]));
+    assert_eq!(v["errors"], Value::Null);
+    assert_ne!(change.id, snapshot.id);
+    let v = agents.next_of("change").await.json();
+    assert_eq!(
+        v["added"],
+        json!([{"call_id": "c", "to_number": "+15550001111", "status": "ringing", "direction": "outbound"}])
+    );
+    assert_eq!(v["ended"], json!(["a"]));
+}
+
+#[tokio::test]
+async fn a_failing_provider_is_named_in_the_errors_of_every_event() {
+    let agent = LiveAgent::start(json!([call("a", "ringing")])).await;
+    let org = unique("fail");
+    let toml = TestConfig::new()
+        .org(OrgB::key(&org, KEY).providers(&["agents", "down"]))
+        .provider(ProviderB::agent("agents", &agent.url).set("poll_interval_ms", 50))
+        .provider(
+            ProviderB::agent("down", &refused_url().await)
+                .set("poll_interval_ms", 50)
+                .set("circuit_failures", 0),
+        )
+        .toml();
+    let app = spawn_app(&toml).await;
+    let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    let v = s.next_of("snapshot").await.json();
+    assert_eq!(v["errors"][0]["provider"], "down");
+    assert_eq!(v["errors"][0]["error"], "UPSTREAM_UNREACHABLE");
+    assert_eq!(v["count"], 1);
+    agent.set(json!([call("a", "in-progress")]));
+    let v = s.next_of("change").await.json();
+    assert_eq!(v["updated"][0]["status"], "in-progress");
+    // `errors` is every provider error now, not only new ones.
+    assert_eq!(v["errors"][0]["provider"], "down");
+}
+
+#[tokio::test]
+async fn upstream_requests_per_interval_are_the_same_with_one_subscriber_and_with_500() {
+    let agent = LiveAgent::start(json!([call("a", "ringing")])).await;
+    let org = unique("load");
+    let app = spawn_app(&config(&org, &agent, 200, &[])).await;
+    let mut first = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    first.next_of("snapshot").await;
+    let window = Duration::from_millis(2000);
+    let before = agent.requests();
+    tokio::time::sleep(window).await;
+    let with_one = agent.requests() - before;
+
+    let mut others = Vec::new();
+    for _ in 0..499 {
+        // Each on a connection of its own, as 499 dashboards would be.
+        let client = TestApp {
+            addr: app.addr,
+            http: reqwest::Client::new(),
+        };
+        let mut s = client
+            .stream("/calls/stream", KEY, &org, None)
+            .await
+            .unwrap();
+        assert_eq!(s.next().await.event, "snapshot");
+        others.push((client, s));
+    }
+    let before = agent.requests();
+    tokio::time::sleep(window).await;
+    let with_500 = agent.requests() - before;
+    assert!(
+        (8..=11).contains(&with_one),
+        "{with_one} requests in 2 s at a 200 ms poll period with one subscriber"
+    );
+    assert!(
+        with_one.abs_diff(with_500) <= 1,
+        "{with_one} requests with 1 subscriber, {with_500} with 500"
+    );
+    // And every one of them still hears a change.
+    agent.set(json!([call("a", "in-progress")]));
+    for (_, s) in &mut others {
+        assert_eq!(
+            s.next_of("change").await.json()["updated"][0]["call_id"],
+            "a"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_poller_stops_asking_once_the_last_subscriber_leaves() {
+    let agent = LiveAgent::start(json!([])).await;
+    let org = unique("stop");
+    let app = spawn_app(&config(&org, &agent, 50, &[])).await;
+    let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    s.next_of("snapshot").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        agent.requests() >= 3,
+        "{} requests while subscribed",
+        agent.requests()
+    );
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_leaving = agent.requests();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        agent.requests(),
+        after_leaving,
+        "asked with no one subscribed"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_refused_with_the_list_s_status_and_body_and_no_stream() {
+    let agent = LiveAgent::start(json!([call("a", "ringing")])).await;
+    let org = unique("wrong");
+    let app = spawn_app(&config(&org, &agent, 2000, &[])).await;
+    for (list, stream) in [
+        ("/calls", "/calls/stream"),
+        ("/api/calls", "/api/calls/stream"),
+        ("/v1/calls/active", "/v1/calls/active/stream"),
+    ] {
+        let expected = app
+            .get(
+                list,
+                &[("authorization", "typed-wrong"), ("x-bland-org-id", &org)],
+            )
+            .await;
+        let Err((status, body)) = app.stream(stream, "typed-wrong", &org, None).await else {
+            panic!("{stream} streamed to a wrong key");
+        };
+        assert_eq!(status, 401, "{stream}");
+        assert_eq!(body, expected.body, "{stream}");
+    }
+    assert_eq!(
+        agent.requests(),
+        0,
+        "a refused key made callmux ask upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_reconnect_with_the_last_event_id_resumes_without_a_snapshot() {
+    let agent = LiveAgent::start(json!([call("a", "ringing")])).await;
+    let org = unique("resume");
+    let app = spawn_app(&config(&org, &agent, 50, &[])).await;
+    let mut keeper = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    keeper.next_of("snapshot").await;
+    let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    let seen = s.next_of("snapshot").await;
+    drop(s);
+
+    // Nothing missed: the stream goes on from where it was, with no snapshot.
+    let mut back = app
+        .stream("/calls/stream", KEY, &org, Some(&seen.id))
+        .await
+        .unwrap();
+    agent.set(json!([call("a", "in-progress")]));
+    let next = back.next().await;
+    assert_eq!(next.event, "change");
+    assert_eq!(next.json()["updated"][0]["status"], "in-progress");
+    drop(back);
+
+    // Missed a change: it comes first, still with no snapshot.
+    agent.set(json!([call("a", "in-progress"), call("b", "ringing")]));
+    keeper.next_of("change").await;
+    let mut again = app
+        .stream("/calls/stream", KEY, &org, Some(&next.id))
+        .await
+        .unwrap();
+    let missed = again.next().await;
+    assert_eq!(missed.event, "change");
+    assert_eq!(missed.json()["added"][0]["call_id"], "b");
+}
+
+#[tokio::test]
+async fn a_garbage_or_foreign_last_event_id_gets_a_fresh_snapshot() {
+    let agent = LiveAgent::start(json!([call("a", "ringing")])).await;
+    let org = unique("garbage");
+    let app = spawn_app(&config(&org, &agent, 2000, &[])).await;
+    for id in [
+        "garbage",
+        "",
+        "00000000-0",
+        "ffffffff-99999999",
+        "\u{1F4A9}",
+        "deadbeef-18446744073709551615",
+    ] {
+        let mut s = app
+            .stream("/calls/stream", KEY, &org, Some(id))
+            .await
+            .unwrap();
+        let first = s.next().await;
+        assert_eq!(first.event, "snapshot", "Last-Event-ID {id:?}");
+        assert_eq!(first.json()["count"], 1);
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_is_disconnected_and_the_others_keep_getting_events() {
+    use tokio::io::AsyncWriteExt;
+    // Large events, changing every poll, fill a reader's buffers quickly.
+    let many = |status: &str| {
+        Value::Array(
+            (0..400)
+                .map(|i| call(&format!("call-{i:04}-{}", "x".repeat(40)), status))
+                .collect(),
+        )
+    };
+    let agent = LiveAgent::start(many("ringing")).await;
+    let org = unique("slow");
+    let app = spawn_app(&config(&org, &agent, 20, &[])).await;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket.connect(app.addr).await.unwrap();
+    stuck
+        .write_all(
+            format!(
+                "GET /calls/stream HTTP/1.1\r\nhost: callmux\r\nauthorization: {KEY}\r\nx-bland-org-id: {org}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut reader = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    reader.next_of("snapshot").await;
+
+    let flipper = {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            for i in 0.. {
+                agent.set(many(if i % 2 == 0 { "in-progress" } else { "ringing" }));
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    };
+    // The reader keeps up throughout, while the stuck one falls behind and is closed.
+    let closed = async {
+        use tokio::io::AsyncReadExt;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Now drain it: a closed connection ends; an open one would go on for ever.
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match stuck.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let reading = async {
+        loop {
+            reader.next_of("change").await;
+        }
+    };
+    tokio::select! {
+        () = closed => {}
+        () = reading => unreachable!(),
+        () = tokio::time::sleep(Duration::from_secs(30)) => panic!("the reader that never read was never disconnected"),
+    }
+    for _ in 0..3 {
+        reader.next_of("change").await;
+    }
+    flipper.abort();
+}
+
+#[tokio::test]
+async fn beyond_max_streams_a_stream_is_refused_with_503_overloaded_in_its_shape() {
+    let agent = LiveAgent::start(json!([])).await;
+    let org = unique("max");
+    let app = spawn_app(&config(&org, &agent, 2000, &[("max_streams", 2)])).await;
+    let mut a = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    let mut b = app
+        .stream("/v1/calls/active/stream", KEY, &org, None)
+        .await
+        .unwrap();
+    a.next().await;
+    b.next().await;
+    let Err((status, body)) = app.stream("/v1/calls/active/stream", KEY, &org, None).await else {
+        panic!("a third stream opened beyond max_streams = 2");
+    };
+    assert_eq!(status, 503);
+    assert_eq!(body["data"], Value::Null);
+    assert_eq!(body["errors"][0]["error"], "OVERLOADED");
+    assert!(body["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_streams"));
+    drop(a);
+    // The place is given back once a stream closes.
+    let reopened = async {
+        loop {
+            if let Ok(mut s) = app.stream("/calls/stream", KEY, &org, None).await {
+                return s.next().await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let first = tokio::time::timeout(Duration::from_secs(10), reopened)
+        .await
+        .unwrap();
+    assert_eq!(first.event, "snapshot");
+}
+
+#[tokio::test]
+async fn streams_are_outside_request_timeout_ms_and_max_concurrent_requests() {
+    let agent = LiveAgent::start(json!([call("a", "ringing")])).await;
+    let org = unique("bounds");
+    let app = spawn_app(&config(
+        &org,
+        &agent,
+        50,
+        &[("request_timeout_ms", 300), ("max_concurrent_requests", 1)],
+    ))
+    .await;
+    let mut a = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    let mut b = app
+        .stream("/api/calls/stream", KEY, &org, None)
+        .await
+        .unwrap();
+    a.next().await;
+    b.next().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Two streams open past the timeout, and a list request still gets its one place.
+    let listed = app.calls(KEY, &org).await;
+    assert_eq!(listed.status, 200);
+    agent.set(json!([call("a", "in-progress")]));
+    assert_eq!(
+        a.next_of("change").await.json()["updated"][0]["status"],
+        "in-progress"
+    );
+    assert_eq!(
+        b.next_of("change").await.json()["updated"][0]["status"],
+        "in-progress"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_that_removes_the_org_or_changes_its_key_ends_its_streams_saying_why() {
+    let agent = LiveAgent::start(json!([call("a", "ringing")])).await;
+    let (gone, rekeyed, kept) = (unique("gone"), unique("rekeyed"), unique("kept"));
+    let toml = |orgs: &[(&str, &str)]| {
+        let mut c = TestConfig::new()
+            .provider(ProviderB::agent("agents", &agent.url).set("poll_interval_ms", 50));
+        for (org, key) in orgs {
+            c = c.org(OrgB::key(org, key).providers(&["agents"]));
+        }
+        c.toml()
+    };
+    let app = FileApp::start(&toml(&[(&gone, KEY), (&rekeyed, KEY), (&kept, KEY)])).await;
+    let mut streams = Vec::new();
+    for org in [&gone, &rekeyed, &kept] {
+        let mut s = app
+            .app
+            .stream("/calls/stream", KEY, org, None)
+            .await
+            .unwrap();
+        s.next_of("snapshot").await;
+        streams.push(s);
+    }
+    app.reload(&toml(&[(&rekeyed, "new-key"), (&kept, KEY)]));
+    let end = streams[0].next_of("end").await;
+    assert!(
+        end.json()["reason"].as_str().unwrap().contains("removed"),
+        "{end:?}"
+    );
+    assert_eq!(streams[0].next_within(Duration::from_secs(5)).await, None);
+    let end = streams[1].next_of("end").await;
+    assert!(
+        end.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("key changed"),
+        "{end:?}"
+    );
+    assert!(!end.data.contains("new-key") && !end.data.contains(KEY));
+    assert_eq!(streams[1].next_within(Duration::from_secs(5)).await, None);
+    // The org the reload kept goes on, polled under the new configuration.
+    agent.set(json!([call("a", "in-progress")]));
+    assert_eq!(
+        streams[2].next_of("change").await.json()["updated"][0]["status"],
+        "in-progress"
+    );
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_ends_every_stream_with_a_final_event_and_does_not_wait_for_them() {
+    let agent = LiveAgent::start(json!([call("a", "ringing")])).await;
+    let org = unique("shutdown");
+    let mut app =
+        FileApp::start(&config(&org, &agent, 2000, &[("shutdown_grace_ms", 60000)])).await;
+    let mut s = app
+        .app
+        .stream("/calls/stream", KEY, &org, None)
+        .await
+        .unwrap();
+    s.next_of("snapshot").await;
+    let _ = app.shutdown.take().unwrap().send(());
+    let end = s.next_of("end").await;
+    assert!(end.json()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("shutting down"));
+    assert_eq!(s.next_within(Duration::from_secs(5)).await, None);
+    tokio::time::timeout(Duration::from_secs(10), &mut app.served)
+        .await
+        .expect("the server stops well before its 60 s grace")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_stream_gets_a_keepalive_comment_every_15_s() {
+    let agent = LiveAgent::start(json!([])).await;
+    let org = unique("idle");
+    let app = spawn_app(&config(&org, &agent, 2000, &[])).await;
+    let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    assert_eq!(s.next().await.event, "snapshot");
+    let comment = s
+        .next_within(Duration::from_secs(20))
+        .await
+        .expect("the stream stays open");
+    assert_eq!(comment.event, "");
+    assert_eq!(comment.comment, "keepalive");
+}
+
+#[tokio::test]
+async fn callers_bringing_their_own_bland_keys_each_get_only_their_own_calls() {
+    let org = unique("byok");
+    let bland = bland_server_for_keys(
+        &org,
+        &[
+            (
+                "alice-key",
+                json!([bland_call("alice-call", "IN_PROGRESS", "1758656900740")]),
+            ),
+            (
+                "bob-key",
+                json!([bland_call("bob-call", "IN_PROGRESS", "1758656900740")]),
+            ),
+        ],
+    )
+    .await;
+    let app = spawn_app(&passthrough_org(&org, &bland.uri(), 0)).await;
+    let mut alice = app
+        .stream("/calls/stream", "alice-key", &org, None)
+        .await
+        .unwrap();
+    let mut bob = app
+        .stream("/calls/stream", "bob-key", &org, None)
+        .await
+        .unwrap();
+    let a = alice.next_of("snapshot").await;
+    let b = bob.next_of("snapshot").await;
+    assert_eq!(a.json()["calls"][0]["call_id"], "alice-call");
+    assert_eq!(a.json()["count"], 1);
+    assert_eq!(b.json()["calls"][0]["call_id"], "bob-call");
+    assert_eq!(b.json()["count"], 1);
+    assert!(!a.data.contains("alice-key") && !b.data.contains("bob-key"));
+    let Err((status, _)) = app.stream("/calls/stream", "mallory-key", &org, None).await else {
+        panic!("a key Bland refuses was streamed to");
+    };
+    assert_eq!(status, 401);
+}
