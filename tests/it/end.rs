@@ -17,57 +17,6 @@ const KEY: &str = "acme-key";
 /// Request headers, as name and value.
 type Headers<'a> = &'a [(&'a str, &'a str)];
 
-/// The calls a fake upstream lists now; its end route takes them out.
-type Listed = Arc<Mutex<Vec<Value>>>;
-
-/// The id in `/{prefix}/{id}/{suffix}`, as sent (the tests' ids need no decoding).
-fn id_in(request: &Request, at: usize) -> String {
-    request
-        .url
-        .path()
-        .split('/')
-        .nth(at)
-        .unwrap_or("")
-        .to_owned()
-}
-
-fn take(listed: &Listed, id: &str) -> bool {
-    let mut calls = listed.lock().unwrap();
-    let before = calls.len();
-    calls.retain(|c| c["call_id"] != id);
-    calls.len() < before
-}
-
-/// An agent server that lists `calls` and ends them as the reference agent server does:
-/// `{"success": true, ...}`, or `{"success": false, "error": "Call not found"}` at HTTP 200.
-async fn live_agent_server(calls: Vec<Value>) -> (MockServer, Listed) {
-    let server = MockServer::start().await;
-    let listed: Listed = Arc::new(Mutex::new(calls));
-    let l = listed.clone();
-    Mock::given(method("GET"))
-        .and(path("/api/calls"))
-        .respond_with(move |_: &Request| {
-            let calls = l.lock().unwrap().clone();
-            ResponseTemplate::new(200).set_body_json(json!({"count": calls.len(), "calls": calls}))
-        })
-        .mount(&server)
-        .await;
-    let l = listed.clone();
-    Mock::given(method("POST"))
-        .and(path_regex(r"^/api/calls/[^/]+/end$"))
-        .respond_with(move |r: &Request| {
-            let id = id_in(r, 3);
-            ResponseTemplate::new(200).set_body_json(if take(&l, &id) {
-                json!({"success": true, "message": format!("Call {id} ended")})
-            } else {
-                json!({"success": false, "error": "Call not found"})
-            })
-        })
-        .mount(&server)
-        .await;
-    (server, listed)
-}
-
 /// A Bland API that lists `calls` and stops them for a request carrying exactly this key and
 /// org id (`{"status": "success", ...}`; an unknown call is `{"status": "error", ...}` at
 /// 404), and answers 401 to anything else.

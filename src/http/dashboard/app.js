@@ -112,6 +112,7 @@ function resetData() {
   state.openedAt = Date.now();
   state.lastEventId = null;
   state.backoff = BACKOFF_MIN_MS;
+  $('updated').textContent = '';
   render();
 }
 
@@ -268,6 +269,7 @@ function live() {
   state.backoff = BACKOFF_MIN_MS;
   streamError('');
   setConnection('● Live', true);
+  $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
 function keep(call) {
@@ -331,10 +333,12 @@ function startOf(call) {
 function ageText(start, now) {
   if (start === null) return '—';
   let s = Math.max(0, Math.floor((now - start) / 1000));
-  const h = Math.floor(s / 3600);
+  const d = Math.floor(s / 86400);
+  const h = Math.floor((s % 86400) / 3600);
   const m = Math.floor((s % 3600) / 60);
   s %= 60;
   const two = (n) => String(n).padStart(2, '0');
+  if (d) return `${d}d ${two(h)}h`;
   return h ? `${h}h ${two(m)}m` : m ? `${m}m ${two(s)}s` : `${s}s`;
 }
 
@@ -358,6 +362,7 @@ function byProvider() {
 
 function renderCounts() {
   const n = state.calls.size;
+  document.title = state.session ? `(${n}) callmux — live calls` : 'callmux — live calls';
   $('total').textContent = String(n);
   $('total-label').textContent = n === 1 ? 'call' : 'calls';
   const list = $('per-provider');
