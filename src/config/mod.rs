@@ -2,6 +2,8 @@
 //! environment overrides (figment), validated as a whole into typed settings, every problem
 //! reported at once with its field and its fix. Each provider kind validates its own part.
 
+mod passthrough;
+
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
@@ -77,6 +79,9 @@ pub struct OrgSpec {
     pub auth: OrgAuth,
     /// The providers the org may see, in the order that breaks ties in its merged list.
     pub providers: Vec<String>,
+    /// The `bland` provider the org's other Bland routes are forwarded to: its
+    /// `bland_passthrough`, else the provider it authenticates through; `None`: not forwarded.
+    pub passthrough: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -201,7 +206,16 @@ impl Config {
                     format!("the caller's own Bland key, checked by provider `{provider}`")
                 }
             };
-            let _ = writeln!(s, "  {}: {auth}; sees {}", org.id, org.providers.join(", "));
+            let forwards = match &org.passthrough {
+                Some(p) => format!("; forwards other Bland routes to `{p}`"),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "  {}: {auth}; sees {}{forwards}",
+                org.id,
+                org.providers.join(", ")
+            );
         }
         let _ = writeln!(s, "providers ({}):", self.providers.len());
         for p in &self.providers {
@@ -293,6 +307,7 @@ struct RawOrg {
     auth: Option<String>,
     #[serde(default)]
     providers: Vec<String>,
+    bland_passthrough: Option<String>,
 }
 
 impl RawConfig {
@@ -317,8 +332,9 @@ impl RawConfig {
                 "add an [orgs.<x-bland-org-id>] table with a key and its providers",
             );
         }
+        let listing = passthrough::Listing::of(&self.orgs);
         for (id, raw) in self.orgs {
-            if let Some(org) = raw.validate(id, &known, &defined, check) {
+            if let Some(org) = raw.validate(id, &known, &defined, &listing, check) {
                 orgs.push(org);
             }
         }
@@ -480,6 +496,7 @@ impl RawOrg {
         id: String,
         known: &BTreeMap<&str, &ProviderSpec>,
         defined: &HashSet<String>,
+        listing: &passthrough::Listing,
         check: &mut Check<'_>,
     ) -> Option<OrgSpec> {
         let at = |field: &str| format!("orgs.{id}.{field}");
@@ -592,6 +609,13 @@ impl RawOrg {
             }
             None => {}
         }
+        let passthrough = match (&self.bland_passthrough, &auth) {
+            (Some(named), _) => {
+                passthrough::checked(&id, named, &self.providers, known, defined, listing, check)
+            }
+            (None, Some(OrgAuth::Upstream { provider })) => Some(provider.clone()),
+            (None, _) => None,
+        };
         if check.count() > before {
             return None;
         }
@@ -599,6 +623,7 @@ impl RawOrg {
             id,
             auth,
             providers: self.providers,
+            passthrough,
         })
     }
 }

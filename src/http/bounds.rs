@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{json, shape_for};
 use crate::wire::ErrorItem;
@@ -36,7 +36,20 @@ impl Bounds {
     }
 }
 
-pub async fn enforce(State(bounds): State<Arc<Bounds>>, request: Request, next: Next) -> Response {
+/// What a request admitted within the bounds carries (as an extension), for an answer whose
+/// body outlives its handler (a forwarded answer, streamed): the place it holds among the
+/// requests in flight, given back when the last clone is dropped, and when it must be over.
+#[derive(Clone)]
+pub struct Admitted {
+    pub place: Arc<OwnedSemaphorePermit>,
+    pub deadline: tokio::time::Instant,
+}
+
+pub async fn enforce(
+    State(bounds): State<Arc<Bounds>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path();
     let shape = (super::control::Envelope::of(path), shape_for(path));
     let header_bytes: usize = request
@@ -58,7 +71,7 @@ pub async fn enforce(State(bounds): State<Arc<Bounds>>, request: Request, next: 
     }
     // Refuse rather than queue: a queued list request answers too late to be useful, and a
     // quick 503 lets the client back off.
-    let Ok(_permit) = bounds.in_flight.clone().try_acquire_owned() else {
+    let Ok(permit) = bounds.in_flight.clone().try_acquire_owned() else {
         tracing::warn!(
             limit = bounds.max_in_flight,
             "request refused: too many in flight"
@@ -74,7 +87,14 @@ pub async fn enforce(State(bounds): State<Arc<Bounds>>, request: Request, next: 
             &message,
         );
     };
-    match tokio::time::timeout(bounds.request_timeout, next.run(request)).await {
+    let deadline = tokio::time::Instant::now() + bounds.request_timeout;
+    // Held here to the end of the handler, whenever the handler drops the request.
+    let _place = Arc::new(permit);
+    request.extensions_mut().insert(Admitted {
+        place: _place.clone(),
+        deadline,
+    });
+    match tokio::time::timeout_at(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(

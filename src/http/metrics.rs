@@ -22,6 +22,7 @@ const ROUTES: &[&str] = &[
     "/readyz",
     "/metrics",
     "/openapi.json",
+    super::passthrough::ROUTE,
     "other",
     "unmatched",
 ];

@@ -8,6 +8,7 @@ mod dashboard;
 mod metrics;
 mod openapi;
 mod ops;
+mod passthrough;
 pub mod render;
 pub mod streams;
 
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -72,7 +74,7 @@ pub fn router(live: Arc<Live>) -> Router {
             post(|s, p, h| control::end(control::Envelope::Bland, s, p, h)),
         )
         .layer(axum::middleware::from_fn_with_state(
-            limits,
+            limits.clone(),
             bounds::enforce,
         ));
     let request_id = HeaderName::from_static("x-request-id");
@@ -102,7 +104,11 @@ pub fn router(live: Arc<Live>) -> Router {
             edge.requests.clone(),
             metrics::track,
         ))
-        .fallback(not_found)
+        // Forwarded Bland routes are ordinary requests, inside the same bounds.
+        .fallback(passthrough::fallback.layer(axum::middleware::from_fn_with_state(
+            limits,
+            bounds::enforce,
+        )))
         .with_state(edge)
         // Outermost last: the id is set first, then the span that carries it, and the id is
         // echoed on the way out.
@@ -232,13 +238,19 @@ fn server_timing(waited: Duration, total: Duration) -> HeaderValue {
 
 async fn not_found(State(edge): State<Arc<Edge>>, method: Method, uri: Uri) -> Response {
     edge.requests.record(None, 404, Instant::now());
-    let message = format!(
+    let mut message = format!(
         "no route {method} {}: callmux serves GET {BLAND_ROUTE}, GET {CALLS_ROUTE}, \
          POST {} and POST {}",
         uri.path(),
         control::END_ROUTE,
         control::STOP_ROUTE,
     );
+    if uri.path().starts_with("/v1/") {
+        message.push_str(
+            "; Bland's other /v1/ routes are forwarded only for orgs that forward them \
+             (bland_passthrough, or auth = a bland provider)",
+        );
+    }
     let item = ErrorItem {
         provider: None,
         error: "NOT_FOUND",

@@ -46,6 +46,34 @@ pub trait EndCall: Send + Sync {
     async fn end_call(&self, ctx: &RequestContext, call_id: &str) -> Result<(), EndError>;
 }
 
+/// Forwarding: a client's request sent on to the upstream as it came, and the answer handed
+/// back as it arrives (Bland's routes callmux does not serve itself). Like control, never
+/// coalesced, cached or retried once sent.
+#[async_trait]
+pub trait Forward: Send + Sync {
+    async fn forward(
+        &self,
+        ctx: &RequestContext,
+        request: Outgoing,
+    ) -> Result<http::Streamed, ProviderError>;
+}
+
+/// A client's request, to forward as it came.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub method: axum::http::Method,
+    /// The path as sent (still percent-encoded), starting with `/`.
+    pub path: String,
+    /// The query as sent, without its `?`.
+    pub query: Option<String>,
+    /// The client's headers, as sent: the forwarder takes out what must not go on.
+    pub headers: axum::http::HeaderMap,
+    /// `None` for a request that had no body.
+    pub body: Option<bytes::Bytes>,
+    /// When the client's request must be over, if sooner than the provider's own timeout.
+    pub not_after: Option<tokio::time::Instant>,
+}
+
 /// Why a call was not ended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndError {
@@ -61,6 +89,8 @@ pub struct Backend {
     pub list: Arc<dyn ListCalls>,
     /// `None` for a kind that cannot end calls.
     pub end: Option<Arc<dyn EndCall>>,
+    /// `None` for a kind whose other routes are not forwarded (all but `bland`).
+    pub forward: Option<Arc<dyn Forward>>,
 }
 
 /// What a backend may need from the client's request.

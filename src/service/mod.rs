@@ -6,6 +6,7 @@ pub mod auth;
 pub mod control;
 pub mod live;
 pub mod merge;
+pub mod passthrough;
 pub mod reload;
 pub mod snapshot;
 

@@ -370,3 +370,100 @@ fn a_url_is_never_echoed_with_its_query_or_user_info_even_when_malformed() {
         assert!(!text.contains("sk-in-"), "{text}");
     }
 }
+
+/// Org `acme` (a callmux key) listing `providers` and forwarding to `passthrough`, beside
+/// an agent server `agents` and a Bland provider `own` with a key of its own.
+fn forwarding_org(providers: &str, passthrough: &str, more: &str) -> String {
+    format!(
+        "[orgs.acme]\napi_key_sha256 = \"{}\"\nproviders = [{providers}]\nbland_passthrough = \"{passthrough}\"\n\
+         {more}\n[providers.own]\nkind = \"bland\"\napi_key_env = \"BLAND_KEY\"\norg_id = \"bland-org\"\n{AGENTS}",
+        "a".repeat(64)
+    )
+}
+
+const BLAND_KEY: &[(&str, &str)] = &[("BLAND_KEY", "sk-bland-own")];
+
+#[test]
+fn bland_passthrough_must_name_a_bland_provider_the_org_lists() {
+    let text = refused(
+        &forwarding_org("\"own\"", "blnd", ""),
+        BLAND_KEY,
+        "orgs.acme.bland_passthrough",
+        "no provider `blnd` is defined",
+    );
+    assert!(text.contains("define [providers.blnd]"), "{text}");
+    refused(
+        &forwarding_org("\"agents\"", "own", ""),
+        BLAND_KEY,
+        "orgs.acme.bland_passthrough",
+        "not in the org's providers",
+    );
+    let text = refused(
+        &forwarding_org("\"agents\", \"own\"", "agents", ""),
+        BLAND_KEY,
+        "orgs.acme.bland_passthrough",
+        "a `twilio-media-stream` provider",
+    );
+    assert!(text.contains("kind = \"bland\""), "{text}");
+}
+
+#[test]
+fn forwarding_with_a_key_of_its_own_is_refused_when_another_org_lists_the_provider() {
+    let other = format!(
+        "[orgs.other]\napi_key_sha256 = \"{}\"\nproviders = [\"own\"]\n",
+        "b".repeat(64)
+    );
+    let text = refused(
+        &forwarding_org("\"own\"", "own", &other),
+        BLAND_KEY,
+        "orgs.acme.bland_passthrough",
+        "`other`",
+    );
+    assert!(text.contains("a key of its own"), "{text}");
+    assert!(text.contains("a bland provider of its own"), "{text}");
+    assert!(!text.contains("sk-bland-own"), "{text}");
+}
+
+#[test]
+fn an_org_forwards_to_its_bland_passthrough_or_else_its_bland_authority_or_not_at_all() {
+    let config = load_config(&forwarding_org("\"agents\", \"own\"", "own", ""), BLAND_KEY).unwrap();
+    assert_eq!(
+        config.org("acme").unwrap().passthrough.as_deref(),
+        Some("own")
+    );
+    assert!(config
+        .summary()
+        .contains("forwards other Bland routes to `own`"));
+
+    let toml = "[orgs.o]\nauth = \"bland\"\nproviders = [\"bland\", \"agents\"]\n[providers.bland]\nkind = \"bland\"\n".to_string() + AGENTS;
+    let config = load_config(&toml, &[]).unwrap();
+    assert_eq!(
+        config.org("o").unwrap().passthrough.as_deref(),
+        Some("bland")
+    );
+
+    let config = load_config(
+        &org(&format!("api_key_sha256 = \"{}\"", "a".repeat(64))),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.org("acme").unwrap().passthrough, None);
+}
+
+#[test]
+fn a_bland_provider_without_a_key_may_be_shared_by_orgs_that_forward_through_it() {
+    // Each caller's own key goes upstream, so no org gets another's account.
+    let toml =
+        "[orgs.o]\nauth = \"bland\"\nproviders = [\"bland\"]\nbland_passthrough = \"bland\"\n\
+                [orgs.p]\nauth = \"bland\"\nproviders = [\"bland\"]\n\
+                [providers.bland]\nkind = \"bland\"\n";
+    let config = load_config(toml, &[]).unwrap();
+    assert_eq!(
+        config.org("o").unwrap().passthrough.as_deref(),
+        Some("bland")
+    );
+    assert_eq!(
+        config.org("p").unwrap().passthrough.as_deref(),
+        Some("bland")
+    );
+}

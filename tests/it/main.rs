@@ -22,6 +22,7 @@ mod one_row;
 mod openapi;
 mod ops;
 mod partial_failure;
+mod passthrough;
 mod properties;
 mod reference_examples;
 mod rendering;

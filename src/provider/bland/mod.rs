@@ -1,6 +1,9 @@
 //! Kind `bland`: Bland's `GET {base_url}/v1/calls/active` with `authorization` + `x-bland-org-id`,
 //! with a key of its own or the caller's own, forwarded; `POST {base_url}/v1/calls/{call_id}/stop`
-//! ends a call with the same credentials.
+//! ends a call with the same credentials; any other route is forwarded as it came
+//! (`forward.rs`).
+
+mod forward;
 
 use std::sync::Arc;
 
@@ -13,6 +16,7 @@ use super::registry::{Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
 use crate::wire;
+pub use forward::path_problem;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.bland.ai";
 pub const ORG_ID_HEADER: HeaderName = HeaderName::from_static("x-bland-org-id");
@@ -117,10 +121,12 @@ impl KindSettings for Settings {
             calls_url: endpoint(&self.base_url, "v1/calls"),
             lister: Lister::new(&common.http, self.forwards_caller_credentials())?,
             credentials: self.credentials.clone(),
+            base_url: self.base_url.clone(),
         });
         Ok(Backend {
             list: bland.clone(),
-            end: Some(bland),
+            end: Some(bland.clone()),
+            forward: Some(bland),
         })
     }
 
@@ -136,6 +142,8 @@ pub struct Bland {
     calls_url: reqwest::Url,
     lister: Lister,
     credentials: Option<Credentials>,
+    /// What forwarded paths are appended to.
+    base_url: url::Url,
 }
 
 impl Bland {

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use bytes::Bytes;
 use tokio::time::Instant;
 
@@ -87,9 +87,9 @@ impl Auth {
 pub struct Request {
     pub method: Method,
     pub url: reqwest::Url,
+    /// Every header to send, `content-type` included where there is a body.
     pub headers: HeaderMap,
-    /// The body and its content type.
-    pub body: Option<(Bytes, &'static str)>,
+    pub body: Option<Bytes>,
 }
 
 impl Request {
@@ -114,12 +114,7 @@ impl Request {
 
     /// A POST with a JSON body.
     pub fn post_json(url: reqwest::Url, body: &serde_json::Value) -> Self {
-        Self {
-            method: Method::POST,
-            url,
-            headers: HeaderMap::new(),
-            body: Some((Bytes::from(body.to_string()), "application/json")),
-        }
+        Self::post(url).with_body(Bytes::from(body.to_string()), "application/json")
     }
 
     /// A POST with a form body.
@@ -127,12 +122,16 @@ impl Request {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
             .finish();
-        Self {
-            method: Method::POST,
-            url,
-            headers: HeaderMap::new(),
-            body: Some((Bytes::from(body), "application/x-www-form-urlencoded")),
-        }
+        Self::post(url).with_body(Bytes::from(body), "application/x-www-form-urlencoded")
+    }
+
+    fn with_body(mut self, body: Bytes, content_type: &'static str) -> Self {
+        self.headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type),
+        );
+        self.body = Some(body);
+        self
     }
 
     /// The same request with a query parameter added.
@@ -229,18 +228,33 @@ impl Client {
         last: Option<&Bytes>,
         idempotent: bool,
     ) -> Result<Fetched, ProviderError> {
+        self.attempts(deadline, idempotent, || self.fetch(request, last))
+            .await
+    }
+
+    /// Runs `attempt` until it succeeds, fails in a way not worth retrying, runs out of
+    /// retries, or would go past `deadline`, which also bounds each attempt.
+    async fn attempts<T, F>(
+        &self,
+        deadline: Instant,
+        idempotent: bool,
+        attempt: impl Fn() -> F,
+    ) -> Result<T, ProviderError>
+    where
+        F: std::future::Future<Output = Result<T, Failure>>,
+    {
         let limit_ms = self.settings.timeout.as_millis() as u64;
         let attempts = async {
-            let mut attempt = 0;
+            let mut tried = 0;
             loop {
-                let result = self.fetch(request, last).await;
+                let result = attempt().await;
                 let wait = match &result {
                     Err(Failure { error, retry_after })
-                        if attempt < self.settings.retries && retryable(error, idempotent) =>
+                        if tried < self.settings.retries && retryable(error, idempotent) =>
                     {
                         retry_after.unwrap_or_else(|| {
                             BACKOFF_BASE
-                                .mul_f64((1u32 << attempt.min(10)) as f64 * (0.5 + fastrand::f64()))
+                                .mul_f64((1u32 << tried.min(10)) as f64 * (0.5 + fastrand::f64()))
                         })
                     }
                     _ => return result.map_err(|f| f.error),
@@ -248,14 +262,67 @@ impl Client {
                 if Instant::now() + wait >= deadline {
                     return result.map_err(|f| f.error);
                 }
-                tracing::debug!(error = %result.as_ref().err().map(|f| &f.error).expect("a failure"), attempt, ?wait, "retrying upstream");
+                tracing::debug!(error = %result.as_ref().err().map(|f| &f.error).expect("a failure"), attempt = tried, ?wait, "retrying upstream");
                 tokio::time::sleep(wait).await;
-                attempt += 1;
+                tried += 1;
             }
         };
         tokio::time::timeout_at(deadline, attempts)
             .await
             .unwrap_or(Err(ProviderError::Timeout(limit_ms)))
+    }
+
+    /// Sends `request` as it is, adding no header of callmux's own beyond reqwest's defaults
+    /// for the ones it lacks, and hands back the answer whatever its status: the head by
+    /// `deadline`, then the body as it arrives. It is sent once, as a control request is
+    /// (again only after a refused connection). The body stream ends in an error, never
+    /// silently, when a piece misses the deadline or the body passes `max_body_bytes`; an
+    /// answer that declares a longer body is [`ProviderError::TooLarge`] at once.
+    pub async fn stream(
+        &self,
+        request: &Request,
+        deadline: Instant,
+    ) -> Result<Streamed, ProviderError> {
+        let response = self
+            .attempts(deadline, false, || async {
+                let mut builder = self
+                    .client
+                    .request(request.method.clone(), request.url.clone())
+                    .headers(request.headers.clone());
+                if let Some(body) = &request.body {
+                    builder = builder.body(body.clone());
+                }
+                builder.send().await.map_err(|e| Failure::from(classify(e)))
+            })
+            .await?;
+        let cap = self.settings.max_body_bytes;
+        if response.content_length().is_some_and(|n| n > cap as u64) {
+            return Err(ProviderError::TooLarge(cap));
+        }
+        let status = response.status();
+        let headers = response.headers().clone();
+        let limit_ms = self.settings.timeout.as_millis() as u64;
+        // The answer and the bytes passed on so far; `None` once the stream has failed.
+        let body = futures::stream::unfold(Some((response, 0)), move |state| async move {
+            let (mut response, sent) = state?;
+            let failed = |e| Some((Err(e), None));
+            let piece = match tokio::time::timeout_at(deadline, response.chunk()).await {
+                Err(_) => return failed(ProviderError::Timeout(limit_ms)),
+                Ok(Err(e)) => return failed(classify(e)),
+                Ok(Ok(None)) => return None,
+                Ok(Ok(Some(piece))) => piece,
+            };
+            let sent = sent + piece.len();
+            if sent > cap {
+                return failed(ProviderError::TooLarge(cap));
+            }
+            Some((Ok(piece), Some((response, sent))))
+        });
+        Ok(Streamed {
+            status,
+            headers,
+            body: Box::pin(body),
+        })
     }
 
     /// Sends a control request (ending a call) once, by `deadline`: never again once any
@@ -284,10 +351,8 @@ impl Client {
             .request(request.method.clone(), request.url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .headers(request.headers.clone());
-        if let Some((body, content_type)) = &request.body {
-            builder = builder
-                .header(reqwest::header::CONTENT_TYPE, *content_type)
-                .body(body.clone());
+        if let Some(body) = &request.body {
+            builder = builder.body(body.clone());
         }
         let mut response = builder
             .send()
@@ -322,6 +387,63 @@ impl Client {
             body.push(&chunk);
         }
         Ok(body.finish())
+    }
+}
+
+/// An answer on its way: its head, and its body as it arrives (see [`Client::stream`]).
+pub struct Streamed {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: futures::stream::BoxStream<'static, Result<Bytes, ProviderError>>,
+}
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streamed")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Headers that describe one connection rather than the message (RFC 9110 §7.6.1), and
+/// `host`, which names the server asked: a proxy never passes them on. Any header that
+/// `connection` names is one of them too.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+/// Takes out of `headers` every hop-by-hop header: those of [`HOP_BY_HOP`], any other
+/// `proxy-*`, and those the `connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(axum::http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
     }
 }
 

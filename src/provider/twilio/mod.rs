@@ -343,6 +343,7 @@ impl KindSettings for Settings {
         Ok(Backend {
             list: twilio.clone(),
             end: Some(twilio),
+            forward: None,
         })
     }
 }

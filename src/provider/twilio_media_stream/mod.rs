@@ -71,6 +71,7 @@ impl KindSettings for Settings {
         Ok(Backend {
             list: server.clone(),
             end: Some(server),
+            forward: None,
         })
     }
 }

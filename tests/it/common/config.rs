@@ -75,6 +75,9 @@ impl TestConfig {
             }
             let providers: Vec<String> = org.providers.iter().map(|p| quoted(p)).collect();
             let _ = writeln!(out, "providers = [{}]", providers.join(", "));
+            if let Some(p) = &org.passthrough {
+                let _ = writeln!(out, "bland_passthrough = {}", quoted(p));
+            }
             out.push('\n');
         }
         for provider in &self.providers {
@@ -102,6 +105,7 @@ pub struct OrgB {
     id: String,
     auth: Auth,
     providers: Vec<String>,
+    passthrough: Option<String>,
 }
 
 impl OrgB {
@@ -110,6 +114,7 @@ impl OrgB {
             id: id.to_string(),
             auth,
             providers: Vec::new(),
+            passthrough: None,
         }
     }
 
@@ -127,6 +132,12 @@ impl OrgB {
     /// the Bland provider `provider` (`auth = "<provider>"`).
     pub fn bland_keys(id: &str, provider: &str) -> Self {
         Self::new(id, Auth::Upstream(provider.to_string()))
+    }
+
+    /// Forwards the org's other Bland routes to `provider` (`bland_passthrough`).
+    pub fn passthrough(mut self, provider: &str) -> Self {
+        self.passthrough = Some(provider.to_string());
+        self
     }
 
     /// The providers the org sees, in order.

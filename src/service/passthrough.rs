@@ -1,0 +1,65 @@
+//! Forwarding Bland's other routes in the service core: which provider the caller's org
+//! forwards to, with the caller authenticated exactly as a list is first.
+
+use std::sync::Arc;
+
+use super::auth::{self, AuthError, Identity, Presented};
+use super::{ListError, Service};
+use crate::provider::{Forward, RequestContext};
+
+/// Where one request is forwarded, and as whom.
+pub struct Route {
+    pub org: Arc<str>,
+    pub provider: Arc<str>,
+    pub forward: Arc<dyn Forward>,
+    pub ctx: RequestContext,
+    /// The provider's `max_body_bytes`, which bounds the request's body too.
+    pub max_body_bytes: usize,
+}
+
+impl Service {
+    /// Authenticates `presented` as [`Service::list`] does and answers where its org's
+    /// other Bland routes go; `Ok(None)` for an org that forwards none.
+    ///
+    /// A caller who brings a Bland key has it checked by the org's Bland provider as a list
+    /// would, unless Bland accepted the same key moments ago; a key callmux issued is
+    /// checked here and never goes further.
+    pub async fn passthrough(&self, presented: &Presented) -> Result<Option<Route>, AuthError> {
+        let identity = auth::identify(&self.config, presented)?;
+        let org = identity.org();
+        let forwarded = match identity {
+            Identity::ViaUpstream(..) => {
+                if !self.verdicts.is_accepted(&org.id, presented).await {
+                    match self.list(presented).await {
+                        Err(ListError::Auth(e)) => return Err(e),
+                        // The authority answered (or the list would have been refused), so
+                        // the key stands whatever the org's other providers did.
+                        Ok(_) | Err(ListError::AllFailed { .. }) => {}
+                    }
+                }
+                presented.forwarded()
+            }
+            Identity::Verified(_) => None,
+        };
+        let Some(provider) = &org.passthrough else {
+            return Ok(None);
+        };
+        let Some(built) = self.providers.iter().find(|b| b.spec.id == *provider) else {
+            return Ok(None);
+        };
+        let Some(forward) = &built.backend.forward else {
+            return Ok(None);
+        };
+        let runtime = &self.orgs[&org.id];
+        Ok(Some(Route {
+            org: runtime.id.clone(),
+            provider: Arc::from(provider.as_str()),
+            forward: forward.clone(),
+            ctx: RequestContext {
+                org_id: runtime.id.clone(),
+                forwarded,
+            },
+            max_body_bytes: built.spec.common.http.max_body_bytes,
+        }))
+    }
+}
