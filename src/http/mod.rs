@@ -5,6 +5,7 @@ mod bounds;
 pub mod connections;
 pub mod control;
 mod dashboard;
+pub mod hooks;
 mod metrics;
 mod openapi;
 mod ops;
@@ -73,6 +74,7 @@ pub fn router(live: Arc<Live>) -> Router {
             control::STOP_ROUTE,
             post(|s, p, h| control::end(control::Envelope::Bland, s, p, h)),
         )
+        .route(hooks::TWILIO_HOOK_ROUTE, post(hooks::twilio))
         .layer(axum::middleware::from_fn_with_state(
             limits.clone(),
             bounds::enforce,

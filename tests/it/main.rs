@@ -16,6 +16,7 @@ mod connections;
 mod dashboard;
 mod end;
 mod faults;
+mod hooks;
 mod http_machinery;
 mod merge;
 mod one_row;

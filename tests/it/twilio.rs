@@ -1103,7 +1103,7 @@ fn debug_output_and_the_check_config_summary_never_show_a_credential() {
         "TWILIO_TEST_KEY_SID",
         "TWILIO_TEST_KEY_SECRET",
         "TWILIO_TEST_AUTH_TOKEN",
-        "status callbacks (coming) at https://callmux.example.com/hooks/twilio/tw",
+        "status callbacks at https://callmux.example.com/hooks/twilio/tw",
     ] {
         assert!(summary.contains(shown), "{shown}: {summary}");
     }

@@ -1,6 +1,7 @@
 //! Kind `twilio`: the live calls of one Twilio account from the REST API (one list per active
 //! status, asked at once), ended by setting a call's status to `completed`.
 
+pub mod signature;
 pub mod wire;
 
 use std::collections::HashSet;
@@ -55,7 +56,7 @@ pub struct Settings {
     /// The account's auth token whenever `auth_token_env` is set: Twilio signs status
     /// callbacks with it, even where the REST API is asked with an API key (DESIGN §11).
     pub auth_token: Option<HeaderValue>,
-    /// The URL Twilio is configured to send this provider's status callbacks to (coming).
+    /// The URL Twilio is configured to send this provider's status callbacks to (`POST /hooks/twilio/{provider_id}`).
     pub public_url: Option<url::Url>,
 }
 
@@ -310,10 +311,7 @@ impl KindSettings for Settings {
         };
         let mut s = format!("at {}; account SID (hidden); {auth}", self.base_url);
         if let Some(url) = &self.public_url {
-            s += &format!(
-                "; status callbacks (coming) at {}",
-                redacted_url(url.as_str())
-            );
+            s += &format!("; status callbacks at {}", redacted_url(url.as_str()));
         }
         s
     }

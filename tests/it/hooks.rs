@@ -1,0 +1,357 @@
+//! Twilio status callbacks (`POST /hooks/twilio/{provider_id}`) against the real server, a
+//! fake Twilio REST API, and live streams that must see a signed callback at once.
+
+use std::time::Duration;
+
+use callmux::provider::twilio::signature::sign;
+use serde_json::Value;
+
+use crate::common::*;
+use crate::twilio::{sid, twilio_call, twilio_server, ACCOUNT, ENV};
+
+const KEY: &str = "hooks-key";
+/// The auth token the test environment holds (`TWILIO_TEST_AUTH_TOKEN`).
+const TOKEN: &str = "twilio-SECRET-auth-token-8d2f4b6a0c1e";
+
+fn public_url(provider: &str) -> String {
+    format!("https://callmux.example.com/hooks/twilio/{provider}")
+}
+
+/// An org seeing twilio providers `ids` at `base_url`, each taking callbacks at its own
+/// public URL, polled so rarely that nothing in a test comes from a poll after the first.
+fn config(org: &str, ids: &[&str], base_url: &str) -> String {
+    let mut c = TestConfig::new().org(OrgB::key(org, KEY).providers(ids));
+    for id in ids {
+        c = c.provider(
+            ProviderB::new(id, "twilio", base_url)
+                .set("account_sid", ACCOUNT)
+                .set("auth_token_env", "TWILIO_TEST_AUTH_TOKEN")
+                .set("public_url", public_url(id).as_str())
+                .set("poll_interval_ms", 3_600_000),
+        );
+    }
+    c.toml()
+}
+
+fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A status callback as Twilio sends one for `call` (its documented parameters).
+fn callback(call: &str, status: &str) -> Vec<(String, String)> {
+    form(&[
+        ("AccountSid", ACCOUNT),
+        ("ApiVersion", "2010-04-01"),
+        ("CallSid", call),
+        ("CallStatus", status),
+        ("Called", "+14155550123"),
+        ("Caller", "+15005550006"),
+        ("Direction", "outbound-api"),
+        ("From", "+15005550006"),
+        ("To", "+14155550123"),
+        ("Timestamp", "Tue, 23 Sep 2025 19:48:21 +0000"),
+        ("SequenceNumber", "1"),
+    ])
+}
+
+/// POSTs `params` to the hook of `provider` with `signature` (none if `None`).
+async fn post(
+    app: &TestApp,
+    provider: &str,
+    params: &[(String, String)],
+    signature: Option<&str>,
+) -> (u16, String) {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    post_raw(
+        app,
+        &format!("/hooks/twilio/{provider}"),
+        body.into_bytes(),
+        signature,
+    )
+    .await
+}
+
+async fn post_raw(
+    app: &TestApp,
+    path: &str,
+    body: Vec<u8>,
+    signature: Option<&str>,
+) -> (u16, String) {
+    let mut request = app
+        .http
+        .post(app.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some(s) = signature {
+        request = request.header("x-twilio-signature", s);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(30), request.send())
+        .await
+        .expect("callmux answers within 30 s")
+        .expect("callmux is reachable");
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// A signed callback for `provider`.
+async fn signed(app: &TestApp, provider: &str, params: &[(String, String)]) -> (u16, String) {
+    let signature = sign(TOKEN.as_bytes(), &public_url(provider), params);
+    post(app, provider, params, Some(&signature)).await
+}
+
+async fn ringing_call_app(org: &str, ids: &[&str]) -> (TestApp, wiremock::MockServer) {
+    let twilio = twilio_server(&[(
+        "ringing",
+        vec![twilio_call(&sid(1), "ringing", "outbound-api")],
+    )])
+    .await;
+    let app = spawn_app_with_env(&config(org, ids, &twilio.uri()), ENV).await;
+    (app, twilio)
+}
+
+#[tokio::test]
+async fn a_signed_callback_reaches_every_subscriber_at_once_without_asking_twilio() {
+    let org = unique("push");
+    let (app, twilio) = ringing_call_app(&org, &["tw"]).await;
+    let mut own = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    let mut bland = app
+        .stream("/v1/calls/active/stream", KEY, &org, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        own.next_of("snapshot").await.json()["calls"][0]["status"],
+        "ringing"
+    );
+    bland.next_of("snapshot").await;
+    let asked = hits(&twilio).await;
+
+    let (status, _) = signed(&app, "tw", &callback(&sid(1), "in-progress")).await;
+    assert_eq!(status, 204);
+    let change = own.next_of("change").await.json();
+    assert_eq!(change["updated"][0]["call_id"], sid(1).as_str());
+    assert_eq!(change["updated"][0]["status"], "in-progress");
+    let change = bland.next_of("change").await.json();
+    assert_eq!(change["updated"][0]["status"], "IN_PROGRESS");
+
+    let (status, _) = signed(&app, "tw", &callback(&sid(1), "completed")).await;
+    assert_eq!(status, 204);
+    let change = own.next_of("change").await.json();
+    assert_eq!(change["ended"][0], sid(1).as_str());
+    assert_eq!(
+        hits(&twilio).await,
+        asked,
+        "a callback made callmux ask Twilio"
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_or_backward_callback_moves_nothing_back() {
+    let org = unique("replay");
+    let (app, _twilio) = ringing_call_app(&org, &["tw"]).await;
+    let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    s.next_of("snapshot").await;
+    let in_progress = callback(&sid(1), "in-progress");
+    assert_eq!(signed(&app, "tw", &in_progress).await.0, 204);
+    assert_eq!(
+        s.next_of("change").await.json()["updated"][0]["status"],
+        "in-progress"
+    );
+    // Replays, and an older status: accepted (they are Twilio's) but change nothing.
+    assert_eq!(signed(&app, "tw", &in_progress).await.0, 204);
+    assert_eq!(
+        signed(&app, "tw", &callback(&sid(1), "ringing")).await.0,
+        204
+    );
+    assert_eq!(
+        signed(&app, "tw", &callback(&sid(1), "queued")).await.0,
+        204
+    );
+    // An unknown call is not invented.
+    assert_eq!(
+        signed(&app, "tw", &callback(&sid(9), "in-progress"))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        signed(&app, "tw", &callback(&sid(1), "no-answer")).await.0,
+        204
+    );
+    let next = s.next_of("change").await.json();
+    assert_eq!(next["ended"][0], sid(1).as_str(), "{next}");
+    assert_eq!(next["updated"], Value::Array(vec![]));
+    assert_eq!(next["added"], Value::Array(vec![]));
+}
+
+#[tokio::test]
+async fn a_forged_or_missing_signature_is_refused_with_403_and_changes_nothing() {
+    let org = unique("forged");
+    let (app, _twilio) = ringing_call_app(&org, &["tw"]).await;
+    let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    s.next_of("snapshot").await;
+    let params = callback(&sid(1), "completed");
+    let wrong_token = sign(b"not-the-token", &public_url("tw"), &params);
+    let other_params = sign(
+        TOKEN.as_bytes(),
+        &public_url("tw"),
+        &callback(&sid(1), "ringing"),
+    );
+    for signature in [
+        Some(wrong_token.as_str()),
+        Some(other_params.as_str()),
+        Some("garbage"),
+        Some(""),
+        None,
+    ] {
+        let (status, body) = post(&app, "tw", &params, signature).await;
+        assert_eq!(status, 403, "{signature:?}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["success"], false);
+        assert!(
+            ["INVALID_SIGNATURE", "MISSING_SIGNATURE"].contains(&v["code"].as_str().unwrap()),
+            "{body}"
+        );
+        assert!(!body.contains(TOKEN));
+    }
+    // Signed for another URL (a query Twilio did not call with).
+    let signature = sign(TOKEN.as_bytes(), &public_url("tw"), &params);
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&params)
+        .finish();
+    let (status, _) = post_raw(
+        &app,
+        "/hooks/twilio/tw?extra=1",
+        body.into_bytes(),
+        Some(&signature),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // The call is still ringing: the first change is the valid callback's.
+    assert_eq!(
+        signed(&app, "tw", &callback(&sid(1), "in-progress"))
+            .await
+            .0,
+        204
+    );
+    let change = s.next_of("change").await.json();
+    assert_eq!(change["updated"][0]["status"], "in-progress", "{change}");
+}
+
+#[tokio::test]
+async fn a_valid_signature_replayed_for_another_provider_id_is_refused() {
+    let org = unique("other-id");
+    let (app, _twilio) = ringing_call_app(&org, &["tw", "tw2"]).await;
+    let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    s.next_of("snapshot").await;
+    let params = callback(&sid(1), "completed");
+    let for_tw = sign(TOKEN.as_bytes(), &public_url("tw"), &params);
+    let (status, body) = post(&app, "tw2", &params, Some(&for_tw)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("INVALID_SIGNATURE"));
+    assert_eq!(
+        signed(&app, "tw", &callback(&sid(1), "in-progress"))
+            .await
+            .0,
+        204
+    );
+    let change = s.next_of("change").await.json();
+    assert_eq!(change["updated"][0]["status"], "in-progress", "{change}");
+}
+
+#[tokio::test]
+async fn a_signed_callback_of_another_account_is_refused_with_403() {
+    let org = unique("account");
+    let (app, _twilio) = ringing_call_app(&org, &["tw"]).await;
+    let mut params = callback(&sid(1), "completed");
+    params[0].1 = "AC00000000000000000000000000000000".into();
+    let (status, body) = signed(&app, "tw", &params).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("WRONG_ACCOUNT"), "{body}");
+}
+
+#[tokio::test]
+async fn a_10_mb_callback_body_is_refused_with_413() {
+    let org = unique("huge");
+    let (app, _twilio) = ringing_call_app(&org, &["tw"]).await;
+    let body = format!(
+        "CallSid={}&CallStatus=completed&Pad={}",
+        sid(1),
+        "x".repeat(10 << 20)
+    );
+    let (status, answer) = post_raw(&app, "/hooks/twilio/tw", body.into_bytes(), Some("x")).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("BODY_TOO_LARGE"));
+    // The server carries on.
+    assert_eq!(
+        signed(&app, "tw", &callback(&sid(1), "in-progress"))
+            .await
+            .0,
+        204
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_provider_or_one_without_callbacks_is_404_and_a_bad_form_400() {
+    let org = unique("unknown");
+    let agent = LiveAgent::start(serde_json::json!([])).await;
+    let twilio = twilio_server(&[]).await;
+    let toml = TestConfig::new()
+        .org(OrgB::key(&org, KEY).providers(&["agents", "plain"]))
+        .provider(ProviderB::agent("agents", &agent.url))
+        .provider(
+            ProviderB::new("plain", "twilio", &twilio.uri())
+                .set("account_sid", ACCOUNT)
+                .set("auth_token_env", "TWILIO_TEST_AUTH_TOKEN"),
+        )
+        .toml();
+    let app = spawn_app_with_env(&toml, ENV).await;
+    for id in ["nope", "agents", "plain"] {
+        let params = callback(&sid(1), "completed");
+        let (status, body) = signed(&app, id, &params).await;
+        assert_eq!(status, 404, "{id}: {body}");
+        assert!(body.contains("UNKNOWN_HOOK"), "{id}: {body}");
+    }
+    let (app, _twilio) = ringing_call_app(&org, &["tw"]).await;
+    let (status, body) = signed(&app, "tw", &form(&[("AccountSid", ACCOUNT)])).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn callbacks_are_counted_by_provider_and_outcome_and_neither_token_nor_signature_shows() {
+    let org = unique("counted");
+    let provider = unique("tw");
+    let (app, _twilio) = ringing_call_app(&org, &[&provider]).await;
+    let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    s.next_of("snapshot").await;
+    let params = callback(&sid(1), "in-progress");
+    let signature = sign(TOKEN.as_bytes(), &public_url(&provider), &params);
+    assert_eq!(
+        post(&app, &provider, &params, Some(&signature)).await.0,
+        204
+    );
+    assert_eq!(
+        post(&app, &provider, &params, Some(&signature)).await.0,
+        204
+    );
+    assert_eq!(post(&app, &provider, &params, Some("forged")).await.0, 403);
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = |outcome: &str| {
+        format!("callmux_callbacks_total{{provider=\"{provider}\",outcome=\"{outcome}\"}} 1")
+    };
+    for outcome in ["applied", "ignored", "bad_signature"] {
+        assert!(metrics.contains(&line(outcome)), "{outcome}:\n{metrics}");
+    }
+    assert!(!metrics.contains(TOKEN) && !metrics.contains(&signature));
+}
