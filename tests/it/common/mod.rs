@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use callmux::{Config, Live};
@@ -12,16 +11,18 @@ use figment::Figment;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-use wiremock::matchers::{header, method, path, path_regex};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 mod binary;
 mod config;
+mod control;
 mod redis;
 mod sse;
 pub use self::redis::*;
 pub use binary::*;
 pub use config::*;
+pub use control::*;
 pub use sse::*;
 
 /// A running callmux and a client for it.
@@ -268,56 +269,4 @@ pub fn vapi_call(id: &str, status: &str, kind: &str, created_at: &str) -> Value 
             "controlUrl": format!("https://phone-call-websocket.aws-us-west-2-backend-production2.vapi.ai/{id}/control"),
         },
     })
-}
-
-/// The calls a fake upstream lists now; its end route takes them out.
-pub type Listed = Arc<Mutex<Vec<Value>>>;
-
-/// The id in `/{prefix}/{id}/{suffix}`, as sent (the tests' ids need no decoding).
-pub fn id_in(request: &Request, at: usize) -> String {
-    request
-        .url
-        .path()
-        .split('/')
-        .nth(at)
-        .unwrap_or("")
-        .to_owned()
-}
-
-/// Takes the call `id` out of `listed`; whether it was there.
-pub fn take(listed: &Listed, id: &str) -> bool {
-    let mut calls = listed.lock().unwrap();
-    let before = calls.len();
-    calls.retain(|c| c["call_id"] != id);
-    calls.len() < before
-}
-
-/// An agent server that lists `calls` and ends them as the reference agent server does:
-/// `{"success": true, ...}`, or `{"success": false, "error": "Call not found"}` at HTTP 200.
-pub async fn live_agent_server(calls: Vec<Value>) -> (MockServer, Listed) {
-    let server = MockServer::start().await;
-    let listed: Listed = Arc::new(Mutex::new(calls));
-    let l = listed.clone();
-    Mock::given(method("GET"))
-        .and(path("/api/calls"))
-        .respond_with(move |_: &Request| {
-            let calls = l.lock().unwrap().clone();
-            ResponseTemplate::new(200).set_body_json(json!({"count": calls.len(), "calls": calls}))
-        })
-        .mount(&server)
-        .await;
-    let l = listed.clone();
-    Mock::given(method("POST"))
-        .and(path_regex(r"^/api/calls/[^/]+/end$"))
-        .respond_with(move |r: &Request| {
-            let id = id_in(r, 3);
-            ResponseTemplate::new(200).set_body_json(if take(&l, &id) {
-                json!({"success": true, "message": format!("Call {id} ended")})
-            } else {
-                json!({"success": false, "error": "Call not found"})
-            })
-        })
-        .mount(&server)
-        .await;
-    (server, listed)
 }
