@@ -790,11 +790,8 @@ fn listed_ids(list: &Value, field: &str) -> Vec<String> {
         .collect()
 }
 
-async fn check_isolation(world: &World) -> Result<(), TestCaseError> {
-    let mut servers = Vec::new();
-    for p in &world.providers {
-        servers.push(agent_server(agent_calls(p)).await);
-    }
+/// providers.toml for `world`, its providers the agent servers `servers`.
+fn world_toml(world: &World, servers: &[wiremock::MockServer]) -> String {
     let mut toml = String::new();
     for org in &world.orgs {
         let providers: Vec<String> = org
@@ -809,14 +806,22 @@ async fn check_isolation(world: &World) -> Result<(), TestCaseError> {
             providers.join(", ")
         );
     }
-    for (p, server) in world.providers.iter().zip(&servers) {
+    for (p, server) in world.providers.iter().zip(servers) {
         toml += &format!(
             "[providers.{}]\nkind = \"twilio-media-stream\"\nbase_url = \"{}\"\n\n",
             p.id,
             server.uri()
         );
     }
-    let app = spawn_app_with_env(&toml, &[]).await;
+    toml
+}
+
+async fn check_isolation(world: &World) -> Result<(), TestCaseError> {
+    let mut servers = Vec::new();
+    for p in &world.providers {
+        servers.push(agent_server(agent_calls(p)).await);
+    }
+    let app = spawn_app_with_env(&world_toml(world, &servers), &[]).await;
 
     for (n, org) in world.orgs.iter().enumerate() {
         let key = if org.bearer {
@@ -903,28 +908,7 @@ async fn check_control_isolation(world: &World, stopper: usize) -> Result<(), Te
         servers.push(server);
         listed.push(l);
     }
-    let mut toml = String::new();
-    for org in &world.orgs {
-        let providers: Vec<String> = org
-            .sees
-            .iter()
-            .map(|&i| format!("\"{}\"", world.providers[i].id))
-            .collect();
-        toml += &format!(
-            "[orgs.{}]\napi_key_sha256 = \"{}\"\nproviders = [{}]\n\n",
-            org.id,
-            sha256_hex(&org.key),
-            providers.join(", ")
-        );
-    }
-    for (p, server) in world.providers.iter().zip(&servers) {
-        toml += &format!(
-            "[providers.{}]\nkind = \"twilio-media-stream\"\nbase_url = \"{}\"\n\n",
-            p.id,
-            server.uri()
-        );
-    }
-    let app = spawn_app_with_env(&toml, &[]).await;
+    let app = spawn_app_with_env(&world_toml(world, &servers), &[]).await;
     let mut ended: HashSet<String> = HashSet::new();
 
     for (n, org) in world.orgs.iter().enumerate() {
