@@ -9,6 +9,9 @@
 //! `cargo bench --bench load -- soak [--clients 1000] [--seconds 60] [--calls 100]`: many
 //! keep-alive clients while one of the three upstreams flaps; responses by kind.
 //!
+//! `cargo bench --bench load -- replicas [--quick]`: 1 and 3 replicas sharing state on a real
+//! `redis-server` (and 1 on memory, the baseline), behind a round-robin client (`replicas.rs`).
+//!
 //! Everything listens on 127.0.0.1 and nothing else is contacted: the fake upstreams and the
 //! floor are in-process axum servers serving precomputed bytes, callmux runs as child
 //! processes on generated configs, and every HTTP client ignores proxy settings.
@@ -61,6 +64,7 @@ fn main() {
     match parse_args(std::env::args().skip(1)) {
         Ok(Mode::Load { quick, sizes }) => run_load(quick, &sizes),
         Ok(Mode::Soak(options)) => run_soak(&options),
+        Ok(Mode::Replicas { quick }) => replicas::run(quick),
         Err(message) => {
             eprintln!(
                 "error: {message}\nusage: cargo bench --bench load [-- --quick] [--size N]...\n       \
@@ -77,7 +81,11 @@ fn main() {
 enum Mode {
     Load { quick: bool, sizes: Vec<usize> },
     Soak(SoakOptions),
+    Replicas { quick: bool },
 }
+
+#[path = "load/replicas.rs"]
+mod replicas;
 
 struct SoakOptions {
     clients: usize,
@@ -98,6 +106,7 @@ impl Default for SoakOptions {
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Mode, String> {
     let mut soak: Option<SoakOptions> = None;
+    let mut replicas = false;
     let mut quick = false;
     let mut sizes = Vec::new();
     while let Some(arg) = args.next() {
@@ -107,6 +116,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Mode, String> {
             "--quick" => quick = true,
             "--size" => sizes.push(number(&arg, args.next())? as usize),
             "soak" => soak = Some(SoakOptions::default()),
+            "replicas" => replicas = true,
             "--clients" | "--seconds" | "--calls" => {
                 let options = soak
                     .as_mut()
@@ -123,6 +133,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Mode, String> {
     }
     Ok(match soak {
         Some(options) => Mode::Soak(options),
+        None if replicas => Mode::Replicas { quick },
         None => Mode::Load {
             quick,
             sizes: if sizes.is_empty() {
@@ -475,6 +486,11 @@ impl Callmux {
     /// Starts callmux on `config` on a free loopback port. With RUST_LOG=warn it does not log
     /// the address it listens on, so the port is chosen here and polled until it accepts.
     fn start(config: &str) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    /// [`Callmux::start`] with these variables set too.
+    fn start_with(config: &str, env: &[(&str, &str)]) -> Self {
         let mut file = tempfile::NamedTempFile::new().expect("a temporary config file");
         file.write_all(config.as_bytes()).expect("write the config");
         for _attempt in 0..3 {
@@ -488,6 +504,7 @@ impl Callmux {
                 .env("RUST_LOG", "warn")
                 .env("NO_COLOR", "1")
                 .env(BLAND_KEY_VAR, BLAND_KEY)
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -714,10 +731,11 @@ impl Tally {
 
 type Classify = dyn Fn(Result<Reply, reqwest::Error>) -> String + Send + Sync;
 
-/// `clients` workers, each on its own keep-alive connection, request `url` back to back for
-/// the window; the requests started after the warm-up are classified and timed.
+/// `clients` workers, each on its own keep-alive connection (one per URL), request `urls`
+/// back to back for the window, round robin; the requests started after the warm-up are
+/// classified and timed.
 async fn drive(
-    url: &str,
+    urls: &[String],
     clients: usize,
     window: Window,
     request_timeout: Duration,
@@ -728,10 +746,14 @@ async fn drive(
     let measured_from = start + window.warmup;
     let end = measured_from + window.measure;
     let workers: Vec<_> = (0..clients)
-        .map(|_| {
+        .map(|w| {
             let client = client(request_timeout);
-            let (url, classify) = (url.to_owned(), classify.clone());
-            tokio::spawn(async move { worker(client, url, measured_from, end, classify).await })
+            // Workers start at different URLs, so every replica is busy from the first request.
+            let mut urls = urls.to_vec();
+            let first = w % urls.len();
+            urls.rotate_left(first);
+            let classify = classify.clone();
+            tokio::spawn(async move { worker(client, urls, measured_from, end, classify).await })
         })
         .collect();
     tokio::time::sleep_until(measured_from.into()).await;
@@ -751,23 +773,24 @@ async fn drive(
 
 async fn worker(
     client: reqwest::Client,
-    url: String,
+    urls: Vec<String>,
     measured_from: Instant,
     end: Instant,
     classify: Arc<Classify>,
 ) -> Tally {
     let mut tally = Tally::new();
-    loop {
+    for url in urls.iter().cycle() {
         let sent = Instant::now();
         if sent >= end {
-            return tally;
+            break;
         }
-        let reply = fetch(&client, &url).await;
+        let reply = fetch(&client, url).await;
         let latency = sent.elapsed();
         if sent >= measured_from {
             tally.record(latency, classify(reply));
         }
     }
+    tally
 }
 
 fn transport_kind(e: &reqwest::Error) -> String {
@@ -946,7 +969,15 @@ async fn run_cell(
 ) -> Result<Tally, String> {
     let first = first_answer(url, calls).await?;
     let classify = same_length(first.len());
-    Ok(drive(url, c, window, LOAD_REQUEST_TIMEOUT, probes, classify).await)
+    Ok(drive(
+        &[url.to_string()],
+        c,
+        window,
+        LOAD_REQUEST_TIMEOUT,
+        probes,
+        classify,
+    )
+    .await)
 }
 
 fn progress_line(row: &Row) -> String {
@@ -1262,7 +1293,7 @@ fn run_soak(options: &SoakOptions) {
         measure: Duration::from_secs(options.seconds),
     };
     let tally = load.block_on(drive(
-        &url,
+        std::slice::from_ref(&url),
         options.clients,
         window,
         SOAK_REQUEST_TIMEOUT,

@@ -1,9 +1,10 @@
-//! The call-control routes: `POST /api/calls/{call_id}/end` in the agent server's envelope and
-//! `POST /v1/calls/{call_id}/stop` in Bland's, every answer (auth failures included) in the
-//! route's own envelope.
+//! The call-control routes: `POST /api/calls/{call_id}/end` and `POST /api/call` in the agent
+//! server's envelope, `POST /v1/calls/{call_id}/stop` and `POST /v1/calls/active/stop` in
+//! Bland's, every answer (auth failures included) in the route's own envelope.
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -12,9 +13,13 @@ use serde::Serialize;
 
 use super::{json, presented, Edge};
 use crate::service::control::ControlError;
+use crate::service::place::{MAX_PLACE_BODY_BYTES, RETRY_AFTER_SECS};
+use crate::wire::ErrorItem;
 
 pub const END_ROUTE: &str = "/api/calls/{call_id}/end";
 pub const STOP_ROUTE: &str = "/v1/calls/{call_id}/stop";
+pub const STOP_ALL_ROUTE: &str = "/v1/calls/active/stop";
+pub const PLACE_ROUTE: &str = "/api/call";
 
 /// The envelope a control route answers in.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +37,9 @@ impl Envelope {
             rest.strip_suffix(suffix)
                 .is_some_and(|id| !id.is_empty() && !id.contains('/'))
         };
-        if let Some(rest) = path.strip_prefix("/api/calls/") {
+        if path == PLACE_ROUTE {
+            Some(Self::Agent)
+        } else if let Some(rest) = path.strip_prefix("/api/calls/") {
             one_segment(rest, "/end").then_some(Self::Agent)
         } else if let Some(rest) = path.strip_prefix("/v1/calls/") {
             one_segment(rest, "/stop").then_some(Self::Bland)
@@ -104,6 +111,14 @@ struct BlandStopped<'a> {
 }
 
 #[derive(Serialize)]
+struct BlandStoppedAll<'a> {
+    status: &'a str,
+    message: &'a str,
+    num_calls: usize,
+    errors: Option<&'a [ErrorItem<'a>]>,
+}
+
+#[derive(Serialize)]
 struct BlandFailed<'a> {
     status: &'a str,
     message: &'a str,
@@ -139,16 +154,97 @@ pub async fn end(
     };
     match result {
         Ok((id, ended)) => json(StatusCode::OK, envelope.ended(&id, &ended.provider)),
-        Err(e) => {
-            let status = StatusCode::from_u16(e.status()).expect("control statuses are valid");
-            let body = envelope.error(e.code(), &e.to_string(), e.provider().map(|p| &**p));
-            let mut response = json(status, body);
-            if status == StatusCode::UNAUTHORIZED {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            response
-        }
+        Err(e) => failed(envelope, &e),
     }
+}
+
+/// `POST /v1/calls/active/stop`: every active call of the org, on every provider.
+pub async fn stop_all(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
+    let loaded = edge.live.current();
+    let stopped = match presented(&headers) {
+        Err(e) => Err(ControlError::Auth(e)),
+        Ok(p) => loaded.service.stop_all(&p).await,
+    };
+    let stopped = match stopped {
+        Ok(stopped) => stopped,
+        Err(e) => return failed(Envelope::Bland, &e),
+    };
+    let errors: Vec<ErrorItem<'_>> = stopped
+        .failures
+        .iter()
+        .map(|f| ErrorItem {
+            provider: Some(&f.provider),
+            error: f.code,
+            message: &f.message,
+        })
+        .collect();
+    let n = stopped.ended;
+    let calls = if n == 1 { "call" } else { "calls" };
+    let (status, word, message) = match (errors.is_empty(), stopped.every_provider_failed) {
+        (true, _) => (
+            StatusCode::OK,
+            "success",
+            format!("Stopped {n} active {calls}."),
+        ),
+        (false, false) => (
+            StatusCode::OK,
+            "partial",
+            format!("Stopped {n} active {calls}; some providers failed, see errors."),
+        ),
+        (false, true) => (
+            StatusCode::BAD_GATEWAY,
+            "error",
+            "No provider of this organisation could stop its calls; see errors.".to_owned(),
+        ),
+    };
+    let body = to_json(&BlandStoppedAll {
+        status: word,
+        message: &message,
+        num_calls: n,
+        errors: (!errors.is_empty()).then_some(&errors),
+    });
+    json(status, body)
+}
+
+/// `POST /api/call`: the chosen agent server's own answer, `"provider"` added.
+pub async fn place(State(edge): State<Arc<Edge>>, headers: HeaderMap, body: Body) -> Response {
+    let loaded = edge.live.current();
+    let result = match presented(&headers) {
+        Err(e) => Err(ControlError::Auth(e)),
+        Ok(p) => match axum::body::to_bytes(body, MAX_PLACE_BODY_BYTES).await {
+            Ok(bytes) => loaded.service.place_call(&p, &bytes).await,
+            Err(_) => Err(ControlError::InvalidBody(format!(
+                "the body is over {MAX_PLACE_BODY_BYTES} bytes, or was cut off; send \
+                 {{\"to\": \"+1...\"}} with at most a prompt, a webhook_url and metadata"
+            ))),
+        },
+    };
+    match result {
+        Ok(placed) => json(
+            StatusCode::from_u16(placed.status).unwrap_or(StatusCode::BAD_GATEWAY),
+            placed.body,
+        ),
+        Err(e) => failed(Envelope::Agent, &e),
+    }
+}
+
+/// A control failure in the route's envelope, with its status and the headers it asks for.
+fn failed(envelope: Envelope, e: &ControlError) -> Response {
+    let status = StatusCode::from_u16(e.status()).expect("control statuses are valid");
+    let body = envelope.error(e.code(), &e.to_string(), e.provider().map(|p| &**p));
+    let mut response = json(status, body);
+    match e {
+        _ if status == StatusCode::UNAUTHORIZED => {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        ControlError::AtCapacity => {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        _ => {}
+    }
+    response
 }

@@ -4,6 +4,7 @@
 mod bounds;
 pub mod connections;
 pub mod control;
+mod dashboard;
 pub mod hooks;
 mod metrics;
 mod openapi;
@@ -74,6 +75,8 @@ pub fn router(live: Arc<Live>) -> Router {
             control::STOP_ROUTE,
             post(|s, p, h| control::end(control::Envelope::Bland, s, p, h)),
         )
+        .route(control::STOP_ALL_ROUTE, post(control::stop_all))
+        .route(control::PLACE_ROUTE, post(control::place))
         .route(hooks::TWILIO_HOOK_ROUTE, post(hooks::twilio))
         .layer(axum::middleware::from_fn_with_state(
             limits.clone(),
@@ -97,6 +100,7 @@ pub fn router(live: Arc<Live>) -> Router {
     Router::new()
         .merge(lists)
         .merge(streams)
+        .merge(dashboard::routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -241,10 +245,12 @@ async fn not_found(State(edge): State<Arc<Edge>>, method: Method, uri: Uri) -> R
     edge.requests.record(None, 404, Instant::now());
     let mut message = format!(
         "no route {method} {}: callmux serves GET {BLAND_ROUTE}, GET {CALLS_ROUTE}, \
-         POST {} and POST {}",
+         POST {}, POST {}, POST {} and POST {}",
         uri.path(),
         control::END_ROUTE,
         control::STOP_ROUTE,
+        control::STOP_ALL_ROUTE,
+        control::PLACE_ROUTE,
     );
     if uri.path().starts_with("/v1/") {
         message.push_str(

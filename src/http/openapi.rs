@@ -1,5 +1,5 @@
-//! `GET /openapi.json`: an OpenAPI 3.1 description of the two list endpoints and the two
-//! end-a-call endpoints, and of every answer they give, built once from the types below.
+//! `GET /openapi.json`: an OpenAPI 3.1 description of the two list endpoints and the call
+//! control endpoints, and of every answer they give, built once from the types below.
 //!
 //! The wire writers are hand-written for speed (`crate::wire`), so nothing here is ever
 //! serialised: these types exist only to describe that output. `tests/it/openapi.rs` checks real
@@ -31,7 +31,7 @@ pub(super) mod doc {
     use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
     use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
-    use super::super::control::{END_ROUTE, STOP_ROUTE};
+    use super::super::control::{END_ROUTE, PLACE_ROUTE, STOP_ALL_ROUTE, STOP_ROUTE};
     use super::super::{BLAND_ROUTE, CALLS_ROUTE};
 
     #[derive(OpenApi)]
@@ -48,7 +48,15 @@ pub(super) mod doc {
                 the failed providers named in `errors`. Every error body comes in the shape of \
                 the endpoint that was asked."
         ),
-        paths(bland_active_calls, agent_calls, end_call, stop_call),
+        paths(
+            bland_active_calls,
+            agent_calls,
+            end_call,
+            stop_call,
+            stop_all_calls,
+            place_call,
+            forward_to_bland
+        ),
         components(schemas(
             BlandCalls,
             BlandRefused,
@@ -69,11 +77,22 @@ pub(super) mod doc {
             BlandStopped,
             BlandControlFailed,
             ControlErrorCode,
+            BlandStoppedAll,
+            BlandStopAllFailed,
+            StopFailure,
+            AgentPlaced,
+            AgentPlaceFailed,
+            BlandForwardRefused,
+            ForwardErrorCode,
+            BlandNotForwarded,
+            NotForwardedItem,
         )),
         modifiers(&OrgKey),
         tags(
             (name = "calls", description = "Live calls, merged across providers"),
-            (name = "control", description = "Ending a call, on the provider that listed it")
+            (name = "control", description = "Ending calls on the provider that listed them, and placing calls"),
+            (name = "forwarded", description = "Bland's other routes, forwarded to Bland for \
+                organisations that forward them")
         )
     )]
     pub(super) struct ApiDoc;
@@ -410,6 +429,213 @@ pub(super) mod doc {
     )]
     fn stop_call() {}
 
+    /// Stop every active call (Bland's route)
+    ///
+    /// Ends every active call the organisation sees, on every provider at once: a fresh list,
+    /// then each call's end sent once to the provider that listed it. On a provider several
+    /// organisations list, that includes calls the others see too. `num_calls` counts the
+    /// calls ended; a call that ended meanwhile is neither counted nor an error.
+    #[utoipa::path(
+        post,
+        path = STOP_ALL_ROUTE,
+        operation_id = "stopAllCalls",
+        tag = "control",
+        security(("orgKey" = [])),
+        params(ListHeaders),
+        responses(
+            (status = 200, body = BlandStoppedAll,
+                description = "Every provider was asked. `status` is `success`, or `partial` \
+                    when a provider could not be listed or did not end every call (each such \
+                    provider named once in `errors`).",
+                example = json!({"status": "success", "message": "Stopped 4 active calls.",
+                    "num_calls": 4, "errors": null})),
+            (status = 400, body = BlandControlFailed,
+                description = "`MISSING_ORG_ID`, as for the lists.",
+                example = json!({"status": "error", "code": "MISSING_ORG_ID", "message": "this \
+                    key belongs to more than one organisation; send x-bland-org-id"})),
+            (status = 401, body = BlandControlFailed,
+                description = "`AUTH_FAILURE`, as for the lists.",
+                headers(("www-authenticate" = String, description = "Always `Bearer`.")),
+                example = json!({"status": "error", "code": "AUTH_FAILURE",
+                    "message": "invalid API key for this organisation"})),
+            (status = 431, body = BlandControlFailed,
+                description = "`HEADERS_TOO_LARGE`: the request's headers are over \
+                    `[server] max_header_bytes`.",
+                example = json!({"status": "error", "code": "HEADERS_TOO_LARGE",
+                    "message": "the request's headers are 9000 bytes, over the 8192-byte limit \
+                        (max_header_bytes)"})),
+            (status = 502, body = BlandStopAllFailed,
+                description = "Every provider of the organisation failed; each is named in \
+                    `errors`.",
+                example = json!({"status": "error", "num_calls": 0, "message": "No provider of \
+                    this organisation could stop its calls; see errors.", "errors": [{"provider":
+                    "agents", "error": "UPSTREAM_ERROR", "message": "could not be listed, so its \
+                    calls were not ended: answered HTTP 500"}]})),
+            (status = 503, body = BlandControlFailed,
+                description = "`OVERLOADED` or `REQUEST_TIMEOUT`, as for the lists.",
+                headers(("retry-after" = u32, description = "Seconds to wait before retrying: `1`.")),
+                example = json!({"status": "error", "code": "OVERLOADED",
+                    "message": "callmux is answering 1024 requests already \
+                        (max_concurrent_requests); retry shortly"})),
+        )
+    )]
+    fn stop_all_calls() {}
+
+    /// Place a call (agent servers' route)
+    ///
+    /// The agent servers' place-call route, over the organisation's `twilio-media-stream`
+    /// providers with `place_calls = true`: the one with the fewest active calls (listed, plus
+    /// being placed through callmux) under its `max_active_calls` gets the body as sent, ties
+    /// going to the first in the organisation's `providers`. A place is reserved before the
+    /// body is sent, so concurrent placements never take a server past its limit. Sent once,
+    /// never retried.
+    #[utoipa::path(
+        post,
+        path = PLACE_ROUTE,
+        operation_id = "placeCall",
+        tag = "control",
+        security(("orgKey" = [])),
+        params(ListHeaders),
+        request_body(content = PlaceCallBody, content_type = "application/json",
+            description = "As the agent server takes it; at most 65,536 bytes."),
+        responses(
+            (status = 200, body = AgentPlaced,
+                description = "The chosen agent server's own answer, `provider` added.",
+                example = json!({"success": true, "call_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+                    "to": "+1234567890", "webhook_url": "https://your-url.ngrok.io",
+                    "provider": "agents"})),
+            (status = 400, body = AgentPlaceFailed,
+                description = "`INVALID_BODY`, naming the field that is wrong, or \
+                    `MISSING_ORG_ID`. Nothing was sent.",
+                example = json!({"success": false, "code": "INVALID_BODY",
+                    "error": "field `to` is missing; give the number to call, e.g. \"+1...\""})),
+            (status = 401, body = AgentPlaceFailed,
+                description = "`AUTH_FAILURE`, as for the lists.",
+                headers(("www-authenticate" = String, description = "Always `Bearer`.")),
+                example = json!({"success": false, "code": "AUTH_FAILURE",
+                    "error": "invalid API key for this organisation"})),
+            (status = 431, body = AgentPlaceFailed,
+                description = "`HEADERS_TOO_LARGE`: the request's headers are over \
+                    `[server] max_header_bytes`.",
+                example = json!({"success": false, "code": "HEADERS_TOO_LARGE",
+                    "error": "the request's headers are 9000 bytes, over the 8192-byte limit \
+                        (max_header_bytes)"})),
+            (status = 501, body = AgentPlaceFailed,
+                description = "`NOT_SUPPORTED`: no provider of the organisation places calls.",
+                example = json!({"success": false, "code": "NOT_SUPPORTED", "error": "no provider \
+                    of this organisation places calls: set place_calls = true on one of its \
+                    twilio-media-stream providers"})),
+            (status = 502, body = AgentPlaceFailed,
+                description = "The chosen server failed before answering (`UPSTREAM_*`, naming \
+                    it in `provider`), or every server's list failed.",
+                example = json!({"success": false, "code": "UPSTREAM_UNREACHABLE",
+                    "provider": "agents",
+                    "error": "provider `agents` could not be reached: connection refused"})),
+            (status = 503, body = AgentPlaceFailed,
+                description = "`AT_CAPACITY`: every server is at its `max_active_calls`; or \
+                    `OVERLOADED` / `REQUEST_TIMEOUT`, as for the lists.",
+                headers(("retry-after" = u32, description = "Seconds to wait before retrying: \
+                    `5` for `AT_CAPACITY`, `1` otherwise.")),
+                example = json!({"success": false, "code": "AT_CAPACITY", "error": "every agent \
+                    server of this organisation that places calls is at its max_active_calls; \
+                    try again later"})),
+            (status = 504, body = AgentPlaceFailed,
+                description = "`OUTCOME_UNKNOWN`: the server did not answer within its \
+                    `timeout_ms`; the call may or may not have been placed, and its place stays \
+                    reserved for 30 s. Not retried.",
+                example = json!({"success": false, "code": "OUTCOME_UNKNOWN", "provider": "agents",
+                    "error": "provider `agents` did not answer within 300 ms: the call may or \
+                        may not have ended; list the calls to see"})),
+            (status = "default", body = AgentPlaceFailed,
+                description = "The chosen server refused the call: its own status and body, \
+                    `provider` added. Its place is released.",
+                example = json!({"success": false, "error": "Twilio error: 21211",
+                    "provider": "agents"})),
+        )
+    )]
+    fn place_call() {}
+
+    /// The body of `POST /api/call`, as the agent server takes it.
+    #[derive(ToSchema)]
+    struct PlaceCallBody {
+        /// The number to call, e.g. `+1234567890`.
+        #[schema(min_length = 1)]
+        to: String,
+        /// The agent's instructions for this call.
+        prompt: Option<String>,
+        /// Where the agent server's Twilio webhooks go.
+        webhook_url: Option<String>,
+        /// Kept with the call by the agent server.
+        #[schema(value_type = Option<Object>)]
+        metadata: Option<serde_json::Value>,
+    }
+
+    /// A call placed: the agent server's own answer (any further fields it sends are kept),
+    /// with the provider that placed it.
+    #[derive(ToSchema)]
+    struct AgentPlaced {
+        #[schema(schema_with = always_true)]
+        success: bool,
+        /// The agent server's id for the call, to end it with.
+        call_id: Option<String>,
+        /// The id of the provider that placed it.
+        provider: String,
+    }
+
+    /// A call not placed: callmux's own answer (with `code`), or the chosen agent server's
+    /// refusal as it sent it (any further fields it sends are kept), with the provider.
+    #[derive(ToSchema)]
+    struct AgentPlaceFailed {
+        #[schema(schema_with = always_false)]
+        success: bool,
+        /// What went wrong, for people. callmux's own names no URL, header or key.
+        error: Option<String>,
+        /// Set on callmux's own answers; an agent server's refusal has none.
+        code: Option<ControlErrorCode>,
+        /// The provider the failure is about, when one was asked.
+        provider: Option<String>,
+    }
+
+    /// Every active call stopped, or some, in Bland's envelope.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct BlandStoppedAll {
+        #[schema(pattern = "^(success|partial)$")]
+        status: String,
+        /// `Stopped N active calls.`, and on a partial stop what to look at.
+        message: String,
+        /// Calls ended.
+        num_calls: u64,
+        /// `null` when every provider ended every call; else one entry per provider that
+        /// could not be listed or did not end every call.
+        #[schema(required = true, min_items = 1)]
+        errors: Option<Vec<StopFailure>>,
+    }
+
+    /// No provider could stop its calls, in Bland's envelope.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct BlandStopAllFailed {
+        #[schema(pattern = "^error$")]
+        status: String,
+        message: String,
+        #[schema(maximum = 0)]
+        num_calls: u64,
+        #[schema(min_items = 1)]
+        errors: Vec<StopFailure>,
+    }
+
+    /// One provider's part of a stop-all that failed.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct StopFailure {
+        provider: String,
+        error: ControlErrorCode,
+        /// What went wrong, for people: how many of its calls were not ended and the first
+        /// reason, or why it could not be listed. Names no URL, header or key.
+        message: String,
+    }
+
     // --- Call control ------------------------------------------------------------------------
 
     /// A call ended, in the agent servers' envelope.
@@ -463,7 +689,8 @@ pub(super) mod doc {
         provider: Option<String>,
     }
 
-    /// Why a call was not ended: `INVALID_CALL_ID` (400), `CALL_NOT_FOUND` (404),
+    /// Why a call was not ended or placed: `INVALID_CALL_ID` (400), `INVALID_BODY` (400),
+    /// `CALL_NOT_FOUND` (404), `AT_CAPACITY` (503),
     /// `NOT_SUPPORTED` (501), `OUTCOME_UNKNOWN` (504), the owner's failure (502, the codes of
     /// a provider's failure in a list), or the request's own (`AUTH_FAILURE`, `MISSING_ORG_ID`,
     /// `AUTH_UNAVAILABLE`, `HEADERS_TOO_LARGE`, `OVERLOADED`, `REQUEST_TIMEOUT`).
@@ -471,6 +698,8 @@ pub(super) mod doc {
     #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
     enum ControlErrorCode {
         InvalidCallId,
+        InvalidBody,
+        AtCapacity,
         CallNotFound,
         NotSupported,
         OutcomeUnknown,
@@ -727,5 +956,149 @@ pub(super) mod doc {
             .schema_type(Type::Null)
             .description(Some("Always `null`: nothing is listed."))
             .build()
+    }
+
+    // --- Bland's other routes, forwarded ---------------------------------------------------
+
+    /// The rest of a forwarded path.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    struct ForwardPathParam {
+        /// Everything after `/v1/`, any number of segments, sent to Bland as written (the
+        /// query too). A segment that percent-decodes to `.` or `..`, or holds an encoded `/`
+        /// (`%2F`) or a `\` in any form, is 400 `INVALID_PATH` and goes nowhere.
+        path: String,
+    }
+
+    /// Any other Bland route, forwarded to Bland
+    ///
+    /// For an organisation that forwards (`bland_passthrough = "<bland provider>"`, or
+    /// `auth = "<bland provider>"`), a `/v1/...` request callmux does not serve itself goes to
+    /// that provider's `base_url` with its method, path, query and body unchanged, and its
+    /// headers less hop-by-hop ones and less `authorization` and `x-bland-org-id`, which are
+    /// replaced by the provider's own Bland key or, for an organisation that authenticates
+    /// through Bland, the caller's own. A key callmux issued never leaves callmux. Bland's
+    /// answer comes back as it was (status, headers less hop-by-hop ones, body), streamed,
+    /// under the provider's `timeout_ms` and `max_body_bytes`. The caller is authenticated
+    /// exactly as for the lists first. Every method is forwarded (`GET` and `POST` are listed
+    /// here); the routes callmux serves itself (`/v1/calls/active`,
+    /// `/v1/calls/{call_id}/stop`) are never forwarded.
+    #[utoipa::path(
+        post,
+        path = "/v1/{path}",
+        operation_id = "forwardToBland",
+        tag = "forwarded",
+        security(("orgKey" = [])),
+        params(ForwardPathParam, ListHeaders),
+        responses(
+            (status = "default",
+                description = "Bland's own answer to the route, whatever its status, as Bland \
+                    sent it, e.g. `{\"status\": \"success\", \"call_id\": \"...\"}` for \
+                    `POST /v1/calls`."),
+            (status = 400, body = BlandForwardRefused,
+                description = "`INVALID_PATH` (nothing is sent anywhere), or `MISSING_ORG_ID` \
+                    as for the lists.",
+                example = json!({"status": "error", "code": "INVALID_PATH",
+                    "message": "callmux forwards no such path: a segment of the path holds an \
+                        encoded `/` (%2F); write each segment as it is, with `/` only between \
+                        segments"})),
+            (status = 401, body = BlandForwardRefused,
+                description = "`AUTH_FAILURE`, as for the lists: nothing is forwarded.",
+                headers(("www-authenticate" = String, description = "Always `Bearer`.")),
+                example = json!({"status": "error", "code": "AUTH_FAILURE",
+                    "message": "invalid API key for this organisation"})),
+            (status = 404, body = BlandNotForwarded,
+                description = "The organisation forwards no Bland routes: callmux's own 404, \
+                    in Bland's list envelope, and nothing is sent.",
+                example = json!({"data": null, "errors": [{"error": "NOT_FOUND",
+                    "message": "no route GET /v1/pathway: callmux serves GET /v1/calls/active, \
+                        GET /api/calls, POST /api/calls/{call_id}/end and POST \
+                        /v1/calls/{call_id}/stop; Bland's other /v1/ routes are forwarded only \
+                        for orgs that forward them (bland_passthrough, or auth = a bland \
+                        provider)"}]})),
+            (status = 413, body = BlandForwardRefused,
+                description = "`BODY_TOO_LARGE`: the request's body is over the provider's \
+                    `max_body_bytes`; nothing is sent.",
+                example = json!({"status": "error", "code": "BODY_TOO_LARGE",
+                    "message": "the request's body is over the 16777216-byte limit of the \
+                        provider it would be forwarded to (max_body_bytes); send a smaller body"})),
+            (status = 431, body = BlandRefused,
+                description = "`HEADERS_TOO_LARGE`, as for the lists and in their envelope."),
+            (status = 502, body = BlandForwardRefused,
+                description = "Bland could not be reached, broke off, or declared an answer \
+                    over `max_body_bytes` (`UPSTREAM_*`, naming the provider), or \
+                    `AUTH_UNAVAILABLE`. An answer that runs past `max_body_bytes` while it \
+                    streams is cut off instead: the connection ends before the body does.",
+                example = json!({"status": "error", "code": "UPSTREAM_UNREACHABLE",
+                    "provider": "bland", "message": "provider `bland` could not be reached: \
+                        Connection refused (os error 111)"})),
+            (status = 503, body = BlandRefused,
+                description = "`OVERLOADED` or `REQUEST_TIMEOUT`, as for the lists and in \
+                    their envelope: a forwarded request is an ordinary one, and holds its \
+                    place among `max_concurrent_requests` until its answer's body is done.",
+                headers(("retry-after" = u32, description = "Seconds to wait before retrying: `1`."))),
+            (status = 504, body = BlandForwardRefused,
+                description = "`UPSTREAM_TIMEOUT`: Bland did not answer within the provider's \
+                    `timeout_ms`. Not retried: the request may have had its effect.",
+                example = json!({"status": "error", "code": "UPSTREAM_TIMEOUT",
+                    "provider": "bland", "message": "provider `bland` did not answer within \
+                        400 ms"})),
+        )
+    )]
+    fn forward_to_bland() {}
+
+    /// A request callmux refused to forward, or could not, in the envelope of Bland's own
+    /// call routes.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct BlandForwardRefused {
+        #[schema(pattern = "^error$")]
+        status: String,
+        /// What went wrong, for people. Names no URL, header or key.
+        message: String,
+        code: ForwardErrorCode,
+        /// The provider the failure is about, when one was asked.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider: Option<String>,
+    }
+
+    /// Why a request was not forwarded: `INVALID_PATH` (400), `BODY_TOO_LARGE` (413),
+    /// `UPSTREAM_TIMEOUT` (504), Bland's failure (502, the codes of a provider's failure in
+    /// a list), or the request's own (`AUTH_FAILURE`, `MISSING_ORG_ID`, `AUTH_UNAVAILABLE`).
+    #[derive(ToSchema)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    enum ForwardErrorCode {
+        InvalidPath,
+        BodyTooLarge,
+        InvalidBody,
+        AuthFailure,
+        MissingOrgId,
+        AuthUnavailable,
+        UpstreamTimeout,
+        UpstreamUnreachable,
+        UpstreamTooLarge,
+        UpstreamBrokenResponse,
+        UpstreamNoCredentials,
+        UpstreamControlRefused,
+    }
+
+    /// callmux's 404 for a route it neither serves nor forwards, in Bland's list envelope.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct BlandNotForwarded {
+        #[schema(schema_with = null)]
+        data: (),
+        #[schema(min_items = 1, max_items = 1)]
+        errors: Vec<NotForwardedItem>,
+    }
+
+    /// The one entry of a 404.
+    #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
+    struct NotForwardedItem {
+        #[schema(pattern = "^NOT_FOUND$")]
+        error: String,
+        /// The route asked, the routes callmux serves, and when it forwards.
+        message: String,
     }
 }

@@ -19,7 +19,7 @@ use super::{json, presented, Edge};
 use crate::provider::bland::path_problem;
 use crate::provider::{Outgoing, ProviderError};
 use crate::service::auth::AuthError;
-use crate::service::passthrough::Route;
+use crate::service::passthrough::{Passthrough, Route};
 use crate::service::reload::Loaded;
 
 /// The label forwarded requests are counted under in `callmux_requests_total`.
@@ -124,8 +124,8 @@ async fn answer(edge: &Arc<Edge>, loaded: &Loaded, parts: &Parts, body: Body) ->
         Err(e) => return Answer::auth(&e),
     };
     let route = match loaded.service.passthrough(&presented).await {
-        Ok(Some(route)) => route,
-        Ok(None) => {
+        Ok(Passthrough::Forward(route)) => route,
+        Ok(Passthrough::NotForwarded { org }) => {
             return Answer {
                 response: super::not_found(
                     State(edge.clone()),
@@ -133,7 +133,7 @@ async fn answer(edge: &Arc<Edge>, loaded: &Loaded, parts: &Parts, body: Body) ->
                     parts.uri.clone(),
                 )
                 .await,
-                org: None,
+                org: Some(org),
                 provider: None,
                 outcome: "not_forwarded",
             }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::http::HeaderValue;
+use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::call::Call;
@@ -44,6 +45,25 @@ pub trait ListCalls: Send + Sync {
 #[async_trait]
 pub trait EndCall: Send + Sync {
     async fn end_call(&self, ctx: &RequestContext, call_id: &str) -> Result<(), EndError>;
+}
+
+/// Placing a call: an outbound call started through the provider. A mutation, sent once.
+#[async_trait]
+pub trait PlaceCall: Send + Sync {
+    /// At most this many active calls (listed, plus being placed through callmux) before the
+    /// provider is full; `None` for no limit.
+    fn max_active_calls(&self) -> Option<u32>;
+
+    /// Sends the client's body (already checked) and returns the upstream's own answer,
+    /// whatever its status.
+    async fn place_call(&self, ctx: &RequestContext, body: Bytes) -> Result<Placed, ProviderError>;
+}
+
+/// An upstream's answer to placing a call.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub status: u16,
+    pub body: Bytes,
 }
 
 /// Forwarding: a client's request sent on to the upstream as it came, and the answer handed
@@ -89,6 +109,8 @@ pub struct Backend {
     pub list: Arc<dyn ListCalls>,
     /// `None` for a kind that cannot end calls.
     pub end: Option<Arc<dyn EndCall>>,
+    /// `None` for a kind (or a provider) that does not place calls.
+    pub place: Option<Arc<dyn PlaceCall>>,
     /// `None` for a kind whose other routes are not forwarded (all but `bland`).
     pub forward: Option<Arc<dyn Forward>>,
 }

@@ -4,11 +4,50 @@
 use std::sync::Arc;
 
 use super::auth::{self, AuthError, Identity, Presented};
-use super::{ListError, Service, Snapshot};
+use futures::StreamExt;
+
+use super::merge::ProviderFailure;
+use super::{ListError, Service};
 use crate::provider::{EndError, ProviderError, RequestContext};
 
 /// The longest call id callmux passes on, in bytes.
 pub const MAX_CALL_ID_BYTES: usize = 256;
+
+/// How many ends stop-all sends to one provider at once.
+const STOP_ALL_PER_PROVIDER: usize = 16;
+
+/// What stop-all did.
+#[derive(Debug)]
+pub struct Stopped {
+    /// Calls ended.
+    pub ended: usize,
+    /// Providers that could not be listed, or did not end every call they listed.
+    pub failures: Vec<StopFailure>,
+    /// Whether every provider of the org is in `failures`.
+    pub every_provider_failed: bool,
+}
+
+/// One provider's part of stop-all that failed.
+#[derive(Debug)]
+pub struct StopFailure {
+    pub provider: Arc<str>,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl StopFailure {
+    /// A provider whose list failed, so none of its calls could be ended.
+    fn unlisted(failure: &ProviderFailure) -> Self {
+        Self {
+            provider: failure.provider.clone(),
+            code: failure.error.code(),
+            message: format!(
+                "could not be listed, so its calls were not ended: {}",
+                failure.error
+            ),
+        }
+    }
+}
 
 /// A call ended, and by whom.
 #[derive(Debug, Clone)]
@@ -28,6 +67,18 @@ pub enum ControlError {
     InvalidCallId,
     #[error("no active call with this id is visible to this organisation")]
     NotFound,
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error(
+        "no provider of this organisation places calls: set place_calls = true on one of its \
+         twilio-media-stream providers"
+    )]
+    NoPlacer,
+    #[error(
+        "every agent server of this organisation that places calls is at its max_active_calls; \
+         try again later"
+    )]
+    AtCapacity,
     #[error("provider `{provider}` cannot end calls")]
     NotSupported { provider: Arc<str> },
     #[error(
@@ -48,8 +99,10 @@ impl ControlError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Auth(e) => e.status(),
-            Self::InvalidCallId => 400,
+            Self::InvalidCallId | Self::InvalidBody(_) => 400,
             Self::NotFound => 404,
+            Self::NoPlacer => 501,
+            Self::AtCapacity => 503,
             Self::NotSupported { .. } => 501,
             Self::OutcomeUnknown { .. } => 504,
             Self::Failed { .. } => 502,
@@ -61,6 +114,9 @@ impl ControlError {
             Self::Auth(e) => e.code(),
             Self::InvalidCallId => "INVALID_CALL_ID",
             Self::NotFound => "CALL_NOT_FOUND",
+            Self::InvalidBody(_) => "INVALID_BODY",
+            Self::NoPlacer => "NOT_SUPPORTED",
+            Self::AtCapacity => "AT_CAPACITY",
             Self::NotSupported { .. } => "NOT_SUPPORTED",
             Self::OutcomeUnknown { .. } => "OUTCOME_UNKNOWN",
             Self::Failed { error, .. } => error.code(),
@@ -78,11 +134,14 @@ impl ControlError {
     }
 
     /// The `outcome` label of the control-action counter.
-    fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> &'static str {
         match self {
             Self::Auth(_) => "auth_failed",
             Self::InvalidCallId => "invalid_call_id",
             Self::NotFound => "not_found",
+            Self::InvalidBody(_) => "invalid_body",
+            Self::NoPlacer => "not_supported",
+            Self::AtCapacity => "at_capacity",
             Self::NotSupported { .. } => "not_supported",
             Self::OutcomeUnknown { .. } => "outcome_unknown",
             Self::Failed { .. } => "failed",
@@ -133,16 +192,122 @@ impl Service {
             Err(e) => (e.provider(), e.outcome()),
         };
         let provider = provider.map_or("", |p| &**p);
-        // The id as the client sent it may hold anything: logged escaped, and cut short.
+        let code = result.as_ref().err().map_or("", |e| e.code());
+        self.audit(route, org.as_deref(), provider, call_id, outcome, code);
+        result
+    }
+
+    /// Ends every active call the caller's org sees, on every provider at once: a fresh
+    /// list, then each call's end sent once to the provider that listed it. Logged and
+    /// counted per provider.
+    pub async fn stop_all(&self, presented: &Presented) -> Result<Stopped, ControlError> {
+        let identity = match auth::identify(&self.config, presented) {
+            Ok(identity) => identity,
+            Err(e) => {
+                self.audit("stop_all", None, "", "", "auth_failed", e.code());
+                return Err(e.into());
+            }
+        };
+        let org = identity.org();
+        let ctx = self.context(&identity, presented);
+        let (calls, mut failures) = match self.list(presented).await {
+            Ok(listed) => {
+                let snapshot = &listed.snapshot;
+                let mut by_provider: Vec<(Arc<str>, Vec<String>)> = Vec::new();
+                for call in snapshot.calls() {
+                    match by_provider.iter_mut().find(|(p, _)| *p == call.provider) {
+                        Some((_, ids)) => ids.push(call.call_id.to_string()),
+                        None => by_provider
+                            .push((call.provider.clone(), vec![call.call_id.to_string()])),
+                    }
+                }
+                let failures: Vec<StopFailure> = snapshot
+                    .failures()
+                    .iter()
+                    .map(StopFailure::unlisted)
+                    .collect();
+                (by_provider, failures)
+            }
+            Err(ListError::Auth(e)) => {
+                self.audit("stop_all", Some(&org.id), "", "", "auth_failed", e.code());
+                return Err(e.into());
+            }
+            Err(ListError::AllFailed { failures, .. }) => (
+                Vec::new(),
+                failures.iter().map(StopFailure::unlisted).collect(),
+            ),
+        };
+        let per_provider = calls.iter().map(|(provider, ids)| {
+            let ctx = &ctx;
+            async move {
+                let ends: Vec<_> = ids
+                    .iter()
+                    .map(|id| async move { (id, self.end_on(org, provider, ctx, id).await) })
+                    .collect();
+                let outcomes: Vec<(&String, Result<(), ControlError>)> =
+                    futures::stream::iter(ends)
+                        .buffer_unordered(STOP_ALL_PER_PROVIDER)
+                        .collect()
+                        .await;
+                (provider, outcomes)
+            }
+        });
+        let mut ended = 0;
+        for (provider, outcomes) in futures::future::join_all(per_provider).await {
+            let mut failed = Vec::new();
+            for (id, outcome) in &outcomes {
+                let (label, code) = match outcome {
+                    Ok(()) => ("ended", ""),
+                    Err(e) => (e.outcome(), e.code()),
+                };
+                self.audit("stop_all", Some(&org.id), provider, id, label, code);
+                match outcome {
+                    Ok(()) => ended += 1,
+                    // Ended meanwhile, by someone else or by hanging up: nothing to stop.
+                    Err(ControlError::NotFound) => {}
+                    Err(e) => failed.push(e),
+                }
+            }
+            if let Some(first) = failed.first() {
+                failures.push(StopFailure {
+                    provider: provider.clone(),
+                    code: first.code(),
+                    message: format!(
+                        "{} of its {} calls were not ended; the first: {}",
+                        failed.len(),
+                        outcomes.len(),
+                        first
+                    ),
+                });
+            }
+        }
+        Ok(Stopped {
+            ended,
+            every_provider_failed: failures.len() == org.providers.len(),
+            failures,
+        })
+    }
+
+    /// Logs a control action at info and counts it; the id as the client sent it may hold
+    /// anything, so it is logged escaped and cut short.
+    pub(super) fn audit(
+        &self,
+        route: &'static str,
+        org: Option<&str>,
+        provider: &str,
+        call_id: &str,
+        outcome: &'static str,
+        code: &str,
+    ) {
         let shown: String = call_id.chars().take(MAX_CALL_ID_BYTES).collect();
         tracing::info!(
             route,
-            org = org.as_deref().unwrap_or(""),
+            org = org.unwrap_or(""),
             provider,
             call_id = ?shown,
             outcome,
-            error = result.as_ref().err().map(|e| e.code()).unwrap_or(""),
-            "control action: end call"
+            error = code,
+            "control action"
         );
         self.telemetry
             .counter(
@@ -154,7 +319,6 @@ impl Service {
                 ],
             )
             .increment(1);
-        result
     }
 
     /// The end itself, and the org it was for once known (for the log).
@@ -183,36 +347,26 @@ impl Service {
     ) -> Result<Ended, ControlError> {
         let org = identity.org();
         let runtime = &self.orgs[&org.id];
-        let ctx = RequestContext {
-            org_id: runtime.id.clone(),
-            forwarded: match identity {
-                Identity::ViaUpstream(..) => presented.forwarded(),
-                Identity::Verified(_) => None,
-            },
-        };
+        let ctx = self.context(&identity, presented);
+        let caller_slot = runtime.caller_slot(&ctx);
+        let slot = caller_slot.as_deref().unwrap_or(&runtime.last);
         // A caller who brings a Bland key proves it as a list would, unless Bland accepted
-        // the same key moments ago; the list's snapshot then routes the call.
+        // the same key moments ago; the index then routes the call.
         let vouched = match identity {
             Identity::ViaUpstream(..) => self.verdicts.is_accepted(&org.id, presented).await,
             Identity::Verified(_) => true,
         };
         let kept = vouched
-            .then(|| {
-                let slot = match (&runtime.callers, &ctx.forwarded) {
-                    (Some(callers), Some(caller)) => callers.get(&caller.digest()),
-                    _ => None,
-                };
-                let last = match &slot {
-                    Some(slot) => slot.last.lock().expect("snapshot lock").clone(),
-                    None => runtime.last.last.lock().expect("snapshot lock").clone(),
-                };
-                last.as_deref().and_then(|s| owner(s, call_id))
-            })
-            .flatten();
+            .then(|| slot.latest())
+            .flatten()
+            .and_then(|last| slot.index.owner(&last, call_id));
         let owner = match kept {
             Some(owner) => owner,
             None => match self.list(presented).await {
-                Ok(listed) => owner(&listed.snapshot, call_id).ok_or(ControlError::NotFound)?,
+                Ok(listed) => slot
+                    .index
+                    .owner(&listed.snapshot, call_id)
+                    .ok_or(ControlError::NotFound)?,
                 Err(ListError::Auth(e)) => return Err(e.into()),
                 // No provider answered, so no owner can be found: the first failure is the
                 // answer, as it would be for the list.
@@ -225,38 +379,43 @@ impl Service {
                 }
             },
         };
-        // The owner is one of the org's providers: it listed the call for this org.
+        self.end_on(org, &owner, &ctx, call_id).await?;
+        Ok(Ended { provider: owner })
+    }
+
+    /// Sends the end of `call_id` to `owner`, which must be one of `org`'s providers.
+    pub(super) async fn end_on(
+        &self,
+        org: &crate::config::OrgSpec,
+        owner: &Arc<str>,
+        ctx: &RequestContext,
+        call_id: &str,
+    ) -> Result<(), ControlError> {
         let built = self
             .providers
             .iter()
-            .find(|b| *b.spec.id == *owner && org.providers.iter().any(|p| **p == *owner))
+            .find(|b| *b.spec.id == **owner && org.providers.iter().any(|p| **p == **owner))
             .ok_or(ControlError::NotFound)?;
         let Some(end) = &built.backend.end else {
-            return Err(ControlError::NotSupported { provider: owner });
+            return Err(ControlError::NotSupported {
+                provider: owner.clone(),
+            });
         };
-        match end.end_call(&ctx, call_id).await {
-            Ok(()) => Ok(Ended { provider: owner }),
+        match end.end_call(ctx, call_id).await {
+            Ok(()) => Ok(()),
             Err(EndError::NotFound) => Err(ControlError::NotFound),
             Err(EndError::Failed(error @ ProviderError::Timeout(_))) => {
                 Err(ControlError::OutcomeUnknown {
-                    provider: owner,
+                    provider: owner.clone(),
                     error,
                 })
             }
             Err(EndError::Failed(error)) => Err(ControlError::Failed {
-                provider: owner,
+                provider: owner.clone(),
                 error,
             }),
         }
     }
-}
-
-/// The provider that listed `call_id` in `snapshot`, if any did.
-fn owner(snapshot: &Snapshot, call_id: &str) -> Option<Arc<str>> {
-    snapshot
-        .calls()
-        .find(|c| c.call_id == call_id)
-        .map(|c| c.provider.clone())
 }
 
 #[cfg(test)]

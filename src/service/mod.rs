@@ -4,9 +4,11 @@
 
 pub mod auth;
 pub mod control;
+pub mod index;
 pub mod live;
 pub mod merge;
 pub mod passthrough;
+pub mod place;
 pub mod reload;
 pub mod snapshot;
 
@@ -44,6 +46,8 @@ struct Built {
     listed: Arc<dyn ListCalls>,
     /// Kept for call control, which never goes through listing's layers.
     backend: Backend,
+    /// Places reserved by calls being placed through this provider.
+    reserved: Arc<place::Reserved>,
 }
 
 /// What one org needs at request time.
@@ -66,6 +70,8 @@ struct Slot {
     /// Held while a snapshot is built, so that requests that arrive meanwhile with the same
     /// answers wait for it rather than each merging their own.
     building: tokio::sync::Mutex<()>,
+    /// Which provider listed each call, for call control.
+    index: index::CallIndex,
 }
 
 /// Callers of one org whose last snapshots are kept (the least recently served go first).
@@ -124,6 +130,7 @@ impl Built {
             observed,
             listed,
             backend,
+            reserved: Arc::default(),
         })
     }
 }
@@ -219,13 +226,7 @@ impl Service {
         let identity = auth::identify(&self.config, presented)?;
         let org = identity.org();
         let runtime = &self.orgs[&org.id];
-        let ctx = RequestContext {
-            org_id: runtime.id.clone(),
-            forwarded: match identity {
-                Identity::ViaUpstream(..) => presented.forwarded(),
-                Identity::Verified(_) => None,
-            },
-        };
+        let ctx = self.context(&identity, presented);
 
         let mut waited = Duration::ZERO;
         let mut prefetched = None;
@@ -295,7 +296,39 @@ impl Service {
     }
 }
 
+impl Service {
+    /// What the backends asked for `identity` may see of the request: its org, and the
+    /// caller's own Bland credentials only for an org that authenticates through Bland.
+    pub(super) fn context(&self, identity: &Identity<'_>, presented: &Presented) -> RequestContext {
+        RequestContext {
+            org_id: self.orgs[&identity.org().id].id.clone(),
+            forwarded: match identity {
+                Identity::ViaUpstream(..) => presented.forwarded(),
+                Identity::Verified(_) => None,
+            },
+        }
+    }
+}
+
+impl OrgRuntime {
+    /// The caller's own slot, for an org whose callers bring their own Bland keys; `None`
+    /// means the org's slot, `last`.
+    fn caller_slot(&self, ctx: &RequestContext) -> Option<Arc<Slot>> {
+        match (&self.callers, &ctx.forwarded) {
+            (Some(callers), Some(caller)) => {
+                Some(callers.get_with(caller.digest(), Default::default))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Slot {
+    /// The last snapshot built here, if any.
+    fn latest(&self) -> Option<Arc<Snapshot>> {
+        self.last.lock().expect("snapshot lock").clone()
+    }
+
     /// The snapshot of these answers: the last one, if built from these very answers, else
     /// a new one. Concurrent requests with the same new answers build it once.
     async fn snapshot(

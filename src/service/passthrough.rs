@@ -17,14 +17,23 @@ pub struct Route {
     pub max_body_bytes: usize,
 }
 
+/// Where the caller's org sends Bland's other routes.
+pub enum Passthrough {
+    Forward(Route),
+    /// The org forwards none.
+    NotForwarded {
+        org: Arc<str>,
+    },
+}
+
 impl Service {
     /// Authenticates `presented` as [`Service::list`] does and answers where its org's
-    /// other Bland routes go; `Ok(None)` for an org that forwards none.
+    /// other Bland routes go.
     ///
     /// A caller who brings a Bland key has it checked by the org's Bland provider as a list
     /// would, unless Bland accepted the same key moments ago; a key callmux issued is
     /// checked here and never goes further.
-    pub async fn passthrough(&self, presented: &Presented) -> Result<Option<Route>, AuthError> {
+    pub async fn passthrough(&self, presented: &Presented) -> Result<Passthrough, AuthError> {
         let identity = auth::identify(&self.config, presented)?;
         let org = identity.org();
         let forwarded = match identity {
@@ -41,17 +50,22 @@ impl Service {
             }
             Identity::Verified(_) => None,
         };
+        let runtime = &self.orgs[&org.id];
+        let not_forwarded = || {
+            Ok(Passthrough::NotForwarded {
+                org: runtime.id.clone(),
+            })
+        };
         let Some(provider) = &org.passthrough else {
-            return Ok(None);
+            return not_forwarded();
         };
         let Some(built) = self.providers.iter().find(|b| b.spec.id == *provider) else {
-            return Ok(None);
+            return not_forwarded();
         };
         let Some(forward) = &built.backend.forward else {
-            return Ok(None);
+            return not_forwarded();
         };
-        let runtime = &self.orgs[&org.id];
-        Ok(Some(Route {
+        Ok(Passthrough::Forward(Route {
             org: runtime.id.clone(),
             provider: Arc::from(provider.as_str()),
             forward: forward.clone(),

@@ -467,3 +467,27 @@ fn a_bland_provider_without_a_key_may_be_shared_by_orgs_that_forward_through_it(
         Some("bland")
     );
 }
+
+#[test]
+fn placing_settings_that_cannot_work_are_refused_with_their_fix() {
+    let key = format!("api_key_sha256 = \"{}\"", "a".repeat(64));
+    let with = |lines: &str| format!("{}{lines}\n", org(&key));
+    refused(
+        &with("max_active_calls = 5"),
+        &[],
+        "providers.agents.max_active_calls",
+        "place_calls is not",
+    );
+    refused(
+        &with("place_calls = true\nmax_active_calls = 0"),
+        &[],
+        "providers.agents.max_active_calls",
+        "outside 1..=1000000",
+    );
+    let config = load_config(&with("place_calls = true\nmax_active_calls = 10"), &[]).unwrap();
+    let summary = config.summary();
+    assert!(
+        summary.contains("places calls, at most 10 active"),
+        "{summary}"
+    );
+}

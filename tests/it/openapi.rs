@@ -53,7 +53,11 @@ impl Spec {
         } else {
             &operation["get"]
         };
-        let response = &operation["responses"][status.to_string()];
+        let responses = &operation["responses"];
+        let response = match &responses[status.to_string()] {
+            Value::Null => &responses["default"],
+            documented => documented,
+        };
         assert!(
             response.is_object(),
             "{path} documents no {status} response"
@@ -84,6 +88,18 @@ impl Spec {
     /// for that status, and it carries the headers documented for it. The other endpoint's
     /// schema for the same status must reject it, or the check could not fail.
     fn assert_documents(&self, path: &str, reply: &Reply) {
+        self.assert_matches(path, reply);
+        let other = other_path(path);
+        assert!(
+            !self.violations(other, reply.status, &reply.body).is_empty(),
+            "the {} schema of {other} accepts an answer of {path}, so it checks nothing: {:#}",
+            reply.status,
+            reply.body
+        );
+    }
+
+    /// `reply`, an answer of `path`, matches the schema and headers documented for its status.
+    fn assert_matches(&self, path: &str, reply: &Reply) {
         let status = reply.status;
         let wrong = self.violations(path, status, &reply.body);
         assert!(
@@ -113,12 +129,6 @@ impl Spec {
                 spec["schema"]
             );
         }
-        let other = other_path(path);
-        assert!(
-            !self.violations(other, status, &reply.body).is_empty(),
-            "the {status} schema of {other} accepts an answer of {path}, so it checks nothing: {:#}",
-            reply.body
-        );
     }
 }
 
@@ -623,4 +633,217 @@ async fn every_answer_of_both_end_routes_matches_its_documented_schema_and_heade
         }
     }
     assert_eq!(seen.len(), 16);
+}
+
+#[tokio::test]
+async fn every_refusal_of_a_forwarded_bland_route_matches_its_documented_schema() {
+    const FORWARD_PATH: &str = "/v1/{path}";
+    let refused = refused_url().await;
+    let silent = silent_server().await;
+    let bland = |id: &str, url: &str, timeout_ms: u64| {
+        ProviderB::bland(id, url, &format!("{}_KEY", id.to_uppercase()), BLAND_ORG)
+            .set("timeout_ms", timeout_ms)
+            .set("max_body_bytes", 1024)
+    };
+    let toml = TestConfig::new()
+        .org(
+            OrgB::key("down", ACME_KEY)
+                .providers(&["gone"])
+                .passthrough("gone"),
+        )
+        .org(
+            OrgB::key("held", HELD_KEY)
+                .providers(&["hold"])
+                .passthrough("hold"),
+        )
+        .org(OrgB::key("plain", PARTIAL_KEY).providers(&["plainb"]))
+        // The same key as `down`'s, so that key alone names no single org.
+        .org(OrgB::key("also", ACME_KEY).providers(&["plainb"]))
+        .provider(bland("gone", &refused, 2000))
+        .provider(bland("hold", &silent, 300))
+        .provider(bland("plainb", &refused, 2000))
+        .toml();
+    let env = [
+        ("GONE_KEY", BLAND_KEY),
+        ("HOLD_KEY", BLAND_KEY),
+        ("PLAINB_KEY", BLAND_KEY),
+    ];
+    let app = spawn_app_with_env(&toml, &env).await;
+    let spec = Spec::fetch(&app).await;
+    let post = &spec.0["paths"][FORWARD_PATH]["post"];
+    assert_eq!(post["security"], json!([{"orgKey": []}]));
+    assert!(post["responses"]["default"]["description"].is_string());
+
+    let send = |path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>| {
+        let mut req = app.http.post(app.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        async move {
+            let resp = timeout(BOUND, req.send()).await.unwrap().unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+            Reply {
+                status,
+                headers,
+                body,
+            }
+        }
+    };
+    let down = creds(ACME_KEY, "down");
+    for (path, headers, body, status) in [
+        ("/v1/a%2Fb", &down[..], None, 400),
+        ("/v1/calls", &[("authorization", ACME_KEY)][..], None, 400),
+        ("/v1/calls", &[("x-bland-org-id", "down")][..], None, 401),
+        ("/v1/calls", &creds(PARTIAL_KEY, "plain")[..], None, 404),
+        ("/v1/calls", &down[..], Some(vec![b'x'; 2048]), 413),
+        ("/v1/calls", &down[..], None, 502),
+        ("/v1/calls", &creds(HELD_KEY, "held")[..], None, 504),
+    ] {
+        let reply = send(path, headers, body).await;
+        assert_eq!(reply.status, status, "{path}: {:#}", reply.body);
+        let wrong = spec.violations(FORWARD_PATH, status, &reply.body);
+        assert!(wrong.is_empty(), "{status}: {wrong:#?}\n{:#}", reply.body);
+        if status == 401 {
+            assert_eq!(reply.headers["www-authenticate"], "Bearer");
+        }
+        let example =
+            &spec.response(FORWARD_PATH, status)["content"]["application/json"]["example"];
+        assert!(
+            spec.violations(FORWARD_PATH, status, example).is_empty(),
+            "{status}: {example:#}"
+        );
+        // The list route's schema for the same status tells the two envelopes apart.
+        if status != 404 && status != 413 && status != 504 {
+            assert!(!spec.violations(PATHS[0], status, &reply.body).is_empty());
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_answer_of_stop_all_and_of_placing_a_call_matches_its_documented_schema() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, ResponseTemplate};
+
+    let ok = agent_server(json!([agent_call("c1", "+1", "ringing", "outbound")])).await;
+    for (route, answer) in [
+        ("/api/calls/c1/end", json!({"success": true})),
+        (
+            "/api/call",
+            json!({"success": true, "call_id": "p1", "to": "+1"}),
+        ),
+    ] {
+        Mock::given(method("POST"))
+            .and(path(route))
+            .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+            .mount(&ok)
+            .await;
+    }
+    let refusing = agent_server(json!([])).await;
+    Mock::given(method("POST"))
+        .and(path("/api/call"))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_json(json!({"success": false, "error": "Missing phone number"})),
+        )
+        .mount(&refusing)
+        .await;
+    let slow = agent_server(json!([])).await;
+    Mock::given(method("POST"))
+        .and(path("/api/call"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"success": true}))
+                .set_delay(Duration::from_secs(10)),
+        )
+        .mount(&slow)
+        .await;
+    let down = raw_server(500, "").await;
+    let toml = TestConfig::new()
+        .server("max_header_bytes", 1024)
+        .org(OrgB::key("acme", ACME_KEY).providers(&["ok"]))
+        .org(OrgB::key("globex", ACME_KEY).providers(&["ok"]))
+        .org(OrgB::key("partial", PARTIAL_KEY).providers(&["ok", "down"]))
+        .org(OrgB::key("dead", DEAD_KEY).providers(&["down"]))
+        .org(OrgB::key("full", "full-key").providers(&["full"]))
+        .org(OrgB::key("refusing", "refusing-key").providers(&["refusing"]))
+        .org(OrgB::key("slow", "slow-key").providers(&["slow"]))
+        .provider(ProviderB::agent("ok", &ok.uri()).set("place_calls", true))
+        .provider(ProviderB::agent("down", &down.uri()).set("retries", 0))
+        .provider(
+            ProviderB::agent("full", &ok.uri())
+                .set("place_calls", true)
+                .set("max_active_calls", 1),
+        )
+        .provider(ProviderB::agent("refusing", &refusing.uri()).set("place_calls", true))
+        .provider(
+            ProviderB::agent("slow", &slow.uri())
+                .set("place_calls", true)
+                .set("timeout_ms", 300),
+        )
+        .toml();
+    let app = spawn_app(&toml).await;
+    let spec = Spec::fetch(&app).await;
+    let padding = "x".repeat(2048);
+    let post = |route: &'static str, key: &str, org: &str, body: &'static str, pad: bool| {
+        let mut req = app
+            .http
+            .post(app.url(route))
+            .header("authorization", key)
+            .body(body);
+        if !org.is_empty() {
+            req = req.header("x-bland-org-id", org);
+        }
+        if pad {
+            req = req.header("x-padding", padding.as_str());
+        }
+        async move {
+            let resp = timeout(BOUND, req.send()).await.unwrap().unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+            Reply {
+                status,
+                headers,
+                body,
+            }
+        }
+    };
+    const STOP_ALL: &str = "/v1/calls/active/stop";
+    const PLACE: &str = "/api/call";
+    const CALL: &str = r#"{"to": "+1234567890"}"#;
+    let cases: [(&str, &str, &str, &str, bool, u16); 15] = [
+        (STOP_ALL, PARTIAL_KEY, "partial", "", false, 200),
+        (STOP_ALL, ACME_KEY, "acme", "", false, 200),
+        (STOP_ALL, ACME_KEY, "", "", false, 400),
+        (STOP_ALL, "wrong", "acme", "", false, 401),
+        (STOP_ALL, ACME_KEY, "acme", "", true, 431),
+        (STOP_ALL, DEAD_KEY, "dead", "", false, 502),
+        (PLACE, ACME_KEY, "acme", CALL, false, 200),
+        (PLACE, ACME_KEY, "acme", "{}", false, 400),
+        (PLACE, "wrong", "acme", CALL, false, 401),
+        (PLACE, ACME_KEY, "acme", CALL, true, 431),
+        (PLACE, DEAD_KEY, "dead", CALL, false, 501),
+        (PLACE, "full-key", "full", CALL, false, 503),
+        (PLACE, "slow-key", "slow", CALL, false, 504),
+        (PLACE, "refusing-key", "refusing", CALL, false, 400),
+        (PLACE, ACME_KEY, "", CALL, false, 400),
+    ];
+    for (route, key, org, body, pad, status) in cases {
+        let reply = post(route, key, org, body, pad).await;
+        assert_eq!(reply.status, status, "{route} {org}: {:#}", reply.body);
+        spec.assert_matches(route, &reply);
+    }
+    // The partial stop and the refusal forwarded as sent are the shapes they claim to be.
+    let partial = post(STOP_ALL, PARTIAL_KEY, "partial", "", false).await;
+    assert_eq!(partial.body["status"], "partial");
+    let refused = post(PLACE, "refusing-key", "refusing", CALL, false).await;
+    assert_eq!(
+        refused.body,
+        json!({"success": false, "error": "Missing phone number", "provider": "refusing"})
+    );
 }

@@ -424,6 +424,47 @@ async fn a_large_body_arrives_byte_identical_both_ways_and_one_over_the_cap_is_r
 }
 
 #[tokio::test]
+async fn a_chunked_body_over_the_cap_is_refused_and_nothing_is_sent() {
+    let bland = bland_fake(BLAND_KEY, BLAND_ORG).await;
+    let app = spawn_app_with_env(
+        &own_key_config_with(&bland.uri(), &[("max_body_bytes", 1000)]).toml(),
+        ENV,
+    )
+    .await;
+    let piece = "x".repeat(600);
+    let (status, body) = app
+        .raw_request(&format!(
+            "POST /v1/knowledgebases/upload HTTP/1.1\r\nhost: callmux\r\nauthorization: {KEY}\r\n\
+             x-bland-org-id: acme\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+             258\r\n{piece}\r\n258\r\n{piece}\r\n0\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["code"], "BODY_TOO_LARGE");
+    assert!(forwarded(&bland).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_expects_100_continue_gets_its_body_forwarded() {
+    let bland = bland_fake(BLAND_KEY, BLAND_ORG).await;
+    let app = own_key_app(&bland.uri()).await;
+    let mut headers = acme();
+    headers.push(("expect", "100-continue"));
+    let body = vec![b'y'; 64 * 1024];
+    let echoed = app
+        .send(
+            reqwest::Method::POST,
+            "/v1/knowledgebases/upload",
+            &headers,
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(echoed.status, 200);
+    assert!(echoed.body == body);
+    assert!(header_of(&forwarded(&bland).await[0], "expect").is_none());
+}
+
+#[tokio::test]
 async fn an_answer_declared_larger_than_the_cap_is_the_providers_error() {
     let bland = MockServer::start().await;
     Mock::given(any())

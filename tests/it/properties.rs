@@ -790,11 +790,8 @@ fn listed_ids(list: &Value, field: &str) -> Vec<String> {
         .collect()
 }
 
-async fn check_isolation(world: &World) -> Result<(), TestCaseError> {
-    let mut servers = Vec::new();
-    for p in &world.providers {
-        servers.push(agent_server(agent_calls(p)).await);
-    }
+/// providers.toml for `world`, its providers the agent servers `servers`.
+fn world_toml(world: &World, servers: &[wiremock::MockServer]) -> String {
     let mut toml = String::new();
     for org in &world.orgs {
         let providers: Vec<String> = org
@@ -809,14 +806,22 @@ async fn check_isolation(world: &World) -> Result<(), TestCaseError> {
             providers.join(", ")
         );
     }
-    for (p, server) in world.providers.iter().zip(&servers) {
+    for (p, server) in world.providers.iter().zip(servers) {
         toml += &format!(
             "[providers.{}]\nkind = \"twilio-media-stream\"\nbase_url = \"{}\"\n\n",
             p.id,
             server.uri()
         );
     }
-    let app = spawn_app_with_env(&toml, &[]).await;
+    toml
+}
+
+async fn check_isolation(world: &World) -> Result<(), TestCaseError> {
+    let mut servers = Vec::new();
+    for p in &world.providers {
+        servers.push(agent_server(agent_calls(p)).await);
+    }
+    let app = spawn_app_with_env(&world_toml(world, &servers), &[]).await;
 
     for (n, org) in world.orgs.iter().enumerate() {
         let key = if org.bearer {
@@ -880,5 +885,116 @@ proptest! {
     ) {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(check_isolation(&world))?;
+    }
+}
+
+// ---- 4. control over random configurations ----
+
+/// Every end request the fakes have received, in all.
+async fn all_ends(servers: &[wiremock::MockServer]) -> usize {
+    let mut n = 0;
+    for s in servers {
+        n += ends(s).await;
+    }
+    n
+}
+
+async fn check_control_isolation(world: &World, stopper: usize) -> Result<(), TestCaseError> {
+    let mut servers = Vec::new();
+    let mut listed = Vec::new();
+    for p in &world.providers {
+        let calls = agent_calls(p).as_array().unwrap().clone();
+        let (server, l) = live_agent_server(calls).await;
+        servers.push(server);
+        listed.push(l);
+    }
+    let app = spawn_app_with_env(&world_toml(world, &servers), &[]).await;
+    let mut ended: HashSet<String> = HashSet::new();
+
+    for (n, org) in world.orgs.iter().enumerate() {
+        // Half the orgs list first, so their index is filled; the others end cold.
+        if n % 2 == 0 {
+            prop_assert_eq!(app.calls(&org.key, &org.id).await.status, 200);
+        }
+        for (i, p) in world.providers.iter().enumerate() {
+            for c in 0..p.statuses.len() {
+                let id = p.call_id(c);
+                let before = all_ends(&servers).await;
+                let reply = if c % 2 == 0 {
+                    app.end(&id, &org.key, &org.id).await
+                } else {
+                    app.stop(&id, &org.key, &org.id).await
+                };
+                let sent = all_ends(&servers).await - before;
+                let visible = org.sees.contains(&i) && p.live_call_ids().contains(&id);
+                if visible && ended.insert(id.clone()) {
+                    prop_assert_eq!(
+                        reply.status,
+                        200,
+                        "{} ending {}: {}",
+                        org.id,
+                        id,
+                        reply.body
+                    );
+                    prop_assert_eq!(sent, 1);
+                } else {
+                    prop_assert_eq!(
+                        reply.status,
+                        404,
+                        "{} ending {}: {}",
+                        org.id,
+                        id,
+                        reply.body
+                    );
+                    prop_assert_eq!(&reply.body["code"], &json!("CALL_NOT_FOUND"));
+                    prop_assert!(reply.body.get("provider").is_none(), "{}", reply.body);
+                    if !org.sees.contains(&i) {
+                        prop_assert_eq!(sent, 0, "{} reached {} for {}", org.id, p.id, id);
+                    }
+                }
+            }
+        }
+    }
+
+    // Stop-all from one org ends nothing on a provider it does not see.
+    let org = &world.orgs[stopper % world.orgs.len()];
+    let untouched: Vec<usize> = (0..world.providers.len())
+        .filter(|i| !org.sees.contains(i))
+        .collect();
+    let before: Vec<usize> = {
+        let mut v = Vec::new();
+        for &i in &untouched {
+            v.push(ends(&servers[i]).await);
+        }
+        v
+    };
+    let stopped = app
+        .post(
+            "/v1/calls/active/stop",
+            &[("authorization", &org.key), ("x-bland-org-id", &org.id)],
+        )
+        .await;
+    prop_assert_eq!(stopped.status, 200, "{}", stopped.body);
+    for (&i, had) in untouched.iter().zip(before) {
+        prop_assert_eq!(
+            ends(&servers[i]).await,
+            had,
+            "stop-all reached {}",
+            world.providers[i].id
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(16))]
+
+    #[test]
+    fn no_org_ever_ends_or_reaches_the_provider_of_a_call_it_may_not_see(
+        world in world(),
+        stopper in 0usize..4,
+    ) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(check_control_isolation(&world, stopper))?;
     }
 }

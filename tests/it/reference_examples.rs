@@ -120,3 +120,80 @@ async fn a_capacity_check_can_tell_a_partial_count_from_a_full_one() {
     assert_eq!(errors[0]["provider"], "bland");
     assert_eq!(errors[0]["error"], "UPSTREAM_TIMEOUT");
 }
+
+/// "Dashboard Display": the list, an End Call button on a row, and the next polls, all
+/// through callmux, over two agent servers and a Bland account.
+#[tokio::test]
+async fn the_dashboard_ends_a_call_from_its_list_and_polls_until_it_is_gone() {
+    let (one, _) = live_agent_server(vec![
+        agent_call("a1", "+1234567890", "in-progress", "outbound"),
+        agent_call("a2", "+19876543210", "ringing", "outbound"),
+    ])
+    .await;
+    let (two, _) = live_agent_server(vec![agent_call(
+        "b1",
+        "+15555555555",
+        "in-progress",
+        "incoming",
+    )])
+    .await;
+    let (bland, _) = live_bland_server(
+        "sk-bland",
+        "bland-org",
+        vec![bland_call("bl1", "in-progress", "2025-09-23T19:48:20.740Z")],
+    )
+    .await;
+    let toml = TestConfig::new()
+        .org(OrgB::key("acme", KEY).providers(&["one", "two", "bland"]))
+        .provider(ProviderB::agent("one", &one.uri()))
+        .provider(ProviderB::agent("two", &two.uri()))
+        .provider(ProviderB::bland(
+            "bland",
+            &bland.uri(),
+            "FLOW_BLAND_KEY",
+            "bland-org",
+        ))
+        .toml();
+    let app = spawn_app_with_env(&toml, &[("FLOW_BLAND_KEY", "sk-bland")]).await;
+
+    let ids = |reply: &Reply| -> Vec<String> {
+        reply.body["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["call_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let listed = app.calls(KEY, "acme").await;
+    assert_eq!(listed.status, 200);
+    let mut shown = ids(&listed);
+    shown.sort();
+    assert_eq!(shown, ["a1", "a2", "b1", "bl1"]);
+
+    // The buttons of two rows, one an agent server's call and one Bland's, pressed in turn.
+    for (row, owner) in [("a2", "one"), ("bl1", "bland")] {
+        let ended = app.end(row, KEY, "acme").await;
+        assert_eq!(ended.status, 200, "{}", ended.body);
+        assert_eq!(
+            ended.body,
+            json!({"success": true, "message": format!("Call {row} ended"), "provider": owner})
+        );
+        let gone = async {
+            loop {
+                if !ids(&app.calls(KEY, "acme").await)
+                    .iter()
+                    .any(|id| id == row)
+                {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), gone)
+            .await
+            .unwrap_or_else(|_| panic!("{row} still listed after 10 s"));
+    }
+    let mut left = ids(&app.calls(KEY, "acme").await);
+    left.sort();
+    assert_eq!(left, ["a1", "b1"]);
+}

@@ -3,7 +3,7 @@
 //! credentials in place of its own; Bland's answer handed back as it arrives.
 
 use async_trait::async_trait;
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, EXPECT};
 
 use super::{Bland, ORG_ID_HEADER};
 use crate::provider::http::{strip_hop_by_hop, Request, Streamed};
@@ -62,8 +62,10 @@ impl Forward for Bland {
             })?;
         let mut headers = outgoing.headers;
         strip_hop_by_hop(&mut headers);
-        // The body's length is the body's, set as it is sent.
+        // The body's length is the body's, set as it is sent; and the body is already here
+        // whole, so there is nothing to ask Bland to wait for (`expect: 100-continue`).
         headers.remove(CONTENT_LENGTH);
+        headers.remove(EXPECT);
         // The client's credentials are replaced whatever they were: a key callmux issued
         // is never sent upstream.
         headers.insert(AUTHORIZATION, authorization.clone());

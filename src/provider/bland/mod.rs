@@ -126,6 +126,7 @@ impl KindSettings for Settings {
         Ok(Backend {
             list: bland.clone(),
             end: Some(bland.clone()),
+            place: None,
             forward: Some(bland),
         })
     }

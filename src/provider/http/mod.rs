@@ -125,7 +125,8 @@ impl Request {
         Self::post(url).with_body(Bytes::from(body), "application/x-www-form-urlencoded")
     }
 
-    fn with_body(mut self, body: Bytes, content_type: &'static str) -> Self {
+    /// The same request with `body`, sent as `content_type`.
+    pub fn with_body(mut self, body: Bytes, content_type: &'static str) -> Self {
         self.headers.insert(
             reqwest::header::CONTENT_TYPE,
             HeaderValue::from_static(content_type),
@@ -346,18 +347,7 @@ impl Client {
     }
 
     async fn fetch(&self, request: &Request, last: Option<&Bytes>) -> Result<Fetched, Failure> {
-        let mut builder = self
-            .client
-            .request(request.method.clone(), request.url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .headers(request.headers.clone());
-        if let Some(body) = &request.body {
-            builder = builder.body(body.clone());
-        }
-        let mut response = builder
-            .send()
-            .await
-            .map_err(|e| Failure::from(classify(e)))?;
+        let response = self.start(request).await?;
         let status = response.status();
         if status == 401 || status == 403 {
             return Err(ProviderError::Rejected(status.as_u16()).into());
@@ -371,6 +361,47 @@ impl Client {
         if !status.is_success() {
             return Err(ProviderError::Status(status.as_u16()).into());
         }
+        self.read(response, last).await
+    }
+
+    /// Sends a control request once, by `deadline`, and returns the upstream's status and
+    /// body whatever the status: placing a call forwards the agent server's own answer, its
+    /// refusals included. Only a refused connection is tried again.
+    pub async fn exchange(
+        &self,
+        request: &Request,
+        deadline: Instant,
+    ) -> Result<(u16, Bytes), ProviderError> {
+        self.attempts(deadline, false, || async {
+            let response = self.start(request).await?;
+            let status = response.status().as_u16();
+            match self.read(response, None).await? {
+                Fetched::New(body) => Ok((status, body)),
+                Fetched::Same => unreachable!("no last body was given"),
+            }
+        })
+        .await
+    }
+
+    /// Sends `request`, asking for JSON, and waits for the answer's head.
+    async fn start(&self, request: &Request) -> Result<reqwest::Response, Failure> {
+        let mut builder = self
+            .client
+            .request(request.method.clone(), request.url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .headers(request.headers.clone());
+        if let Some(body) = &request.body {
+            builder = builder.body(body.clone());
+        }
+        builder.send().await.map_err(|e| Failure::from(classify(e)))
+    }
+
+    /// Reads an answer's whole body, up to `max_body_bytes`.
+    async fn read(
+        &self,
+        mut response: reqwest::Response,
+        last: Option<&Bytes>,
+    ) -> Result<Fetched, Failure> {
         let cap = self.settings.max_body_bytes;
         if response.content_length().is_some_and(|n| n > cap as u64) {
             return Err(ProviderError::TooLarge(cap).into());

@@ -6,7 +6,7 @@
 //! the replica asks for itself.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -17,12 +17,32 @@ use crate::provider::{Calls, ProviderError};
 use crate::state::redis::Redis;
 use crate::state::seal::{Rejected, Sealer};
 
-/// How often a replica waiting on another's ask looks for its answer.
-const POLL: Duration = Duration::from_millis(2);
+/// How often a replica waiting on another's ask looks for its answer: soon at first (most
+/// asks take milliseconds), then less often, so a slow upstream costs Redis little.
+const POLL_FIRST: Duration = Duration::from_millis(1);
+const POLL_MAX: Duration = Duration::from_millis(25);
 /// Without a TTL, how long an answer stays for the replicas that waited on it.
 const WAITERS_KEEP: Duration = Duration::from_secs(1);
 /// Bytes of the ask's token at the front of a stored answer.
 const TOKEN: usize = 16;
+
+/// With a TTL (`ARGV[1]` = 1), the stored answer and its time to live if there is one;
+/// otherwise the lease taken (`SET NX PX`) if no one holds it: `{answer or "", pttl, won}`.
+/// One script, so an ask that finishes between the read and the lease is never repeated.
+static READ_OR_LEASE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        if ARGV[1] == '1' then
+            local answer = redis.call('GET', KEYS[1])
+            if answer then
+                return {answer, redis.call('PTTL', KEYS[1]), 0}
+            end
+        end
+        local won = redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3])
+        return {'', 0, won and 1 or 0}
+        ",
+    )
+});
 
 /// Where an answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,63 +119,85 @@ impl Fleet {
         }
         let key = self.answer_key(caller.as_ref());
         let lease = format!("{key}:lease");
-        if !self.ttl.is_zero() {
-            let read = self
-                .redis
-                .run("get", |mut c| {
-                    let key = key.clone();
-                    async move {
-                        redis::pipe()
-                            .get(&key)
-                            .pttl(&key)
-                            .query_async::<(Option<Vec<u8>>, i64)>(&mut c)
-                            .await
-                    }
-                })
-                .await;
-            match read {
-                None => return fetch.await.map(|c| self.here(c)),
-                Some((Some(value), pttl)) => {
-                    if let Some((_, calls)) = self.decode(caller, &key, &value) {
-                        let left = Duration::from_millis(pttl.max(0) as u64);
-                        return Ok(Fresh {
-                            calls,
-                            life: left.min(self.ttl),
-                            source: Source::Fleet,
-                        });
-                    }
-                }
-                Some((None, _)) => {}
-            }
-        }
+        let cached = !self.ttl.is_zero();
+        // One round trip: the stored answer if there is one (with a TTL), else the lease.
         let token: [u8; TOKEN] = fastrand::u128(..).to_be_bytes();
-        let won: Option<bool> = self
+        let read = self
             .redis
-            .cmd(
-                "lease",
-                redis::cmd("SET")
-                    .arg(&lease)
-                    .arg(&token[..])
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(self.lease_for.as_millis() as u64)
-                    .clone(),
-            )
-            .await
-            .map(|v: Option<String>| v.is_some());
-        match won {
-            None => fetch.await.map(|c| self.here(c)),
-            Some(true) => {
-                let result = fetch.await;
-                self.share(caller, &key, &lease, &token, result.as_ref().ok())
-                    .await;
-                result.map(|c| self.here(c))
+            .run("lease", |mut c| {
+                let (key, lease) = (&key, &lease);
+                async move {
+                    READ_OR_LEASE
+                        .key(key)
+                        .key(lease)
+                        .arg(u8::from(cached))
+                        .arg(&token[..])
+                        .arg(self.lease_for.as_millis() as u64)
+                        .invoke_async::<(Vec<u8>, i64, i64)>(&mut c)
+                        .await
+                }
+            })
+            .await;
+        let Some((value, pttl, won)) = read else {
+            return fetch.await.map(|c| self.here(c));
+        };
+        if !value.is_empty() {
+            if let Some(fresh) = self.stored(caller, &key, value, pttl) {
+                return Ok(fresh);
             }
-            Some(false) => match self.wait(caller, &key, &lease).await {
-                Some(fresh) => Ok(fresh),
-                None => fetch.await.map(|c| self.here(c)),
-            },
+            // Not this fleet's (counted): as if there were none, so the lease is taken now.
+            let lease_cmd = redis::cmd("SET")
+                .arg(&lease)
+                .arg(&token[..])
+                .arg("NX")
+                .arg("PX")
+                .arg(self.lease_for.as_millis() as u64)
+                .clone();
+            match self.redis.cmd::<Option<String>>("lease", lease_cmd).await {
+                None => return fetch.await.map(|c| self.here(c)),
+                Some(Some(_)) => return self.lead(caller, &key, &lease, &token, fetch).await,
+                Some(None) => {}
+            }
+        } else if won == 1 {
+            return self.lead(caller, &key, &lease, &token, fetch).await;
         }
+        match self.wait(caller, &key, &lease).await {
+            Some(fresh) => Ok(fresh),
+            None => fetch.await.map(|c| self.here(c)),
+        }
+    }
+
+    /// The lease holder's part: ask, and share the answer.
+    async fn lead(
+        &self,
+        caller: Option<[u8; 32]>,
+        key: &str,
+        lease: &str,
+        token: &[u8; TOKEN],
+        fetch: impl Future<Output = Result<Calls, ProviderError>>,
+    ) -> Result<Fresh, ProviderError> {
+        let result = fetch.await;
+        self.share(caller, key, lease, token, result.as_ref().ok())
+            .await;
+        result.map(|c| self.here(c))
+    }
+
+    /// A stored answer, read with its time to live, as a fresh one if it is one of this
+    /// fleet's: kept here only for the life it has left.
+    fn stored(
+        &self,
+        caller: Option<[u8; 32]>,
+        key: &str,
+        value: Vec<u8>,
+        pttl: i64,
+    ) -> Option<Fresh> {
+        let (_, calls) = self.decode(caller, key, &value)?;
+        let left = Duration::from_millis(pttl.max(0) as u64);
+        Some(Fresh {
+            calls,
+            life: left.min(self.ttl),
+            source: Source::Fleet,
+        })
     }
 
     /// The winner's part: the answer stored (never an error), then the lease given up.
@@ -204,6 +246,7 @@ impl Fleet {
     async fn wait(&self, caller: Option<[u8; 32]>, key: &str, lease: &str) -> Option<Fresh> {
         let deadline = Instant::now() + self.lease_for;
         let mut holder: Option<Vec<u8>> = None;
+        let mut poll = POLL_FIRST;
         while Instant::now() < deadline {
             // The lease first: an answer read after it with the same token is that ask's.
             let (now_holding, value) = self
@@ -234,7 +277,8 @@ impl Fleet {
                 (Some(h), Some(now)) if *h != now => return None,
                 _ => {}
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(POLL_MAX);
         }
         None
     }

@@ -110,6 +110,7 @@ impl KindSettings for Settings {
         Ok(Backend {
             list: retell.clone(),
             end: Some(retell),
+            place: None,
             forward: None,
         })
     }

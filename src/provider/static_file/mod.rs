@@ -84,6 +84,7 @@ impl KindSettings for Settings {
         Ok(Backend {
             list: file.clone(),
             end: Some(file),
+            place: None,
             forward: None,
         })
     }

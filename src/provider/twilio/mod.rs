@@ -341,6 +341,7 @@ impl KindSettings for Settings {
         Ok(Backend {
             list: twilio.clone(),
             end: Some(twilio),
+            place: None,
             forward: None,
         })
     }

@@ -1,14 +1,19 @@
 //! Kind `twilio-media-stream`: a Twilio media-stream agent server's `GET {base_url}/api/calls`,
-//! and `POST {base_url}/api/calls/{call_id}/end` to end one.
+//! `POST {base_url}/api/calls/{call_id}/end` to end one, and, with `place_calls`,
+//! `POST {base_url}/api/call` to place one.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Lister, Page, Request};
 use super::registry::{Kind, KindSettings};
-use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
+use super::{
+    Backend, Calls, Common, EndCall, EndError, ListCalls, PlaceCall, Placed, ProviderError,
+    RequestContext,
+};
 use crate::settings::Check;
 use crate::wire;
 
@@ -20,13 +25,23 @@ pub struct AgentServerKind;
 #[serde(deny_unknown_fields)]
 struct Raw {
     base_url: Option<String>,
+    #[serde(default)]
+    place_calls: bool,
+    max_active_calls: Option<u64>,
 }
 
 /// Validated settings of a `twilio-media-stream` provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub base_url: url::Url,
+    /// Whether `POST /api/call` may choose this server.
+    pub place_calls: bool,
+    /// Active calls (listed, plus being placed) at which the server is full; `None`: no limit.
+    pub max_active_calls: Option<u32>,
 }
+
+/// The most `max_active_calls` can be.
+const MAX_ACTIVE_CALLS: u64 = 1_000_000;
 
 impl Kind for AgentServerKind {
     fn name(&self) -> &'static str {
@@ -48,8 +63,27 @@ impl Kind for AgentServerKind {
             );
             return None;
         };
+        let max_active_calls = raw.max_active_calls.map(|n| {
+            check.ranged(
+                &format!("{at}.max_active_calls"),
+                n,
+                MAX_ACTIVE_CALLS,
+                1..=MAX_ACTIVE_CALLS,
+            ) as u32
+        });
+        if max_active_calls.is_some() && !raw.place_calls {
+            check.push(
+                format!("{at}.max_active_calls"),
+                "is set, but place_calls is not, so callmux never places calls here",
+                "set place_calls = true, or remove max_active_calls",
+            );
+        }
         let base_url = check.base_url(&format!("{at}.base_url"), &url)?;
-        Some(Arc::new(Settings { base_url }))
+        Some(Arc::new(Settings {
+            base_url,
+            place_calls: raw.place_calls,
+            max_active_calls,
+        }))
     }
 }
 
@@ -59,18 +93,26 @@ impl KindSettings for Settings {
     }
 
     fn summary(&self) -> String {
-        format!("at {}", self.base_url)
+        let places = match (self.place_calls, self.max_active_calls) {
+            (false, _) => String::new(),
+            (true, None) => "; places calls (no limit)".to_owned(),
+            (true, Some(n)) => format!("; places calls, at most {n} active"),
+        };
+        format!("at {}{places}", self.base_url)
     }
 
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {
         let server = Arc::new(AgentServer {
             id,
             url: endpoint(&self.base_url, "api/calls"),
+            place_url: endpoint(&self.base_url, "api/call"),
+            max_active_calls: self.max_active_calls,
             lister: Lister::new(&common.http, false)?,
         });
         Ok(Backend {
             list: server.clone(),
-            end: Some(server),
+            end: Some(server.clone()),
+            place: self.place_calls.then_some(server as Arc<dyn PlaceCall>),
             forward: None,
         })
     }
@@ -79,6 +121,8 @@ impl KindSettings for Settings {
 pub struct AgentServer {
     id: Arc<str>,
     url: reqwest::Url,
+    place_url: reqwest::Url,
+    max_active_calls: Option<u32>,
     lister: Lister,
 }
 
@@ -144,6 +188,24 @@ impl EndCall for AgentServer {
                 .control(&Request::post(url), client.deadline(), &[404])
                 .await?,
         )
+    }
+}
+
+#[async_trait]
+impl PlaceCall for AgentServer {
+    fn max_active_calls(&self) -> Option<u32> {
+        self.max_active_calls
+    }
+
+    async fn place_call(
+        &self,
+        _ctx: &RequestContext,
+        body: Bytes,
+    ) -> Result<Placed, ProviderError> {
+        let client = self.lister.client();
+        let request = Request::post(self.place_url.clone()).with_body(body, "application/json");
+        let (status, body) = client.exchange(&request, client.deadline()).await?;
+        Ok(Placed { status, body })
     }
 }
 

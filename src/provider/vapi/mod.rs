@@ -189,6 +189,7 @@ impl KindSettings for Settings {
         Ok(Backend {
             list: vapi.clone(),
             end: Some(vapi),
+            place: None,
             forward: None,
         })
     }

@@ -16,11 +16,13 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 mod binary;
 mod config;
+mod control;
 mod redis;
 mod sse;
 pub use self::redis::*;
 pub use binary::*;
 pub use config::*;
+pub use control::*;
 pub use sse::*;
 
 /// A running callmux and a client for it.

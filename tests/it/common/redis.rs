@@ -99,9 +99,33 @@ impl RedisServer {
     /// Kills it (as a crash would); its data is gone with it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A frozen server would not die of SIGKILL any later, but be sure it runs.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes it (SIGSTOP): connections stay open and nothing is answered, as with a Redis
+    /// that hangs; [`RedisServer::resume`] lets it go on.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let sent = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{name} {pid} failed");
     }
 
     async fn try_client(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {

@@ -1,0 +1,265 @@
+//! Replicas sharing state on Redis, measured: 1 replica on `memory` (the baseline), 1 and 3
+//! replicas on a real `redis-server` started here on a free loopback port, all over the same
+//! three fake upstreams (N calls each) at C connections, each client round robin over the
+//! replicas, request by request. Upstream requests per second should not grow with the
+//! replicas; the Redis path's added p50 is the one cost of sharing. The setups take turns,
+//! round after round (the machine is shared, and its load drifts), and the table gives each
+//! figure's median over the rounds.
+
+use super::*;
+
+/// Calls per upstream, and clients.
+const N: usize = 1_000;
+const C: usize = 64;
+/// Short enough that a window holds many TTLs, so upstream request rates compare closely.
+const TTL_MS: u64 = 100;
+const SECRET: &str = "bench-fleet-secret-0123456789abcdef";
+
+/// A `redis-server` of the benchmark's own, nothing saved; killed on drop.
+struct RedisProcess {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisProcess {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let addr = free_loopback_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &addr.port().to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}); install it with `apt-get install -y redis-server`")
+            });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            url: format!("redis://{addr}/0"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SETUPS: [Setup; 3] = [Setup::Memory, Setup::Redis(1), Setup::Redis(3)];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    Memory,
+    Redis(usize),
+}
+
+impl Setup {
+    fn label(self) -> String {
+        match self {
+            Self::Memory => "1 replica, memory".into(),
+            Self::Redis(1) => "1 replica, redis".into(),
+            Self::Redis(n) => format!("{n} replicas, redis"),
+        }
+    }
+}
+
+/// Rounds of every setup, in turn.
+const ROUNDS: usize = 3;
+
+struct Measured {
+    setup: Setup,
+    tally: Tally,
+}
+
+impl Measured {
+    fn rps(&self) -> f64 {
+        self.tally.per_second(self.tally.requests())
+    }
+
+    fn p50(&self) -> f64 {
+        self.tally.quantile_ms(0.5)
+    }
+
+    fn p99(&self) -> f64 {
+        self.tally.quantile_ms(0.99)
+    }
+
+    fn upstream_rps(&self) -> f64 {
+        self.tally
+            .per_second(self.tally.upstream_hits().iter().sum())
+    }
+
+    fn not_ok(&self) -> u64 {
+        self.tally.requests() - self.tally.kinds.get(OK).copied().unwrap_or(0)
+    }
+}
+
+/// The median over the rounds of `setup` of one figure.
+fn median(results: &[Measured], setup: Setup, figure: fn(&Measured) -> f64) -> f64 {
+    let mut v: Vec<f64> = results
+        .iter()
+        .filter(|m| m.setup == setup)
+        .map(figure)
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Waits until a replica's `/readyz` says its store is `ok` (it has joined the fleet).
+async fn joined(replica: &Callmux) {
+    let url = format!("{}/readyz", replica.url);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::Client::new().get(&url).send().await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                if v["state"] == "ok" {
+                    return;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "replica never joined the fleet");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn run(quick: bool) {
+    let window = if quick {
+        Window {
+            warmup: Duration::from_millis(250),
+            measure: Duration::from_secs(2),
+        }
+    } else {
+        Window {
+            warmup: Duration::from_secs(1),
+            measure: Duration::from_secs(5),
+        }
+    };
+    let servers = runtime("upstreams");
+    let load = runtime("load");
+    let fleet = start_fleet(servers.handle(), N, [UPSTREAM_TIMEOUT_MS; PROVIDERS]);
+    let redis = RedisProcess::start();
+    let memory = config_toml(&fleet, TTL_MS);
+    let shared = format!(
+        "{memory}\n[state]\nbackend = \"redis\"\nredis_url_env = \"BENCH_REDIS_URL\"\nsecret_env = \"BENCH_STATE_SECRET\"\n"
+    );
+    let env = [
+        ("BENCH_REDIS_URL", redis.url.as_str()),
+        ("BENCH_STATE_SECRET", SECRET),
+    ];
+    let rounds = if quick { 1 } else { ROUNDS };
+    let mut results = Vec::new();
+    for setup in (0..rounds).flat_map(|_| SETUPS) {
+        let replicas: Vec<Callmux> = match setup {
+            Setup::Memory => vec![Callmux::start(&memory)],
+            Setup::Redis(n) => (0..n).map(|_| Callmux::start_with(&shared, &env)).collect(),
+        };
+        let urls: Vec<String> = replicas.iter().map(Callmux::calls_url).collect();
+        let tally = load.block_on(async {
+            if setup != Setup::Memory {
+                for r in &replicas {
+                    joined(r).await;
+                }
+            }
+            let first = first_answer(&urls[0], PROVIDERS * N)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", setup.label()));
+            let probes = probes(&fleet, None);
+            drive(
+                &urls,
+                C,
+                window,
+                LOAD_REQUEST_TIMEOUT,
+                &probes,
+                same_length(first.len()),
+            )
+            .await
+        });
+        let m = Measured { setup, tally };
+        eprintln!(
+            "{}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, upstream {:.1} req/s, {} not ok",
+            m.setup.label(),
+            m.rps(),
+            m.p50(),
+            m.p99(),
+            m.upstream_rps(),
+            m.not_ok()
+        );
+        for r in &replicas {
+            eprintln!("  replica: {}", r.log.report());
+        }
+        results.push(m);
+    }
+    print(&results, window);
+}
+
+fn print(results: &[Measured], window: Window) {
+    let rounds = results.len() / SETUPS.len();
+    println!(
+        "Replicas: closed loop at C = {C}, each client round robin over the replicas request by \
+         request, HTTP/1.1 keep-alive; N = {N} calls per upstream (3 upstreams), cache_ttl_ms = \
+         {TTL_MS}; {:.2} s warm-up then {:.2} s per setup, the setups in turn for {rounds} \
+         round(s); medians over the rounds; latencies in ms; upstream req/s = requests the three \
+         upstreams received per second, together.",
+        window.warmup.as_secs_f64(),
+        window.measure.as_secs_f64()
+    );
+    println!();
+    println!("| setup | req/s | p50 | p99 | upstream req/s | not ok (all rounds) |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for setup in SETUPS {
+        let not_ok: u64 = results
+            .iter()
+            .filter(|m| m.setup == setup)
+            .map(Measured::not_ok)
+            .sum();
+        println!(
+            "| {} | {:.0} | {:.3} | {:.3} | {:.1} | {not_ok} |",
+            setup.label(),
+            median(results, setup, Measured::rps),
+            median(results, setup, Measured::p50),
+            median(results, setup, Measured::p99),
+            median(results, setup, Measured::upstream_rps),
+        );
+    }
+    println!();
+    let upstream = |s| median(results, s, Measured::upstream_rps);
+    let (one, three) = (upstream(Setup::Redis(1)), upstream(Setup::Redis(3)));
+    let r = three / one;
+    println!(
+        "{}",
+        verdict(
+            (r - 1.0).abs() <= 0.10,
+            format!(
+                "upstream req/s, 3 replicas ÷ 1: {three:.1} ÷ {one:.1} = {r:.3} (target: within 10 %)"
+            )
+        )
+    );
+    let p50 = |s| median(results, s, Measured::p50);
+    let added = p50(Setup::Redis(1)) - p50(Setup::Memory);
+    println!(
+        "{}",
+        verdict(
+            added < 0.5,
+            format!(
+                "the Redis path's added p50 over memory, 1 replica: {added:.3} ms (target: < 0.5 ms)"
+            )
+        )
+    );
+    let errors: u64 = results.iter().map(Measured::not_ok).sum();
+    println!(
+        "{}",
+        verdict(errors == 0, format!("{errors} answers not ok in all"))
+    );
+}
