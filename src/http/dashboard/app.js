@@ -144,7 +144,7 @@ async function connect() {
   setConnection('◌ Connecting…', false);
   const h = headers();
   h.accept = 'text/event-stream';
-  if (state.lastEventId !== null) h['last-event-id'] = state.lastEventId;
+  if (state.lastEventId) h['last-event-id'] = state.lastEventId;
   let response;
   try {
     response = await fetch('/calls/stream', { headers: h, signal: controller.signal, cache: 'no-store' });
