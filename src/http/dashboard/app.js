@@ -80,7 +80,7 @@ function showSignIn(message) {
   error.hidden = !message;
   error.textContent = message || '';
   $('key').value = '';
-  (state.session || !$('org').value ? $('org') : $('key')).focus();
+  ($('org').value ? $('key') : $('org')).focus();
 }
 
 function showBoard() {
@@ -113,6 +113,8 @@ function resetData() {
   state.lastEventId = null;
   state.backoff = BACKOFF_MIN_MS;
   $('updated').textContent = '';
+  $('action').hidden = true;
+  streamError('');
   render();
 }
 
