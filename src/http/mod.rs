@@ -4,9 +4,11 @@
 mod bounds;
 pub mod connections;
 pub mod control;
+mod dashboard;
 pub mod hooks;
 mod metrics;
 mod openapi;
+mod openapi_live;
 mod ops;
 mod passthrough;
 pub mod render;
@@ -98,6 +100,7 @@ pub fn router(live: Arc<Live>) -> Router {
     Router::new()
         .merge(lists)
         .merge(streams)
+        .merge(dashboard::routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -14,9 +14,9 @@ use utoipa::OpenApi;
 
 /// The document, serialised once.
 static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
-    let json = doc::ApiDoc::openapi()
-        .to_json()
-        .expect("the OpenAPI document serialises");
+    let mut document = doc::ApiDoc::openapi();
+    document.merge(super::openapi_live::LiveDoc::openapi());
+    let json = document.to_json().expect("the OpenAPI document serialises");
     Bytes::from(json)
 });
 
@@ -26,7 +26,7 @@ pub async fn document() -> Response {
 }
 
 #[allow(dead_code)] // described, never constructed: the wire writers produce these shapes
-mod doc {
+pub(super) mod doc {
     use utoipa::openapi::schema::{ObjectBuilder, Type};
     use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
     use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
@@ -119,7 +119,7 @@ mod doc {
     /// The two request headers, the same for both endpoints.
     #[derive(IntoParams)]
     #[into_params(parameter_in = Header)]
-    struct ListHeaders {
+    pub(in crate::http) struct ListHeaders {
         /// The organisation's key, raw (`<key>`) or as `Bearer <key>`. Required: without it,
         /// or with an empty one, the answer is 401 `AUTH_FAILURE`. (Also described as the
         /// `orgKey` security scheme, which is what OpenAPI tools act on.)

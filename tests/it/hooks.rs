@@ -359,3 +359,58 @@ async fn callbacks_are_counted_by_provider_and_outcome_and_neither_token_nor_sig
     }
     assert!(!metrics.contains(TOKEN) && !metrics.contains(&signature));
 }
+
+#[tokio::test]
+async fn no_key_token_or_signature_appears_in_the_binary_s_logs_at_trace_or_in_any_event() {
+    let org = unique("nolog");
+    let twilio = twilio_server(&[(
+        "ringing",
+        vec![twilio_call(&sid(1), "ringing", "outbound-api")],
+    )])
+    .await;
+    let mut env: Vec<(&str, &str)> = ENV.to_vec();
+    env.push(("RUST_LOG", "trace"));
+    let server = Binary::start(config(&org, &["tw"], &twilio.uri()).as_str(), &env, &[]);
+    let mut s = server
+        .app
+        .stream("/calls/stream", KEY, &org, None)
+        .await
+        .unwrap();
+    let mut events = vec![s.next_of("snapshot").await];
+    let params = callback(&sid(1), "in-progress");
+    let signature = sign(TOKEN.as_bytes(), &public_url("tw"), &params);
+    assert_eq!(
+        post(&server.app, "tw", &params, Some("forged-signature"))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        post(&server.app, "tw", &params, Some(&signature)).await.0,
+        204
+    );
+    events.push(s.next_of("change").await);
+    let Err((status, _)) = server
+        .app
+        .stream("/calls/stream", "typed-wrong-key", &org, None)
+        .await
+    else {
+        panic!("a wrong key streamed");
+    };
+    assert_eq!(status, 401);
+    drop(s);
+    let logs = server.stop();
+    assert!(logs.contains("twilio status callback"), "{logs}");
+    for secret in [
+        KEY,
+        TOKEN,
+        &signature,
+        "forged-signature",
+        "typed-wrong-key",
+    ] {
+        assert!(!logs.contains(secret), "{secret} in the logs");
+        for e in &events {
+            assert!(!format!("{e:?}").contains(secret), "{secret} in an event");
+        }
+    }
+}

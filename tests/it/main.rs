@@ -13,6 +13,7 @@ mod coalescing;
 mod config;
 mod conformance;
 mod connections;
+mod dashboard;
 mod end;
 mod faults;
 mod hooks;

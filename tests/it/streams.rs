@@ -565,3 +565,81 @@ async fn callers_bringing_their_own_bland_keys_each_get_only_their_own_calls() {
     };
     assert_eq!(status, 401);
 }
+
+/// Checks `body` against the schema `/openapi.json` documents for `path`'s `status`.
+fn documented(doc: &Value, path: &str, method: &str, status: u16, body: &Value) {
+    let response = &doc["paths"][path][method]["responses"][status.to_string()];
+    let mut root = response["content"]["application/json"]["schema"].clone();
+    assert!(root.is_object(), "{path} documents no JSON {status}");
+    root["components"] = doc["components"].clone();
+    let validator = jsonschema::draft202012::new(&root).unwrap();
+    let wrong: Vec<String> = validator.iter_errors(body).map(|e| e.to_string()).collect();
+    assert!(wrong.is_empty(), "{path} {status}: {wrong:?}\n{body:#}");
+}
+
+#[tokio::test]
+async fn the_live_routes_are_documented_and_their_real_answers_match_the_document() {
+    let agent = LiveAgent::start(json!([call("a", "ringing")])).await;
+    let org = unique("openapi");
+    let toml = TestConfig::new()
+        .org(OrgB::key(&org, KEY).providers(&["agents", "down"]))
+        .provider(ProviderB::agent("agents", &agent.url))
+        .provider(ProviderB::agent("down", &refused_url().await))
+        .toml();
+    let app = spawn_app(&toml).await;
+    let doc = app.get("/openapi.json", &[]).await.body;
+    for path in [
+        "/calls/stream",
+        "/api/calls/stream",
+        "/v1/calls/active/stream",
+    ] {
+        assert!(
+            doc["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]
+                .is_object(),
+            "{path} is not documented as an event stream"
+        );
+    }
+    let creds = [("authorization", KEY), ("x-bland-org-id", org.as_str())];
+    let listed = app.get("/calls", &creds).await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.body["errors"][0]["provider"], "down");
+    documented(&doc, "/calls", "get", 200, &listed.body);
+    let wrong = [("authorization", "wrong"), ("x-bland-org-id", org.as_str())];
+    documented(
+        &doc,
+        "/calls",
+        "get",
+        401,
+        &app.get("/calls", &wrong).await.body,
+    );
+    for (path, key) in [
+        ("/calls/stream", "wrong"),
+        ("/api/calls/stream", "wrong"),
+        ("/v1/calls/active/stream", "wrong"),
+    ] {
+        let Err((status, body)) = app.stream(path, key, &org, None).await else {
+            panic!("{path} streamed to a wrong key");
+        };
+        documented(&doc, path, "get", status, &body);
+    }
+    // A snapshot's data is the list body, so it matches the list's 200.
+    let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    documented(
+        &doc,
+        "/calls",
+        "get",
+        200,
+        &s.next_of("snapshot").await.json(),
+    );
+    // The hook's refusals.
+    let hook = "/hooks/twilio/{provider_id}";
+    let answer = app
+        .http
+        .post(app.url("/hooks/twilio/agents"))
+        .body("CallSid=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    documented(&doc, hook, "post", 404, &answer.json().await.unwrap());
+}

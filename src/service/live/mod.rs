@@ -460,7 +460,14 @@ async fn poll(topic: Arc<Topic>, live: Weak<Live>) {
         }
         let Some(live) = live.upgrade() else { return };
         let loaded = live.current();
-        let presented = topic.lock().presented.clone();
+        let (presented, dormant) = {
+            let inner = topic.lock();
+            (inner.presented.clone(), inner.subscribers.is_empty())
+        };
+        // The last subscriber left while this poll waited: no one would hear its answer.
+        if dormant {
+            continue;
+        }
         match loaded.service.list(&presented).await {
             Ok(listed) => {
                 topic.publish(State::Listed(listed.snapshot));

@@ -1,0 +1,368 @@
+//! The dashboard at `GET /`: its files served from the binary under a policy of its own
+//! origin, and the page end to end in Debian's headless Chromium (`tests/browser/dashboard.mjs`,
+//! through the pinned `playwright-core`) against the real server and fake upstreams.
+//!
+//! The browser test needs `/usr/bin/chromium` (or `CALLMUX_CHROMIUM`), Node 20 and
+//! `npm ci --prefix tests/browser`, all of which `.ci/run` installs. Without them it fails and
+//! says so; `CALLMUX_SKIP_BROWSER=1` skips it on purpose. `CALLMUX_UPDATE_SCREENSHOT=1` also
+//! writes its screenshot to `docs/dashboard.png`, the one the README shows.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::*;
+
+const KEY: &str = "acme-dashboard-key";
+const BLAND_KEY_VAR: &str = "DASHBOARD_TEST_BLAND_KEY";
+const BLAND_KEY: &str = "bland-secret-key";
+const BLAND_ORG: &str = "bland-org-1";
+/// Upstreams are polled this often while the page is open, so changes show quickly.
+const POLL_MS: u64 = 200;
+
+/// What the dashboard's files must be served with.
+const FILES: &[(&str, &str)] = &[
+    ("/", "text/html; charset=utf-8"),
+    ("/dashboard/app.js", "text/javascript; charset=utf-8"),
+    ("/dashboard/style.css", "text/css; charset=utf-8"),
+    ("/dashboard/icon.svg", "image/svg+xml"),
+];
+
+#[tokio::test]
+async fn the_page_and_its_files_come_from_the_binary_under_a_policy_of_their_own_origin() {
+    let app = spawn_app(&one_agent_org(KEY, "agents", &refused_url().await, 0)).await;
+    for (path, content_type) in FILES {
+        let reply = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(reply.status(), 200, "{path}");
+        let header = |name: &str| {
+            reply
+                .headers()
+                .get(name)
+                .unwrap_or_else(|| panic!("{path} has no {name}"))
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(header("content-type"), *content_type, "{path}");
+        let policy = header("content-security-policy");
+        assert!(policy.starts_with("default-src 'self';"), "{policy}");
+        assert!(!policy.contains("unsafe"), "{policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        assert_eq!(header("cache-control"), "no-cache");
+        let etag = header("etag");
+        let body = reply.text().await.unwrap();
+        assert!(!body.is_empty(), "{path}");
+
+        let again = app
+            .http
+            .get(app.url(path))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path} unchanged is not 304");
+        assert!(again.text().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn the_page_loads_nothing_from_elsewhere_and_its_script_never_writes_markup() {
+    let app = spawn_app(&one_agent_org(KEY, "agents", &refused_url().await, 0)).await;
+    let text = |path: &'static str| {
+        let app = &app;
+        async move {
+            let reply = app.http.get(app.url(path)).send().await.unwrap();
+            reply.text().await.unwrap()
+        }
+    };
+    let page = text("/").await;
+    // Every src= and href= is a path on callmux or a fragment: nothing from a CDN.
+    for attr in ["src=\"", "href=\""] {
+        for value in page.split(attr).skip(1) {
+            assert!(
+                value.starts_with('/') || value.starts_with('#'),
+                "{attr}{}",
+                &value[..value.find('"').unwrap_or(value.len())]
+            );
+        }
+    }
+    // No inline script: the policy would refuse it, and the page would not work.
+    for script in page.split("<script").skip(1) {
+        let tag_end = script.find('>').unwrap();
+        assert!(
+            script[..tag_end].contains("src=\"/dashboard/"),
+            "<script{script}"
+        );
+        assert!(
+            script[tag_end + 1..].starts_with("</script>"),
+            "<script{script}"
+        );
+    }
+    let script = text("/dashboard/app.js").await;
+    for markup in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+    ] {
+        assert!(!script.contains(markup), "app.js uses {markup}");
+    }
+    assert!(!script.contains("localStorage"), "app.js uses localStorage");
+    assert!(!script.contains("document.cookie"), "app.js uses cookies");
+}
+
+/// What the browser test runs with, once it is known all of it is here.
+struct Browser {
+    chromium: PathBuf,
+    script: PathBuf,
+}
+
+impl Browser {
+    /// `None` only when the run asked to skip (`CALLMUX_SKIP_BROWSER=1`); a missing browser
+    /// or package otherwise fails the test, since CI must never pass without running it.
+    fn ready() -> Option<Self> {
+        if std::env::var("CALLMUX_SKIP_BROWSER").as_deref() == Ok("1") {
+            eprintln!("CALLMUX_SKIP_BROWSER=1: the headless Chromium test is skipped");
+            return None;
+        }
+        let install = "run `bash .ci/run`, or install them: `apt-get install -y chromium` and \
+                       `npm ci --prefix tests/browser` (Node 20); CALLMUX_SKIP_BROWSER=1 skips \
+                       this test on purpose";
+        let chromium = std::env::var_os("CALLMUX_CHROMIUM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+        assert!(
+            chromium.is_file(),
+            "no Chromium at {}: {install}",
+            chromium.display()
+        );
+        let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+        assert!(
+            browser
+                .join("node_modules/playwright-core/package.json")
+                .is_file(),
+            "tests/browser/node_modules has no playwright-core: {install}"
+        );
+        let node = std::process::Command::new("node").arg("--version").output();
+        assert!(
+            node.is_ok_and(|o| o.status.success()),
+            "no `node` on PATH: {install}"
+        );
+        Some(Self {
+            chromium,
+            script: browser.join("dashboard.mjs"),
+        })
+    }
+}
+
+/// The browser script's process, killed if the test ends before it does.
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// callmux served in process on `addr`, until [`Server::stop`].
+struct Server {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    async fn start(toml: &str, env: &[(&str, &str)], addr: SocketAddr) -> Self {
+        let config = load_config(toml, env).expect("test config valid");
+        let live = callmux::Live::fixed(config).expect("providers build");
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(callmux::serve(listener, live, async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop, served }
+    }
+
+    /// A graceful shutdown, as on SIGTERM.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.served.await.unwrap().unwrap();
+    }
+}
+
+/// Epoch milliseconds `minutes` ago, as Bland writes `timestamp`.
+fn minutes_ago(minutes: u64) -> String {
+    let now = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap();
+    (now - minutes * 60_000).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_signs_in_and_shows_calls_changes_health_and_ends_a_call_in_headless_chromium(
+) {
+    let Some(browser) = Browser::ready() else {
+        return;
+    };
+    let ringing = "CA-ringing-7f3a";
+    let added = "CA-new-91c2";
+    let hostile_from = "<img src=x onerror=alert(1)><b>+1</b>";
+    let (agents, listed) = live_agent_server(vec![
+        agent_call(ringing, "+14155550101", "ringing", "outbound"),
+        agent_call(
+            "CA-answered-2b8e",
+            "+14155550102",
+            "in-progress",
+            "incoming",
+        ),
+    ])
+    .await;
+    let bland_calls = [
+        (
+            "bland-queued-1",
+            "QUEUED",
+            1,
+            "+18475586665",
+            "+13105100966",
+        ),
+        (
+            "bland-hostile-1",
+            "IN_PROGRESS",
+            4,
+            hostile_from,
+            "+16106876633",
+        ),
+        (
+            "bland-long-1",
+            "IN_PROGRESS",
+            12,
+            "+18154728283",
+            "+12125550143",
+        ),
+    ]
+    .map(|(id, status, minutes, from, to)| {
+        let mut call = bland_call(id, status, &minutes_ago(minutes));
+        call["from"] = json!(from);
+        call["to"] = json!(to);
+        call
+    });
+    let bland = bland_server(BLAND_KEY, BLAND_ORG, json!(bland_calls)).await;
+    let failing = raw_server(500, r#"{"error":"internal"}"#).await;
+    let toml = TestConfig::new()
+        .server("shutdown_grace_ms", 2000)
+        .org(OrgB::key("acme", KEY).providers(&["agents", "bland", "agents-eu"]))
+        .provider(ProviderB::agent("agents", &agents.uri()).set("poll_interval_ms", POLL_MS))
+        .provider(
+            ProviderB::bland("bland", &bland.uri(), BLAND_KEY_VAR, BLAND_ORG)
+                .set("poll_interval_ms", POLL_MS),
+        )
+        .provider(
+            ProviderB::agent("agents-eu", &failing.uri())
+                .set("poll_interval_ms", POLL_MS)
+                .set("retries", 0)
+                .set("circuit_failures", 0),
+        )
+        .toml();
+    let env = [(BLAND_KEY_VAR, BLAND_KEY)];
+    let mut server = Server::start(&toml, &env, "127.0.0.1:0".parse().unwrap()).await;
+    let addr = server.addr;
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+
+    let scenario = json!({
+        "base": format!("http://{addr}"),
+        "org": "acme",
+        "key": KEY,
+        "chromium": browser.chromium,
+        "screenshot": screenshot,
+        "calls": {
+            "ringing": ringing,
+            "added": added,
+            // The Bland fake has no stop route: ending this call is refused upstream.
+            "refused": "bland-queued-1",
+            "hostile": {"id": "bland-hostile-1", "from": hostile_from},
+        },
+        "providers": {"failing": "agents-eu"},
+    });
+    let mut node = Node(
+        Command::new("node")
+            .arg(&browser.script)
+            .arg(scenario.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node starts"),
+    );
+    let mut to_node = node.0.stdin.take().unwrap();
+    let from_node = BufReader::new(node.0.stdout.take().unwrap());
+    let listed_by_node = listed.clone();
+    // The script's output, read on a thread of its own; each step it asks for changes an
+    // upstream here, then lets it go on.
+    let runtime = tokio::runtime::Handle::current();
+    let talk = tokio::task::spawn_blocking(move || {
+        let mut said = Vec::new();
+        for line in from_node.lines() {
+            let line = line.unwrap();
+            eprintln!("browser: {line}");
+            if line == "step restart-server" {
+                // Every stream ends (with its final event), and callmux comes back on the
+                // same address, knowing nothing of the events it sent before.
+                server = runtime.block_on(async {
+                    server.stop().await;
+                    Server::start(&toml, &env, addr).await
+                });
+                writeln!(to_node, "done restart-server").unwrap();
+            } else if let Some(step) = line.strip_prefix("step ") {
+                let mut calls = listed_by_node.lock().unwrap();
+                match step {
+                    "add-call" => {
+                        calls.push(agent_call(added, "+14155550199", "ringing", "outbound"))
+                    }
+                    "answer-call" => {
+                        for call in calls.iter_mut().filter(|c| c["call_id"] == ringing) {
+                            call["status"] = json!("in-progress");
+                        }
+                    }
+                    other => panic!("the browser script asked for an unknown step {other}"),
+                }
+                drop(calls);
+                writeln!(to_node, "done {step}").unwrap();
+            }
+            said.push(line);
+        }
+        said
+    });
+    let said = tokio::time::timeout(Duration::from_secs(180), talk)
+        .await
+        .expect("the browser scenario finishes within 180 s")
+        .unwrap();
+    let status = node.0.wait().unwrap();
+    assert!(
+        status.success() && said.last().map(String::as_str) == Some("passed"),
+        "the browser scenario failed ({status}); its output is above"
+    );
+
+    let ends: Vec<String> = agents
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(ends, [format!("/api/calls/{added}/end")]);
+    assert!(listed.lock().unwrap().iter().all(|c| c["call_id"] != added));
+
+    let png = std::fs::read(&screenshot).expect("the scenario saved its screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    if std::env::var("CALLMUX_UPDATE_SCREENSHOT").as_deref() == Ok("1") {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
+        std::fs::write(&docs, &png).unwrap();
+        eprintln!("screenshot written to {}", docs.display());
+    }
+}
