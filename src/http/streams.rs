@@ -129,6 +129,15 @@ struct Open {
     done: bool,
 }
 
+/// `callmux_streams_open`, down again when the stream's body is dropped.
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.telemetry
+            .gauge("callmux_streams_open", &[("shape", self.shape.name())])
+            .decrement(1.0);
+    }
+}
+
 fn sse(
     shape: Shape,
     org: Arc<str>,
@@ -136,6 +145,9 @@ fn sse(
     permit: OwnedSemaphorePermit,
     telemetry: Arc<Telemetry>,
 ) -> Response {
+    telemetry
+        .gauge("callmux_streams_open", &[("shape", shape.name())])
+        .increment(1.0);
     let open = Open {
         shape,
         org,

@@ -643,3 +643,38 @@ async fn the_live_routes_are_documented_and_their_real_answers_match_the_documen
     assert_eq!(answer.status(), 404);
     documented(&doc, hook, "post", 404, &answer.json().await.unwrap());
 }
+
+#[tokio::test]
+async fn a_reconnect_soon_after_everyone_left_gets_what_it_missed_and_no_snapshot() {
+    let agent = LiveAgent::start(json!([call("a", "ringing")])).await;
+    let org = unique("dormant");
+    let app = spawn_app(&config(&org, &agent, 50, &[])).await;
+    let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    let seen = s.next_of("snapshot").await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = agent.requests();
+    agent.set(json!([call("a", "in-progress")]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(agent.requests(), idle, "asked with no one subscribed");
+    let mut back = app
+        .stream("/calls/stream", KEY, &org, Some(&seen.id))
+        .await
+        .unwrap();
+    let first = back.next().await;
+    assert_eq!(first.event, "change", "{first:?}");
+    assert_eq!(first.json()["updated"][0]["status"], "in-progress");
+    let gauge = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        gauge.contains("callmux_streams_open{shape=\"own\"}"),
+        "{gauge}"
+    );
+}

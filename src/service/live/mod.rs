@@ -284,16 +284,6 @@ impl Hub {
         }
         moved
     }
-
-    /// Streams open now, in all.
-    pub fn subscribers(&self) -> usize {
-        self.topics
-            .lock()
-            .expect("hub lock")
-            .values()
-            .map(|t| t.lock().subscribers.len())
-            .sum()
-    }
 }
 
 /// Whether a status may replace another: calls only move forward (queued, ringing, in
