@@ -165,6 +165,9 @@ async fn callback(
         return Outcome::Ignored;
     };
     let moved = edge.live.hub().push(provider, call_sid, &status);
+    if let Some(redis) = edge.live.current().service.store().redis() {
+        crate::service::live::fleet::share(redis, provider, call_sid, &status);
+    }
     tracing::info!(
         provider,
         call_sid,

@@ -360,6 +360,11 @@ impl Service {
             .then(|| slot.latest())
             .flatten()
             .and_then(|last| slot.index.owner(&last, call_id));
+        // Not known here: another replica may have listed it (with a fleet).
+        let kept = match (kept, &self.shared_index) {
+            (None, Some(shared)) if vouched => shared.owner(&ctx, &org.providers, call_id).await,
+            (kept, _) => kept,
+        };
         let owner = match kept {
             Some(owner) => owner,
             None => match self.list(presented).await {

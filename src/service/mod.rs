@@ -10,6 +10,7 @@ pub mod merge;
 pub mod passthrough;
 pub mod place;
 pub mod reload;
+pub mod shared_index;
 pub mod snapshot;
 
 use std::collections::HashMap;
@@ -35,6 +36,8 @@ pub struct Service {
     telemetry: Arc<Telemetry>,
     /// What this replica shares with the others (the process's one store).
     store: Store,
+    /// The call → provider index the fleet shares, with Redis.
+    shared_index: Option<shared_index::SharedIndex>,
 }
 
 /// One provider as built from its settings: what requests ask, and what `/readyz` reads.
@@ -190,6 +193,7 @@ impl Service {
             providers: built,
             telemetry,
             store: store.clone(),
+            shared_index: store.redis().cloned().map(shared_index::SharedIndex::new),
         })
     }
 
@@ -292,6 +296,9 @@ impl Service {
             _ => &runtime.last,
         };
         let snapshot = slot.snapshot(&runtime.id, answers, failures).await;
+        if let Some(index) = &self.shared_index {
+            index.publish(&ctx, runtime.providers.iter().map(|p| p.id()), &snapshot);
+        }
         Ok(Listed { snapshot, waited })
     }
 }

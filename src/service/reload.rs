@@ -42,7 +42,7 @@ impl Live {
         let telemetry = Arc::new(Telemetry::default());
         let store = Store::new(&config.state, &telemetry)?;
         let service = Service::new(config, &store, telemetry.clone())?;
-        Ok(Arc::new(Self {
+        let live = Arc::new(Self {
             telemetry: telemetry.clone(),
             current: ArcSwap::from_pointee(Loaded {
                 service,
@@ -53,14 +53,16 @@ impl Live {
             source: None,
             reloading: Mutex::new(None),
             hub: super::live::Hub::new(telemetry.clone()),
-        }))
+        });
+        super::live::fleet::listen(&live);
+        Ok(live)
     }
 
     /// Loads `path` (under the process's `CALLMUX_*` variables) and keeps it to reload from.
     pub fn from_file(path: PathBuf) -> Result<Arc<Self>, String> {
         let telemetry = Arc::new(Telemetry::default());
         let (service, file_sha256) = load(&path, None, &telemetry)?;
-        Ok(Arc::new(Self {
+        let live = Arc::new(Self {
             telemetry: telemetry.clone(),
             current: ArcSwap::from_pointee(Loaded {
                 service,
@@ -71,7 +73,9 @@ impl Live {
             source: Some(path),
             reloading: Mutex::new(None),
             hub: super::live::Hub::new(telemetry.clone()),
-        }))
+        });
+        super::live::fleet::listen(&live);
+        Ok(live)
     }
 
     pub fn current(&self) -> Arc<Loaded> {

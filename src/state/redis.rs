@@ -9,10 +9,12 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures::StreamExt;
 use metrics::Gauge;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisResult};
 use secrecy::ExposeSecret;
+use tokio::sync::mpsc;
 
 use super::seal::{Rejected, Sealer};
 use super::settings::RedisConfig;
@@ -33,6 +35,8 @@ pub struct Redis {
     shown: String,
     /// The password, to scrub from any error text before it is logged.
     password: Option<String>,
+    /// Tells this process's own messages on a channel from other replicas'.
+    pub origin: u64,
 }
 
 impl std::fmt::Debug for Redis {
@@ -71,6 +75,7 @@ impl Redis {
             telemetry: telemetry.clone(),
             shown: config.shown_url(),
             password,
+            origin: fastrand::u64(..),
         });
         redis.up_gauge.set(0.0);
         tokio::spawn(health(Arc::downgrade(&redis)));
@@ -205,6 +210,60 @@ impl Redis {
         self.cmd::<()>("del", redis::cmd("DEL").arg(key).clone())
             .await
             .is_some()
+    }
+}
+
+impl Redis {
+    /// Publishes `payload`, sealed, on `channel`; a message lost while Redis is down is lost.
+    pub async fn publish(&self, channel: &str, payload: &[u8]) {
+        let sealed = self.sealer.seal(channel, payload);
+        let _: Option<i64> = self
+            .cmd(
+                "publish",
+                redis::cmd("PUBLISH").arg(channel).arg(sealed).clone(),
+            )
+            .await;
+    }
+
+    /// Every message on `channel` that this fleet sealed, as it comes, for as long as the
+    /// store lives: subscribed on a connection of its own, again after Redis comes back.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        kind: &'static str,
+        channel: String,
+    ) -> mpsc::Receiver<Vec<u8>> {
+        let (tx, rx) = mpsc::channel(1_024);
+        let store = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(redis) = store.upgrade() else { return };
+                let (client, timeout) = (redis.client.clone(), redis.timeout);
+                drop(redis);
+                let subscribed = tokio::time::timeout(timeout, async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(&channel).await?;
+                    RedisResult::Ok(pubsub)
+                })
+                .await;
+                if let Ok(Ok(pubsub)) = subscribed {
+                    let mut messages = pubsub.into_on_message();
+                    while let Some(message) = messages.next().await {
+                        let Some(redis) = store.upgrade() else { return };
+                        let opened = redis.open(kind, &channel, message.get_payload_bytes());
+                        if let Some(payload) = opened {
+                            if tx.send(payload).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(HEALTH_EVERY).await;
+            }
+        });
+        rx
     }
 }
 

@@ -115,7 +115,7 @@ impl RawState {
             check.push(
                 "state.redis_url_env",
                 "is not set, and backend = \"redis\" needs a Redis to connect to",
-                "set redis_url_env = \"CALLMUX_REDIS_URL\" and export that variable as redis://[:password@]host:port[/db]",
+                "set redis_url_env = \"REDIS_URL\" and export that variable (a name not starting CALLMUX_, which are read as settings) as redis://[:password@]host:port[/db]",
             );
             return None;
         };
@@ -145,7 +145,7 @@ impl RawState {
             check.push(
                 "state.secret_env",
                 "is not set, and backend = \"redis\" needs the secret every replica shares for its MACs",
-                "set secret_env = \"CALLMUX_STATE_SECRET\" and export the same random value (e.g. `openssl rand -hex 32`) on every replica",
+                "set secret_env = \"STATE_SECRET\" and export the same random value (e.g. `openssl rand -hex 32`) on every replica",
             );
             return None;
         };

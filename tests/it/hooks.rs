@@ -9,9 +9,9 @@ use serde_json::Value;
 use crate::common::*;
 use crate::twilio::{sid, twilio_call, twilio_server, ACCOUNT, ENV};
 
-const KEY: &str = "hooks-key";
+pub(crate) const KEY: &str = "hooks-key";
 /// The auth token the test environment holds (`TWILIO_TEST_AUTH_TOKEN`).
-const TOKEN: &str = "twilio-SECRET-auth-token-8d2f4b6a0c1e";
+pub(crate) const TOKEN: &str = "twilio-SECRET-auth-token-8d2f4b6a0c1e";
 
 fn public_url(provider: &str) -> String {
     format!("https://callmux.example.com/hooks/twilio/{provider}")
@@ -19,7 +19,7 @@ fn public_url(provider: &str) -> String {
 
 /// An org seeing twilio providers `ids` at `base_url`, each taking callbacks at its own
 /// public URL, polled so rarely that nothing in a test comes from a poll after the first.
-fn config(org: &str, ids: &[&str], base_url: &str) -> String {
+pub(crate) fn config(org: &str, ids: &[&str], base_url: &str) -> String {
     let mut c = TestConfig::new().org(OrgB::key(org, KEY).providers(ids));
     for id in ids {
         c = c.provider(
@@ -41,7 +41,7 @@ fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// A status callback as Twilio sends one for `call` (its documented parameters).
-fn callback(call: &str, status: &str) -> Vec<(String, String)> {
+pub(crate) fn callback(call: &str, status: &str) -> Vec<(String, String)> {
     form(&[
         ("AccountSid", ACCOUNT),
         ("ApiVersion", "2010-04-01"),
@@ -98,7 +98,11 @@ async fn post_raw(
 }
 
 /// A signed callback for `provider`.
-async fn signed(app: &TestApp, provider: &str, params: &[(String, String)]) -> (u16, String) {
+pub(crate) async fn signed(
+    app: &TestApp,
+    provider: &str,
+    params: &[(String, String)],
+) -> (u16, String) {
     let signature = sign(TOKEN.as_bytes(), &public_url(provider), params);
     post(app, provider, params, Some(&signature)).await
 }

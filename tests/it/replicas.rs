@@ -614,3 +614,183 @@ async fn nothing_secret_is_ever_written_to_redis() {
         }
     }
 }
+
+/// Waits (bounded) until Redis holds `key`.
+async fn published(redis: &RedisServer, key: &str) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = redis.get(key).await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{key} was never published");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Requests a fake received that were lists.
+async fn lists(server: &MockServer) -> usize {
+    hits(server).await - ends(server).await
+}
+
+fn two_agents(agents: &str, other: &str) -> String {
+    TestConfig::new()
+        .org(OrgB::key("acme", KEY).providers(&["agents", "other"]))
+        .provider(ProviderB::agent("agents", agents))
+        .provider(ProviderB::agent("other", other))
+        .toml()
+}
+
+#[tokio::test]
+async fn a_call_listed_through_one_replica_is_ended_through_another_without_a_list() {
+    let redis = RedisServer::start().await;
+    let (agents, _) = live_agent_server(vec![agent_call(
+        "c1",
+        "+15550001",
+        "in-progress",
+        "outbound",
+    )])
+    .await;
+    let (other, _) = live_agent_server(vec![]).await;
+    let toml = two_agents(&agents.uri(), &other.uri());
+    let a = replica(&toml, &redis).await;
+    let b = replica(&toml, &redis).await;
+    assert_eq!(a.calls(KEY, "acme").await.body["count"], 1);
+    published(&redis, &fleet_key("index", &[b"acme", b"", b"agents"])).await;
+
+    let listed = (lists(&agents).await, lists(&other).await);
+    let r = b.end("c1", KEY, "acme").await;
+    assert_eq!(r.status, 200, "{:#}", r.body);
+    assert_eq!(r.body["provider"], "agents", "{:#}", r.body);
+    assert_eq!((ends(&agents).await, ends(&other).await), (1, 0));
+    assert_eq!(
+        (lists(&agents).await, lists(&other).await),
+        listed,
+        "replica B listed to find the call"
+    );
+}
+
+#[tokio::test]
+async fn a_call_moved_to_another_provider_in_redis_is_not_ended_there() {
+    let redis = RedisServer::start().await;
+    let (agents, _) = live_agent_server(vec![
+        agent_call("c2", "+15550002", "in-progress", "outbound"),
+        agent_call("c3", "+15550003", "in-progress", "outbound"),
+    ])
+    .await;
+    let (other, _) = live_agent_server(vec![]).await;
+    let toml = two_agents(&agents.uri(), &other.uri());
+    let a = replica(&toml, &redis).await;
+    assert_eq!(a.calls(KEY, "acme").await.body["count"], 2);
+    let agents_key = fleet_key("index", &[b"acme", b"", b"agents"]);
+    let other_key = fleet_key("index", &[b"acme", b"", b"other"]);
+    published(&redis, &other_key).await;
+
+    for (n, call) in ["c2", "c3"].into_iter().enumerate() {
+        let genuine = published(&redis, &agents_key).await;
+        let planted = if n == 0 {
+            // The call's own provider's genuine entry, copied under the other's key.
+            genuine
+        } else {
+            format!(r#"["{call}"]"#).into_bytes()
+        };
+        let () = redis::cmd("DEL")
+            .arg(&agents_key)
+            .query_async(&mut redis.client().await)
+            .await
+            .unwrap();
+        redis.set(&other_key, &planted).await;
+        let b = replica(&toml, &redis).await;
+        let r = b.end(call, KEY, "acme").await;
+        // Found by listing afresh, on the provider that listed it.
+        assert_eq!(r.status, 200, "{:#}", r.body);
+        assert_eq!(r.body["provider"], "agents", "{:#}", r.body);
+        assert_eq!(ends(&other).await, 0, "the call was sent where Redis said");
+        let rejected = sample(
+            &metrics(&b).await,
+            "callmux_state_rejected_total",
+            &["kind=\"index\""],
+        );
+        assert!(rejected >= 1.0, "{rejected}");
+    }
+    assert_eq!(ends(&agents).await, 2);
+}
+
+#[tokio::test]
+async fn a_callback_taken_by_one_replica_moves_the_call_in_streams_on_another_and_a_forged_one_does_not(
+) {
+    use crate::hooks::{callback, config, signed, KEY as HOOKS_KEY};
+    use crate::twilio::{sid, twilio_call, twilio_server, ENV};
+    let redis = RedisServer::start().await;
+    let org = unique("fleet_push");
+    let twilio = twilio_server(&[(
+        "ringing",
+        vec![twilio_call(&sid(1), "ringing", "outbound-api")],
+    )])
+    .await;
+    let toml = on_redis(&config(&org, &["tw"], &twilio.uri()));
+    let mut env = env_of(&redis);
+    env.extend(ENV.iter().map(|(k, v)| (*k, v.to_string())));
+    let a = spawn_app_with_env(&toml, &pairs(&env)).await;
+    let b = spawn_app_with_env(&toml, &pairs(&env)).await;
+    state_becomes(&a, "ok").await;
+    state_becomes(&b, "ok").await;
+    let channel = Sealer::key("live", "pushed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, listening): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async(&mut redis.client().await)
+            .await
+            .unwrap();
+        if listening == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replicas never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut on_b = b
+        .stream("/calls/stream", HOOKS_KEY, &org, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        on_b.next_of("snapshot").await.json()["calls"][0]["status"],
+        "ringing"
+    );
+
+    // A stranger publishing on the channel: a plain message, and one sealed with another
+    // secret, each ending the call.
+    let forged = json!({"origin": 1, "provider": "tw", "call_id": sid(1), "status": "completed"})
+        .to_string();
+    let other = Sealer::new(&secrecy::SecretString::from(
+        "some other fleet's secret".to_string(),
+    ));
+    for message in [
+        forged.clone().into_bytes(),
+        other.seal(&channel, forged.as_bytes()),
+    ] {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(message)
+            .query_async(&mut redis.client().await)
+            .await
+            .unwrap();
+    }
+    let (status, body) = signed(&a, "tw", &callback(&sid(1), "in-progress")).await;
+    assert_eq!(status, 204, "{body}");
+    // Had a forged message ended the call, this would not be the next change.
+    let change = on_b.next_of("change").await.json();
+    assert_eq!(
+        change["updated"][0]["call_id"],
+        sid(1).as_str(),
+        "{change:#}"
+    );
+    assert_eq!(change["updated"][0]["status"], "in-progress", "{change:#}");
+    assert!(
+        sample(
+            &metrics(&b).await,
+            "callmux_state_rejected_total",
+            &["kind=\"live\""]
+        ) >= 2.0
+    );
+}

@@ -23,6 +23,9 @@ const POLL_FIRST: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(25);
 /// Without a TTL, how long an answer stays for the replicas that waited on it.
 const WAITERS_KEEP: Duration = Duration::from_secs(1);
+/// How long a lease holds unless renewed. Its holder renews it every third of this while it
+/// asks, so a holder that dies, hangs or loses Redis holds up the others for at most this.
+const LEASE: Duration = Duration::from_millis(1_000);
 /// Bytes of the ask's token at the front of a stored answer.
 const TOKEN: usize = 16;
 
@@ -66,9 +69,9 @@ pub struct Fleet {
     redis: Arc<Redis>,
     provider: Arc<str>,
     ttl: Duration,
-    /// How long a lease holds: the provider's whole deadline and a little, so a replica that
-    /// dies mid-ask holds up the others no longer than that.
-    lease_for: Duration,
+    /// The longest a replica waits on another's ask: the provider's whole deadline and a
+    /// little (it stops sooner when the lease is given up or lapses).
+    wait_for: Duration,
     /// The last answer read or stored, per caller, with its version (SHA-256 of its bytes):
     /// an unchanged answer read again is the very same `Calls`, so the snapshot built from it
     /// is reused as it is when answers come from this replica's own asks.
@@ -81,7 +84,7 @@ impl Fleet {
             redis,
             provider,
             ttl,
-            lease_for: deadline + Duration::from_millis(250),
+            wait_for: deadline + Duration::from_millis(250),
             last: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_idle(crate::provider::CALLER_IDLE)
@@ -132,7 +135,7 @@ impl Fleet {
                         .key(lease)
                         .arg(u8::from(cached))
                         .arg(&token[..])
-                        .arg(self.lease_for.as_millis() as u64)
+                        .arg(LEASE.as_millis() as u64)
                         .invoke_async::<(Vec<u8>, i64, i64)>(&mut c)
                         .await
                 }
@@ -151,7 +154,7 @@ impl Fleet {
                 .arg(&token[..])
                 .arg("NX")
                 .arg("PX")
-                .arg(self.lease_for.as_millis() as u64)
+                .arg(LEASE.as_millis() as u64)
                 .clone();
             match self.redis.cmd::<Option<String>>("lease", lease_cmd).await {
                 None => return fetch.await.map(|c| self.here(c)),
@@ -176,7 +179,20 @@ impl Fleet {
         token: &[u8; TOKEN],
         fetch: impl Future<Output = Result<Calls, ProviderError>>,
     ) -> Result<Fresh, ProviderError> {
-        let result = fetch.await;
+        let renew = async {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                let renewed = redis::cmd("PEXPIRE")
+                    .arg(lease)
+                    .arg(LEASE.as_millis() as u64)
+                    .clone();
+                let _: Option<i64> = self.redis.cmd("lease", renewed).await;
+            }
+        };
+        let result = tokio::select! {
+            result = fetch => result,
+            never = renew => never,
+        };
         self.share(caller, key, lease, token, result.as_ref().ok())
             .await;
         result.map(|c| self.here(c))
@@ -244,7 +260,7 @@ impl Fleet {
     /// A loser's part: waits for the answer of the ask holding the lease. `None`: that ask
     /// failed or vanished, or Redis did, and this replica should ask itself.
     async fn wait(&self, caller: Option<[u8; 32]>, key: &str, lease: &str) -> Option<Fresh> {
-        let deadline = Instant::now() + self.lease_for;
+        let deadline = Instant::now() + self.wait_for;
         let mut holder: Option<Vec<u8>> = None;
         let mut poll = POLL_FIRST;
         while Instant::now() < deadline {

@@ -8,6 +8,7 @@
 //! from elsewhere hands it to `fan_out`; one publishing a change sends what `publish` made.
 
 pub mod change;
+pub mod fleet;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
