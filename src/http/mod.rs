@@ -245,12 +245,17 @@ async fn not_found(State(edge): State<Arc<Edge>>, method: Method, uri: Uri) -> R
     edge.requests.record(None, 404, Instant::now());
     let mut message = format!(
         "no route {method} {}: callmux serves GET {BLAND_ROUTE}, GET {CALLS_ROUTE}, \
-         POST {}, POST {}, POST {} and POST {}",
+         GET {OWN_ROUTE}, their streams (GET {}, GET {}, GET {}), POST {}, POST {}, POST {}, \
+         POST {}, POST {}, the dashboard at GET / and GET /openapi.json",
         uri.path(),
+        streams::BLAND_STREAM_ROUTE,
+        streams::CALLS_STREAM_ROUTE,
+        streams::OWN_STREAM_ROUTE,
         control::END_ROUTE,
         control::STOP_ROUTE,
         control::STOP_ALL_ROUTE,
         control::PLACE_ROUTE,
+        hooks::TWILIO_HOOK_ROUTE,
     );
     if uri.path().starts_with("/v1/") {
         message.push_str(
