@@ -378,7 +378,7 @@ async fn a_redis_that_hangs_is_left_alone_after_one_timeout_and_rejoined_when_it
     let b = replica(&toml, &redis).await;
     redis.pause();
     let apps = [&a, &b];
-    let traffic = load(&apps, 4, Duration::from_secs(2));
+    let traffic = load(&apps, 4, Duration::from_secs(4));
     let watch = async {
         state_becomes(&a, "degraded").await;
         state_becomes(&b, "degraded").await;

@@ -20,9 +20,10 @@ pub struct RedisServer {
 }
 
 /// `[state]` for a fleet on Redis, reading the URL and the secret from the test variables.
+/// Its timeout is generous, so a machine busy with the other tests does not degrade it.
 pub fn state_toml() -> String {
     format!(
-        "[state]\nbackend = \"redis\"\nredis_url_env = \"{REDIS_URL_VAR}\"\nsecret_env = \"{STATE_SECRET_VAR}\"\n"
+        "[state]\nbackend = \"redis\"\nredis_url_env = \"{REDIS_URL_VAR}\"\nsecret_env = \"{STATE_SECRET_VAR}\"\ntimeout_ms = 1000\n"
     )
 }
 
