@@ -17,7 +17,7 @@ RUNS="${SMOKE_RUNS:-20000}"
 # Wall-clock cap per target, so a slow machine still finishes in bounded time.
 MAX_TIME="${SMOKE_MAX_TIME:-120}"
 SANITIZER="${FUZZ_SANITIZER:-address}"
-TARGETS=(bland_body calls_body twilio_body retell_body vapi_body auth_headers config_toml)
+TARGETS=(bland_body calls_body twilio_body retell_body vapi_body auth_headers config_toml twilio_callback)
 
 export RUSTC_BOOTSTRAP=1
 
