@@ -130,9 +130,9 @@ impl Browser {
             eprintln!("CALLMUX_SKIP_BROWSER=1: the headless Chromium test is skipped");
             return None;
         }
-        let install = "run `bash .ci/run`, or install them: `apt-get install -y chromium` and \
-                       `npm ci --prefix tests/browser` (Node 20); CALLMUX_SKIP_BROWSER=1 skips \
-                       this test on purpose";
+        let install = "run `bash tests/setup.sh` (it installs Debian's chromium and runs \
+                       `npm ci --prefix tests/browser`); CALLMUX_SKIP_BROWSER=1 skips this \
+                       test on purpose";
         let chromium = std::env::var_os("CALLMUX_CHROMIUM")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));

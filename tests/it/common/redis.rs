@@ -76,7 +76,7 @@ impl RedisServer {
             .unwrap_or_else(|e| {
                 panic!(
                     "cannot run redis-server ({e}): the shared-state tests need a real one; \
-                     install it with `apt-get install -y redis-server` (.ci/run does this)"
+                     `bash tests/setup.sh` installs it (Debian's redis-server)"
                 )
             });
         self.child = Some(child);
