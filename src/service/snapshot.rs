@@ -191,7 +191,7 @@ fn digest_of(calls: &[Call]) -> u64 {
     state.hash_one((a, b))
 }
 
-fn version(org: &str, digests: &[u64], failures: &[ProviderFailure]) -> Version {
+pub(crate) fn version(org: &str, digests: &[u64], failures: &[ProviderFailure]) -> Version {
     let hash = |seed: u64| {
         let mut h = foldhash::quality::FixedState::with_seed(seed).build_hasher();
         org.hash(&mut h);

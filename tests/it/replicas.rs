@@ -715,6 +715,24 @@ async fn a_call_moved_to_another_provider_in_redis_is_not_ended_there() {
     assert_eq!(ends(&agents).await, 2);
 }
 
+/// Waits (bounded) until `n` replicas listen on `channel`.
+async fn subscribed(redis: &RedisServer, channel: &str, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, listening): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut redis.client().await)
+            .await
+            .unwrap();
+        if listening == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the replicas never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_callback_taken_by_one_replica_moves_the_call_in_streams_on_another_and_a_forged_one_does_not(
 ) {
@@ -735,20 +753,7 @@ async fn a_callback_taken_by_one_replica_moves_the_call_in_streams_on_another_an
     state_becomes(&a, "ok").await;
     state_becomes(&b, "ok").await;
     let channel = Sealer::key("live", "pushed");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, listening): (String, i64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(&channel)
-            .query_async(&mut redis.client().await)
-            .await
-            .unwrap();
-        if listening == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the replicas never subscribed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    subscribed(&redis, &channel, 2).await;
     let mut on_b = b
         .stream("/calls/stream", HOOKS_KEY, &org, None)
         .await
@@ -793,4 +798,118 @@ async fn a_callback_taken_by_one_replica_moves_the_call_in_streams_on_another_an
             &["kind=\"live\""]
         ) >= 2.0
     );
+}
+
+/// A replica's provider answers with every one of `labels` (`source="fetched"`: asked
+/// upstream, `"fleet"`: read from another replica's, `"shared"`: its own cached).
+async fn answers(app: &TestApp, labels: &[&str]) -> f64 {
+    sample(
+        &metrics(app).await,
+        "callmux_provider_answers_total",
+        labels,
+    )
+}
+
+async fn notices(app: &TestApp, event: &str) -> f64 {
+    sample(
+        &metrics(app).await,
+        "callmux_stream_fleet_notices_total",
+        &[&format!("event=\"{event}\"")],
+    )
+}
+
+#[tokio::test]
+async fn a_change_polled_on_one_replica_reaches_a_stream_on_another_at_once_and_a_forged_notice_wakes_nothing(
+) {
+    let redis = RedisServer::start().await;
+    let agent = LiveAgent::start(json!([])).await;
+    // One provider, polled every 200 ms on A and every minute on B; answers kept 2 s for
+    // the fleet, so B's woken poll finds A's answer stored.
+    let polled_every = |ms: u64| {
+        TestConfig::new()
+            .org(OrgB::key("acme", KEY).providers(&["agents"]))
+            .provider(
+                ProviderB::agent("agents", &agent.url)
+                    .set("poll_interval_ms", ms)
+                    .set("cache_ttl_ms", 2_000),
+            )
+            .toml()
+    };
+    let a = replica(&polled_every(200), &redis).await;
+    let b = replica(&polled_every(60_000), &redis).await;
+    let channel = Sealer::key("live", "polled");
+    subscribed(&redis, &channel, 2).await;
+    let mut on_a = a.stream("/calls/stream", KEY, "acme", None).await.unwrap();
+    let mut on_b = b.stream("/calls/stream", KEY, "acme", None).await.unwrap();
+    assert_eq!(on_a.next_of("snapshot").await.json()["count"], 0);
+    assert_eq!(on_b.next_of("snapshot").await.json()["count"], 0);
+
+    // A stranger announcing B's very topic at a new version: plain, and sealed with another
+    // secret. Neither is opened, so B polls nothing.
+    let listed_by_b = answers(&b, &[]).await;
+    let forged = json!({
+        "origin": 1,
+        "topic": fleet_key("topic", &[b"acme", b""]),
+        "version": "0123456789abcdef0123456789abcdef",
+    })
+    .to_string();
+    let other = Sealer::new(&secrecy::SecretString::from(
+        "some other fleet's secret".to_string(),
+    ));
+    for message in [
+        forged.clone().into_bytes(),
+        other.seal(&channel, forged.as_bytes()),
+    ] {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(message)
+            .query_async(&mut redis.client().await)
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sample(
+        &metrics(&b).await,
+        "callmux_state_rejected_total",
+        &["kind=\"live\""],
+    ) < 2.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the forged notices were not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Room for a wrongly woken poll to show.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(notices(&b, "woken").await, 0.0);
+    assert_eq!(
+        answers(&b, &[]).await,
+        listed_by_b,
+        "a forged notice made B poll"
+    );
+
+    let fetched_by_b = answers(&b, &["source=\"fetched\""]).await;
+    agent.set(json!([agent_call(
+        "c1",
+        "+15550001",
+        "ringing",
+        "outbound"
+    )]));
+    let on_a_change = on_a.next_of("change").await.json();
+    assert_eq!(on_a_change["added"][0]["call_id"], "c1", "{on_a_change:#}");
+    // `next_of` waits 10 s at most: long before B's own poll, a minute after its first.
+    let change = on_b.next_of("change").await.json();
+    assert_eq!(change["added"][0]["call_id"], "c1", "{change:#}");
+
+    // B's poll read the answer A stored: the upstream was asked nothing more for it.
+    assert_eq!(answers(&b, &["source=\"fetched\""]).await, fetched_by_b);
+    assert!(answers(&b, &["source=\"fleet\""]).await >= 1.0);
+    // No echo: B landed on the announced version and announced nothing, so A was never
+    // woken; A announced its one change once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(notices(&b, "woken").await, 1.0);
+    assert_eq!(notices(&b, "sent").await, 0.0);
+    assert_eq!(notices(&a, "woken").await, 0.0);
+    assert_eq!(notices(&a, "sent").await, 1.0);
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::call::{Call, Text};
 use crate::service::merge::ProviderFailure;
-use crate::service::Snapshot;
+use crate::service::{snapshot, Snapshot, Version};
 use crate::wire::Shape;
 
 /// An org's list as its streams last saw it.
@@ -41,6 +41,15 @@ impl State {
         match self {
             State::Listed(s) => s.calls().collect(),
             State::AllFailed { .. } => Vec::new(),
+        }
+    }
+
+    /// A digest of what a client sees, the same in every replica for the same content: a
+    /// snapshot's version, or one of the failures alone when every provider failed.
+    pub fn version(&self) -> Version {
+        match self {
+            State::Listed(s) => s.version(),
+            State::AllFailed { org, failures } => snapshot::version(org, &[], failures),
         }
     }
 

@@ -6,6 +6,8 @@
 //! [`Topic::publish`] (a new state, polled or pushed, becomes one event) and then
 //! [`Topic::fan_out`] (one event goes to every subscriber). A replica receiving a change
 //! from elsewhere hands it to `fan_out`; one publishing a change sends what `publish` made.
+//! With a fleet, a poller's change is also announced (a notice naming the topic and the new
+//! version), and the pollers of that topic on other replicas poll at once ([`fleet`]).
 
 pub mod change;
 pub mod fleet;
@@ -18,7 +20,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::auth::{self, AuthError, Identity, Presented};
 use super::reload::Live;
-use super::{ListError, Service};
+use super::{ListError, Service, Version};
 use crate::call::CallStatus;
 use crate::config::{Config, OrgAuth};
 use crate::telemetry::Telemetry;
@@ -56,6 +58,8 @@ pub struct Topic {
     inner: Mutex<Inner>,
     /// Wakes the poller: a subscriber joined a dormant topic, or the topic ended.
     wake: Notify,
+    /// Makes the poller poll now: another replica announced a change of this topic.
+    poll_now: Notify,
 }
 
 struct Inner {
@@ -67,6 +71,9 @@ struct Inner {
     /// The credentials the poller lists with: the latest subscriber's.
     presented: Arc<Presented>,
     ended: bool,
+    /// The version another replica announced, until the poll it asked for: a poll that
+    /// lands on it announces nothing, so notices never echo around the fleet.
+    noticed: Option<Version>,
 }
 
 struct Subscriber {
@@ -257,6 +264,31 @@ impl Hub {
         topic.end(reason);
     }
 
+    /// Another replica's poller found `version` for a topic: every subscribed topic that
+    /// `is_it` names and that is not at that version already polls at once. Returns how many.
+    fn noticed(&self, is_it: impl Fn(&TopicKey) -> bool, version: Version) -> usize {
+        let topics: Vec<Arc<Topic>> = self
+            .topics
+            .lock()
+            .expect("hub lock")
+            .values()
+            .filter(|t| is_it(&t.key))
+            .cloned()
+            .collect();
+        let mut woken = 0;
+        for topic in topics {
+            let mut inner = topic.lock();
+            if inner.ended || inner.subscribers.is_empty() || inner.state.version() == version {
+                continue;
+            }
+            inner.noticed = Some(version);
+            drop(inner);
+            topic.poll_now.notify_one();
+            woken += 1;
+        }
+        woken
+    }
+
     /// A pushed status of `call_id` on `provider`: every topic whose list has that call in a
     /// state before `status` is re-merged from its last answers with the call moved forward,
     /// and its subscribers see it at once; nothing is asked of any upstream. Returns how
@@ -322,8 +354,10 @@ impl Topic {
                 next_subscriber: 0,
                 presented,
                 ended: false,
+                noticed: None,
             }),
             wake: Notify::new(),
+            poll_now: Notify::new(),
         })
     }
 
@@ -444,35 +478,45 @@ async fn poll(topic: Arc<Topic>, live: Weak<Live>) {
         else {
             return;
         };
+        // A notice polls now instead of at the timer, which then restarts from that poll.
         tokio::select! {
             () = tokio::time::sleep(period) => {}
+            () = topic.poll_now.notified() => {}
             () = topic.wake.notified() => continue,
         }
         let Some(live) = live.upgrade() else { return };
         let loaded = live.current();
-        let (presented, dormant) = {
-            let inner = topic.lock();
-            (inner.presented.clone(), inner.subscribers.is_empty())
+        let (presented, dormant, noticed) = {
+            let mut inner = topic.lock();
+            let noticed = inner.noticed.take();
+            (
+                inner.presented.clone(),
+                inner.subscribers.is_empty(),
+                noticed,
+            )
         };
         // The last subscriber left while this poll waited: no one would hear its answer.
         if dormant {
             continue;
         }
-        match loaded.service.list(&presented).await {
-            Ok(listed) => {
-                topic.publish(State::Listed(listed.snapshot));
-            }
-            Err(ListError::AllFailed { failures, .. }) => {
-                topic.publish(State::AllFailed {
-                    org: topic.key.org.clone(),
-                    failures,
-                });
-            }
-            Err(ListError::Auth(AuthError::Unavailable { .. })) => {}
+        let next = match loaded.service.list(&presented).await {
+            Ok(listed) => State::Listed(listed.snapshot),
+            Err(ListError::AllFailed { failures, .. }) => State::AllFailed {
+                org: topic.key.org.clone(),
+                failures,
+            },
+            Err(ListError::Auth(AuthError::Unavailable { .. })) => continue,
             Err(ListError::Auth(_)) => {
                 live.hub()
                     .end(&topic, "the key is no longer accepted; sign in again");
                 return;
+            }
+        };
+        let version = next.version();
+        // Only a change is announced, and not the one a notice already announced.
+        if topic.publish(next) && noticed != Some(version) {
+            if let Some(redis) = loaded.service.store().redis() {
+                fleet::announce(redis, &live, &topic.key, version);
             }
         }
     }
