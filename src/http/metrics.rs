@@ -9,15 +9,26 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Counter, Histogram};
 
-use super::control::{END_ROUTE, STOP_ROUTE};
-use super::{BLAND_ROUTE, CALLS_ROUTE};
+use super::control::{END_ROUTE, PLACE_ROUTE, STOP_ALL_ROUTE, STOP_ROUTE};
+use super::{dashboard, hooks, streams, BLAND_ROUTE, CALLS_ROUTE, OWN_ROUTE};
 use crate::telemetry::Telemetry;
 
 const ROUTES: &[&str] = &[
     BLAND_ROUTE,
     CALLS_ROUTE,
+    OWN_ROUTE,
+    streams::BLAND_STREAM_ROUTE,
+    streams::CALLS_STREAM_ROUTE,
+    streams::OWN_STREAM_ROUTE,
     END_ROUTE,
     STOP_ROUTE,
+    STOP_ALL_ROUTE,
+    PLACE_ROUTE,
+    hooks::TWILIO_HOOK_ROUTE,
+    dashboard::PAGE_ROUTE,
+    dashboard::SCRIPT_ROUTE,
+    dashboard::STYLE_ROUTE,
+    dashboard::ICON_ROUTE,
     "/healthz",
     "/readyz",
     "/metrics",
@@ -28,7 +39,8 @@ const ROUTES: &[&str] = &[
 ];
 
 const STATUSES: &[&str] = &[
-    "200", "400", "401", "404", "405", "431", "500", "502", "503", "other",
+    "200", "204", "304", "400", "401", "403", "404", "405", "413", "431", "500", "501", "502",
+    "503", "504", "other",
 ];
 
 /// `callmux_requests_total` and `callmux_request_duration_seconds`, one handle per label

@@ -361,10 +361,10 @@ pub(super) mod doc {
                         (max_concurrent_requests); retry shortly"})),
             (status = 504, body = AgentControlFailed,
                 description = "`OUTCOME_UNKNOWN`: the owner did not answer within its \
-                    `timeout_ms`; the call may or may not have ended. Not retried.",
+                    `timeout_ms`, or the connection broke after the request was sent; the call may or may not have ended. Not retried.",
                 example = json!({"success": false, "code": "OUTCOME_UNKNOWN", "provider": "agents",
-                    "error": "provider `agents` did not answer within 400 ms: the call may or \
-                        may not have ended; list the calls to see"})),
+                    "error": "provider `agents` did not answer within 400 ms, so whether it took \
+                        effect is unknown; list the calls to see"})),
         )
     )]
     fn end_call() {}
@@ -421,10 +421,10 @@ pub(super) mod doc {
                         (max_concurrent_requests); retry shortly"})),
             (status = 504, body = BlandControlFailed,
                 description = "`OUTCOME_UNKNOWN`: the owner did not answer within its \
-                    `timeout_ms`; the call may or may not have ended. Not retried.",
+                    `timeout_ms`, or the connection broke after the request was sent; the call may or may not have ended. Not retried.",
                 example = json!({"status": "error", "code": "OUTCOME_UNKNOWN", "provider": "bland",
-                    "message": "provider `bland` did not answer within 400 ms: the call may or \
-                        may not have ended; list the calls to see"})),
+                    "message": "provider `bland` did not answer within 400 ms, so whether it took \
+                        effect is unknown; list the calls to see"})),
         )
     )]
     fn stop_call() {}
@@ -544,8 +544,8 @@ pub(super) mod doc {
                     `timeout_ms`; the call may or may not have been placed, and its place stays \
                     reserved for 30 s. Not retried.",
                 example = json!({"success": false, "code": "OUTCOME_UNKNOWN", "provider": "agents",
-                    "error": "provider `agents` did not answer within 300 ms: the call may or \
-                        may not have ended; list the calls to see"})),
+                    "error": "provider `agents` did not answer within 300 ms, so whether it took \
+                        effect is unknown; list the calls to see"})),
             (status = "default", body = AgentPlaceFailed,
                 description = "The chosen server refused the call: its own status and body, \
                     `provider` added. Its place is released.",

@@ -228,6 +228,12 @@ impl ProviderError {
         }
     }
 
+    /// Whether a mutation that failed so may still have taken effect: the request went out
+    /// and its answer did not come back whole (no answer in time, or the connection broke).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::Transport(_))
+    }
+
     /// Whether the connection was refused outright, so no byte of the request was sent.
     pub fn refused(&self) -> bool {
         matches!(self, Self::Unreachable(cause) if cause.contains("refused"))

@@ -82,7 +82,7 @@ pub enum ControlError {
     #[error("provider `{provider}` cannot end calls")]
     NotSupported { provider: Arc<str> },
     #[error(
-        "provider `{provider}` {error}: the call may or may not have ended; list the calls to see"
+        "provider `{provider}` {error}, so whether it took effect is unknown; list the calls to see"
     )]
     OutcomeUnknown {
         provider: Arc<str>,
@@ -409,7 +409,7 @@ impl Service {
         match end.end_call(ctx, call_id).await {
             Ok(()) => Ok(()),
             Err(EndError::NotFound) => Err(ControlError::NotFound),
-            Err(EndError::Failed(error @ ProviderError::Timeout(_))) => {
+            Err(EndError::Failed(error)) if error.outcome_unknown() => {
                 Err(ControlError::OutcomeUnknown {
                     provider: owner.clone(),
                     error,

@@ -304,6 +304,27 @@ impl Service {
 }
 
 impl Service {
+    /// Proves a caller who brings a Bland key as a list would, unless Bland accepted the same
+    /// key moments ago (a key callmux issued was proved by `auth::identify`). Every route
+    /// that reaches a provider for such a caller comes through here or through `list`.
+    pub(super) async fn vouch(
+        &self,
+        identity: &Identity<'_>,
+        presented: &Presented,
+    ) -> Result<(), AuthError> {
+        if let Identity::ViaUpstream(org, _) = identity {
+            if !self.verdicts.is_accepted(&org.id, presented).await {
+                match self.list(presented).await {
+                    Err(ListError::Auth(e)) => return Err(e),
+                    // The authority answered (or the list would have been refused), so the
+                    // key stands whatever the org's other providers did.
+                    Ok(_) | Err(ListError::AllFailed { .. }) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// What the backends asked for `identity` may see of the request: its org, and the
     /// caller's own Bland credentials only for an org that authenticates through Bland.
     pub(super) fn context(&self, identity: &Identity<'_>, presented: &Presented) -> RequestContext {

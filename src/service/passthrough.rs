@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::auth::{self, AuthError, Identity, Presented};
-use super::{ListError, Service};
+use super::Service;
 use crate::provider::{Forward, RequestContext};
 
 /// Where one request is forwarded, and as whom.
@@ -36,18 +36,9 @@ impl Service {
     pub async fn passthrough(&self, presented: &Presented) -> Result<Passthrough, AuthError> {
         let identity = auth::identify(&self.config, presented)?;
         let org = identity.org();
+        self.vouch(&identity, presented).await?;
         let forwarded = match identity {
-            Identity::ViaUpstream(..) => {
-                if !self.verdicts.is_accepted(&org.id, presented).await {
-                    match self.list(presented).await {
-                        Err(ListError::Auth(e)) => return Err(e),
-                        // The authority answered (or the list would have been refused), so
-                        // the key stands whatever the org's other providers did.
-                        Ok(_) | Err(ListError::AllFailed { .. }) => {}
-                    }
-                }
-                presented.forwarded()
-            }
+            Identity::ViaUpstream(..) => presented.forwarded(),
             Identity::Verified(_) => None,
         };
         let runtime = &self.orgs[&org.id];

@@ -182,6 +182,9 @@ impl Service {
         };
         let org = identity.org();
         let org_id = Some(self.orgs[&org.id].id.clone());
+        if let Err(e) = self.vouch(&identity, presented).await {
+            return (org_id, Err(e.into()));
+        }
         if let Err(e) = check_body(body) {
             return (org_id, Err(e));
         }
@@ -212,12 +215,27 @@ impl Service {
         .await;
         let (chosen, token) = {
             let mut best: Option<(usize, usize)> = None;
-            // One lock for the choice and the reservation, so that two placements never
-            // both take a server's last place.
-            let mut guards: Vec<_> = candidates
-                .iter()
-                .map(|b| b.reserved.pending.lock().expect("reservations lock"))
-                .collect();
+            // The candidates' locks held together for the choice and the reservation, so that
+            // two placements never both take a server's last place. Taken in config order,
+            // whatever the org's order, so two orgs listing the same servers in opposite
+            // orders cannot each hold one and wait for the other.
+            let mut by_config: Vec<usize> = (0..candidates.len()).collect();
+            by_config.sort_by_key(|&i| {
+                self.providers
+                    .iter()
+                    .position(|b| std::ptr::eq(b, candidates[i]))
+            });
+            let mut locked: Vec<_> = (0..candidates.len()).map(|_| None).collect();
+            for i in by_config {
+                locked[i] = Some(
+                    candidates[i]
+                        .reserved
+                        .pending
+                        .lock()
+                        .expect("reservations lock"),
+                );
+            }
+            let mut guards: Vec<_> = locked.into_iter().flatten().collect();
             let now = Instant::now();
             for (i, (load, pending)) in loads.iter().zip(guards.iter_mut()).enumerate() {
                 pending.retain(|p| p.until > now);
@@ -281,9 +299,9 @@ fn answer(
 ) -> Result<Placed, ControlError> {
     let placed = match result {
         Ok(placed) => placed,
-        // Sent and not answered in time: the call may have been placed, so its place stays
+        // Sent and not answered whole: the call may have been placed, so its place stays
         // taken until the hold runs out.
-        Err(error @ ProviderError::Timeout(_)) => {
+        Err(error) if error.outcome_unknown() => {
             return Err(ControlError::OutcomeUnknown { provider, error })
         }
         Err(error) => {

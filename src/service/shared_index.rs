@@ -122,8 +122,11 @@ impl SharedIndex {
             let Some(payload) = value.and_then(|v| self.redis.open("index", key, &v)) else {
                 continue;
             };
-            match serde_json::from_slice::<Vec<&str>>(&payload) {
-                Ok(ids) if ids.contains(&call_id) => return Some(Arc::from(provider.as_str())),
+            // Owned: an id with `"` or `\` is escaped in JSON, and cannot be borrowed.
+            match serde_json::from_slice::<Vec<String>>(&payload) {
+                Ok(ids) if ids.iter().any(|id| id == call_id) => {
+                    return Some(Arc::from(provider.as_str()))
+                }
                 Ok(_) => {}
                 Err(_) => self.redis.rejected("index", Rejected::Decode),
             }

@@ -1,6 +1,7 @@
 //! What replicas share (DESIGN §13): `memory`, the default, shares nothing and every part
 //! keeps its own state as one process always has; `redis` adds a fleet level under each part
-//! (answers, Bland key verdicts, circuit breakers), every value sealed with a MAC under the
+//! (answers, Bland key verdicts, circuit breakers, the call → provider index, live pushes
+//! and poll notices), every value sealed with a MAC under the
 //! fleet's secret and checked when read back. Nothing a client sees depends on Redis being
 //! up: without it each part falls back to its memory behaviour.
 

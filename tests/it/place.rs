@@ -295,3 +295,68 @@ async fn a_wrong_key_is_refused_in_the_agent_envelope_before_anything_is_sent() 
     assert_eq!(reply.body["code"], "AUTH_FAILURE");
     assert_eq!(hits(&server).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_orgs_listing_the_same_servers_in_opposite_orders_place_at_once_without_deadlock() {
+    let (a, _) = placing_agent_server(0, Duration::ZERO).await;
+    let (b, _) = placing_agent_server(0, Duration::ZERO).await;
+    let toml = TestConfig::new()
+        .org(OrgB::key("acme", KEY).providers(&["a", "b"]))
+        .org(OrgB::key("other", "other-key").providers(&["b", "a"]))
+        .provider(ProviderB::agent("a", &a.uri()).set("place_calls", true))
+        .provider(ProviderB::agent("b", &b.uri()).set("place_calls", true))
+        .toml();
+    let app = Arc::new(spawn_app(&toml).await);
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let app = app.clone();
+            let (org, key) = if i % 2 == 0 {
+                ("acme", KEY)
+            } else {
+                ("other", "other-key")
+            };
+            tokio::spawn(async move {
+                app.http
+                    .post(app.url("/api/call"))
+                    .header("authorization", key)
+                    .header("x-bland-org-id", org)
+                    .body(CALL)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    let all = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(tasks))
+        .await
+        .expect("placements hung: the reservation locks deadlocked");
+    assert!(all.iter().all(|r| matches!(r, Ok(Ok(200)))), "{all:?}");
+}
+
+#[tokio::test]
+async fn a_made_up_bland_key_places_no_call_for_an_org_whose_callers_bring_their_own() {
+    let bland = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"status": "error"})))
+        .mount(&bland)
+        .await;
+    let (agents, _) = placing_agent_server(0, Duration::ZERO).await;
+    let toml = TestConfig::new()
+        .org(OrgB::bland_keys("borg", "bl").providers(&["bl", "ag"]))
+        .provider(ProviderB::bland_forwarding("bl", &bland.uri()))
+        .provider(ProviderB::agent("ag", &agents.uri()).set("place_calls", true))
+        .toml();
+    let app = spawn_app(&toml).await;
+    let reply = app
+        .post(
+            "/api/call",
+            &[("authorization", "made-up"), ("x-bland-org-id", "borg")],
+        )
+        .await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(reply.body["code"], "AUTH_FAILURE");
+    assert!(
+        placed(&agents).await.is_empty(),
+        "a made-up key placed a call"
+    );
+}

@@ -4,9 +4,9 @@
 //!
 //! The seam for shared state: every change any subscriber sees passes through
 //! [`Topic::publish`] (a new state, polled or pushed, becomes one event) and then
-//! [`Topic::fan_out`] (one event goes to every subscriber). A replica receiving a change
-//! from elsewhere hands it to `fan_out`; one publishing a change sends what `publish` made.
-//! With a fleet, a poller's change is also announced (a notice naming the topic and the new
+//! [`Topic::fan_out`] (one event goes to every subscriber). With a fleet, a status pushed to
+//! one replica is sent to the others, which apply it with [`Hub::push`]; a poller's change is
+//! also announced (a notice naming the topic and the new
 //! version), and the pollers of that topic on other replicas poll at once ([`fleet`]).
 
 pub mod change;
@@ -158,11 +158,13 @@ impl Hub {
         last_event_id: Option<&str>,
         kick: Box<dyn Fn() + Send + Sync>,
     ) -> Option<Subscription> {
+        let presented = Arc::new(presented);
+        let mut topics = self.topics.lock().expect("hub lock");
+        // Checked under the topics' lock: `close` marks the hub closed before it takes that
+        // lock to end every topic, so a topic inserted here is either refused or ended.
         if self.closed.lock().expect("hub lock").is_some() {
             return None;
         }
-        let presented = Arc::new(presented);
-        let mut topics = self.topics.lock().expect("hub lock");
         let (topic, fresh) = match (topics.get(&key).cloned(), joining) {
             (Some(topic), Joining::Fresh(state)) => (topic, Some(state)),
             (Some(topic), Joining::Current) => (topic, None),
@@ -185,6 +187,11 @@ impl Hub {
         let resume = last_event_id.and_then(EventId::parse);
         let (tx, rx) = mpsc::channel(QUEUE);
         let mut inner = topic.lock();
+        // Retired or ended since the topic was found: its poller is gone, so joining it
+        // would hear nothing more.
+        if inner.ended {
+            return None;
+        }
         inner.presented = presented;
         let first = match resume.and_then(|id| inner.missed_since(topic.epoch, id)) {
             Some(missed) => missed,
