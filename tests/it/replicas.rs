@@ -818,35 +818,75 @@ async fn notices(app: &TestApp, event: &str) -> f64 {
     )
 }
 
+/// Two replicas streaming one org of one agent server (listing nothing yet), kept
+/// `cache_ttl_ms` for the fleet: A polls every 200 ms, B every minute.
+struct PolledFleet {
+    redis: RedisServer,
+    agent: LiveAgent,
+    a: TestApp,
+    b: TestApp,
+    on_a: SseStream,
+    on_b: SseStream,
+}
+
+impl PolledFleet {
+    async fn start(cache_ttl_ms: u64) -> Self {
+        let redis = RedisServer::start().await;
+        let agent = LiveAgent::start(json!([])).await;
+        let polled_every = |ms: u64| {
+            TestConfig::new()
+                .org(OrgB::key("acme", KEY).providers(&["agents"]))
+                .provider(
+                    ProviderB::agent("agents", &agent.url)
+                        .set("poll_interval_ms", ms)
+                        .set("cache_ttl_ms", cache_ttl_ms),
+                )
+                .toml()
+        };
+        let a = replica(&polled_every(200), &redis).await;
+        let b = replica(&polled_every(60_000), &redis).await;
+        subscribed(&redis, &Sealer::key("live", "polled"), 2).await;
+        let mut on_a = a.stream("/calls/stream", KEY, "acme", None).await.unwrap();
+        let mut on_b = b.stream("/calls/stream", KEY, "acme", None).await.unwrap();
+        assert_eq!(on_a.next_of("snapshot").await.json()["count"], 0);
+        assert_eq!(on_b.next_of("snapshot").await.json()["count"], 0);
+        Self {
+            redis,
+            agent,
+            a,
+            b,
+            on_a,
+            on_b,
+        }
+    }
+
+    /// The agent server starts listing a call: A's stream, then B's, has it added. `next_of`
+    /// waits 10 s at most: long before B's own poll, a minute after its first.
+    async fn a_call_is_added(&mut self) {
+        self.agent.set(json!([agent_call(
+            "c1",
+            "+15550001",
+            "ringing",
+            "outbound"
+        )]));
+        let on_a = self.on_a.next_of("change").await.json();
+        assert_eq!(on_a["added"][0]["call_id"], "c1", "{on_a:#}");
+        let on_b = self.on_b.next_of("change").await.json();
+        assert_eq!(on_b["added"][0]["call_id"], "c1", "{on_b:#}");
+    }
+}
+
 #[tokio::test]
 async fn a_change_polled_on_one_replica_reaches_a_stream_on_another_at_once_and_a_forged_notice_wakes_nothing(
 ) {
-    let redis = RedisServer::start().await;
-    let agent = LiveAgent::start(json!([])).await;
-    // One provider, polled every 200 ms on A and every minute on B; answers kept 2 s for
-    // the fleet, so B's woken poll finds A's answer stored.
-    let polled_every = |ms: u64| {
-        TestConfig::new()
-            .org(OrgB::key("acme", KEY).providers(&["agents"]))
-            .provider(
-                ProviderB::agent("agents", &agent.url)
-                    .set("poll_interval_ms", ms)
-                    .set("cache_ttl_ms", 2_000),
-            )
-            .toml()
-    };
-    let a = replica(&polled_every(200), &redis).await;
-    let b = replica(&polled_every(60_000), &redis).await;
+    // Answers kept 2 s for the fleet, so B's woken poll finds A's answer stored.
+    let mut fleet = PolledFleet::start(2_000).await;
+    let (redis, b) = (&fleet.redis, &fleet.b);
     let channel = Sealer::key("live", "polled");
-    subscribed(&redis, &channel, 2).await;
-    let mut on_a = a.stream("/calls/stream", KEY, "acme", None).await.unwrap();
-    let mut on_b = b.stream("/calls/stream", KEY, "acme", None).await.unwrap();
-    assert_eq!(on_a.next_of("snapshot").await.json()["count"], 0);
-    assert_eq!(on_b.next_of("snapshot").await.json()["count"], 0);
 
     // A stranger announcing B's very topic at a new version: plain, and sealed with another
     // secret. Neither is opened, so B polls nothing.
-    let listed_by_b = answers(&b, &[]).await;
+    let listed_by_b = answers(b, &[]).await;
     let forged = json!({
         "origin": 1,
         "topic": fleet_key("topic", &[b"acme", b""]),
@@ -869,7 +909,7 @@ async fn a_change_polled_on_one_replica_reaches_a_stream_on_another_at_once_and_
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while sample(
-        &metrics(&b).await,
+        &metrics(b).await,
         "callmux_state_rejected_total",
         &["kind=\"live\""],
     ) < 2.0
@@ -882,34 +922,38 @@ async fn a_change_polled_on_one_replica_reaches_a_stream_on_another_at_once_and_
     }
     // Room for a wrongly woken poll to show.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(notices(&b, "woken").await, 0.0);
+    assert_eq!(notices(b, "woken").await, 0.0);
     assert_eq!(
-        answers(&b, &[]).await,
+        answers(b, &[]).await,
         listed_by_b,
         "a forged notice made B poll"
     );
 
-    let fetched_by_b = answers(&b, &["source=\"fetched\""]).await;
-    agent.set(json!([agent_call(
-        "c1",
-        "+15550001",
-        "ringing",
-        "outbound"
-    )]));
-    let on_a_change = on_a.next_of("change").await.json();
-    assert_eq!(on_a_change["added"][0]["call_id"], "c1", "{on_a_change:#}");
-    // `next_of` waits 10 s at most: long before B's own poll, a minute after its first.
-    let change = on_b.next_of("change").await.json();
-    assert_eq!(change["added"][0]["call_id"], "c1", "{change:#}");
+    let fetched_by_b = answers(b, &["source=\"fetched\""]).await;
+    fleet.a_call_is_added().await;
+    let (a, b) = (&fleet.a, &fleet.b);
 
     // B's poll read the answer A stored: the upstream was asked nothing more for it.
-    assert_eq!(answers(&b, &["source=\"fetched\""]).await, fetched_by_b);
-    assert!(answers(&b, &["source=\"fleet\""]).await >= 1.0);
+    assert_eq!(answers(b, &["source=\"fetched\""]).await, fetched_by_b);
+    assert!(answers(b, &["source=\"fleet\""]).await >= 1.0);
     // No echo: B landed on the announced version and announced nothing, so A was never
     // woken; A announced its one change once.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(notices(&b, "woken").await, 1.0);
-    assert_eq!(notices(&b, "sent").await, 0.0);
-    assert_eq!(notices(&a, "woken").await, 0.0);
-    assert_eq!(notices(&a, "sent").await, 1.0);
+    assert_eq!(notices(b, "woken").await, 1.0);
+    assert_eq!(notices(b, "sent").await, 0.0);
+    assert_eq!(notices(a, "woken").await, 0.0);
+    assert_eq!(notices(a, "sent").await, 1.0);
+}
+
+#[tokio::test]
+async fn without_a_ttl_a_replica_woken_by_a_notice_asks_the_upstream_itself_once() {
+    let mut fleet = PolledFleet::start(0).await;
+    let listed_by_b = answers(&fleet.b, &[]).await;
+    fleet.a_call_is_added().await;
+    let b = &fleet.b;
+    // No answer is kept for the fleet, so B's woken poll is one ask of its own (or, if it
+    // met A asking at that moment, A's ask in flight): one list, and nothing echoed.
+    assert_eq!(answers(b, &[]).await, listed_by_b + 1.0);
+    assert_eq!(notices(b, "woken").await, 1.0);
+    assert_eq!(notices(b, "sent").await, 0.0);
 }
