@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::http::HeaderValue;
 
@@ -217,13 +217,6 @@ impl Verdicts {
             .secret_key("verdict", &[org.as_bytes(), p.digest.as_bytes()])
     }
 
-    fn unix_ms() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64
-    }
-
     pub async fn is_accepted(&self, org: &str, p: &Presented) -> bool {
         if self
             .accepted
@@ -239,7 +232,7 @@ impl Verdicts {
             return false;
         };
         match <[u8; ACCEPTED_UNTIL]>::try_from(payload.as_slice()) {
-            Ok(until) => Self::unix_ms() < u64::from_be_bytes(until),
+            Ok(until) => crate::call::time::now_ms() < u64::from_be_bytes(until),
             Err(_) => {
                 redis.rejected("verdict", Rejected::Decode);
                 false
@@ -250,7 +243,7 @@ impl Verdicts {
     pub async fn accept(&self, org: &str, p: &Presented) {
         self.accepted.insert((Arc::from(org), p.digest.clone()), ());
         if let Some(redis) = &self.fleet {
-            let until = Self::unix_ms() + self.ttl.as_millis() as u64;
+            let until = crate::call::time::now_ms() + self.ttl.as_millis() as u64;
             let key = Self::fleet_key(redis, org, p);
             redis.put_sealed(&key, &until.to_be_bytes(), self.ttl).await;
         }

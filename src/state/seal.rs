@@ -31,6 +31,8 @@ pub enum Rejected {
     Mac,
     /// Sealed correctly but not readable as what the key holds.
     Decode,
+    /// Sealed correctly, but older than it could be: written back after its time (replayed).
+    Stale,
 }
 
 impl Rejected {
@@ -39,6 +41,7 @@ impl Rejected {
             Self::Version => "version",
             Self::Mac => "mac",
             Self::Decode => "decode",
+            Self::Stale => "stale",
         }
     }
 }

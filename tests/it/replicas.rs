@@ -957,3 +957,30 @@ async fn without_a_ttl_a_replica_woken_by_a_notice_asks_the_upstream_itself_once
     assert_eq!(notices(b, "woken").await, 1.0);
     assert_eq!(notices(b, "sent").await, 0.0);
 }
+
+#[tokio::test]
+async fn an_old_answer_written_back_into_redis_is_refused_as_stale_and_asked_afresh() {
+    let redis = RedisServer::start().await;
+    let (upstream, listed) =
+        live_agent_server(vec![agent_call("c1", "+1", "in-progress", "outbound")]).await;
+    let toml = one_agent_org(KEY, "agents", &upstream.uri(), 300);
+    let a = replica(&toml, &redis).await;
+    assert_eq!(a.calls(KEY, "acme").await.body["calls"][0]["call_id"], "c1");
+    let key = Sealer::key("answer", "agents");
+    let genuine = redis.get(&key).await.expect("replica A shared its answer");
+
+    *listed.lock().unwrap() = vec![agent_call("c2", "+1", "in-progress", "outbound")];
+    // Past the answer's life and the clock allowance, then written back with no expiry, as
+    // a stranger replaying what Redis once held would.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    redis.set(&key, &genuine).await;
+    let b = replica(&toml, &redis).await;
+    let r = b.calls(KEY, "acme").await;
+    assert_eq!(r.body["calls"][0]["call_id"], "c2", "{:#}", r.body);
+    let stale = sample(
+        &metrics(&b).await,
+        "callmux_state_rejected_total",
+        &["kind=\"answer\"", "reason=\"stale\""],
+    );
+    assert!(stale >= 1.0, "the replayed answer was not counted as stale");
+}

@@ -5,7 +5,7 @@
 //! asking, and a replica whose probe succeeds closes it for all.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
@@ -34,13 +34,6 @@ enum Change {
     /// Opened (or kept open) until this Unix time in milliseconds.
     Opened(u64),
     Closed,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 #[derive(Default)]
@@ -80,7 +73,7 @@ impl Breaker {
             return false;
         };
         match <[u8; 8]>::try_from(payload.as_slice()) {
-            Ok(until) => unix_ms() < u64::from_be_bytes(until),
+            Ok(until) => crate::call::time::now_ms() < u64::from_be_bytes(until),
             Err(_) => {
                 redis.rejected("breaker", Rejected::Decode);
                 false
@@ -137,7 +130,7 @@ impl Breaker {
                 }
                 s.open_until = Some(Instant::now() + self.settings.cooldown);
                 return Some(Change::Opened(
-                    unix_ms() + self.settings.cooldown.as_millis() as u64,
+                    crate::call::time::now_ms() + self.settings.cooldown.as_millis() as u64,
                 ));
             }
             None

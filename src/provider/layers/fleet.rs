@@ -29,6 +29,14 @@ const LEASE: Duration = Duration::from_millis(1_000);
 /// Bytes of the ask's token at the front of a stored answer.
 const TOKEN: usize = 16;
 
+/// Bytes of the time the answer was stored (Unix ms, big-endian), after the token.
+const STORED_AT: usize = 8;
+
+/// How much later than its expiry a stored answer may be read: room for clocks that differ
+/// between replicas. One read later than that is an old answer written back (replayed), and
+/// is refused, so a stranger who can write to Redis cannot freeze the fleet's view.
+const CLOCK_SKEW_MS: u64 = 1_000;
+
 /// With a TTL (`ARGV[1]` = 1), the stored answer and its time to live if there is one;
 /// otherwise the lease taken (`SET NX PX`) if no one holds it: `{answer or "", pttl, won}`.
 /// One script, so an ask that finishes between the read and the lease is never repeated.
@@ -108,6 +116,16 @@ impl Fleet {
             calls,
             life: self.ttl,
             source: Source::Upstream,
+        }
+    }
+
+    /// How long a stored answer lives: the TTL, or without one long enough for the replicas
+    /// that waited on its ask to read it.
+    fn keep(&self) -> Duration {
+        if self.ttl.is_zero() {
+            WAITERS_KEEP
+        } else {
+            self.ttl
         }
     }
 
@@ -229,16 +247,13 @@ impl Fleet {
             let json = serde_json::to_vec(&**calls).ok()?;
             self.last
                 .insert(caller, (Sha256::digest(&json).into(), calls.clone()));
-            let mut payload = Vec::with_capacity(TOKEN + json.len());
+            let mut payload = Vec::with_capacity(TOKEN + STORED_AT + json.len());
             payload.extend_from_slice(token);
+            payload.extend_from_slice(&crate::call::time::now_ms().to_be_bytes());
             payload.extend_from_slice(&json);
             Some(self.redis.sealer.seal(key, &payload))
         });
-        let keep = if self.ttl.is_zero() {
-            WAITERS_KEEP
-        } else {
-            self.ttl
-        };
+        let keep = self.keep();
         let _: Option<()> = self
             .redis
             .run("set", |mut c| async move {
@@ -307,12 +322,19 @@ impl Fleet {
         value: &[u8],
     ) -> Option<([u8; TOKEN], Calls)> {
         let payload = self.redis.open("answer", key, value)?;
-        if payload.len() < TOKEN {
+        if payload.len() < TOKEN + STORED_AT {
             self.redis.rejected("answer", Rejected::Decode);
             return None;
         }
-        let (token, json) = payload.split_at(TOKEN);
+        let (token, rest) = payload.split_at(TOKEN);
+        let (stored_at, json) = rest.split_at(STORED_AT);
         let token: [u8; TOKEN] = token.try_into().expect("split at TOKEN");
+        let stored_at = u64::from_be_bytes(stored_at.try_into().expect("split at STORED_AT"));
+        let oldest = stored_at + self.keep().as_millis() as u64 + CLOCK_SKEW_MS;
+        if crate::call::time::now_ms() > oldest {
+            self.redis.rejected("answer", Rejected::Stale);
+            return None;
+        }
         let version: [u8; 32] = Sha256::digest(json).into();
         if let Some((v, calls)) = self.last.get(&caller) {
             if v == version {
