@@ -37,6 +37,9 @@ pub struct Redis {
     password: Option<String>,
     /// Tells this process's own messages on a channel from other replicas'.
     pub origin: u64,
+    /// Told each time the store comes back up, so subscriptions are made again: one whose
+    /// connection was cut without a reset would otherwise wait for messages for ever.
+    rejoined: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -71,6 +74,7 @@ impl Redis {
             timeout: config.timeout,
             sealer: Sealer::new(&config.secret),
             up: AtomicBool::new(false),
+            rejoined: Arc::default(),
             up_gauge: telemetry.gauge("callmux_state_up", &[]),
             telemetry: telemetry.clone(),
             shown: config.shown_url(),
@@ -158,6 +162,7 @@ impl Redis {
     fn recovered(&self) {
         if !self.up.swap(true, Ordering::Relaxed) {
             self.up_gauge.set(1.0);
+            self.rejoined.notify_waiters();
             tracing::info!(redis = %self.shown, "state store connected: sharing with the fleet");
         }
     }
@@ -238,6 +243,7 @@ impl Redis {
             loop {
                 let Some(redis) = store.upgrade() else { return };
                 let (client, timeout) = (redis.client.clone(), redis.timeout);
+                let rejoined = redis.rejoined.clone();
                 drop(redis);
                 let subscribed = tokio::time::timeout(timeout, async {
                     let mut pubsub = client.get_async_pubsub().await?;
@@ -245,9 +251,18 @@ impl Redis {
                     RedisResult::Ok(pubsub)
                 })
                 .await;
+                let mut again_now = false;
                 if let Ok(Ok(pubsub)) = subscribed {
                     let mut messages = pubsub.into_on_message();
-                    while let Some(message) = messages.next().await {
+                    loop {
+                        let message = tokio::select! {
+                            message = messages.next() => message,
+                            () = rejoined.notified() => {
+                                again_now = true;
+                                None
+                            }
+                        };
+                        let Some(message) = message else { break };
                         let Some(redis) = store.upgrade() else { return };
                         let opened = redis.open(kind, &channel, message.get_payload_bytes());
                         if let Some(payload) = opened {
@@ -260,7 +275,9 @@ impl Redis {
                 if tx.is_closed() {
                     return;
                 }
-                tokio::time::sleep(HEALTH_EVERY).await;
+                if !again_now {
+                    tokio::time::sleep(HEALTH_EVERY).await;
+                }
             }
         });
         rx
