@@ -444,18 +444,32 @@ async fn streams_are_outside_request_timeout_ms_and_max_concurrent_requests() {
 #[tokio::test]
 async fn a_reload_that_removes_the_org_or_changes_its_key_ends_its_streams_saying_why() {
     let agent = LiveAgent::start(json!([call("a", "ringing")])).await;
-    let (gone, rekeyed, kept) = (unique("gone"), unique("rekeyed"), unique("kept"));
-    let toml = |orgs: &[(&str, &str)]| {
+    let (gone, rekeyed, narrowed, kept) = (
+        unique("gone"),
+        unique("rekeyed"),
+        unique("narrowed"),
+        unique("kept"),
+    );
+    let toml = |orgs: &[(&str, &str, &[&str])]| {
         let mut c = TestConfig::new()
-            .provider(ProviderB::agent("agents", &agent.url).set("poll_interval_ms", 50));
-        for (org, key) in orgs {
-            c = c.org(OrgB::key(org, key).providers(&["agents"]));
+            .provider(ProviderB::agent("agents", &agent.url).set("poll_interval_ms", 50))
+            .provider(ProviderB::agent("spare", &agent.url).set("poll_interval_ms", 50));
+        for (org, key, providers) in orgs {
+            c = c.org(OrgB::key(org, key).providers(providers));
         }
         c.toml()
     };
-    let app = FileApp::start(&toml(&[(&gone, KEY), (&rekeyed, KEY), (&kept, KEY)])).await;
+    let both: &[&str] = &["agents", "spare"];
+    let one: &[&str] = &["agents"];
+    let app = FileApp::start(&toml(&[
+        (&gone, KEY, one),
+        (&rekeyed, KEY, one),
+        (&narrowed, KEY, both),
+        (&kept, KEY, one),
+    ]))
+    .await;
     let mut streams = Vec::new();
-    for org in [&gone, &rekeyed, &kept] {
+    for org in [&gone, &rekeyed, &narrowed, &kept] {
         let mut s = app
             .app
             .stream("/calls/stream", KEY, org, None)
@@ -464,27 +478,28 @@ async fn a_reload_that_removes_the_org_or_changes_its_key_ends_its_streams_sayin
         s.next_of("snapshot").await;
         streams.push(s);
     }
-    app.reload(&toml(&[(&rekeyed, "new-key"), (&kept, KEY)]));
-    let end = streams[0].next_of("end").await;
-    assert!(
-        end.json()["reason"].as_str().unwrap().contains("removed"),
-        "{end:?}"
-    );
-    assert_eq!(streams[0].next_within(Duration::from_secs(5)).await, None);
-    let end = streams[1].next_of("end").await;
-    assert!(
-        end.json()["reason"]
-            .as_str()
-            .unwrap()
-            .contains("key changed"),
-        "{end:?}"
-    );
-    assert!(!end.data.contains("new-key") && !end.data.contains(KEY));
-    assert_eq!(streams[1].next_within(Duration::from_secs(5)).await, None);
+    app.reload(&toml(&[
+        (&rekeyed, "new-key", one),
+        (&narrowed, KEY, one),
+        (&kept, KEY, one),
+    ]));
+    for (stream, says) in
+        streams[..3]
+            .iter_mut()
+            .zip(["removed", "key changed", "providers changed"])
+    {
+        let end = stream.next_of("end").await;
+        assert!(
+            end.json()["reason"].as_str().unwrap().contains(says),
+            "{end:?}"
+        );
+        assert!(!end.data.contains("new-key") && !end.data.contains(KEY));
+        assert_eq!(stream.next_within(Duration::from_secs(5)).await, None);
+    }
     // The org the reload kept goes on, polled under the new configuration.
     agent.set(json!([call("a", "in-progress")]));
     assert_eq!(
-        streams[2].next_of("change").await.json()["updated"][0]["status"],
+        streams[3].next_of("change").await.json()["updated"][0]["status"],
         "in-progress"
     );
 }

@@ -240,6 +240,11 @@ impl Hub {
                 (Some(old), Some(new)) if !same_auth(&old.auth, &new.auth) => {
                     Some("the organisation's key changed; sign in again with the new key")
                 }
+                // The topic holds calls of providers the org may no longer see: ended, so a
+                // reconnect starts from a list of the new configuration.
+                (Some(old), Some(new)) if old.providers != new.providers => {
+                    Some("the organisation's providers changed; reconnect for the new list")
+                }
                 _ => None,
             };
             if let Some(reason) = reason {
