@@ -23,7 +23,9 @@ type Scope = (Arc<str>, Option<[u8; 32]>);
 
 pub struct SharedIndex {
     redis: Arc<Redis>,
-    /// The version last published per scope, so an unchanged snapshot costs one lookup.
+    /// The version last published per scope, so an unchanged snapshot costs one lookup. An
+    /// entry lives at most half of `KEEP`, so a list that stays the same is written again
+    /// before Redis lets it go; one whose write failed is taken out at once.
     published: moka::sync::Cache<Scope, Version>,
 }
 
@@ -34,6 +36,7 @@ impl SharedIndex {
             published: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_idle(crate::provider::CALLER_IDLE)
+                .time_to_live(KEEP / 2)
                 .build(),
         }
     }
@@ -87,8 +90,9 @@ impl SharedIndex {
             })
             .collect();
         let redis = self.redis.clone();
+        let published = self.published.clone();
         tokio::spawn(async move {
-            let _: Option<()> = redis
+            let written: Option<()> = redis
                 .run("index", |mut c| async move {
                     let mut pipe = redis::pipe();
                     for (key, value) in sealed {
@@ -102,6 +106,9 @@ impl SharedIndex {
                     pipe.query_async(&mut c).await
                 })
                 .await;
+            if written.is_none() {
+                published.invalidate(&scope);
+            }
         });
     }
 
