@@ -342,15 +342,7 @@ async fn callbacks_are_counted_by_provider_and_outcome_and_neither_token_nor_sig
         204
     );
     assert_eq!(post(&app, &provider, &params, Some("forged")).await.0, 403);
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let line = |outcome: &str| {
         format!("callmux_callbacks_total{{provider=\"{provider}\",outcome=\"{outcome}\"}} 1")
     };

@@ -58,17 +58,6 @@ async fn binary_replica(toml: &str, redis: &RedisServer) -> Binary {
     b
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The sum of a metric's samples whose labels include every one of `labels`.
 fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
@@ -134,7 +123,7 @@ async fn three_replica_processes_ask_the_upstream_as_often_as_one_does() {
         .iter()
         .map(|b| async move {
             sample(
-                &metrics(&b.app).await,
+                &b.app.metrics().await,
                 "callmux_provider_answers_total",
                 &["source=\"fleet\""],
             )
@@ -266,12 +255,12 @@ async fn a_planted_accepted_verdict_is_never_honoured_and_is_counted() {
     }
     assert!(
         sample(
-            &metrics(&b).await,
+            &b.metrics().await,
             "callmux_state_rejected_total",
             &["kind=\"verdict\""]
         ) >= 4.0,
         "{}",
-        metrics(&b).await
+        b.metrics().await
     );
     // Each of Mallory's requests was checked with Bland.
     assert_eq!(hits(&bland).await, 1 + 4);
@@ -318,7 +307,7 @@ async fn a_planted_answer_moving_calls_to_another_provider_is_ignored() {
             "the planted answer was not refused"
         );
         let rejected = sample(
-            &metrics(&b).await,
+            &b.metrics().await,
             "callmux_state_rejected_total",
             &["kind=\"answer\""],
         );
@@ -352,7 +341,7 @@ async fn redis_stopped_and_restarted_mid_load_costs_no_client_an_error() {
     let (served, ()) = tokio::join!(traffic, outage);
     assert!(served > 100, "{served} requests");
     for app in apps {
-        let m = metrics(app).await;
+        let m = app.metrics().await;
         assert!(
             sample(&m, "callmux_state_failures_total", &[]) >= 1.0,
             "{m}"
@@ -391,13 +380,13 @@ async fn a_redis_that_hangs_is_left_alone_after_one_timeout_and_rejoined_when_it
             sample(m, "callmux_state_failures_total", &[])
                 - sample(m, "callmux_state_failures_total", &["op=\"ping\""])
         };
-        let before = tried(&metrics(app).await);
+        let before = tried(&app.metrics().await);
         for _ in 0..20 {
             assert_eq!(app.calls(KEY, "acme").await.status, 200);
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(
-            tried(&metrics(app).await),
+            tried(&app.metrics().await),
             before,
             "requests tried a Redis known down"
         );
@@ -453,7 +442,7 @@ async fn a_redis_url_at_nothing_or_at_a_server_talking_garbage_starts_degraded_a
         }
         tokio::time::sleep(Duration::from_millis(1200)).await;
         state_becomes(&app, "degraded").await;
-        let m = metrics(&app).await;
+        let m = app.metrics().await;
         assert_eq!(sample(&m, "callmux_state_up", &[]), 0.0, "{m}");
         assert!(
             sample(&m, "callmux_state_failures_total", &[]) >= 1.0,
@@ -706,7 +695,7 @@ async fn a_call_moved_to_another_provider_in_redis_is_not_ended_there() {
         assert_eq!(r.body["provider"], "agents", "{:#}", r.body);
         assert_eq!(ends(&other).await, 0, "the call was sent where Redis said");
         let rejected = sample(
-            &metrics(&b).await,
+            &b.metrics().await,
             "callmux_state_rejected_total",
             &["kind=\"index\""],
         );
@@ -793,7 +782,7 @@ async fn a_callback_taken_by_one_replica_moves_the_call_in_streams_on_another_an
     assert_eq!(change["updated"][0]["status"], "in-progress", "{change:#}");
     assert!(
         sample(
-            &metrics(&b).await,
+            &b.metrics().await,
             "callmux_state_rejected_total",
             &["kind=\"live\""]
         ) >= 2.0
@@ -804,7 +793,7 @@ async fn a_callback_taken_by_one_replica_moves_the_call_in_streams_on_another_an
 /// upstream, `"fleet"`: read from another replica's, `"shared"`: its own cached).
 async fn answers(app: &TestApp, labels: &[&str]) -> f64 {
     sample(
-        &metrics(app).await,
+        &app.metrics().await,
         "callmux_provider_answers_total",
         labels,
     )
@@ -812,7 +801,7 @@ async fn answers(app: &TestApp, labels: &[&str]) -> f64 {
 
 async fn notices(app: &TestApp, event: &str) -> f64 {
     sample(
-        &metrics(app).await,
+        &app.metrics().await,
         "callmux_stream_fleet_notices_total",
         &[&format!("event=\"{event}\"")],
     )
@@ -909,7 +898,7 @@ async fn a_change_polled_on_one_replica_reaches_a_stream_on_another_at_once_and_
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while sample(
-        &metrics(b).await,
+        &b.metrics().await,
         "callmux_state_rejected_total",
         &["kind=\"live\""],
     ) < 2.0
@@ -978,7 +967,7 @@ async fn an_old_answer_written_back_into_redis_is_refused_as_stale_and_asked_afr
     let r = b.calls(KEY, "acme").await;
     assert_eq!(r.body["calls"][0]["call_id"], "c2", "{:#}", r.body);
     let stale = sample(
-        &metrics(&b).await,
+        &b.metrics().await,
         "callmux_state_rejected_total",
         &["kind=\"answer\"", "reason=\"stale\""],
     );

@@ -218,15 +218,7 @@ async fn each_call_stopped_is_counted_in_metrics_under_the_stop_all_route() {
         .toml();
     let app = spawn_app(&toml).await;
     assert_eq!(app.stop_all(KEY, "acme").await.body["num_calls"], 2);
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let counted = metrics.lines().any(|l| {
         l.starts_with("callmux_control_actions_total{")
             && l.contains("route=\"stop_all\"")

@@ -682,15 +682,7 @@ async fn a_reconnect_soon_after_everyone_left_gets_what_it_missed_and_no_snapsho
     let first = back.next().await;
     assert_eq!(first.event, "change", "{first:?}");
     assert_eq!(first.json()["updated"][0]["status"], "in-progress");
-    let gauge = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let gauge = app.metrics().await;
     assert!(
         gauge.contains("callmux_streams_open{shape=\"own\"}"),
         "{gauge}"

@@ -69,6 +69,22 @@ pub fn load_config(
 }
 
 impl TestApp {
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.get_text("/metrics").await
+    }
+
+    async fn get_text(&self, path: &str) -> String {
+        let resp = tokio::time::timeout(
+            Duration::from_secs(30),
+            self.http.get(self.url(path)).send(),
+        )
+        .await
+        .expect("callmux answers within 30 s")
+        .expect("callmux is reachable");
+        resp.text().await.expect("a text body")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
