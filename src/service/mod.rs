@@ -9,6 +9,7 @@ pub mod live;
 pub mod merge;
 pub mod passthrough;
 pub mod place;
+mod place_fleet;
 pub mod reload;
 pub mod shared_index;
 pub mod snapshot;

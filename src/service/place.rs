@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::auth::{self, Presented};
 use super::control::ControlError;
+use super::place_fleet::{FleetLock, Refused};
 use super::Service;
 use crate::call::Text;
 use crate::provider::ProviderError;
@@ -198,6 +199,25 @@ impl Service {
         if candidates.is_empty() {
             return (org_id, Err(ControlError::NoPlacer));
         }
+        // Across a fleet, placements through different replicas take turns on these servers
+        // from before they are counted until the chosen one has answered.
+        let _fleet = match self.store().redis() {
+            Some(redis) => {
+                let ids: Vec<&str> = candidates.iter().map(|b| b.spec.id.as_str()).collect();
+                // Long enough to count the servers and send the call, each within its timeout.
+                let longest = candidates
+                    .iter()
+                    .map(|b| b.spec.common.http.timeout)
+                    .max()
+                    .unwrap_or_default();
+                let hold = longest * 2 + Duration::from_secs(1);
+                match FleetLock::take(redis, &ids, hold, hold).await {
+                    Ok(lock) => lock,
+                    Err(Refused::Busy) => return (org_id, Err(ControlError::AtCapacity)),
+                }
+            }
+            None => None,
+        };
         // A fresh count from each server, as the reference dashboard's capacity check does
         // before every call, and never a cached one: a cached list may predate a call that
         // another placement has since seen listed.

@@ -17,7 +17,7 @@ const KEY: &str = "acme-key";
 /// An agent server as the reference document describes it: `POST /api/call` starts a call,
 /// which `GET /api/calls` lists at once, and answers `{"success": true, "call_id", "to",
 /// "webhook_url"}`. Each placement takes `delay` to answer.
-async fn placing_agent_server(active: usize, delay: Duration) -> (MockServer, Listed) {
+pub(crate) async fn placing_agent_server(active: usize, delay: Duration) -> (MockServer, Listed) {
     let (server, listed) = live_agent_server(
         (0..active)
             .map(|i| agent_call(&format!("old-{i}"), "+1555", "in-progress", "outbound"))
@@ -91,7 +91,8 @@ impl TestApp {
     }
 }
 
-const CALL: &str = r#"{"to": "+1234567890", "webhook_url": "https://your-url.ngrok.io"}"#;
+pub(crate) const CALL: &str =
+    r#"{"to": "+1234567890", "webhook_url": "https://your-url.ngrok.io"}"#;
 
 /// The bodies placements sent to `server`.
 async fn placed(server: &MockServer) -> Vec<Vec<u8>> {

@@ -973,3 +973,49 @@ async fn an_old_answer_written_back_into_redis_is_refused_as_stale_and_asked_afr
     );
     assert!(stale >= 1.0, "the replayed answer was not counted as stale");
 }
+
+#[tokio::test]
+async fn placements_through_two_replicas_at_once_never_take_a_server_past_its_max_active_calls() {
+    let redis = RedisServer::start().await;
+    // Each placement takes a while to answer, so both replicas have many in flight at once.
+    let (server, listed) = crate::place::placing_agent_server(1, Duration::from_millis(100)).await;
+    let toml = TestConfig::new()
+        .org(OrgB::key("acme", KEY).providers(&["agents"]))
+        .provider(
+            ProviderB::agent("agents", &server.uri())
+                .set("place_calls", true)
+                .set("max_active_calls", 5),
+        )
+        .toml();
+    let (a, b) = (
+        std::sync::Arc::new(replica(&toml, &redis).await),
+        std::sync::Arc::new(replica(&toml, &redis).await),
+    );
+    let tries: Vec<_> = (0..30)
+        .map(|i| {
+            let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                app.http
+                    .post(app.url("/api/call"))
+                    .header("authorization", KEY)
+                    .header("x-bland-org-id", "acme")
+                    .body(crate::place::CALL)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut by_status: std::collections::BTreeMap<u16, usize> = Default::default();
+    for t in tries {
+        *by_status.entry(t.await.unwrap()).or_default() += 1;
+    }
+    assert_eq!(
+        by_status,
+        [(200, 4), (503, 26)].into(),
+        "1 active, room for 4 more"
+    );
+    assert_eq!(listed.lock().unwrap().len(), 5);
+}
