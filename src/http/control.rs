@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 
-use super::{json, presented, Edge};
+use super::{challenge, json, presented, Edge};
 use crate::service::control::ControlError;
 use crate::service::place::{MAX_PLACE_BODY_BYTES, RETRY_AFTER_SECS};
 use crate::wire::ErrorItem;
@@ -233,18 +233,11 @@ fn failed(envelope: Envelope, e: &ControlError) -> Response {
     let status = StatusCode::from_u16(e.status()).expect("control statuses are valid");
     let body = envelope.error(e.code(), &e.to_string(), e.provider().map(|p| &**p));
     let mut response = json(status, body);
-    match e {
-        _ if status == StatusCode::UNAUTHORIZED => {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        ControlError::AtCapacity => {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-        }
-        _ => {}
+    challenge(&mut response);
+    if let ControlError::AtCapacity = e {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
     response
 }

@@ -216,11 +216,7 @@ fn refusal(shape: Shape, error: ListError) -> (Response, Duration) {
             };
             let status = StatusCode::from_u16(e.status()).expect("auth statuses are valid");
             let mut response = json(status, shape.write_error(&[item]));
-            if status == StatusCode::UNAUTHORIZED {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
+            challenge(&mut response);
             (response, Duration::ZERO)
         }
     }
@@ -269,6 +265,15 @@ async fn not_found(State(edge): State<Arc<Edge>>, method: Method, uri: Uri) -> R
         message: &message,
     };
     json(StatusCode::NOT_FOUND, wire::bland::write_error(&[item]))
+}
+
+/// A 401 says how to authenticate (`WWW-Authenticate: Bearer`), whatever the route.
+pub(crate) fn challenge(response: &mut Response) {
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
 }
 
 pub(crate) fn json(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
@@ -88,12 +88,7 @@ impl Answer {
     fn auth(e: &AuthError) -> Self {
         let status = StatusCode::from_u16(e.status()).expect("auth statuses are valid");
         let mut answer = Self::refused(status, e.code(), &e.to_string(), "auth_failed");
-        if status == StatusCode::UNAUTHORIZED {
-            answer
-                .response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
+        super::challenge(&mut answer.response);
         answer
     }
 
