@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use callmux::{Config, Live};
@@ -190,17 +192,27 @@ pub async fn raw_server(status: u16, body: impl Into<Vec<u8>>) -> MockServer {
 
 /// An upstream that accepts connections, reads the request, and never answers.
 pub async fn silent_server() -> String {
+    counted_silent_server().await.0
+}
+
+/// A [`silent_server`], and how many requests it has read so far: a test waits on it to
+/// know a request is in flight.
+pub async fn counted_silent_server() -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let read = Arc::new(AtomicUsize::new(0));
+    let count = read.clone();
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((mut sock, _)) = listener.accept().await {
             let mut buf = [0u8; 1024];
-            let _ = sock.read(&mut buf).await;
+            if matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
             held.push(sock);
         }
     });
-    format!("http://{addr}")
+    (format!("http://{addr}"), read)
 }
 
 /// An address nothing listens on: connecting is refused.
