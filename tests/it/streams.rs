@@ -531,18 +531,67 @@ async fn a_graceful_shutdown_ends_every_stream_with_a_final_event_and_does_not_w
 }
 
 #[tokio::test]
-async fn an_idle_stream_gets_a_keepalive_comment_every_15_s() {
+async fn an_idle_stream_gets_a_keepalive_comment_every_stream_keepalive_ms() {
     let agent = LiveAgent::start(json!([])).await;
     let org = unique("idle");
-    let app = spawn_app(&config(&org, &agent, 2000, &[])).await;
+    let keepalive = Duration::from_millis(1000);
+    let app = spawn_app(&config(
+        &org,
+        &agent,
+        2000,
+        &[("stream_keepalive_ms", keepalive.as_millis() as i64)],
+    ))
+    .await;
     let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
     assert_eq!(s.next().await.event, "snapshot");
-    let comment = s
-        .next_within(Duration::from_secs(20))
-        .await
-        .expect("the stream stays open");
-    assert_eq!(comment.event, "");
-    assert_eq!(comment.comment, "keepalive");
+    for _ in 0..2 {
+        let quiet = std::time::Instant::now();
+        let comment = s
+            .next_within(Duration::from_secs(10))
+            .await
+            .expect("the stream stays open");
+        assert_eq!(comment.event, "");
+        assert_eq!(comment.comment, "keepalive");
+        // Timers fire at or after their deadline; the server's clock starts a little before
+        // the test's own.
+        assert!(
+            quiet.elapsed() + Duration::from_millis(50) >= keepalive,
+            "a keepalive after {:?}, sooner than stream_keepalive_ms",
+            quiet.elapsed()
+        );
+    }
+}
+
+#[test]
+fn stream_keepalive_ms_defaults_to_15_s_and_outside_1_s_to_5_min_is_refused_by_name() {
+    let org = unique("keepalive");
+    let toml = |server: &[(&str, i64)]| {
+        let mut c = TestConfig::new()
+            .org(OrgB::key(&org, KEY).providers(&["agents"]))
+            .provider(ProviderB::agent("agents", "http://127.0.0.1:9000"));
+        for (k, v) in server {
+            c = c.server(k, *v);
+        }
+        c.toml()
+    };
+    let config = load_config(&toml(&[]), &[]).unwrap();
+    assert_eq!(config.server.stream_keepalive, Duration::from_secs(15));
+    for ms in [1_000, 300_000] {
+        let config = load_config(&toml(&[("stream_keepalive_ms", ms)]), &[]).unwrap();
+        assert_eq!(
+            config.server.stream_keepalive,
+            Duration::from_millis(ms as u64)
+        );
+    }
+    for ms in [0, 999, 300_001] {
+        let err = load_config(&toml(&[("stream_keepalive_ms", ms)]), &[])
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("server.stream_keepalive_ms") && err.contains("outside"),
+            "stream_keepalive_ms = {ms}: {err}"
+        );
+    }
 }
 
 #[tokio::test]
