@@ -20,6 +20,18 @@ fn config(org: &str, agent: &LiveAgent, poll_ms: i64, server: &[(&str, i64)]) ->
     c.toml()
 }
 
+/// Waits (bounded) until `agent` has been asked nothing for `quiet`: its poller has stopped.
+async fn asked_nothing_for(agent: &LiveAgent, quiet: Duration) {
+    let mut seen = (agent.requests(), std::time::Instant::now());
+    until("the upstream goes unasked", async || {
+        if agent.requests() != seen.0 {
+            seen = (agent.requests(), std::time::Instant::now());
+        }
+        seen.1.elapsed() >= quiet
+    })
+    .await;
+}
+
 fn call(id: &str, status: &str) -> Value {
     agent_call(id, "+15550001111", status, "outbound")
 }
@@ -199,14 +211,10 @@ async fn the_poller_stops_asking_once_the_last_subscriber_leaves() {
     let app = spawn_app(&config(&org, &agent, 50, &[])).await;
     let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
     s.next_of("snapshot").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        agent.requests() >= 2,
-        "{} requests while subscribed",
-        agent.requests()
-    );
+    until("polled while subscribed", async || agent.requests() >= 2).await;
     drop(s);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Four poll periods without an ask, then ten more must pass the same way.
+    asked_nothing_for(&agent, Duration::from_millis(200)).await;
     let after_leaving = agent.requests();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -315,7 +323,9 @@ async fn a_subscriber_that_never_reads_is_disconnected_and_the_others_keep_getti
     };
     let agent = LiveAgent::start(many("ringing")).await;
     let org = unique("slow");
-    let app = spawn_app(&config(&org, &agent, 20, &[])).await;
+    // The binary, for its log: it says when it disconnects a subscriber.
+    let server = Binary::start(&config(&org, &agent, 20, &[]), &[], &[]);
+    let app = &server.app;
 
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -344,7 +354,11 @@ async fn a_subscriber_that_never_reads_is_disconnected_and_the_others_keep_getti
     // The reader keeps up throughout, while the stuck one falls behind and is closed.
     let closed = async {
         use tokio::io::AsyncReadExt;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        server
+            .log_line("disconnecting the stuck subscriber", |l| {
+                l.contains("stream subscriber too slow: disconnected")
+            })
+            .await;
         // Now drain it: a closed connection ends; an open one would go on for ever.
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -719,7 +733,7 @@ async fn a_reconnect_soon_after_everyone_left_gets_what_it_missed_and_no_snapsho
     let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
     let seen = s.next_of("snapshot").await;
     drop(s);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    asked_nothing_for(&agent, Duration::from_millis(200)).await;
     let idle = agent.requests();
     agent.set(json!([call("a", "in-progress")]));
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -190,6 +190,20 @@ pub async fn raw_server(status: u16, body: impl Into<Vec<u8>>) -> MockServer {
     server
 }
 
+/// Waits until `ready` says so, asking every 20 ms, and fails the test naming `what` if
+/// that takes over 30 s: a wait on an event, where a fixed sleep would either waste time or
+/// be too short on a loaded machine.
+pub async fn until(what: &str, mut ready: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ready().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An upstream that accepts connections, reads the request, and never answers.
 pub async fn silent_server() -> String {
     counted_silent_server().await.0
