@@ -214,8 +214,10 @@ async fn an_idle_kept_alive_connection_is_closed_at_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_slow_reader_gets_a_whole_large_answer_though_it_outlasts_the_idle_timeout() {
-    // About 4.6 MB of calls, read 64 KiB at a time every 20 ms: seconds, against an idle
-    // timeout of 300 ms that starts once the answer's last piece is queued, not sent.
+    // About 4.6 MB of calls, read through a 4 KiB receive buffer at a pace that takes
+    // `PACE` in all, against an idle timeout of 300 ms that starts once the answer's last
+    // piece is queued, not sent. (A fixed pause per read took 25 s: reads are small.)
+    const PACE: Duration = Duration::from_secs(2);
     let dir = tempfile::tempdir().unwrap();
     let calls: Vec<serde_json::Value> = (0..20_000)
         .map(|i| bland_call(&format!("call-{i:08}"), "IN_PROGRESS", "1758656817432"))
@@ -259,14 +261,21 @@ async fn a_slow_reader_gets_a_whole_large_answer_though_it_outlasts_the_idle_tim
         }
         assert!(n > 0, "closed before the head");
     };
+    let reading = Instant::now();
     while received.len() < expected {
         assert!(Instant::now() < deadline, "the answer took over 120 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let due = reading + PACE.mul_f64(received.len() as f64 / expected as f64);
+        tokio::time::sleep_until(due.into()).await;
         let n = timeout(MARGIN, sock.read(&mut buf)).await.unwrap().unwrap();
         assert!(n > 0, "closed after {} of {expected} bytes", received.len());
         received.extend_from_slice(&buf[..n]);
     }
     assert!(expected > 4_000_000, "{expected}");
+    assert!(
+        reading.elapsed() > 3 * Duration::from_millis(300),
+        "read in {:?}: not slow enough to outlast the idle timeout",
+        reading.elapsed()
+    );
 }
 
 #[tokio::test]
