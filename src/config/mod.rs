@@ -70,6 +70,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Live streams open at once; beyond this, a new one is refused with 503.
     pub max_streams: usize,
+    /// How often an idle stream gets a keepalive comment.
+    pub stream_keepalive: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -297,6 +299,7 @@ struct RawServer {
     idle_timeout_ms: u64,
     max_connections: u64,
     max_streams: u64,
+    stream_keepalive_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -418,6 +421,14 @@ impl RawServer {
                 defaults.max_streams,
                 1..=1_000_000,
             ) as usize,
+            // At least a second: more often only costs bytes; at most five minutes, well
+            // under the idle timeouts of the proxies a stream passes through.
+            stream_keepalive: ms(n(
+                "stream_keepalive_ms",
+                self.stream_keepalive_ms,
+                defaults.stream_keepalive_ms,
+                1_000..=300_000,
+            )),
         }
     }
 }

@@ -55,7 +55,7 @@ pub fn router(live: Arc<Live>) -> Router {
     let telemetry = live.telemetry().clone();
     let edge = Arc::new(Edge {
         requests: Arc::new(metrics::RequestMetrics::new(telemetry.clone())),
-        streams: streams::Streams::new(server.max_streams),
+        streams: streams::Streams::new(server.max_streams, server.stream_keepalive),
         live,
     });
     let limits = Arc::new(bounds::Bounds::new(

@@ -159,7 +159,8 @@ impl Modify for Streams {
                      `StreamChange` with items in the shape of {shape}. `event: end` \
                      (`StreamEnd`) is the last: the org was removed or its key changed by a \
                      reload, the key is no longer accepted, or callmux is shutting down. A \
-                     `: keepalive` comment comes every 15 s. A reader that falls 32 events \
+                     `: keepalive` comment comes every `[server] stream_keepalive_ms` (15 s \
+                     by default). A reader that falls 32 events \
                      behind is disconnected."
                 ))
                 .content(

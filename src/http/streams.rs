@@ -25,20 +25,20 @@ pub const BLAND_STREAM_ROUTE: &str = "/v1/calls/active/stream";
 pub const CALLS_STREAM_ROUTE: &str = "/api/calls/stream";
 pub const OWN_STREAM_ROUTE: &str = "/calls/stream";
 
-/// A comment this often keeps idle connections (and the proxies between) open.
-const KEEPALIVE: Duration = Duration::from_secs(15);
-
 /// The open streams, at most `max_streams`.
 pub struct Streams {
     open: Arc<Semaphore>,
     max: usize,
+    /// A comment this often keeps idle connections (and the proxies between) open.
+    keepalive: Duration,
 }
 
 impl Streams {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, keepalive: Duration) -> Self {
         Self {
             open: Arc::new(Semaphore::new(max)),
             max,
+            keepalive,
         }
     }
 }
@@ -108,6 +108,7 @@ pub async fn stream(
                     subscription,
                     permit,
                     edge.live.telemetry().clone(),
+                    edge.streams.keepalive,
                 );
             }
             None if needs_list => break,
@@ -144,6 +145,7 @@ fn sse(
     mut subscription: Subscription,
     permit: OwnedSemaphorePermit,
     telemetry: Arc<Telemetry>,
+    keepalive: Duration,
 ) -> Response {
     telemetry
         .gauge("callmux_streams_open", &[("shape", shape.name())])
@@ -170,7 +172,7 @@ fn sse(
         Some((Ok::<_, Infallible>(sent), open))
     });
     let mut response = axum::response::Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(KEEPALIVE).text("keepalive"))
+        .keep_alive(KeepAlive::new().interval(keepalive).text("keepalive"))
         .into_response();
     // Proxies that buffer (nginx) would hold events back.
     response

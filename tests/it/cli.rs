@@ -150,24 +150,39 @@ async fn sigterm_lets_an_in_flight_request_finish_then_refuses_new_connections()
 #[cfg(unix)]
 #[tokio::test]
 async fn after_sigterm_the_process_exits_within_its_grace_bound_even_with_a_request_in_flight() {
-    let hung = silent_server().await;
+    let (hung, asked) = counted_silent_server().await;
     let mut server = serve_shipped(&[
+        DEMO_SEES_AGENTS,
         ("CALLMUX_PROVIDERS__AGENTS__BASE_URL", &hung),
         ("CALLMUX_PROVIDERS__AGENTS__TIMEOUT_MS", "60000"),
         ("CALLMUX_SERVER__SHUTDOWN_GRACE_MS", "300"),
     ]);
-    let _in_flight = tokio::spawn(
+    let in_flight = tokio::spawn(
         reqwest::Client::new()
             .get(server.url("/api/calls"))
             .header("authorization", "demo-key")
             .header("x-bland-org-id", "demo")
             .send(),
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight once the upstream, which never answers, has read it.
+    until("the request reaches the upstream", async || {
+        asked.load(std::sync::atomic::Ordering::SeqCst) > 0
+    })
+    .await;
     server.signal("TERM");
     // Generous: the bound is 300 ms.
     let exited = server.exit_within(Duration::from_secs(20)).await;
     assert!(exited.is_some(), "callmux outlived its grace bound");
+    let cut = in_flight.await.unwrap();
+    assert!(
+        cut.is_err(),
+        "the request in flight was answered, not cut off at the grace bound: {cut:?}"
+    );
+    server
+        .log_line("saying the grace expired", |l| {
+            l.contains("shutdown grace expired") && l.contains("grace_ms=300")
+        })
+        .await;
 }
 
 #[test]

@@ -283,6 +283,7 @@ fn absurdly_large_numbers_are_refused_rather_than_crashing_at_start_up() {
         ("server", "request_timeout_ms"),
         ("server", "max_header_bytes"),
         ("server", "shutdown_grace_ms"),
+        ("server", "stream_keepalive_ms"),
         ("providers.agents", "timeout_ms"),
         ("providers.agents", "connect_timeout_ms"),
         ("providers.agents", "cache_ttl_ms"),
@@ -335,7 +336,7 @@ fn every_config_that_once_crashed_start_up_is_now_refused() {
 async fn the_largest_accepted_numbers_start_and_serve() {
     let toml = format!(
         "[server]\nauth_cache_ttl_ms = 86400000\nmax_concurrent_requests = 1000000\nrequest_timeout_ms = 86400000\n\
-         max_header_bytes = 1048576\nshutdown_grace_ms = 86400000\n{}timeout_ms = 86400000\nconnect_timeout_ms = 86400000\n\
+         max_header_bytes = 1048576\nshutdown_grace_ms = 86400000\nstream_keepalive_ms = 300000\n{}timeout_ms = 86400000\nconnect_timeout_ms = 86400000\n\
          cache_ttl_ms = 86400000\nmax_body_bytes = 1073741824\nretries = 10\ncircuit_failures = 1000000\ncircuit_cooldown_ms = 86400000\n",
         org(&format!("api_key_sha256 = \"{}\"", crate::common::sha256_hex("k")))
     );

@@ -99,6 +99,14 @@ async fn still_open(sock: &mut TcpStream) -> bool {
         .is_err()
 }
 
+/// Waits (bounded) until callmux closes a new connection that sends nothing: by then the
+/// header read timeout has run out for every connection idle since before this one opened.
+async fn header_read_timeout_passes(app: &TestApp) {
+    let mut probe = connect(app).await;
+    let (ended, _) = until_closed(&mut probe, MARGIN).await;
+    assert_eq!(ended, Ended::Closed, "the probe was answered");
+}
+
 async fn connect(app: &TestApp) -> TcpStream {
     TcpStream::connect(app.addr).await.unwrap()
 }
@@ -170,7 +178,7 @@ async fn a_kept_alive_connection_that_starts_its_next_request_but_stalls_is_clos
     let mut sock = connect(&app).await;
     healthz_on(&mut sock, MARGIN).await;
     // Idle for longer than the header read timeout: idle time is not charged to the head.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    header_read_timeout_passes(&app).await;
     assert!(still_open(&mut sock).await, "closed while idle");
     let started = Instant::now();
     sock.write_all(b"GET /heal").await.unwrap();
@@ -206,8 +214,10 @@ async fn an_idle_kept_alive_connection_is_closed_at_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_slow_reader_gets_a_whole_large_answer_though_it_outlasts_the_idle_timeout() {
-    // About 4.6 MB of calls, read 64 KiB at a time every 20 ms: seconds, against an idle
-    // timeout of 300 ms that starts once the answer's last piece is queued, not sent.
+    // About 4.6 MB of calls, read through a 4 KiB receive buffer at a pace that takes
+    // `PACE` in all, against an idle timeout of 300 ms that starts once the answer's last
+    // piece is queued, not sent. (A fixed pause per read took 25 s: reads are small.)
+    const PACE: Duration = Duration::from_secs(2);
     let dir = tempfile::tempdir().unwrap();
     let calls: Vec<serde_json::Value> = (0..20_000)
         .map(|i| bland_call(&format!("call-{i:08}"), "IN_PROGRESS", "1758656817432"))
@@ -251,14 +261,21 @@ async fn a_slow_reader_gets_a_whole_large_answer_though_it_outlasts_the_idle_tim
         }
         assert!(n > 0, "closed before the head");
     };
+    let reading = Instant::now();
     while received.len() < expected {
         assert!(Instant::now() < deadline, "the answer took over 120 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let due = reading + PACE.mul_f64(received.len() as f64 / expected as f64);
+        tokio::time::sleep_until(due.into()).await;
         let n = timeout(MARGIN, sock.read(&mut buf)).await.unwrap().unwrap();
         assert!(n > 0, "closed after {} of {expected} bytes", received.len());
         received.extend_from_slice(&buf[..n]);
     }
     assert!(expected > 4_000_000, "{expected}");
+    assert!(
+        reading.elapsed() > 3 * Duration::from_millis(300),
+        "read in {:?}: not slow enough to outlast the idle timeout",
+        reading.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -268,7 +285,7 @@ async fn a_kept_alive_connection_idle_longer_than_the_header_read_timeout_still_
     let mut sock = connect(&app).await;
     for _ in 0..3 {
         healthz_on(&mut sock, MARGIN).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        header_read_timeout_passes(&app).await;
     }
     healthz_on(&mut sock, MARGIN).await;
 }
@@ -306,11 +323,16 @@ async fn while_four_hundred_connections_hold_half_a_request_line_a_new_client_is
     healthz_on(&mut fresh, Duration::from_secs(2)).await;
     let answered = asked.elapsed();
 
-    // The flood was still open while the client was served...
-    if opened.elapsed() < Duration::from_millis(4500) {
-        for sock in flood.iter_mut().step_by(40) {
-            assert!(still_open(sock).await, "a flood connection closed early");
-        }
+    // The flood was still open while the client was served: checked well before its
+    // timeout could close it, or the test fails rather than skip the check.
+    assert!(
+        opened.elapsed() < Duration::from_millis(4500),
+        "opening the flood and serving the client took {:?}, too near the 5 s header read \
+         timeout to check that the flood was still open",
+        opened.elapsed()
+    );
+    for sock in flood.iter_mut().step_by(40) {
+        assert!(still_open(sock).await, "a flood connection closed early");
     }
     // ...and every one of its connections is closed at the header read timeout.
     for sock in &mut flood {

@@ -797,6 +797,54 @@ async fn after_k_failures_in_a_row_the_provider_fails_fast_without_being_asked()
     assert_still_serving(&app).await;
 }
 
+/// The breaker's cool-down in the probe test: long enough that an ask right after the
+/// circuit opens is answered within it even on a loaded machine (the test fails, rather
+/// than skipping the check, when it is not).
+const COOLDOWN: Duration = Duration::from_millis(1000);
+
+/// Asks through a circuit that opened after `since` until the probe goes through (bounded),
+/// checking on the way that the first ask came within the cool-down and that every ask
+/// before the probe was refused `CIRCUIT_OPEN` without reaching the upstream. Returns the
+/// probe's answer and when it was sent.
+async fn open_until_probed<F, Fut>(ask: F, bad: &FaultServer, since: Instant) -> (Reply, Instant)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Reply>,
+{
+    let hits = bad.hits();
+    let mut refused = 0;
+    loop {
+        let sent = Instant::now();
+        let reply = ask().await;
+        if refused == 0 {
+            assert!(
+                since.elapsed() < COOLDOWN,
+                "the first ask after the circuit opened came back {:?} later, past the \
+                 {COOLDOWN:?} cool-down: this machine is too slow for the check",
+                since.elapsed()
+            );
+        }
+        if reply.body["errors"][0]["error"] != "CIRCUIT_OPEN" {
+            assert!(refused > 0, "the circuit was not open: {:#}", reply.body);
+            assert!(
+                since.elapsed() >= COOLDOWN,
+                "a probe went through {:?} after the circuit opened, within its cool-down",
+                since.elapsed()
+            );
+            return (reply, sent);
+        }
+        assert_names_bad(&reply.body, "CIRCUIT_OPEN");
+        assert_eq!(bad.hits(), hits, "an open circuit contacted the upstream");
+        refused += 1;
+        assert!(
+            since.elapsed() < COOLDOWN + MARGIN,
+            "no probe went through in {:?}",
+            since.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn after_the_cool_down_one_probe_is_let_through_and_success_closes_the_circuit() {
     let healthy_now = Arc::new(AtomicBool::new(false));
@@ -809,51 +857,40 @@ async fn after_the_cool_down_one_probe_is_let_through_and_success_closes_the_cir
         }
     })
     .await;
-    let cooldown = Duration::from_millis(300);
     let (app, _good) = app_with_bad(
         &bad.url,
-        "circuit_failures = 2\ncircuit_cooldown_ms = 300\nretries = 0",
+        &format!(
+            "circuit_failures = 2\ncircuit_cooldown_ms = {}\nretries = 0",
+            COOLDOWN.as_millis()
+        ),
     )
     .await;
     let ask = || get_within(&app, "/api/calls", ACME_KEY, "acme", MARGIN);
 
-    for _ in 0..2 {
-        assert_names_bad(&ask().await.body, "UPSTREAM_ERROR");
-    }
-    let opened = Instant::now();
-    let reply = ask().await;
-    if opened.elapsed() < cooldown {
-        assert_names_bad(&reply.body, "CIRCUIT_OPEN");
-        assert_eq!(bad.hits(), 2);
-    }
+    assert_names_bad(&ask().await.body, "UPSTREAM_ERROR");
+    // The second failure opens the circuit, so it opened after this.
+    let since = Instant::now();
+    assert_names_bad(&ask().await.body, "UPSTREAM_ERROR");
+    assert_eq!(bad.hits(), 2);
 
     // Half-open, still failing: the one probe reaches the upstream, and the circuit reopens.
-    tokio::time::sleep(cooldown + Duration::from_millis(100)).await;
-    let before = bad.hits();
-    let probe = ask().await;
+    let (probe, since) = open_until_probed(ask, &bad, since).await;
     assert_names_bad(&probe.body, "UPSTREAM_ERROR");
-    assert_eq!(bad.hits(), before + 1, "the probe reached the upstream");
-    let reopened = Instant::now();
-    let reply = ask().await;
-    if reopened.elapsed() < cooldown {
-        assert_names_bad(&reply.body, "CIRCUIT_OPEN");
-        assert_eq!(bad.hits(), before + 1);
-    }
+    assert_eq!(bad.hits(), 3, "the probe reached the upstream");
 
     // Half-open, healthy again: the probe succeeds and the circuit closes.
     healthy_now.store(true, Ordering::SeqCst);
-    tokio::time::sleep(cooldown + Duration::from_millis(100)).await;
-    let before = bad.hits();
+    let (probe, _) = open_until_probed(ask, &bad, since).await;
+    assert_eq!(probe.status, 200);
+    assert_eq!(probe.body["count"], 2, "{:#}", probe.body);
+    assert!(probe.body.get("errors").is_none(), "{:#}", probe.body);
+    assert_eq!(bad.hits(), 4, "the probe reached the upstream");
     for i in 0..3 {
         let reply = ask().await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.body["count"], 2, "ask {i}: {:#}", reply.body);
         assert!(reply.body.get("errors").is_none(), "{:#}", reply.body);
-        assert_eq!(
-            bad.hits(),
-            before + i + 1,
-            "a closed circuit asks every time"
-        );
+        assert_eq!(bad.hits(), 5 + i, "a closed circuit asks every time");
     }
 }
 

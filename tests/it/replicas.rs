@@ -2,6 +2,7 @@
 //! fleet asks each upstream once per TTL, shares Bland key verdicts and circuit breakers,
 //! trusts no value it did not seal, and serves on its own whenever Redis is gone.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -70,20 +71,49 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
 /// Round-robin load over `apps` from `clients` clients for `for_`: every answer must be
 /// a 200 with the one call. Returns the number of requests.
 async fn load(apps: &[&TestApp], clients: usize, for_: Duration) -> usize {
-    let deadline = Instant::now() + for_;
-    let done = futures::future::join_all((0..clients).map(|c| async move {
-        let mut n = 0;
-        while Instant::now() < deadline {
-            let app = apps[(c + n) % apps.len()];
-            let r = app.calls(KEY, "acme").await;
-            assert_eq!(r.status, 200, "{:#}", r.body);
-            assert_eq!(r.body["count"], 1, "{:#}", r.body);
-            n += 1;
+    let served = AtomicUsize::new(0);
+    load_while(apps, clients, &served, tokio::time::sleep(for_)).await;
+    served.into_inner()
+}
+
+/// [`load`] until `meanwhile` is done (each client finishes the request it is in), counting
+/// answers in `served` as they come, so that `meanwhile` can wait on them.
+async fn load_while<T>(
+    apps: &[&TestApp],
+    clients: usize,
+    served: &AtomicUsize,
+    meanwhile: impl std::future::Future<Output = T>,
+) -> T {
+    let done = AtomicBool::new(false);
+    let clients = futures::future::join_all((0..clients).map(|c| {
+        let done = &done;
+        async move {
+            let mut n = 0;
+            while !done.load(Ordering::SeqCst) {
+                let app = apps[(c + n) % apps.len()];
+                let r = app.calls(KEY, "acme").await;
+                assert_eq!(r.status, 200, "{:#}", r.body);
+                assert_eq!(r.body["count"], 1, "{:#}", r.body);
+                served.fetch_add(1, Ordering::SeqCst);
+                n += 1;
+            }
         }
-        n
-    }))
+    }));
+    let meanwhile = async {
+        let out = meanwhile.await;
+        done.store(true, Ordering::SeqCst);
+        out
+    };
+    tokio::join!(clients, meanwhile).1
+}
+
+/// Waits (bounded) until `n` more requests than now have been served.
+async fn served_another(served: &AtomicUsize, n: usize) {
+    let target = served.load(Ordering::SeqCst) + n;
+    until(&format!("{n} more requests served"), async || {
+        served.load(Ordering::SeqCst) >= target
+    })
     .await;
-    done.iter().sum()
 }
 
 fn one_call() -> Value {
@@ -324,22 +354,23 @@ async fn redis_stopped_and_restarted_mid_load_costs_no_client_an_error() {
     let b = binary_replica(&toml, &redis).await;
     let apps = [&a.app, &b.app];
 
-    let traffic = load(&apps, 6, Duration::from_secs(6));
+    // Requests served before Redis stops, while it is down, and after it is back.
+    let served = AtomicUsize::new(0);
     let outage = async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        served_another(&served, 40).await;
         redis.stop();
         for app in apps {
             let ready = state_becomes(app, "degraded").await;
             assert_eq!(ready["status"], "ready");
         }
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        served_another(&served, 40).await;
         redis.restart().await;
         for app in apps {
             state_becomes(app, "ok").await;
         }
+        served_another(&served, 40).await;
     };
-    let (served, ()) = tokio::join!(traffic, outage);
-    assert!(served > 100, "{served} requests");
+    load_while(&apps, 6, &served, outage).await;
     for app in apps {
         let m = app.metrics().await;
         assert!(
@@ -367,13 +398,14 @@ async fn a_redis_that_hangs_is_left_alone_after_one_timeout_and_rejoined_when_it
     let b = replica(&toml, &redis).await;
     redis.pause();
     let apps = [&a, &b];
-    let traffic = load(&apps, 4, Duration::from_secs(4));
+    // Served while Redis hangs: until both replicas see it, and as many again after.
+    let served = AtomicUsize::new(0);
     let watch = async {
         state_becomes(&a, "degraded").await;
         state_becomes(&b, "degraded").await;
+        served_another(&served, 20).await;
     };
-    let (served, ()) = tokio::join!(traffic, watch);
-    assert!(served > 20, "{served} requests while Redis hung");
+    load_while(&apps, 4, &served, watch).await;
     // Once marked down, no request waits on Redis: only the health check still tries it.
     for app in [&a, &b] {
         let tried = |m: &str| {
@@ -440,14 +472,14 @@ async fn a_redis_url_at_nothing_or_at_a_server_talking_garbage_starts_degraded_a
             assert_eq!(r.status, 200, "{url}: {:#}", r.body);
             assert_eq!(r.body["count"], 1);
         }
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // Its health check has tried Redis and failed.
+        until("a failed state operation is counted", async || {
+            sample(&app.metrics().await, "callmux_state_failures_total", &[]) >= 1.0
+        })
+        .await;
         state_becomes(&app, "degraded").await;
         let m = app.metrics().await;
         assert_eq!(sample(&m, "callmux_state_up", &[]), 0.0, "{m}");
-        assert!(
-            sample(&m, "callmux_state_failures_total", &[]) >= 1.0,
-            "{m}"
-        );
     }
 }
 

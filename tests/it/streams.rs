@@ -20,6 +20,18 @@ fn config(org: &str, agent: &LiveAgent, poll_ms: i64, server: &[(&str, i64)]) ->
     c.toml()
 }
 
+/// Waits (bounded) until `agent` has been asked nothing for `quiet`: its poller has stopped.
+async fn asked_nothing_for(agent: &LiveAgent, quiet: Duration) {
+    let mut seen = (agent.requests(), std::time::Instant::now());
+    until("the upstream goes unasked", async || {
+        if agent.requests() != seen.0 {
+            seen = (agent.requests(), std::time::Instant::now());
+        }
+        seen.1.elapsed() >= quiet
+    })
+    .await;
+}
+
 fn call(id: &str, status: &str) -> Value {
     agent_call(id, "+15550001111", status, "outbound")
 }
@@ -142,17 +154,28 @@ async fn a_failing_provider_is_named_in_the_errors_of_every_event() {
     assert_eq!(v["errors"][0]["provider"], "down");
 }
 
+/// How long `agent` takes to be asked `n` more times, timed from an ask (bounded).
+async fn time_for_asks(agent: &LiveAgent, n: usize) -> Duration {
+    let before = agent.requests();
+    until("the upstream is asked", async || agent.requests() > before).await;
+    let (from, started) = (agent.requests(), std::time::Instant::now());
+    until(&format!("{n} more asks"), async || {
+        agent.requests() >= from + n
+    })
+    .await;
+    started.elapsed()
+}
+
 #[tokio::test]
 async fn upstream_requests_per_interval_are_the_same_with_one_subscriber_and_with_500() {
+    const PERIOD: Duration = Duration::from_millis(200);
+    const ASKS: usize = 5;
     let agent = LiveAgent::start(json!([call("a", "ringing")])).await;
     let org = unique("load");
-    let app = spawn_app(&config(&org, &agent, 200, &[])).await;
+    let app = spawn_app(&config(&org, &agent, PERIOD.as_millis() as i64, &[])).await;
     let mut first = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
     first.next_of("snapshot").await;
-    let window = Duration::from_millis(2000);
-    let before = agent.requests();
-    tokio::time::sleep(window).await;
-    let with_one = agent.requests() - before;
+    let with_one = time_for_asks(&agent, ASKS).await;
 
     let mut others = Vec::new();
     for _ in 0..499 {
@@ -168,20 +191,16 @@ async fn upstream_requests_per_interval_are_the_same_with_one_subscriber_and_wit
         assert_eq!(s.next().await.event, "snapshot");
         others.push((client, s));
     }
-    let before = agent.requests();
-    tokio::time::sleep(window).await;
-    let with_500 = agent.requests() - before;
-    // At most 10 polls fit in 2 s at 200 ms; a loaded machine stretches each period a little.
-    assert!(
-        (5..=11).contains(&with_one),
-        "{with_one} requests in 2 s at a 200 ms poll period with one subscriber"
-    );
-    // Each edge of a window may cut one poll; upstream load that grew with subscribers
-    // would be hundreds more.
-    assert!(
-        with_one.abs_diff(with_500) <= 2,
-        "{with_one} requests with 1 subscriber, {with_500} with 500"
-    );
+    let with_500 = time_for_asks(&agent, ASKS).await;
+    // The poller sleeps a whole period after each ask, so a loaded machine only stretches
+    // these (timed from the moment an ask was seen, the first period may be cut short);
+    // upstream load that grew with subscribers would ask hundreds of times at once.
+    for (subscribers, took) in [(1, with_one), (500, with_500)] {
+        assert!(
+            took + Duration::from_millis(50) >= PERIOD * (ASKS - 1) as u32,
+            "{ASKS} asks in {took:?} at a {PERIOD:?} poll period with {subscribers} subscribers"
+        );
+    }
     // And every one of them still hears a change.
     agent.set(json!([call("a", "in-progress")]));
     for (_, s) in &mut others {
@@ -199,14 +218,10 @@ async fn the_poller_stops_asking_once_the_last_subscriber_leaves() {
     let app = spawn_app(&config(&org, &agent, 50, &[])).await;
     let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
     s.next_of("snapshot").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        agent.requests() >= 2,
-        "{} requests while subscribed",
-        agent.requests()
-    );
+    until("polled while subscribed", async || agent.requests() >= 2).await;
     drop(s);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Four poll periods without an ask, then ten more must pass the same way.
+    asked_nothing_for(&agent, Duration::from_millis(200)).await;
     let after_leaving = agent.requests();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -315,7 +330,9 @@ async fn a_subscriber_that_never_reads_is_disconnected_and_the_others_keep_getti
     };
     let agent = LiveAgent::start(many("ringing")).await;
     let org = unique("slow");
-    let app = spawn_app(&config(&org, &agent, 20, &[])).await;
+    // The binary, for its log: it says when it disconnects a subscriber.
+    let server = Binary::start(&config(&org, &agent, 20, &[]), &[], &[]);
+    let app = &server.app;
 
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -344,7 +361,11 @@ async fn a_subscriber_that_never_reads_is_disconnected_and_the_others_keep_getti
     // The reader keeps up throughout, while the stuck one falls behind and is closed.
     let closed = async {
         use tokio::io::AsyncReadExt;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        server
+            .log_line("disconnecting the stuck subscriber", |l| {
+                l.contains("stream subscriber too slow: disconnected")
+            })
+            .await;
         // Now drain it: a closed connection ends; an open one would go on for ever.
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -531,18 +552,67 @@ async fn a_graceful_shutdown_ends_every_stream_with_a_final_event_and_does_not_w
 }
 
 #[tokio::test]
-async fn an_idle_stream_gets_a_keepalive_comment_every_15_s() {
+async fn an_idle_stream_gets_a_keepalive_comment_every_stream_keepalive_ms() {
     let agent = LiveAgent::start(json!([])).await;
     let org = unique("idle");
-    let app = spawn_app(&config(&org, &agent, 2000, &[])).await;
+    let keepalive = Duration::from_millis(1000);
+    let app = spawn_app(&config(
+        &org,
+        &agent,
+        2000,
+        &[("stream_keepalive_ms", keepalive.as_millis() as i64)],
+    ))
+    .await;
     let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
     assert_eq!(s.next().await.event, "snapshot");
-    let comment = s
-        .next_within(Duration::from_secs(20))
-        .await
-        .expect("the stream stays open");
-    assert_eq!(comment.event, "");
-    assert_eq!(comment.comment, "keepalive");
+    for _ in 0..2 {
+        let quiet = std::time::Instant::now();
+        let comment = s
+            .next_within(Duration::from_secs(10))
+            .await
+            .expect("the stream stays open");
+        assert_eq!(comment.event, "");
+        assert_eq!(comment.comment, "keepalive");
+        // Timers fire at or after their deadline; the server's clock starts a little before
+        // the test's own.
+        assert!(
+            quiet.elapsed() + Duration::from_millis(50) >= keepalive,
+            "a keepalive after {:?}, sooner than stream_keepalive_ms",
+            quiet.elapsed()
+        );
+    }
+}
+
+#[test]
+fn stream_keepalive_ms_defaults_to_15_s_and_outside_1_s_to_5_min_is_refused_by_name() {
+    let org = unique("keepalive");
+    let toml = |server: &[(&str, i64)]| {
+        let mut c = TestConfig::new()
+            .org(OrgB::key(&org, KEY).providers(&["agents"]))
+            .provider(ProviderB::agent("agents", "http://127.0.0.1:9000"));
+        for (k, v) in server {
+            c = c.server(k, *v);
+        }
+        c.toml()
+    };
+    let config = load_config(&toml(&[]), &[]).unwrap();
+    assert_eq!(config.server.stream_keepalive, Duration::from_secs(15));
+    for ms in [1_000, 300_000] {
+        let config = load_config(&toml(&[("stream_keepalive_ms", ms)]), &[]).unwrap();
+        assert_eq!(
+            config.server.stream_keepalive,
+            Duration::from_millis(ms as u64)
+        );
+    }
+    for ms in [0, 999, 300_001] {
+        let err = load_config(&toml(&[("stream_keepalive_ms", ms)]), &[])
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("server.stream_keepalive_ms") && err.contains("outside"),
+            "stream_keepalive_ms = {ms}: {err}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -670,7 +740,7 @@ async fn a_reconnect_soon_after_everyone_left_gets_what_it_missed_and_no_snapsho
     let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
     let seen = s.next_of("snapshot").await;
     drop(s);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    asked_nothing_for(&agent, Duration::from_millis(200)).await;
     let idle = agent.requests();
     agent.set(json!([call("a", "in-progress")]));
     tokio::time::sleep(Duration::from_millis(300)).await;

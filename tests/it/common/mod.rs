@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use callmux::{Config, Live};
@@ -188,19 +190,43 @@ pub async fn raw_server(status: u16, body: impl Into<Vec<u8>>) -> MockServer {
     server
 }
 
+/// Waits until `ready` says so, asking every 20 ms, and fails the test naming `what` if
+/// that takes over 30 s: a wait on an event, where a fixed sleep would either waste time or
+/// be too short on a loaded machine.
+pub async fn until(what: &str, mut ready: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ready().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An upstream that accepts connections, reads the request, and never answers.
 pub async fn silent_server() -> String {
+    counted_silent_server().await.0
+}
+
+/// A [`silent_server`], and how many requests it has read so far: a test waits on it to
+/// know a request is in flight.
+pub async fn counted_silent_server() -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let read = Arc::new(AtomicUsize::new(0));
+    let count = read.clone();
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((mut sock, _)) = listener.accept().await {
             let mut buf = [0u8; 1024];
-            let _ = sock.read(&mut buf).await;
+            if matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
             held.push(sock);
         }
     });
-    format!("http://{addr}")
+    (format!("http://{addr}"), read)
 }
 
 /// An address nothing listens on: connecting is refused.
