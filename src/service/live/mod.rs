@@ -13,6 +13,8 @@
 //! and its telemetry; its pollers hold it weakly, so dropping it ends them.
 
 pub mod change;
+#[cfg(test)]
+mod fixtures;
 pub mod fleet;
 mod hub;
 mod poller;

@@ -103,3 +103,147 @@ pub(super) async fn poll(topic: Arc<Topic>, hub: Weak<dyn Keeper>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::{sleep, Instant};
+
+    use super::super::change::Body;
+    use super::super::fixtures::{
+        added, drain, hub, key, listed, no_kick, pollers_running, presented, subscribe, Answer,
+        Upstream,
+    };
+    use super::super::hub::Joining;
+    use super::*;
+    use crate::call::CallStatus::Ringing;
+
+    const PERIOD: Duration = Duration::from_secs(1);
+    /// Polls fall on whole periods: a wait that ends half-way is between two of them.
+    const HALF: Duration = Duration::from_millis(500);
+
+    fn since(start: Instant, asked: &[Instant]) -> Vec<u128> {
+        asked.iter().map(|t| (*t - start).as_millis()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_subscriber_starts_the_poller_and_it_stops_asking_once_the_last_leaves() {
+        let up = Upstream::new(PERIOD, Answer::Calls(vec![]));
+        let hub = hub(&up);
+        sleep(PERIOD * 3).await;
+        assert!(up.asked().is_empty(), "no subscriber, no poll");
+        assert_eq!(pollers_running(), 0);
+        let first = subscribe(&hub, Joining::Fresh(listed(&[])));
+        let second = subscribe(&hub, Joining::Current);
+        sleep(PERIOD * 3 + HALF).await;
+        assert_eq!(up.asked().len(), 3, "one poller for both subscribers");
+        assert_eq!(pollers_running(), 1);
+        drop(first);
+        sleep(PERIOD * 2).await;
+        assert_eq!(up.asked().len(), 5);
+        drop(second);
+        sleep(PERIOD * 10).await;
+        assert_eq!(up.asked().len(), 5, "no one left to hear a poll");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_come_one_period_apart_a_reload_re_points_the_period_and_a_removed_org_stops_them(
+    ) {
+        let up = Upstream::new(PERIOD, Answer::Calls(vec![]));
+        let hub = hub(&up);
+        let start = Instant::now();
+        let _s = subscribe(&hub, Joining::Fresh(listed(&[])));
+        sleep(PERIOD * 3 + HALF).await;
+        up.set_period(Some(PERIOD / 4));
+        // The wait under way keeps its period; the next ones have the new one.
+        sleep(PERIOD + Duration::from_millis(400)).await;
+        assert_eq!(
+            since(start, &up.asked()),
+            [1000, 2000, 3000, 4000, 4250, 4500, 4750]
+        );
+        up.set_period(None);
+        sleep(PERIOD * 5).await;
+        assert_eq!(up.asked().len(), 8, "the poll under way, then none");
+        assert_eq!(pollers_running(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_polled_change_reaches_every_subscriber_once() {
+        let up = Upstream::new(PERIOD, Answer::Calls(vec![]));
+        let hub = hub(&up);
+        let mut a = subscribe(&hub, Joining::Fresh(listed(&[])));
+        let mut b = subscribe(&hub, Joining::Current);
+        up.answer(Answer::Calls(vec![("c1", Ringing)]));
+        sleep(PERIOD * 3 + HALF).await;
+        assert_eq!(up.asked().len(), 3);
+        for s in [&mut a, &mut b] {
+            let events = drain(&mut s.events);
+            assert_eq!(events.len(), 1);
+            assert_eq!(added(&events[0]), Some(vec!["c1".to_owned()]));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_hub_ends_its_pollers() {
+        let up = Upstream::new(PERIOD, Answer::Calls(vec![]));
+        let hub = hub(&up);
+        let _s = subscribe(&hub, Joining::Fresh(listed(&[])));
+        sleep(PERIOD + HALF).await;
+        assert_eq!((up.asked().len(), pollers_running()), (1, 1));
+        drop(hub);
+        sleep(PERIOD * 5).await;
+        assert_eq!((up.asked().len(), pollers_running()), (1, 0));
+        assert_eq!(Arc::strong_count(&up), 1, "nothing holds the source");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_no_longer_accepted_ends_the_stream_with_the_reason() {
+        let up = Upstream::new(PERIOD, Answer::Refused);
+        let hub = hub(&up);
+        let mut s = subscribe(&hub, Joining::Fresh(listed(&[])));
+        sleep(PERIOD + HALF).await;
+        let events = drain(&mut s.events);
+        assert!(
+            matches!(&events[..], [e] if matches!(&e.body, Body::End(r) if r.contains("no longer accepted"))),
+            "{events:?}"
+        );
+        assert_eq!(pollers_running(), 0);
+        let rejoin = hub.subscribe(key(), presented(), Joining::Current, None, no_kick());
+        assert!(rejoin.is_none(), "the topic is gone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_check_that_cannot_reach_its_upstream_keeps_the_stream_and_polls_again() {
+        let up = Upstream::new(PERIOD, Answer::CheckUnavailable);
+        let hub = hub(&up);
+        let mut s = subscribe(&hub, Joining::Fresh(listed(&[])));
+        sleep(PERIOD * 2 + HALF).await;
+        assert!(drain(&mut s.events).is_empty());
+        up.answer(Answer::Calls(vec![("c1", Ringing)]));
+        sleep(PERIOD).await;
+        assert_eq!(up.asked().len(), 3);
+        assert_eq!(drain(&mut s.events).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_topic_everyone_left_resumes_within_the_window_and_is_retired_after_it() {
+        let up = Upstream::new(PERIOD, Answer::Calls(vec![("c1", Ringing)]));
+        let hub = hub(&up);
+        let mut s = subscribe(&hub, Joining::Fresh(listed(&[])));
+        sleep(PERIOD + HALF).await;
+        let seen = drain(&mut s.events)[0].id.to_string();
+        drop(s);
+        sleep(RESUME_WINDOW - PERIOD).await;
+        assert_eq!(up.asked().len(), 1, "kept, not polled");
+        let again = hub
+            .subscribe(key(), presented(), Joining::Current, Some(&seen), no_kick())
+            .expect("kept for the resume window");
+        assert!(again.first.is_empty(), "nothing missed, and no snapshot");
+        sleep(PERIOD * 2 + HALF / 2).await;
+        assert_eq!(up.asked().len(), 3, "polled again");
+        drop(again);
+        sleep(RESUME_WINDOW + PERIOD * 2).await;
+        assert_eq!(pollers_running(), 0);
+        let late = hub.subscribe(key(), presented(), Joining::Current, Some(&seen), no_kick());
+        assert!(late.is_none(), "retired: a late client starts afresh");
+    }
+}

@@ -233,3 +233,142 @@ impl Inner {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::super::fixtures::{added, drain, key, listed, no_kick, presented};
+    use super::*;
+    use crate::call::CallStatus::{InProgress, Ringing};
+
+    fn topic() -> Arc<Topic> {
+        Topic::start(key(), listed(&[]), Arc::new(presented()))
+    }
+
+    fn join(topic: &Arc<Topic>, resume: Option<EventId>) -> Subscription {
+        topic
+            .join(Arc::new(presented()), resume, no_kick())
+            .expect("an open topic")
+    }
+
+    fn is_snapshot(events: &[Arc<Event>]) -> bool {
+        matches!(events, [e] if matches!(e.body, Body::Snapshot(_)))
+    }
+
+    #[test]
+    fn a_change_reaches_every_subscriber_once_and_the_same_list_again_sends_nothing() {
+        let topic = topic();
+        let mut subscribers: Vec<_> = (0..3).map(|_| join(&topic, None)).collect();
+        assert!(topic.publish(listed(&[("a", Ringing)])));
+        assert!(!topic.publish(listed(&[("a", Ringing)])));
+        for s in &mut subscribers {
+            assert!(is_snapshot(&s.first));
+            let events = drain(&mut s.events);
+            assert_eq!(events.len(), 1);
+            assert_eq!(added(&events[0]), Some(vec!["a".to_owned()]));
+        }
+    }
+
+    #[test]
+    fn a_subscriber_a_queue_behind_is_kicked_and_dropped_not_buffered() {
+        let topic = topic();
+        let kicked = Arc::new(AtomicUsize::new(0));
+        let k = kicked.clone();
+        let mut slow = topic
+            .join(
+                Arc::new(presented()),
+                None,
+                Box::new(move || {
+                    k.fetch_add(1, Ordering::SeqCst);
+                }),
+            )
+            .unwrap();
+        let mut fast = join(&topic, None);
+        let mut got = 0;
+        for i in 0..=QUEUE {
+            let id = format!("c{i}");
+            assert!(topic.publish(listed(&[(id.as_str(), Ringing)])));
+            got += drain(&mut fast.events).len();
+        }
+        assert_eq!(got, QUEUE + 1, "the reader got every change");
+        assert_eq!(kicked.load(Ordering::SeqCst), 1);
+        assert_eq!(topic.lock().subscribers.len(), 1);
+        // Its queue holds what fitted and no more; nothing is sent to it after that.
+        assert!(topic.publish(listed(&[])));
+        assert_eq!(drain(&mut slow.events).len(), QUEUE);
+        assert!(slow.events.is_closed());
+        assert_eq!(kicked.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_reconnect_with_a_kept_event_id_gets_only_what_it_missed() {
+        let topic = topic();
+        let mut first = join(&topic, None);
+        topic.publish(listed(&[("a", Ringing)]));
+        let seen = drain(&mut first.events)[0].id;
+        drop(first);
+        topic.publish(listed(&[("a", InProgress)]));
+        topic.publish(listed(&[("a", InProgress), ("b", Ringing)]));
+        let again = join(&topic, Some(seen));
+        let ids: Vec<u64> = again.first.iter().map(|e| e.id.seq).collect();
+        assert_eq!(ids, [seen.seq + 1, seen.seq + 2]);
+        // Up to date: nothing missed, and no snapshot either.
+        let latest = again.first.last().unwrap().id;
+        assert!(join(&topic, Some(latest)).first.is_empty());
+    }
+
+    #[test]
+    fn a_reconnect_with_an_id_of_another_topic_a_future_one_or_one_too_old_gets_a_snapshot() {
+        let topic = topic();
+        let epoch = topic.epoch;
+        for i in 0..RING as u64 + 2 {
+            let id = format!("c{i}");
+            topic.publish(listed(&[(id.as_str(), Ringing)]));
+        }
+        let seq = topic.lock().seq;
+        for resume in [
+            EventId {
+                epoch: epoch.wrapping_add(1),
+                seq: 1,
+            },
+            EventId {
+                epoch,
+                seq: seq + 1,
+            },
+            // The event after it is no longer kept.
+            EventId { epoch, seq: 0 },
+        ] {
+            assert!(is_snapshot(&join(&topic, Some(resume)).first), "{resume}");
+        }
+        let oldest_resumable = EventId {
+            epoch,
+            seq: seq - RING as u64,
+        };
+        assert_eq!(join(&topic, Some(oldest_resumable)).first.len(), RING);
+    }
+
+    #[test]
+    fn an_ended_topic_sends_its_reason_last_and_takes_no_one_more() {
+        let topic = topic();
+        let mut s = join(&topic, None);
+        topic.end("the organisation was removed");
+        topic.end("a second reason is not sent");
+        assert!(!topic.publish(listed(&[("a", Ringing)])));
+        let events = drain(&mut s.events);
+        assert!(
+            matches!(&events[..], [e] if matches!(&e.body, Body::End(r) if r == "the organisation was removed"))
+        );
+        assert!(s.events.is_closed());
+        assert!(topic.join(Arc::new(presented()), None, no_kick()).is_none());
+    }
+
+    #[test]
+    fn a_subscriber_that_leaves_is_no_longer_sent_anything() {
+        let topic = topic();
+        let s = join(&topic, None);
+        let _other = join(&topic, None);
+        drop(s);
+        assert_eq!(topic.lock().subscribers.len(), 1);
+    }
+}
