@@ -179,3 +179,150 @@ fn on_polled(hub: &dyn Follower, me: Replica<'_>, payload: &[u8]) -> Result<usiz
     notices(me.telemetry, "woken").increment(woken as u64);
     Ok(woken)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use secrecy::SecretString;
+
+    use super::super::fixtures::key;
+    use super::*;
+
+    const ME: u64 = 1;
+    const OTHER: u64 = 2;
+
+    /// The hub, as the fleet's messages reach it: what each was asked, and the topics it follows.
+    #[derive(Default)]
+    struct Hub {
+        pushed: Mutex<Vec<(String, String, CallStatus)>>,
+        following: Vec<TopicKey>,
+        noticed: Mutex<Vec<(TopicKey, Version)>>,
+    }
+
+    impl Follower for Hub {
+        fn push(&self, provider: &str, call_id: &str, status: &CallStatus) -> usize {
+            let push = (provider.to_owned(), call_id.to_owned(), status.clone());
+            self.pushed.lock().unwrap().push(push);
+            1
+        }
+
+        fn noticed(&self, is_it: &dyn Fn(&TopicKey) -> bool, version: Version) -> usize {
+            let named: Vec<_> = self.following.iter().filter(|k| is_it(k)).collect();
+            let mut noticed = self.noticed.lock().unwrap();
+            noticed.extend(named.iter().map(|k| ((*k).clone(), version)));
+            named.len()
+        }
+    }
+
+    fn sealer(secret: &str) -> Sealer {
+        Sealer::new(&SecretString::from(secret.to_owned()))
+    }
+
+    fn apply(apply: Apply, hub: &Hub, sealer: &Sealer, payload: &[u8]) -> Result<usize, Rejected> {
+        let telemetry = Telemetry::default();
+        let me = Replica {
+            origin: ME,
+            sealer,
+            telemetry: &telemetry,
+        };
+        apply(hub, me, payload)
+    }
+
+    fn pushed(origin: u64) -> Vec<u8> {
+        serde_json::to_vec(&Pushed {
+            origin,
+            provider: "p".into(),
+            call_id: "c1".into(),
+            status: CallStatus::InProgress,
+        })
+        .unwrap()
+    }
+
+    fn polled(origin: u64, topic: String, version: &str) -> Vec<u8> {
+        serde_json::to_vec(&Polled {
+            origin,
+            topic,
+            version: version.into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn another_replicas_push_is_applied_and_ones_own_is_not_applied_twice() {
+        let (hub, s) = (Hub::default(), sealer("fleet secret"));
+        assert_eq!(apply(on_pushed, &hub, &s, &pushed(OTHER)), Ok(1));
+        assert_eq!(apply(on_pushed, &hub, &s, &pushed(ME)), Ok(0));
+        let pushed = hub.pushed.lock().unwrap();
+        assert_eq!(
+            *pushed,
+            [("p".to_owned(), "c1".to_owned(), CallStatus::InProgress)]
+        );
+    }
+
+    #[test]
+    fn a_notice_wakes_the_topic_it_names_under_the_fleets_secret_and_no_other() {
+        let s = sealer("fleet secret");
+        let mut caller = key();
+        caller.caller = Some([7; 32]);
+        let hub = Hub {
+            following: vec![key(), caller.clone()],
+            ..Hub::default()
+        };
+        let version = Version(0xabc);
+        let notice = polled(OTHER, topic_name(&s, &caller), &version.to_string());
+        assert_eq!(apply(on_polled, &hub, &s, &notice), Ok(1));
+        assert_eq!(*hub.noticed.lock().unwrap(), [(caller.clone(), version)]);
+        // Named by a publisher without the secret: it names nothing here.
+        let forged = polled(OTHER, topic_name(&sealer("guess"), &key()), "abc");
+        assert_eq!(apply(on_polled, &hub, &s, &forged), Ok(0));
+        let own = polled(ME, topic_name(&s, &key()), "abc");
+        assert_eq!(apply(on_polled, &hub, &s, &own), Ok(0));
+        assert_eq!(hub.noticed.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_message_that_does_not_read_is_refused_as_undecodable_and_applies_nothing() {
+        let (hub, s) = (Hub::default(), sealer("fleet secret"));
+        let bad_version = polled(OTHER, topic_name(&s, &key()), "not hex");
+        for (how, payload) in [
+            (on_pushed as Apply, &b"{"[..]),
+            (on_pushed, &polled(OTHER, "t".into(), "1")[..]),
+            (on_polled, &pushed(OTHER)[..]),
+            (on_polled, &bad_version[..]),
+            (on_polled, &b"\xff\xfe"[..]),
+        ] {
+            assert_eq!(apply(how, &hub, &s, payload), Err(Rejected::Decode));
+        }
+        assert!(hub.pushed.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_topic_name_shows_neither_its_org_nor_its_caller_and_depends_on_both() {
+        let s = sealer("fleet secret");
+        let mut caller = key();
+        caller.caller = Some([7; 32]);
+        let org = topic_name(&s, &key());
+        assert!(!org.contains(&*key().org), "{org}");
+        assert!(!topic_name(&s, &caller).contains(&hex::encode([7; 32])[..16]));
+        assert_ne!(org, topic_name(&s, &caller));
+        assert_ne!(org, topic_name(&sealer("another fleet"), &key()));
+        assert_eq!(
+            org,
+            topic_name(&sealer("fleet secret"), &key()),
+            "every replica agrees"
+        );
+    }
+
+    #[test]
+    fn a_message_opens_only_on_its_own_channel_and_under_the_fleets_secret() {
+        let s = sealer("fleet secret");
+        let payload = pushed(OTHER);
+        let sealed = s.seal(&channel(), &payload);
+        assert_eq!(s.open(&channel(), &sealed), Ok(&payload[..]));
+        assert_eq!(s.open(&polled_channel(), &sealed), Err(Rejected::Mac));
+        let forged = sealer("guess").seal(&channel(), &payload);
+        assert_eq!(s.open(&channel(), &forged), Err(Rejected::Mac));
+        assert_eq!(s.open(&channel(), &payload), Err(Rejected::Mac), "unsealed");
+    }
+}

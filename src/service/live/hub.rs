@@ -269,3 +269,101 @@ fn same_auth(a: &OrgAuth, b: &OrgAuth) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::{sleep, Instant};
+
+    use super::super::change::Body;
+    use super::super::fixtures::{
+        drain, hub, key, listed, no_kick, presented, subscribe, Answer, Upstream,
+    };
+    use super::*;
+    use crate::call::CallStatus::{InProgress, Queued, Ringing};
+
+    const PERIOD: Duration = Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn a_pushed_status_moves_a_call_forward_and_never_back() {
+        let up = Upstream::new(PERIOD, Answer::Calls(vec![]));
+        let hub = hub(&up);
+        let mut s = subscribe(&hub, Joining::Fresh(listed(&[("c1", Ringing)])));
+        assert_eq!(hub.push("p", "c1", &InProgress), 1);
+        let events = drain(&mut s.events);
+        assert!(
+            matches!(&events[..], [e] if matches!(&e.body, Body::Change(c) if c.updated[0].status == InProgress)),
+            "{events:?}"
+        );
+        // A replayed or late callback moves nothing back; another call or provider is not this one.
+        assert_eq!(hub.push("p", "c1", &Queued), 0);
+        assert_eq!(hub.push("p", "c1", &InProgress), 0);
+        assert_eq!(hub.push("q", "c1", &crate::call::CallStatus::Completed), 0);
+        assert_eq!(hub.push("p", "c2", &InProgress), 0);
+        assert!(drain(&mut s.events).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_joining_with_a_fresh_list_brings_the_others_up_to_date() {
+        let up = Upstream::new(PERIOD, Answer::Calls(vec![]));
+        let hub = hub(&up);
+        let mut first = subscribe(&hub, Joining::Fresh(listed(&[])));
+        let second = subscribe(&hub, Joining::Fresh(listed(&[("c1", Ringing)])));
+        assert_eq!(drain(&mut first.events).len(), 1);
+        let Body::Snapshot(state) = &second.first[0].body else {
+            panic!("a snapshot first");
+        };
+        assert_eq!(state.calls().len(), 1);
+        assert!(
+            up.asked().is_empty(),
+            "the fresh list was the subscriber's own"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_hub_ends_every_stream_and_takes_no_new_subscriber() {
+        let up = Upstream::new(PERIOD, Answer::Calls(vec![]));
+        let hub = hub(&up);
+        let mut s = subscribe(&hub, Joining::Fresh(listed(&[])));
+        hub.close("callmux is shutting down");
+        let events = drain(&mut s.events);
+        assert!(
+            matches!(&events[..], [e] if matches!(&e.body, Body::End(r) if r == "callmux is shutting down"))
+        );
+        let late = hub.subscribe(
+            key(),
+            presented(),
+            Joining::Fresh(listed(&[])),
+            None,
+            no_kick(),
+        );
+        assert!(late.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_notice_polls_at_once_unless_the_topic_is_at_that_version_already() {
+        let up = Upstream::new(PERIOD, Answer::Calls(vec![("c1", Ringing)]));
+        let hub = hub(&up);
+        let start = Instant::now();
+        let _s = subscribe(&hub, Joining::Fresh(listed(&[])));
+        let held = listed(&[]).version();
+        let other = listed(&[("c1", Ringing)]).version();
+        sleep(PERIOD / 2).await;
+        let follower: &dyn Follower = &*hub;
+        assert_eq!(follower.noticed(&|_| true, held), 0);
+        assert_eq!(
+            follower.noticed(&|k| k.org.as_ref() != key().org.as_ref(), other),
+            0
+        );
+        assert_eq!(follower.noticed(&|_| true, other), 1);
+        // The timer restarts from the woken poll.
+        sleep(PERIOD + PERIOD / 4).await;
+        let asked: Vec<u128> = up
+            .asked()
+            .iter()
+            .map(|t| (*t - start).as_millis())
+            .collect();
+        assert_eq!(asked, [500, 1500]);
+    }
+}
