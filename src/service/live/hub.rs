@@ -16,6 +16,7 @@ use crate::service::{Service, Version};
 use crate::state::redis::Redis;
 use crate::telemetry::Telemetry;
 
+/// Every topic of this process, and its open streams.
 pub struct Hub {
     topics: Mutex<HashMap<TopicKey, Arc<Topic>>>,
     /// Where pollers list from; pollers hold the hub weakly, so dropping it ends them.

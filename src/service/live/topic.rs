@@ -25,6 +25,7 @@ pub struct TopicKey {
     pub(super) caller: Option<[u8; 32]>,
 }
 
+/// One org's (or caller's) live list, shared by its subscribers.
 pub struct Topic {
     pub(super) key: TopicKey,
     epoch: u32,
