@@ -92,14 +92,7 @@ pub async fn stream(
             }
         });
         let org = key.org.clone();
-        match hub.subscribe(
-            &edge.live,
-            key,
-            presented,
-            joining,
-            last_event_id.as_deref(),
-            kick,
-        ) {
+        match hub.subscribe(key, presented, joining, last_event_id.as_deref(), kick) {
             Some(subscription) => {
                 tracing::info!(org = %org, shape = shape.name(), "stream opened");
                 return sse(

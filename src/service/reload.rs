@@ -7,9 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use super::Service;
+use super::auth::Presented;
+use super::live::{self, Hub};
+use super::{ListError, Listed, Service};
 use crate::config::Config;
 use crate::state::Store;
 use crate::telemetry::Telemetry;
@@ -25,7 +28,8 @@ pub struct Loaded {
 }
 
 pub struct Live {
-    current: ArcSwap<Loaded>,
+    /// Shared with the hub, whose pollers list from whichever configuration is served.
+    current: Arc<ArcSwap<Loaded>>,
     /// One metrics registry for every configuration this process serves.
     telemetry: Arc<Telemetry>,
     source: Option<PathBuf>,
@@ -33,7 +37,7 @@ pub struct Live {
     /// does not log the same refusal every poll.
     reloading: Mutex<Option<String>>,
     /// The live streams of every configuration this process serves.
-    hub: super::live::Hub,
+    hub: Arc<Hub>,
 }
 
 impl Live {
@@ -42,40 +46,38 @@ impl Live {
         let telemetry = Arc::new(Telemetry::default());
         let store = Store::new(&config.state, &telemetry)?;
         let service = Service::new(config, &store, telemetry.clone())?;
-        let live = Arc::new(Self {
-            telemetry: telemetry.clone(),
-            current: ArcSwap::from_pointee(Loaded {
-                service,
-                version: 1,
-                file_sha256: String::new(),
-                loaded_at: SystemTime::now(),
-            }),
-            source: None,
-            reloading: Mutex::new(None),
-            hub: super::live::Hub::new(telemetry.clone()),
-        });
-        super::live::fleet::listen(&live);
-        Ok(live)
+        Ok(Self::serving(service, String::new(), None, telemetry))
     }
 
     /// Loads `path` (under the process's `CALLMUX_*` variables) and keeps it to reload from.
     pub fn from_file(path: PathBuf) -> Result<Arc<Self>, String> {
         let telemetry = Arc::new(Telemetry::default());
         let (service, file_sha256) = load(&path, None, &telemetry)?;
-        let live = Arc::new(Self {
-            telemetry: telemetry.clone(),
-            current: ArcSwap::from_pointee(Loaded {
-                service,
-                version: 1,
-                file_sha256,
-                loaded_at: SystemTime::now(),
-            }),
-            source: Some(path),
+        Ok(Self::serving(service, file_sha256, Some(path), telemetry))
+    }
+
+    /// Serves `service` as version 1, with a hub of its own.
+    fn serving(
+        service: Service,
+        file_sha256: String,
+        source: Option<PathBuf>,
+        telemetry: Arc<Telemetry>,
+    ) -> Arc<Self> {
+        let fleet = service.store().redis().cloned();
+        let current = Arc::new(ArcSwap::from_pointee(Loaded {
+            service,
+            version: 1,
+            file_sha256,
+            loaded_at: SystemTime::now(),
+        }));
+        let hub = Hub::new(current.clone(), telemetry.clone(), fleet);
+        Arc::new(Self {
+            current,
+            telemetry,
+            source,
             reloading: Mutex::new(None),
-            hub: super::live::Hub::new(telemetry.clone()),
-        });
-        super::live::fleet::listen(&live);
-        Ok(live)
+            hub,
+        })
     }
 
     pub fn current(&self) -> Arc<Loaded> {
@@ -86,7 +88,7 @@ impl Live {
         &self.telemetry
     }
 
-    pub fn hub(&self) -> &super::live::Hub {
+    pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }
 
@@ -149,6 +151,26 @@ impl Live {
                 }
             }
         });
+    }
+}
+
+/// The hub lists from the configuration being served at each poll.
+#[async_trait]
+impl live::Source for ArcSwap<Loaded> {
+    fn poll_period(&self, org: &str) -> Option<Duration> {
+        let loaded = self.load();
+        let config = loaded.service.config();
+        config
+            .org(org)?
+            .providers
+            .iter()
+            .filter_map(|id| config.provider(id))
+            .map(|p| p.common.poll_interval)
+            .min()
+    }
+
+    async fn list(&self, presented: &Presented) -> Result<Listed, ListError> {
+        self.load_full().service.list(presented).await
     }
 }
 

@@ -186,23 +186,13 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::snapshot;
     use super::*;
     use crate::call::CallStatus;
     use crate::provider::ProviderError;
 
     fn listed(calls: &[(&str, CallStatus)], failures: Vec<ProviderFailure>) -> State {
-        let answer = Ok(Arc::new(
-            calls
-                .iter()
-                .map(|(id, s)| Call::new(*id, Arc::from("p"), s.clone()))
-                .collect(),
-        ));
-        State::Listed(Arc::new(Snapshot::new(
-            Arc::from("org"),
-            vec![answer],
-            failures,
-            None,
-        )))
+        State::Listed(snapshot(calls, failures))
     }
 
     #[test]

@@ -17,12 +17,22 @@ use std::sync::{Arc, Weak};
 
 use serde::{Deserialize, Serialize};
 
-use super::TopicKey;
+use super::topic::TopicKey;
 use crate::call::CallStatus;
-use crate::service::reload::Live;
 use crate::service::Version;
 use crate::state::redis::Redis;
 use crate::state::seal::{Rejected, Sealer};
+use crate::telemetry::Telemetry;
+
+/// What the fleet's messages act on: this replica's hub, held weakly, so that listening
+/// ends with it.
+pub(super) trait Follower: Send + Sync {
+    /// Moves `call_id` forward to `status` in every topic listing it; returns how many moved.
+    fn push(&self, provider: &str, call_id: &str, status: &CallStatus) -> usize;
+    /// Makes every subscribed topic that `is_it` names, and that is not at `version`
+    /// already, poll at once; returns how many.
+    fn noticed(&self, is_it: &dyn Fn(&TopicKey) -> bool, version: Version) -> usize;
+}
 
 #[derive(Serialize, Deserialize)]
 struct Pushed {
@@ -51,32 +61,34 @@ fn polled_channel() -> String {
 }
 
 /// The fleet's name of a topic: the same on every replica holding the secret.
-fn topic_name(redis: &Redis, key: &TopicKey) -> String {
+fn topic_name(sealer: &Sealer, key: &TopicKey) -> String {
     let caller = key.caller.as_ref().map_or(&[][..], |d| &d[..]);
-    redis
-        .sealer
-        .secret_key("topic", &[key.org.as_bytes(), caller])
+    sealer.secret_key("topic", &[key.org.as_bytes(), caller])
 }
 
 /// Tells the fleet that this replica's poller found `version` for `key`'s topic.
-pub(super) fn announce(redis: &Arc<Redis>, live: &Live, key: &TopicKey, version: Version) {
+pub(super) fn announce(
+    redis: &Arc<Redis>,
+    telemetry: &Telemetry,
+    key: &TopicKey,
+    version: Version,
+) {
     let polled = Polled {
         origin: redis.origin,
-        topic: topic_name(redis, key),
+        topic: topic_name(&redis.sealer, key),
         version: version.to_string(),
     };
     let Ok(payload) = serde_json::to_vec(&polled) else {
         return;
     };
-    notices(live, "sent").increment(1);
+    notices(telemetry, "sent").increment(1);
     let redis = redis.clone();
     tokio::spawn(async move { redis.publish(&polled_channel(), &payload).await });
 }
 
 /// Notices sent, and topics they woke on this replica.
-fn notices(live: &Live, what: &'static str) -> metrics::Counter {
-    live.telemetry()
-        .counter("callmux_stream_fleet_notices_total", &[("event", what)])
+fn notices(telemetry: &Telemetry, what: &'static str) -> metrics::Counter {
+    telemetry.counter("callmux_stream_fleet_notices_total", &[("event", what)])
 }
 
 /// Tells the fleet of a push this replica applied.
@@ -94,59 +106,223 @@ pub fn share(redis: &Arc<Redis>, provider: &str, call_id: &str, status: &CallSta
     tokio::spawn(async move { redis.publish(&channel(), &payload).await });
 }
 
-/// Applies, for as long as `live` serves, every push another replica shares, and wakes the
-/// topics another replica's poller announces.
-pub fn listen(live: &Arc<Live>) {
-    let Some(redis) = live.current().service.store().redis().cloned() else {
-        return;
-    };
-    let live: Weak<Live> = Arc::downgrade(live);
-    let mut messages = redis.subscribe("live", channel());
-    let origin = redis.origin;
-    let store = Arc::downgrade(&redis);
-    listen_polled(&redis, live.clone());
-    drop(redis);
+/// Applies to `hub`, for as long as it lives, every push another replica shares, and wakes
+/// the topics another replica's poller announces.
+pub(super) fn listen(redis: &Arc<Redis>, telemetry: &Arc<Telemetry>, hub: Weak<dyn Follower>) {
+    listen_on(redis, channel(), telemetry, hub.clone(), on_pushed);
+    listen_on(redis, polled_channel(), telemetry, hub, on_polled);
+}
+
+/// What is done with one message, by this replica, to its hub.
+type Apply = fn(&dyn Follower, Replica<'_>, &[u8]) -> Result<usize, Rejected>;
+
+/// Hands each message of `channel` (opened: Redis drops what this fleet did not seal) to
+/// `apply` until the hub or the store is gone; one that does not read is counted.
+fn listen_on(
+    redis: &Arc<Redis>,
+    channel: String,
+    telemetry: &Arc<Telemetry>,
+    hub: Weak<dyn Follower>,
+    apply: Apply,
+) {
+    let mut messages = redis.subscribe("live", channel);
+    let store = Arc::downgrade(redis);
+    let telemetry = telemetry.clone();
     tokio::spawn(async move {
         while let Some(payload) = messages.recv().await {
-            let Some(live) = live.upgrade() else { return };
-            match serde_json::from_slice::<Pushed>(&payload) {
-                Ok(p) if p.origin != origin => {
-                    live.hub().push(&p.provider, &p.call_id, &p.status);
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    if let Some(redis) = store.upgrade() {
-                        redis.rejected("live", Rejected::Decode);
-                    }
-                }
+            let (Some(hub), Some(redis)) = (hub.upgrade(), store.upgrade()) else {
+                return;
+            };
+            let me = Replica {
+                origin: redis.origin,
+                sealer: &redis.sealer,
+                telemetry: &telemetry,
+            };
+            if let Err(why) = apply(&*hub, me, &payload) {
+                redis.rejected("live", why);
             }
         }
     });
 }
 
-/// Wakes, for as long as `live` serves, the topics another replica's poller found changed.
-fn listen_polled(redis: &Arc<Redis>, live: Weak<Live>) {
-    let mut messages = redis.subscribe("live", polled_channel());
-    let origin = redis.origin;
-    let store = Arc::downgrade(redis);
-    tokio::spawn(async move {
-        while let Some(payload) = messages.recv().await {
-            let (Some(live), Some(redis)) = (live.upgrade(), store.upgrade()) else {
-                return;
-            };
-            let notice = serde_json::from_slice::<Polled>(&payload)
-                .ok()
-                .and_then(|p| Some((u128::from_str_radix(&p.version, 16).ok()?, p)));
-            match notice {
-                Some((version, p)) if p.origin != origin => {
-                    let woken = live
-                        .hub()
-                        .noticed(|key| topic_name(&redis, key) == p.topic, Version(version));
-                    notices(&live, "woken").increment(woken as u64);
-                }
-                Some(_) => {}
-                None => redis.rejected("live", Rejected::Decode),
-            }
+/// This replica: the origin its own messages carry, the secret topics are named under, and
+/// where it counts notices.
+#[derive(Clone, Copy)]
+struct Replica<'a> {
+    origin: u64,
+    sealer: &'a Sealer,
+    telemetry: &'a Telemetry,
+}
+
+/// Another replica's push: moves the call forward in this replica's topics. Returns how
+/// many moved (none for this replica's own push, applied when it was taken).
+fn on_pushed(hub: &dyn Follower, me: Replica<'_>, payload: &[u8]) -> Result<usize, Rejected> {
+    let pushed = serde_json::from_slice::<Pushed>(payload).map_err(|_| Rejected::Decode)?;
+    if pushed.origin == me.origin {
+        return Ok(0);
+    }
+    Ok(hub.push(&pushed.provider, &pushed.call_id, &pushed.status))
+}
+
+/// Another replica's poller found a change: the topics it names poll at once. Returns how
+/// many were woken.
+fn on_polled(hub: &dyn Follower, me: Replica<'_>, payload: &[u8]) -> Result<usize, Rejected> {
+    let polled = serde_json::from_slice::<Polled>(payload).map_err(|_| Rejected::Decode)?;
+    let version = u128::from_str_radix(&polled.version, 16).map_err(|_| Rejected::Decode)?;
+    if polled.origin == me.origin {
+        return Ok(0);
+    }
+    let woken = hub.noticed(
+        &|key| topic_name(me.sealer, key) == polled.topic,
+        Version(version),
+    );
+    notices(me.telemetry, "woken").increment(woken as u64);
+    Ok(woken)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use secrecy::SecretString;
+
+    use super::super::fixtures::key;
+    use super::*;
+
+    const ME: u64 = 1;
+    const OTHER: u64 = 2;
+
+    /// The hub, as the fleet's messages reach it: what each was asked, and the topics it follows.
+    #[derive(Default)]
+    struct Hub {
+        pushed: Mutex<Vec<(String, String, CallStatus)>>,
+        following: Vec<TopicKey>,
+        noticed: Mutex<Vec<(TopicKey, Version)>>,
+    }
+
+    impl Follower for Hub {
+        fn push(&self, provider: &str, call_id: &str, status: &CallStatus) -> usize {
+            let push = (provider.to_owned(), call_id.to_owned(), status.clone());
+            self.pushed.lock().unwrap().push(push);
+            1
         }
-    });
+
+        fn noticed(&self, is_it: &dyn Fn(&TopicKey) -> bool, version: Version) -> usize {
+            let named: Vec<_> = self.following.iter().filter(|k| is_it(k)).collect();
+            let mut noticed = self.noticed.lock().unwrap();
+            noticed.extend(named.iter().map(|k| ((*k).clone(), version)));
+            named.len()
+        }
+    }
+
+    fn sealer(secret: &str) -> Sealer {
+        Sealer::new(&SecretString::from(secret.to_owned()))
+    }
+
+    fn apply(apply: Apply, hub: &Hub, sealer: &Sealer, payload: &[u8]) -> Result<usize, Rejected> {
+        let telemetry = Telemetry::default();
+        let me = Replica {
+            origin: ME,
+            sealer,
+            telemetry: &telemetry,
+        };
+        apply(hub, me, payload)
+    }
+
+    fn pushed(origin: u64) -> Vec<u8> {
+        serde_json::to_vec(&Pushed {
+            origin,
+            provider: "p".into(),
+            call_id: "c1".into(),
+            status: CallStatus::InProgress,
+        })
+        .unwrap()
+    }
+
+    fn polled(origin: u64, topic: String, version: &str) -> Vec<u8> {
+        serde_json::to_vec(&Polled {
+            origin,
+            topic,
+            version: version.into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn another_replicas_push_is_applied_and_ones_own_is_not_applied_twice() {
+        let (hub, s) = (Hub::default(), sealer("fleet secret"));
+        assert_eq!(apply(on_pushed, &hub, &s, &pushed(OTHER)), Ok(1));
+        assert_eq!(apply(on_pushed, &hub, &s, &pushed(ME)), Ok(0));
+        let pushed = hub.pushed.lock().unwrap();
+        assert_eq!(
+            *pushed,
+            [("p".to_owned(), "c1".to_owned(), CallStatus::InProgress)]
+        );
+    }
+
+    #[test]
+    fn a_notice_wakes_the_topic_it_names_under_the_fleets_secret_and_no_other() {
+        let s = sealer("fleet secret");
+        let mut caller = key();
+        caller.caller = Some([7; 32]);
+        let hub = Hub {
+            following: vec![key(), caller.clone()],
+            ..Hub::default()
+        };
+        let version = Version(0xabc);
+        let notice = polled(OTHER, topic_name(&s, &caller), &version.to_string());
+        assert_eq!(apply(on_polled, &hub, &s, &notice), Ok(1));
+        assert_eq!(*hub.noticed.lock().unwrap(), [(caller.clone(), version)]);
+        // Named by a publisher without the secret: it names nothing here.
+        let forged = polled(OTHER, topic_name(&sealer("guess"), &key()), "abc");
+        assert_eq!(apply(on_polled, &hub, &s, &forged), Ok(0));
+        let own = polled(ME, topic_name(&s, &key()), "abc");
+        assert_eq!(apply(on_polled, &hub, &s, &own), Ok(0));
+        assert_eq!(hub.noticed.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_message_that_does_not_read_is_refused_as_undecodable_and_applies_nothing() {
+        let (hub, s) = (Hub::default(), sealer("fleet secret"));
+        let bad_version = polled(OTHER, topic_name(&s, &key()), "not hex");
+        for (how, payload) in [
+            (on_pushed as Apply, &b"{"[..]),
+            (on_pushed, &polled(OTHER, "t".into(), "1")[..]),
+            (on_polled, &pushed(OTHER)[..]),
+            (on_polled, &bad_version[..]),
+            (on_polled, &b"\xff\xfe"[..]),
+        ] {
+            assert_eq!(apply(how, &hub, &s, payload), Err(Rejected::Decode));
+        }
+        assert!(hub.pushed.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_topic_name_shows_neither_its_org_nor_its_caller_and_depends_on_both() {
+        let s = sealer("fleet secret");
+        let mut caller = key();
+        caller.caller = Some([7; 32]);
+        let org = topic_name(&s, &key());
+        assert!(!org.contains(&*key().org), "{org}");
+        assert!(!topic_name(&s, &caller).contains(&hex::encode([7; 32])[..16]));
+        assert_ne!(org, topic_name(&s, &caller));
+        assert_ne!(org, topic_name(&sealer("another fleet"), &key()));
+        assert_eq!(
+            org,
+            topic_name(&sealer("fleet secret"), &key()),
+            "every replica agrees"
+        );
+    }
+
+    #[test]
+    fn a_message_opens_only_on_its_own_channel_and_under_the_fleets_secret() {
+        let s = sealer("fleet secret");
+        let payload = pushed(OTHER);
+        let sealed = s.seal(&channel(), &payload);
+        assert_eq!(s.open(&channel(), &sealed), Ok(&payload[..]));
+        assert_eq!(s.open(&polled_channel(), &sealed), Err(Rejected::Mac));
+        let forged = sealer("guess").seal(&channel(), &payload);
+        assert_eq!(s.open(&channel(), &forged), Err(Rejected::Mac));
+        assert_eq!(s.open(&channel(), &payload), Err(Rejected::Mac), "unsealed");
+    }
 }

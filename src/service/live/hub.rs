@@ -1,0 +1,370 @@
+//! Every topic of this process: which one a subscriber joins, whose poller is started by the
+//! first subscriber, and what reaches all of them at once (a pushed status, a reload, the
+//! server shutting down, another replica's notice).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use super::change::{EventId, State};
+use super::fleet::{self, Follower};
+use super::poller::{self, Keeper, Source};
+use super::topic::{Subscription, Topic, TopicKey};
+use crate::call::CallStatus;
+use crate::config::{Config, OrgAuth};
+use crate::service::auth::{self, AuthError, Identity, Presented};
+use crate::service::{Service, Version};
+use crate::state::redis::Redis;
+use crate::telemetry::Telemetry;
+
+/// Every topic of this process, and its open streams.
+pub struct Hub {
+    topics: Mutex<HashMap<TopicKey, Arc<Topic>>>,
+    /// Where pollers list from; pollers hold the hub weakly, so dropping it ends them.
+    source: Arc<dyn Source>,
+    telemetry: Arc<Telemetry>,
+    /// The fleet's Redis, whose replicas share pushes and pollers' changes.
+    fleet: Option<Arc<Redis>>,
+    /// Set once the server shuts down: no new subscriber is taken.
+    closed: Mutex<Option<String>>,
+}
+
+/// Where a new subscriber starts.
+pub enum Joining {
+    /// The list as just fetched for this subscriber.
+    Fresh(State),
+    /// The topic's own list: it is being polled, so nothing is asked for this subscriber.
+    Current,
+}
+
+impl Hub {
+    /// A hub whose pollers list from `source`; with a `fleet`, it listens to the other
+    /// replicas for as long as it lives.
+    pub fn new(
+        source: Arc<dyn Source>,
+        telemetry: Arc<Telemetry>,
+        fleet: Option<Arc<Redis>>,
+    ) -> Arc<Self> {
+        let hub = Arc::new(Self {
+            topics: Mutex::new(HashMap::new()),
+            source,
+            telemetry,
+            fleet,
+            closed: Mutex::new(None),
+        });
+        if let Some(redis) = &hub.fleet {
+            let follower: Weak<dyn Follower> = Arc::downgrade(&hub) as _;
+            fleet::listen(redis, &hub.telemetry, follower);
+        }
+        hub
+    }
+
+    fn topics(&self) -> MutexGuard<'_, HashMap<TopicKey, Arc<Topic>>> {
+        self.topics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn all_topics(&self) -> Vec<Arc<Topic>> {
+        self.topics().values().cloned().collect()
+    }
+
+    /// Which topic `presented` follows, and whether joining it needs a fresh list first
+    /// (no one is polling it, or the org's callers must be checked by Bland each time).
+    pub fn topic_for(
+        &self,
+        service: &Service,
+        presented: &Presented,
+    ) -> Result<(TopicKey, bool), AuthError> {
+        let identity = auth::identify(service.config(), presented)?;
+        let (org, caller) = match identity {
+            Identity::Verified(org) => (org, None),
+            Identity::ViaUpstream(org, _) => (org, presented.forwarded().map(|f| f.digest())),
+        };
+        let key = TopicKey {
+            org: service.orgs[&org.id].id.clone(),
+            caller,
+        };
+        let polled = self
+            .topics()
+            .get(&key)
+            .is_some_and(|t| !t.lock().subscribers.is_empty());
+        Ok((key, caller.is_some() || !polled))
+    }
+
+    /// Subscribes to `key`'s topic, starting its poller if it has none. `last_event_id` is
+    /// what a reconnecting client last saw: if every event after it is still kept, those are
+    /// its first events; otherwise (or if it is not an id of this topic) a snapshot is.
+    /// `None` once the server is shutting down, or if the topic ended meanwhile.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        key: TopicKey,
+        presented: Presented,
+        joining: Joining,
+        last_event_id: Option<&str>,
+        kick: Box<dyn Fn() + Send + Sync>,
+    ) -> Option<Subscription> {
+        let presented = Arc::new(presented);
+        let mut topics = self.topics();
+        // Checked under the topics' lock: `close` marks the hub closed before it takes that
+        // lock to end every topic, so a topic inserted here is either refused or ended.
+        if self
+            .closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return None;
+        }
+        let (topic, fresh) = match (topics.get(&key).cloned(), joining) {
+            (Some(topic), Joining::Fresh(state)) => (topic, Some(state)),
+            (Some(topic), Joining::Current) => (topic, None),
+            (None, Joining::Fresh(state)) => {
+                let topic = Topic::start(key.clone(), state, presented.clone());
+                topics.insert(key, topic.clone());
+                let keeper: Weak<dyn Keeper> = Arc::downgrade(self) as _;
+                tokio::spawn(poller::poll(topic.clone(), keeper));
+                self.telemetry
+                    .counter("callmux_stream_pollers_started_total", &[])
+                    .increment(1);
+                (topic, None)
+            }
+            // The topic retired since `topic_for` looked: this one needs a fresh list.
+            (None, Joining::Current) => return None,
+        };
+        drop(topics);
+        if let Some(state) = fresh {
+            topic.publish(state);
+        }
+        topic.join(presented, last_event_id.and_then(EventId::parse), kick)
+    }
+
+    /// After a reload: ends the streams of every org that is gone, or whose key changed,
+    /// with an event saying why. The others' pollers use the new configuration from their
+    /// next poll on.
+    pub fn reloaded(&self, before: &Config, after: &Config) {
+        for topic in self.all_topics() {
+            let org = &*topic.key.org;
+            let reason = match (before.org(org), after.org(org)) {
+                (_, None) => Some("the organisation was removed from callmux's configuration"),
+                (Some(old), Some(new)) if !same_auth(&old.auth, &new.auth) => {
+                    Some("the organisation's key changed; sign in again with the new key")
+                }
+                // The topic holds calls of providers the org may no longer see: ended, so a
+                // reconnect starts from a list of the new configuration.
+                (Some(old), Some(new)) if old.providers != new.providers => {
+                    Some("the organisation's providers changed; reconnect for the new list")
+                }
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                self.end(&topic, reason);
+            }
+        }
+    }
+
+    /// Ends every stream (the server is shutting down) and takes no new ones.
+    pub fn close(&self, reason: &str) {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
+        for topic in self.all_topics() {
+            self.end(&topic, reason);
+        }
+    }
+
+    fn end(&self, topic: &Arc<Topic>, reason: &str) {
+        self.topics().retain(|_, t| !Arc::ptr_eq(t, topic));
+        topic.end(reason);
+    }
+
+    /// A pushed status of `call_id` on `provider`: every topic whose list has that call in a
+    /// state before `status` is re-merged from its last answers with the call moved forward,
+    /// and its subscribers see it at once; nothing is asked of any upstream. Returns how
+    /// many topics changed.
+    pub fn push(&self, provider: &str, call_id: &str, status: &CallStatus) -> usize {
+        let mut moved = 0;
+        for topic in self.all_topics() {
+            let state = topic.lock().state.clone();
+            let State::Listed(snapshot) = &*state else {
+                continue;
+            };
+            let Some(next) = snapshot.with_status(provider, call_id, status, forward) else {
+                continue;
+            };
+            if topic.publish(State::Listed(Arc::new(next))) {
+                moved += 1;
+            }
+        }
+        moved
+    }
+}
+
+impl Keeper for Hub {
+    fn source(&self) -> &dyn Source {
+        &*self.source
+    }
+
+    fn retire(&self, topic: &Arc<Topic>) -> bool {
+        let mut topics = self.topics();
+        if !topic.lock().subscribers.is_empty() {
+            return false;
+        }
+        topics.retain(|_, t| !Arc::ptr_eq(t, topic));
+        topic.lock().ended = true;
+        true
+    }
+
+    fn end(&self, topic: &Arc<Topic>, reason: &str) {
+        Hub::end(self, topic, reason);
+    }
+
+    fn changed(&self, key: &TopicKey, version: Version) {
+        if let Some(redis) = &self.fleet {
+            fleet::announce(redis, &self.telemetry, key, version);
+        }
+    }
+}
+
+impl Follower for Hub {
+    fn push(&self, provider: &str, call_id: &str, status: &CallStatus) -> usize {
+        Hub::push(self, provider, call_id, status)
+    }
+
+    fn noticed(&self, is_it: &dyn Fn(&TopicKey) -> bool, version: Version) -> usize {
+        let named: Vec<Arc<Topic>> = self
+            .topics()
+            .values()
+            .filter(|t| is_it(&t.key))
+            .cloned()
+            .collect();
+        let mut woken = 0;
+        for topic in named {
+            let mut inner = topic.lock();
+            if inner.ended || inner.subscribers.is_empty() || inner.state.version() == version {
+                continue;
+            }
+            inner.noticed = Some(version);
+            drop(inner);
+            topic.poll_now.notify_one();
+            woken += 1;
+        }
+        woken
+    }
+}
+
+/// Whether a status may replace another: calls only move forward (queued, ringing, in
+/// progress, ended), since a callback carries no time and may be replayed.
+fn forward(from: &CallStatus, to: &CallStatus) -> bool {
+    fn rank(s: &CallStatus) -> u8 {
+        match s {
+            CallStatus::Queued => 0,
+            CallStatus::Ringing | CallStatus::Other(_) => 1,
+            CallStatus::InProgress => 2,
+            _ => 3,
+        }
+    }
+    rank(to) > rank(from)
+}
+
+/// Whether two orgs authenticate alike: the same issued key, or the same Bland provider.
+fn same_auth(a: &OrgAuth, b: &OrgAuth) -> bool {
+    match (a, b) {
+        (OrgAuth::Key { digest: x, .. }, OrgAuth::Key { digest: y, .. }) => x.matches(y),
+        (OrgAuth::Upstream { provider: x }, OrgAuth::Upstream { provider: y }) => x == y,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::{sleep, Instant};
+
+    use super::super::change::Body;
+    use super::super::fixtures::{
+        drain, hub, key, listed, no_kick, presented, subscribe, Answer, Upstream,
+    };
+    use super::*;
+    use crate::call::CallStatus::{InProgress, Queued, Ringing};
+
+    const PERIOD: Duration = Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn a_pushed_status_moves_a_call_forward_and_never_back() {
+        let up = Upstream::new(PERIOD, Answer::Calls(vec![]));
+        let hub = hub(&up);
+        let mut s = subscribe(&hub, Joining::Fresh(listed(&[("c1", Ringing)])));
+        assert_eq!(hub.push("p", "c1", &InProgress), 1);
+        let events = drain(&mut s.events);
+        assert!(
+            matches!(&events[..], [e] if matches!(&e.body, Body::Change(c) if c.updated[0].status == InProgress)),
+            "{events:?}"
+        );
+        // A replayed or late callback moves nothing back; another call or provider is not this one.
+        assert_eq!(hub.push("p", "c1", &Queued), 0);
+        assert_eq!(hub.push("p", "c1", &InProgress), 0);
+        assert_eq!(hub.push("q", "c1", &crate::call::CallStatus::Completed), 0);
+        assert_eq!(hub.push("p", "c2", &InProgress), 0);
+        assert!(drain(&mut s.events).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_joining_with_a_fresh_list_brings_the_others_up_to_date() {
+        let up = Upstream::new(PERIOD, Answer::Calls(vec![]));
+        let hub = hub(&up);
+        let mut first = subscribe(&hub, Joining::Fresh(listed(&[])));
+        let second = subscribe(&hub, Joining::Fresh(listed(&[("c1", Ringing)])));
+        assert_eq!(drain(&mut first.events).len(), 1);
+        let Body::Snapshot(state) = &second.first[0].body else {
+            panic!("a snapshot first");
+        };
+        assert_eq!(state.calls().len(), 1);
+        assert!(
+            up.asked().is_empty(),
+            "the fresh list was the subscriber's own"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_hub_ends_every_stream_and_takes_no_new_subscriber() {
+        let up = Upstream::new(PERIOD, Answer::Calls(vec![]));
+        let hub = hub(&up);
+        let mut s = subscribe(&hub, Joining::Fresh(listed(&[])));
+        hub.close("callmux is shutting down");
+        let events = drain(&mut s.events);
+        assert!(
+            matches!(&events[..], [e] if matches!(&e.body, Body::End(r) if r == "callmux is shutting down"))
+        );
+        let late = hub.subscribe(
+            key(),
+            presented(),
+            Joining::Fresh(listed(&[])),
+            None,
+            no_kick(),
+        );
+        assert!(late.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_notice_polls_at_once_unless_the_topic_is_at_that_version_already() {
+        let up = Upstream::new(PERIOD, Answer::Calls(vec![("c1", Ringing)]));
+        let hub = hub(&up);
+        let start = Instant::now();
+        let _s = subscribe(&hub, Joining::Fresh(listed(&[])));
+        let held = listed(&[]).version();
+        let other = listed(&[("c1", Ringing)]).version();
+        sleep(PERIOD / 2).await;
+        let follower: &dyn Follower = &*hub;
+        assert_eq!(follower.noticed(&|_| true, held), 0);
+        assert_eq!(
+            follower.noticed(&|k| k.org.as_ref() != key().org.as_ref(), other),
+            0
+        );
+        assert_eq!(follower.noticed(&|_| true, other), 1);
+        // The timer restarts from the woken poll.
+        sleep(PERIOD + PERIOD / 4).await;
+        let asked: Vec<u128> = up
+            .asked()
+            .iter()
+            .map(|t| (*t - start).as_millis())
+            .collect();
+        assert_eq!(asked, [500, 1500]);
+    }
+}
