@@ -2,11 +2,21 @@
 //! document lists them, so a code cannot be sent without being documented.
 
 use serde::Serialize;
-use strum::{EnumIter, IntoEnumIterator, IntoStaticStr};
+use strum::{EnumIter, EnumMessage, IntoEnumIterator, IntoStaticStr};
 
 /// A code clients see in `errors[].error` or `code`, written as its SCREAMING_SNAKE name.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, EnumIter, IntoStaticStr, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    EnumIter,
+    EnumMessage,
+    IntoStaticStr,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]

@@ -8,7 +8,6 @@ mod dashboard;
 pub mod hooks;
 mod metrics;
 mod openapi;
-mod openapi_live;
 mod ops;
 mod passthrough;
 pub mod render;
