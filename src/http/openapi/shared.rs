@@ -377,6 +377,10 @@ impl Modify for SharedRefusals {
                             own.description =
                                 format!("{} Or {}", own.description, refusal.description);
                             add_headers(own, refusal.status);
+                            let theirs = envelope.schema(refusal.codes[0].0);
+                            if let Some(content) = own.content.get_mut("application/json") {
+                                either(&mut content.schema, theirs);
+                            }
                         }
                         Some(RefOr::Ref(_)) => {}
                         None => {
@@ -386,6 +390,20 @@ impl Modify for SharedRefusals {
                 }
             }
         }
+    }
+}
+
+/// `schema`, or also `theirs` when that is another envelope (a stop-all that failed has its
+/// own body, but its key is refused in the control envelope).
+fn either(schema: &mut Option<RefOr<Schema>>, theirs: &str) {
+    let shared = named(theirs);
+    match schema.take() {
+        Some(own) if own != shared => {
+            *schema = Some(RefOr::T(Schema::OneOf(
+                OneOfBuilder::new().item(own).item(shared).build(),
+            )));
+        }
+        own => *schema = own.or(Some(shared)),
     }
 }
 
