@@ -230,8 +230,10 @@ fn place_call() {}
 /// The body of `POST /api/call`, as the agent server takes it.
 #[derive(ToSchema)]
 struct PlaceCallBody {
-    /// The number to call, e.g. `+1234567890`.
-    #[schema(min_length = 1)]
+    /// The number to call, e.g. `+1234567890`. callmux refuses one that is empty or only
+    /// whitespace (400 `INVALID_BODY`); described as holding a visible ASCII character, so
+    /// that every value a tool makes from it is one callmux takes.
+    #[schema(min_length = 1, pattern = "[!-~]")]
     to: String,
     /// The agent's instructions for this call.
     prompt: Option<String>,

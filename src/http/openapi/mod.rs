@@ -21,6 +21,12 @@ use utoipa::{Modify, OpenApi};
 
 /// The document, serialised once.
 static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
+    let json = build().to_json().expect("the OpenAPI document serialises");
+    Bytes::from(json)
+});
+
+/// Every part's document, merged, with what the routes share added to each.
+fn build() -> utoipa::openapi::OpenApi {
     let mut document = lists::ListsDoc::openapi();
     document.merge(control::ControlDoc::openapi());
     document.merge(forwarding::ForwardDoc::openapi());
@@ -29,11 +35,34 @@ static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
     shared::OrgKey.modify(&mut document);
     shared::SharedRefusals.modify(&mut document);
     forwarding::BlandsOwnAnswers.modify(&mut document);
-    let json = document.to_json().expect("the OpenAPI document serialises");
-    Bytes::from(json)
-});
+    document
+}
 
 /// `GET /openapi.json`: served without authentication.
 pub async fn document() -> Response {
     super::json(StatusCode::OK, DOCUMENT.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_documented_operation_is_given_the_shared_refusals() {
+        let document = super::build();
+        let mut seen = 0;
+        for (path, item) in &document.paths.paths {
+            for operation in [&item.get, &item.post].into_iter().flatten() {
+                let id = operation.operation_id.as_deref().unwrap_or_default();
+                assert!(
+                    super::shared::ROUTES.iter().any(|(route, ..)| *route == id),
+                    "{path} ({id}) is not in shared::ROUTES, so it documents none of the refusals every route gives"
+                );
+                seen += 1;
+            }
+        }
+        assert_eq!(
+            seen,
+            super::shared::ROUTES.len(),
+            "shared::ROUTES names an operation the document lacks"
+        );
+    }
 }

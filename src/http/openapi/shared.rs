@@ -325,7 +325,7 @@ const REFUSALS: &[Refusal] = &[
 /// Which refusals a route gives, by its operation id: the lists and the control routes all
 /// of them; the streams (outside the request bounds) the authentication ones; the Twilio
 /// callback (no key) only the request bounds'.
-const ROUTES: &[(&str, Envelope, bool, bool)] = &[
+pub(super) const ROUTES: &[(&str, Envelope, bool, bool)] = &[
     // (operation id, envelope, authenticates, within the request bounds)
     (
         "listActiveCallsBland",
@@ -348,7 +348,7 @@ const ROUTES: &[(&str, Envelope, bool, bool)] = &[
     ("stopCall", Envelope::BlandControl, true, true),
     ("stopAllCalls", Envelope::BlandControl, true, true),
     ("forwardToBland", Envelope::Forward, true, true),
-    ("forwardToBlandGet", Envelope::Forward, true, true),
+    ("forwardGetToBland", Envelope::Forward, true, true),
     ("twilioStatusCallback", Envelope::Hook, false, true),
 ];
 
