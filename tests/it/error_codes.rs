@@ -663,3 +663,38 @@ async fn every_error_code_is_sent_by_a_real_route_in_an_answer_the_document_desc
     assert_eq!(provoked + unprovokable, ErrorCode::iter().count());
     assert!(unprovokable <= 2, "{unprovokable} codes without a scenario");
 }
+
+#[tokio::test]
+async fn a_rate_limited_provider_beside_a_healthy_one_gives_both_lists_a_partial_200_the_document_describes(
+) {
+    // The drift this enum ended: such answers named a code the document did not list.
+    let agents = agent_server(json!([agent_call(
+        "c1",
+        "+1555",
+        "in-progress",
+        "outbound"
+    )]))
+    .await;
+    let limited = raw_server(429, "{}").await;
+    let app = spawn_app(&format!(
+        "{}[providers.agents]\nkind = \"twilio-media-stream\"\nbase_url = \"{}\"\n\
+         [providers.limited]\nkind = \"twilio-media-stream\"\nbase_url = \"{}\"\nretries = 0\n",
+        org("acme", &["agents", "limited"]),
+        agents.uri(),
+        limited.uri()
+    ))
+    .await;
+    let spec = Spec::fetch(&app).await;
+    for path in ["/v1/calls/active", "/api/calls"] {
+        let reply = app
+            .get(path, &[("authorization", KEY), ("x-bland-org-id", "acme")])
+            .await;
+        assert_eq!(reply.status, 200, "{path}: {:#}", reply.body);
+        assert_eq!(
+            reply.body["errors"][0]["error"], "UPSTREAM_RATE_LIMITED",
+            "{path}: {:#}",
+            reply.body
+        );
+        spec.assert_matches(path, &reply);
+    }
+}

@@ -195,13 +195,18 @@ pub(super) enum Envelope {
     Hook,
 }
 
+/// Whether `code` is the request bounds' (`bounds::enforce`), which answer in the list
+/// envelope on every route that is not a control route.
+fn of_the_bounds(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::HeadersTooLarge | ErrorCode::Overloaded | ErrorCode::RequestTimeout
+    )
+}
+
 impl Envelope {
     /// The schema of a refusal with `code`, no provider named.
     fn schema(self, code: ErrorCode) -> &'static str {
-        let bounds = matches!(
-            code,
-            ErrorCode::HeadersTooLarge | ErrorCode::Overloaded | ErrorCode::RequestTimeout
-        );
         let unavailable = code == ErrorCode::AuthUnavailable;
         match self {
             Self::List(shape) => match (shape, unavailable) {
@@ -215,32 +220,31 @@ impl Envelope {
             Self::Agent { place: false } => "AgentControlFailed",
             Self::Agent { place: true } => "AgentPlaceFailed",
             Self::BlandControl => "BlandControlFailed",
-            Self::Forward | Self::Hook if bounds => "BlandRefused",
+            Self::Forward | Self::Hook if of_the_bounds(code) => "BlandRefused",
             Self::Forward | Self::Hook => "BlandForwardRefused",
         }
     }
 
-    /// The body the server writes for a refusal with `code` and `message`.
+    /// The body the server writes for a refusal with `code` and `message`, written by the
+    /// server's own writers.
     fn example(self, code: ErrorCode, message: &str) -> Value {
         let item = Item {
             provider: None,
             error: code,
             message,
         };
-        let bytes = match self.schema(code) {
-            "AgentControlFailed" | "AgentPlaceFailed" => ControlEnvelope::Agent
+        let bytes = match self {
+            Self::Agent { .. } => ControlEnvelope::Agent
                 .error(code, message, None)
                 .into_bytes(),
-            "BlandControlFailed" | "BlandForwardRefused" => ControlEnvelope::Bland
+            Self::BlandControl => ControlEnvelope::Bland
                 .error(code, message, None)
                 .into_bytes(),
-            _ => {
-                let shape = match self {
-                    Self::List(shape) => shape,
-                    _ => Shape::Bland,
-                };
-                shape.write_error(&[item])
-            }
+            Self::Forward | Self::Hook if !of_the_bounds(code) => ControlEnvelope::Bland
+                .error(code, message, None)
+                .into_bytes(),
+            Self::List(shape) => shape.write_error(&[item]),
+            Self::Forward | Self::Hook => Shape::Bland.write_error(&[item]),
         };
         serde_json::from_slice(&bytes).expect("the writers write JSON")
     }
