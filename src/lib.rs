@@ -2,6 +2,7 @@
 
 pub mod call;
 pub mod config;
+pub mod error_code;
 pub mod http;
 pub mod keys;
 pub mod provider;

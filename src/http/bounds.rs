@@ -11,6 +11,7 @@ use axum::response::Response;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{json, shape_for};
+use crate::error_code::ErrorCode;
 use crate::wire::ErrorItem;
 
 /// The limits, from `[server]`.
@@ -65,7 +66,7 @@ pub async fn enforce(
         return refuse(
             shape,
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "HEADERS_TOO_LARGE",
+            ErrorCode::HeadersTooLarge,
             &message,
         );
     }
@@ -83,7 +84,7 @@ pub async fn enforce(
         return refuse(
             shape,
             StatusCode::SERVICE_UNAVAILABLE,
-            "OVERLOADED",
+            ErrorCode::Overloaded,
             &message,
         );
     };
@@ -108,7 +109,7 @@ pub async fn enforce(
             refuse(
                 shape,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "REQUEST_TIMEOUT",
+                ErrorCode::RequestTimeout,
                 &message,
             )
         }
@@ -119,7 +120,7 @@ pub async fn enforce(
 fn refuse(
     shape: (Option<super::control::Envelope>, crate::wire::Shape),
     status: StatusCode,
-    code: &str,
+    code: ErrorCode,
     message: &str,
 ) -> Response {
     let mut response = match shape {

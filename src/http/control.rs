@@ -12,6 +12,7 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::{challenge, json, presented, Edge};
+use crate::error_code::ErrorCode;
 use crate::service::control::ControlError;
 use crate::service::place::{MAX_PLACE_BODY_BYTES, RETRY_AFTER_SECS};
 use crate::wire::ErrorItem;
@@ -70,7 +71,7 @@ impl Envelope {
         }
     }
 
-    pub fn error(self, code: &str, text: &str, provider: Option<&str>) -> String {
+    pub fn error(self, code: ErrorCode, text: &str, provider: Option<&str>) -> String {
         match self {
             Self::Agent => to_json(&AgentFailed {
                 success: false,
@@ -99,7 +100,7 @@ struct AgentEnded<'a> {
 struct AgentFailed<'a> {
     success: bool,
     error: &'a str,
-    code: &'a str,
+    code: ErrorCode,
     #[serde(skip_serializing_if = "Option::is_none")]
     provider: Option<&'a str>,
 }
@@ -122,7 +123,7 @@ struct BlandStoppedAll<'a> {
 struct BlandFailed<'a> {
     status: &'a str,
     message: &'a str,
-    code: &'a str,
+    code: ErrorCode,
     #[serde(skip_serializing_if = "Option::is_none")]
     provider: Option<&'a str>,
 }

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use super::control::Envelope;
 use super::{json, Edge};
 use crate::call::CallStatus;
+use crate::error_code::ErrorCode;
 use crate::provider::twilio::{signature, Settings};
 
 pub const TWILIO_HOOK_ROUTE: &str = "/hooks/twilio/{provider_id}";
@@ -54,32 +55,32 @@ impl Outcome {
             Self::Applied | Self::Ignored => return StatusCode::NO_CONTENT.into_response(),
             Self::UnknownProvider => (
                 StatusCode::NOT_FOUND,
-                "UNKNOWN_HOOK",
+                ErrorCode::UnknownHook,
                 "no twilio provider with this id takes status callbacks: the URL's last segment must be the id of a twilio provider that sets public_url and auth_token_env",
             ),
             Self::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "BODY_TOO_LARGE",
+                ErrorCode::BodyTooLarge,
                 "a status callback's body is at most 64 KiB",
             ),
             Self::MissingSignature => (
                 StatusCode::FORBIDDEN,
-                "MISSING_SIGNATURE",
+                ErrorCode::MissingSignature,
                 "no X-Twilio-Signature header: only callbacks Twilio signed are taken",
             ),
             Self::BadSignature => (
                 StatusCode::FORBIDDEN,
-                "INVALID_SIGNATURE",
+                ErrorCode::InvalidSignature,
                 "X-Twilio-Signature does not match: check that the provider's public_url is exactly the URL Twilio calls, and auth_token_env the account's auth token",
             ),
             Self::WrongAccount => (
                 StatusCode::FORBIDDEN,
-                "WRONG_ACCOUNT",
+                ErrorCode::WrongAccount,
                 "the callback's AccountSid is not this provider's account",
             ),
             Self::BadForm => (
                 StatusCode::BAD_REQUEST,
-                "INVALID_BODY",
+                ErrorCode::InvalidBody,
                 "a status callback is a form with CallSid and CallStatus",
             ),
         };

@@ -8,7 +8,6 @@ mod dashboard;
 pub mod hooks;
 mod metrics;
 mod openapi;
-mod openapi_live;
 mod ops;
 mod passthrough;
 pub mod render;
@@ -29,6 +28,7 @@ use tower_http::request_id::{
 };
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
+use crate::error_code::ErrorCode;
 use crate::provider::bland::ORG_ID_HEADER;
 use crate::service::auth::Presented;
 use crate::service::reload::Live;
@@ -207,7 +207,7 @@ fn refusal(shape: Shape, error: ListError) -> (Response, Duration) {
             )
         }
         ListError::Auth(e) => {
-            tracing::info!(code = e.code(), reason = %e, "request refused");
+            tracing::info!(code = e.code().as_str(), reason = %e, "request refused");
             let message = e.to_string();
             let item = ErrorItem {
                 provider: None,
@@ -261,7 +261,7 @@ async fn not_found(State(edge): State<Arc<Edge>>, method: Method, uri: Uri) -> R
     }
     let item = ErrorItem {
         provider: None,
-        error: "NOT_FOUND",
+        error: ErrorCode::NotFound,
         message: &message,
     };
     json(StatusCode::NOT_FOUND, wire::bland::write_error(&[item]))

@@ -16,6 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::bounds::Admitted;
 use super::control::Envelope;
 use super::{json, presented, Edge};
+use crate::error_code::ErrorCode;
 use crate::provider::bland::path_problem;
 use crate::provider::{Outgoing, ProviderError};
 use crate::service::auth::AuthError;
@@ -76,7 +77,7 @@ struct Answer {
 }
 
 impl Answer {
-    fn refused(status: StatusCode, code: &str, message: &str, outcome: &'static str) -> Self {
+    fn refused(status: StatusCode, code: ErrorCode, message: &str, outcome: &'static str) -> Self {
         Self {
             response: json(status, Envelope::Bland.error(code, message, None)),
             org: None,
@@ -109,7 +110,7 @@ async fn answer(edge: &Arc<Edge>, loaded: &Loaded, parts: &Parts, body: Body) ->
         );
         return Answer::refused(
             StatusCode::BAD_REQUEST,
-            "INVALID_PATH",
+            ErrorCode::InvalidPath,
             &message,
             "invalid_path",
         );
@@ -203,7 +204,7 @@ async fn read_body(parts: &Parts, body: Body, cap: usize) -> Result<Option<Bytes
         );
         Answer::refused(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "BODY_TOO_LARGE",
+            ErrorCode::BodyTooLarge,
             &message,
             "body_too_large",
         )
@@ -225,7 +226,7 @@ async fn read_body(parts: &Parts, body: Body, cap: usize) -> Result<Option<Bytes
         let piece = piece.map_err(|_| {
             Answer::refused(
                 StatusCode::BAD_REQUEST,
-                "INVALID_BODY",
+                ErrorCode::InvalidBody,
                 "the request's body broke off before its end; send it again",
                 "invalid_body",
             )

@@ -16,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::connections::Disconnect;
 use super::{json, presented, refusal, render, with_error_items, Edge};
+use crate::error_code::ErrorCode;
 use crate::service::live::{Body, Event, Joining, State as Listing, Subscription};
 use crate::service::ListError;
 use crate::telemetry::Telemetry;
@@ -227,7 +228,7 @@ fn text(body: Vec<u8>) -> String {
 fn unavailable(shape: Shape, message: &str) -> Response {
     let item = ErrorItem {
         provider: None,
-        error: "OVERLOADED",
+        error: ErrorCode::Overloaded,
         message,
     };
     let mut response = json(StatusCode::SERVICE_UNAVAILABLE, shape.write_error(&[item]));

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::call::Call;
+use crate::error_code::ErrorCode;
 use crate::settings::{Check, ONE_DAY_MS};
 
 pub use http::HttpSettings;
@@ -209,22 +210,22 @@ pub enum ProviderError {
 
 impl ProviderError {
     /// The stable code clients see in `errors[].error`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Timeout(_) => "UPSTREAM_TIMEOUT",
-            Self::Unreachable(_) => "UPSTREAM_UNREACHABLE",
-            Self::Rejected(_) => "UPSTREAM_AUTH_REJECTED",
-            Self::RateLimited => "UPSTREAM_RATE_LIMITED",
-            Self::Status(_) => "UPSTREAM_ERROR",
-            Self::BadBody(_) => "UPSTREAM_BAD_RESPONSE",
-            Self::Reported(_) => "UPSTREAM_REPORTED_ERROR",
-            Self::TooLarge(_) => "UPSTREAM_TOO_LARGE",
-            Self::Transport(_) => "UPSTREAM_BROKEN_RESPONSE",
-            Self::Paging(_) => "UPSTREAM_ENDLESS_LIST",
-            Self::NoCredentials => "UPSTREAM_NO_CREDENTIALS",
-            Self::Internal => "INTERNAL_ERROR",
-            Self::CircuitOpen(_) => "CIRCUIT_OPEN",
-            Self::ControlRefused(_) => "UPSTREAM_CONTROL_REFUSED",
+            Self::Timeout(_) => ErrorCode::UpstreamTimeout,
+            Self::Unreachable(_) => ErrorCode::UpstreamUnreachable,
+            Self::Rejected(_) => ErrorCode::UpstreamAuthRejected,
+            Self::RateLimited => ErrorCode::UpstreamRateLimited,
+            Self::Status(_) => ErrorCode::UpstreamError,
+            Self::BadBody(_) => ErrorCode::UpstreamBadResponse,
+            Self::Reported(_) => ErrorCode::UpstreamReportedError,
+            Self::TooLarge(_) => ErrorCode::UpstreamTooLarge,
+            Self::Transport(_) => ErrorCode::UpstreamBrokenResponse,
+            Self::Paging(_) => ErrorCode::UpstreamEndlessList,
+            Self::NoCredentials => ErrorCode::UpstreamNoCredentials,
+            Self::Internal => ErrorCode::InternalError,
+            Self::CircuitOpen(_) => ErrorCode::CircuitOpen,
+            Self::ControlRefused(_) => ErrorCode::UpstreamControlRefused,
         }
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::http::HeaderValue;
 
 use crate::config::{Config, OrgAuth, OrgSpec};
+use crate::error_code::ErrorCode;
 pub use crate::keys::KeyDigest;
 use crate::provider::{ForwardedCredentials, ProviderError};
 use crate::state::redis::Redis;
@@ -51,11 +52,11 @@ impl AuthError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::MissingOrgId => "MISSING_ORG_ID",
-            Self::Unavailable { .. } => "AUTH_UNAVAILABLE",
-            _ => "AUTH_FAILURE",
+            Self::MissingOrgId => ErrorCode::MissingOrgId,
+            Self::Unavailable { .. } => ErrorCode::AuthUnavailable,
+            _ => ErrorCode::AuthFailure,
         }
     }
 }

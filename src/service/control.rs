@@ -8,6 +8,7 @@ use futures::StreamExt;
 
 use super::merge::ProviderFailure;
 use super::{ListError, Service};
+use crate::error_code::ErrorCode;
 use crate::provider::{EndError, ProviderError, RequestContext};
 
 /// The longest call id callmux passes on, in bytes.
@@ -31,7 +32,7 @@ pub struct Stopped {
 #[derive(Debug)]
 pub struct StopFailure {
     pub provider: Arc<str>,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -109,16 +110,16 @@ impl ControlError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             Self::Auth(e) => e.code(),
-            Self::InvalidCallId => "INVALID_CALL_ID",
-            Self::NotFound => "CALL_NOT_FOUND",
-            Self::InvalidBody(_) => "INVALID_BODY",
-            Self::NoPlacer => "NOT_SUPPORTED",
-            Self::AtCapacity => "AT_CAPACITY",
-            Self::NotSupported { .. } => "NOT_SUPPORTED",
-            Self::OutcomeUnknown { .. } => "OUTCOME_UNKNOWN",
+            Self::InvalidCallId => ErrorCode::InvalidCallId,
+            Self::NotFound => ErrorCode::CallNotFound,
+            Self::InvalidBody(_) => ErrorCode::InvalidBody,
+            Self::NoPlacer => ErrorCode::NotSupported,
+            Self::AtCapacity => ErrorCode::AtCapacity,
+            Self::NotSupported { .. } => ErrorCode::NotSupported,
+            Self::OutcomeUnknown { .. } => ErrorCode::OutcomeUnknown,
             Self::Failed { error, .. } => error.code(),
         }
     }
@@ -192,7 +193,7 @@ impl Service {
             Err(e) => (e.provider(), e.outcome()),
         };
         let provider = provider.map_or("", |p| &**p);
-        let code = result.as_ref().err().map_or("", |e| e.code());
+        let code = result.as_ref().err().map_or("", |e| e.code().as_str());
         self.audit(route, org.as_deref(), provider, call_id, outcome, code);
         result
     }
@@ -204,7 +205,7 @@ impl Service {
         let identity = match auth::identify(&self.config, presented) {
             Ok(identity) => identity,
             Err(e) => {
-                self.audit("stop_all", None, "", "", "auth_failed", e.code());
+                self.audit("stop_all", None, "", "", "auth_failed", e.code().as_str());
                 return Err(e.into());
             }
         };
@@ -229,7 +230,14 @@ impl Service {
                 (by_provider, failures)
             }
             Err(ListError::Auth(e)) => {
-                self.audit("stop_all", Some(&org.id), "", "", "auth_failed", e.code());
+                self.audit(
+                    "stop_all",
+                    Some(&org.id),
+                    "",
+                    "",
+                    "auth_failed",
+                    e.code().as_str(),
+                );
                 return Err(e.into());
             }
             Err(ListError::AllFailed { failures, .. }) => (
@@ -258,7 +266,7 @@ impl Service {
             for (id, outcome) in &outcomes {
                 let (label, code) = match outcome {
                     Ok(()) => ("ended", ""),
-                    Err(e) => (e.outcome(), e.code()),
+                    Err(e) => (e.outcome(), e.code().as_str()),
                 };
                 self.audit("stop_all", Some(&org.id), provider, id, label, code);
                 match outcome {

@@ -160,7 +160,7 @@ impl Service {
             Ok(placed) => placed.call_id.as_deref().unwrap_or(""),
             Err(_) => "",
         };
-        let code = result.as_ref().err().map_or("", |e| e.code());
+        let code = result.as_ref().err().map_or("", |e| e.code().as_str());
         self.audit(
             "place",
             org.as_deref(),

@@ -231,7 +231,7 @@ impl Serialize for Snapshot {
             .iter()
             .map(|f| Failure {
                 provider: &f.provider,
-                error: f.error.code(),
+                error: f.error.code().as_str(),
                 message: f.error.to_string(),
             })
             .collect();

@@ -14,6 +14,7 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::call::{Call, Text};
+use crate::error_code::ErrorCode;
 
 /// The client wire shapes callmux serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -288,7 +289,7 @@ fn buffer_for(n: usize) -> Vec<u8> {
 pub struct ErrorItem<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<&'a str>,
-    pub error: &'a str,
+    pub error: ErrorCode,
     pub message: &'a str,
 }
 
@@ -518,7 +519,7 @@ mod tests {
         let refs: Vec<&Call> = calls.iter().collect();
         let failed = [ErrorItem {
             provider: Some("p2"),
-            error: "UPSTREAM_TIMEOUT",
+            error: crate::error_code::ErrorCode::UpstreamTimeout,
             message: "no answer",
         }];
         for shape in Shape::ALL {

@@ -110,7 +110,7 @@ mod tests {
         );
         let failed = [ErrorItem {
             provider: Some("p2"),
-            error: "UPSTREAM_TIMEOUT",
+            error: crate::error_code::ErrorCode::UpstreamTimeout,
             message: "no answer",
         }];
         let body = super::super::Shape::Own.write([&full, &bare], "org", &failed);

@@ -15,6 +15,7 @@ mod conformance;
 mod connections;
 mod dashboard;
 mod end;
+mod error_codes;
 mod faults;
 mod hooks;
 mod http_machinery;

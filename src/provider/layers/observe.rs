@@ -67,7 +67,7 @@ impl ListCalls for Observed {
         let latency = started.elapsed();
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(e) => e.code(),
+            Err(e) => e.code().as_str(),
         };
         span.in_scope(|| match &result {
             Ok(calls) => tracing::info!(latency_ms = latency.as_millis() as u64, outcome, calls = calls.len(), "provider answered"),
