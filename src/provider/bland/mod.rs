@@ -12,7 +12,7 @@ use axum::http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Lister, Page, Request};
-use super::registry::{Kind, KindSettings};
+use super::kind::{Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
 use crate::wire;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Auth, Lister, Request};
-use super::registry::{Kind, KindSettings};
+use super::kind::{Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
 

@@ -13,7 +13,7 @@ use axum::http::HeaderValue;
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Auth, Lister, Request};
-use super::registry::{Kind, KindSettings};
+use super::kind::{Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::call::Call;
 use crate::settings::{redacted_url, Check};

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Lister, Page, Request};
-use super::registry::{Kind, KindSettings};
+use super::kind::{Kind, KindSettings};
 use super::{
     Backend, Calls, Common, EndCall, EndError, ListCalls, PlaceCall, Placed, ProviderError,
     RequestContext,

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::http::{endpoint, Auth, Client, HttpSettings, Lister, Request};
-use super::registry::{Kind, KindSettings};
+use super::kind::{Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::call::{time, Text};
 use crate::settings::{Check, ONE_DAY_MS};
