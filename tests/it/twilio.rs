@@ -479,7 +479,7 @@ async fn unchanged_lists_hand_out_the_same_calls_and_one_changed_status_list_new
 // ---- listing: pages ----
 
 /// `next_page_uri` as Twilio writes it: the list's path, its query, Page and PageToken.
-fn next_uri(status: &str, page: u32) -> String {
+pub fn next_uri(status: &str, page: u32) -> String {
     format!(
         "{CALLS_PATH}?Status={status}&PageSize=1000&Page={page}&PageToken=PA{}",
         sid(page)
