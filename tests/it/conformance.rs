@@ -129,6 +129,24 @@ async fn is_listed_through_the_server_merged_with_another_providers_calls(f: &dy
     );
 }
 
+async fn costs_only_its_own_calls_when_it_fails_and_is_named(f: &dyn Fixture) {
+    let upstream = f.start(&[]).await;
+    upstream.set_raw("<html>oops</html>").await;
+    let agents = agent_server(json!([agent_call("a1", "+1", "in-progress", "outbound")])).await;
+    let agents_lines = format!(
+        "kind = \"twilio-media-stream\"\nbase_url = \"{}\"",
+        agents.uri()
+    );
+    let toml = org_toml(&[("p", &upstream.lines()), ("agents", &agents_lines)]);
+    let app = spawn_app_with_env(&toml, &env()).await;
+    let listed = app.calls("org-key", "o").await;
+    assert_eq!(listed.status, 200, "{:#}", listed.body);
+    assert_eq!(listed.body["count"], 1, "{:#}", listed.body);
+    assert_eq!(listed.body["calls"][0]["call_id"], "a1");
+    assert_eq!(listed.body["errors"][0]["provider"], "p");
+    assert_eq!(listed.body["errors"][0]["error"], "UPSTREAM_BAD_RESPONSE");
+}
+
 /// What `/api/calls` lists for an org whose providers are upstreams of the fixture, each
 /// given as its id and the calls it lists, in the org's order; `/v1/calls/active` must list
 /// as many.
@@ -219,11 +237,12 @@ async fn asks_its_documented_path_under_a_base_url_with_a_path_and_a_slash(b: &B
     assert_eq!(p.active_calls(&ctx()).await.unwrap().len(), 1);
 }
 
-async fn turns_an_error_status_into_an_error_and_401_into_a_rejection(b: &Backend) {
+async fn turns_an_error_status_into_an_error_and_401_or_403_into_a_rejection(b: &Backend) {
     for (status, expected) in [
         (500, ProviderError::Status(500)),
         (404, ProviderError::Status(404)),
         (401, ProviderError::Rejected(401)),
+        (403, ProviderError::Rejected(403)),
     ] {
         let server = b.raw(status, "{}").await;
         assert_eq!(
@@ -408,6 +427,7 @@ macro_rules! suite {
                 reads_an_empty_list_as_no_calls,
                 turns_an_unreadable_answer_into_a_bad_response_and_recovers,
                 is_listed_through_the_server_merged_with_another_providers_calls,
+                costs_only_its_own_calls_when_it_fails_and_is_named,
                 one_call_listed_by_two_providers_is_one_row_as_the_first_in_the_org_listed_it,
                 shows_its_credential_neither_in_debug_output_nor_in_the_check_config_summary,
             );
@@ -423,7 +443,7 @@ macro_rules! http_suite {
             checks!($name, $backend, &super::Backend:
                 asks_the_upstream_on_every_ask_it_does_not_share,
                 asks_its_documented_path_under_a_base_url_with_a_path_and_a_slash,
-                turns_an_error_status_into_an_error_and_401_into_a_rejection,
+                turns_an_error_status_into_an_error_and_401_or_403_into_a_rejection,
                 gives_up_on_a_silent_upstream_at_its_timeout,
                 reports_a_refused_connection_as_unreachable,
                 refuses_an_answer_over_its_body_cap,
