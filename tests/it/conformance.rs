@@ -5,7 +5,8 @@
 //!
 //! Adding a kind: a fixture for it in `common::kinds`, and one line in `suite!` (and in
 //! `http_suite!` if it speaks HTTP, in `paging_suite!` if it pages). A kind in the registry
-//! without a line in `suite!` fails `every_kind_in_the_registry_has_a_conformance_fixture`.
+//! without a line in `suite!` fails `every_kind_in_the_registry_has_a_conformance_fixture`,
+//! and an HTTP or paging fixture without its line in the others fails the test after it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -452,6 +453,7 @@ macro_rules! http_suite {
                 fails_at_once_on_a_429_whose_retry_after_outlasts_its_deadline,
             );
         )+
+        const HTTP_KINDS: &[&str] = &[$($backend.kind),+];
     };
 }
 
@@ -465,6 +467,7 @@ macro_rules! paging_suite {
                 gives_every_page_one_deadline_not_one_each,
             );
         )+
+        const PAGING_KINDS: &[&str] = &[$($backend.kind),+];
     };
 }
 
@@ -497,6 +500,23 @@ fn every_kind_in_the_registry_has_a_conformance_fixture() {
             FIXTURES.iter().any(|f| f.kind() == name),
             "kind {name} has no fixture in the conformance suite: add one to tests/it/common/kinds.rs \
              and a line to suite! in tests/it/conformance.rs"
+        );
+    }
+}
+
+#[test]
+fn every_http_kind_runs_the_http_checks_and_every_kind_that_pages_the_paging_checks() {
+    for http in FIXTURES.iter().filter_map(|f| f.http()) {
+        assert!(
+            HTTP_KINDS.contains(&http.kind),
+            "kind {} speaks HTTP but has no line in http_suite!",
+            http.kind
+        );
+        assert_eq!(
+            http.paging.is_some(),
+            PAGING_KINDS.contains(&http.kind),
+            "kind {}: its fixture's paging and its line in paging_suite! disagree",
+            http.kind
         );
     }
 }

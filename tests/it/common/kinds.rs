@@ -29,6 +29,10 @@ pub trait Fixture: Sync {
     fn statuses(&self) -> &'static [(&'static str, CallStatus)];
     /// An upstream listing `calls`, given as (call_id, wire status).
     async fn start(&self, calls: &[(&str, &str)]) -> Box<dyn Upstream>;
+    /// The kind as an HTTP upstream, for a kind that speaks HTTP.
+    fn http(&self) -> Option<&Backend> {
+        None
+    }
 
     /// A wire status of a call that is still going on.
     fn live(&self) -> &'static str {
@@ -450,6 +454,10 @@ struct HttpUpstream {
 impl Fixture for Backend {
     fn kind(&self) -> &'static str {
         self.kind
+    }
+
+    fn http(&self) -> Option<&Backend> {
+        Some(self)
     }
 
     fn statuses(&self) -> &'static [(&'static str, CallStatus)] {
