@@ -194,9 +194,18 @@ impl<'a> Check<'a> {
     /// A secret from the environment as a header value marked sensitive, so `Debug`
     /// redacts it.
     pub fn sensitive_header_from_env(&mut self, field: &str, var: &str) -> Option<HeaderValue> {
+        self.header_from_env(field, var, "")
+    }
+
+    /// `Bearer <key>`, the key from the environment, as a header value marked sensitive.
+    pub fn bearer_from_env(&mut self, field: &str, var: &str) -> Option<HeaderValue> {
+        self.header_from_env(field, var, "Bearer ")
+    }
+
+    fn header_from_env(&mut self, field: &str, var: &str, prefix: &str) -> Option<HeaderValue> {
         use secrecy::ExposeSecret;
         let secret = self.secret_from_env(field, var)?;
-        match HeaderValue::from_str(secret.expose_secret()) {
+        match HeaderValue::from_str(&format!("{prefix}{}", secret.expose_secret())) {
             Ok(mut v) => {
                 v.set_sensitive(true);
                 Some(v)
@@ -212,6 +221,36 @@ impl<'a> Check<'a> {
                 None
             }
         }
+    }
+
+    /// A kind's required field `{at}.{name}`: its value, or an issue saying kind `kind`
+    /// needs it and how to set it.
+    pub fn required<T>(
+        &mut self,
+        at: &str,
+        name: &str,
+        value: Option<T>,
+        kind: &str,
+        fix: &str,
+    ) -> Option<T> {
+        if value.is_none() {
+            self.push(
+                format!("{at}.{name}"),
+                format!("is required for kind {kind}"),
+                fix,
+            );
+        }
+        value
+    }
+
+    /// A kind's `{at}.base_url`: as given, else the platform's own `default`.
+    pub fn base_url_or(
+        &mut self,
+        at: &str,
+        given: Option<&str>,
+        default: &str,
+    ) -> Option<url::Url> {
+        self.base_url(&format!("{at}.base_url"), given.unwrap_or(default))
     }
 
     /// A non-empty text that can be sent as a header value.

@@ -1,4 +1,4 @@
-//! What both body targets check of every body the parser accepts: callmux writes its calls in
+//! What `list_body` checks of every body a reader accepts: callmux writes its calls in
 //! both client shapes as valid JSON, and reads back the same calls, every string intact (so
 //! the hand-written writers escape exactly right).
 

@@ -3,6 +3,7 @@
 
 pub mod bland;
 pub mod http;
+pub mod kind;
 pub mod layers;
 pub mod registry;
 pub mod retell;
@@ -25,8 +26,8 @@ use crate::error_code::ErrorCode;
 use crate::settings::{Check, ONE_DAY_MS};
 
 pub use http::HttpSettings;
+pub use kind::{Kind, KindSettings};
 pub use layers::breaker::BreakerSettings;
-pub use registry::{Kind, KindSettings};
 
 /// An upstream's answer: shared, so concurrent requests and the cache hand out one copy.
 /// (`Arc<Vec<_>>` rather than `Arc<[_]>`: converting a parsed `Vec` into the latter copies

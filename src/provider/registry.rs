@@ -1,12 +1,8 @@
-//! The kind registry: the one list of backend kinds. Each kind owns its settings, their
-//! validation, its `check-config` summary and its builder; nothing else names a kind.
+//! The kind registry: the one list of backend kinds, and lookups by name. Each kind owns its
+//! settings, their validation, its `check-config` summary and its builder; nothing else names
+//! a kind.
 
-use std::any::Any;
-use std::fmt;
-use std::sync::Arc;
-
-use super::{Backend, Common};
-use crate::settings::Check;
+use super::kind::Kind;
 
 /// Every kind callmux can build. Adding a kind is its own folder and one line here.
 pub static KINDS: &[&dyn Kind] = &[
@@ -27,62 +23,3 @@ pub fn kind(name: &str) -> Option<&'static dyn Kind> {
 pub fn names() -> Vec<&'static str> {
     KINDS.iter().map(|k| k.name()).collect()
 }
-
-/// A backend kind: reads and checks its own part of a provider's table.
-pub trait Kind: Sync {
-    /// The `kind = "..."` value.
-    fn name(&self) -> &'static str;
-
-    /// Validates the kind's own fields of `providers.<id>` (`table` holds only those: the
-    /// common ones are read apart). Problems go into `check`, naming fields under `at`.
-    fn settings(
-        &self,
-        at: &str,
-        table: &figment::value::Value,
-        check: &mut Check<'_>,
-    ) -> Option<Arc<dyn KindSettings>>;
-}
-
-/// One provider's validated, kind-specific settings.
-pub trait KindSettings: fmt::Debug + Send + Sync + DynEq {
-    fn kind(&self) -> &'static str;
-
-    /// What `check-config` prints after the common settings, credentials masked: where the
-    /// upstream is, and anything particular to the kind.
-    fn summary(&self) -> String;
-
-    /// Builds the backend.
-    fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String>;
-
-    /// Whether the backend sends the caller's own credentials upstream (a `bland`
-    /// provider without a key of its own): only orgs whose callers bring upstream keys
-    /// may list it, and only such a provider can be an org's `auth`.
-    fn forwards_caller_credentials(&self) -> bool {
-        false
-    }
-}
-
-/// Settings compared across kinds, so a reload can keep a provider whose settings did not
-/// change. Implemented for every `PartialEq` type.
-pub trait DynEq {
-    fn as_any(&self) -> &dyn Any;
-    fn dyn_eq(&self, other: &dyn Any) -> bool;
-}
-
-impl<T: PartialEq + 'static> DynEq for T {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn dyn_eq(&self, other: &dyn Any) -> bool {
-        other.downcast_ref::<T>() == Some(self)
-    }
-}
-
-impl PartialEq for dyn KindSettings {
-    fn eq(&self, other: &Self) -> bool {
-        self.dyn_eq(other.as_any())
-    }
-}
-
-impl Eq for dyn KindSettings {}

@@ -1,403 +1,24 @@
-//! The provider conformance suite: one set of checks that every kind runs through a
-//! fixture — an upstream of the kind's own protocol that lists the calls it is given, in the
-//! kind's documented wire shape — plus the checks every HTTP kind runs against a real
-//! upstream on loopback.
+//! The provider conformance suite: one set of checks that every kind runs through its
+//! fixture (`common::kinds`), plus the checks every HTTP kind, and every kind that pages,
+//! runs against a real upstream on loopback: what the shared machinery promises, checked
+//! once per kind instead of in each kind's own tests.
 //!
-//! Adding a kind: a `Fixture` for it, and one line in `suite!` (and in `http_suite!` if it
-//! speaks HTTP).
+//! Adding a kind: a fixture for it in `common::kinds`, and one line in `suite!` (and in
+//! `http_suite!` if it speaks HTTP, in `paging_suite!` if it pages). A kind in the registry
+//! without a line in `suite!` fails `every_kind_in_the_registry_has_a_conformance_fixture`,
+//! and an HTTP or paging fixture without its line in the others fails the test after it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use callmux::call::CallStatus;
-use callmux::provider::{ForwardedCredentials, ListCalls, ProviderError, RequestContext};
+use callmux::provider::{ProviderError, RequestContext};
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::common::kinds::*;
 use crate::common::*;
-
-/// A kind as the suite sees it.
-#[async_trait]
-trait Fixture: Sync {
-    /// Wire statuses and the canonical status each reads as.
-    fn statuses(&self) -> &'static [(&'static str, CallStatus)];
-    /// An upstream listing `calls`, given as (call_id, wire status), and the provider `p`
-    /// built against it through the public config path.
-    async fn start(&self, calls: &[(&str, &str)]) -> Box<dyn Upstream>;
-}
-
-/// A running upstream of a fixture.
-#[async_trait]
-trait Upstream: Send + Sync {
-    fn provider(&self) -> Arc<dyn ListCalls>;
-    /// From now on, lists these calls instead.
-    async fn set(&self, calls: &[(&str, &str)]);
-    /// From now on, answers with exactly this body.
-    async fn set_raw(&self, body: &str);
-}
-
-/// Builds provider `p` from its kind's TOML lines, as a config file would.
-fn build(kind_lines: &str) -> Arc<dyn ListCalls> {
-    let toml = format!(
-        "[orgs.o]\napi_key_sha256 = \"{}\"\nproviders = [\"p\"]\n[providers.p]\n{kind_lines}",
-        "a".repeat(64),
-    );
-    let config = load_config(&toml, &[("CONFORMANCE_KEY", "k")]).expect("valid config");
-    let spec = config.provider("p").unwrap();
-    spec.kind
-        .build(Arc::from("p"), &spec.common)
-        .expect("builds")
-        .list
-}
-
-// ---- HTTP kinds ----
-
-/// What the suite needs to know of an HTTP kind.
-struct Backend {
-    kind: &'static str,
-    /// The method the backend lists with: `GET`, or `POST` for an upstream whose list
-    /// request carries a body (Retell's filter).
-    method: &'static str,
-    /// The path the backend must ask, relative to its base URL.
-    path: &'static str,
-    /// Extra TOML lines the provider table needs.
-    settings: &'static str,
-    /// The upstream's answer listing `calls`, given as (call_id, wire status).
-    body: fn(&[(&str, &str)]) -> Value,
-    /// Whether a call in this wire status is in the answer to this request: a kind that
-    /// lists in several requests (one per status) finds each call in one of them.
-    answers: fn(&wiremock::Request, &str) -> bool,
-    /// How many requests one list of calls that fits in one page takes.
-    requests_per_list: usize,
-    /// Wire statuses and the canonical status each reads as.
-    statuses: &'static [(&'static str, CallStatus)],
-}
-
-/// A kind that lists in one request finds every call in its answer.
-fn one_request(_: &wiremock::Request, _: &str) -> bool {
-    true
-}
-
-const TWILIO: Backend = Backend {
-    kind: "twilio-media-stream",
-    method: "GET",
-    path: "/api/calls",
-    settings: "",
-    body: |calls| {
-        let calls: Vec<Value> = calls
-            .iter()
-            .map(|(id, s)| agent_call(id, "+1", s, "outbound"))
-            .collect();
-        json!({"calls": calls, "count": calls.len()})
-    },
-    answers: one_request,
-    requests_per_list: 1,
-    statuses: &[
-        ("initiating", CallStatus::Queued),
-        ("ringing", CallStatus::Ringing),
-        ("in-progress", CallStatus::InProgress),
-        ("completed", CallStatus::Completed),
-        ("failed", CallStatus::Failed),
-        ("busy", CallStatus::Busy),
-        ("no-answer", CallStatus::NoAnswer),
-        ("canceled", CallStatus::Canceled),
-    ],
-};
-
-const BLAND: Backend = Backend {
-    kind: "bland",
-    method: "GET",
-    path: "/v1/calls/active",
-    settings: "api_key_env = \"CONFORMANCE_KEY\"\norg_id = \"conformance-org\"",
-    body: |calls| {
-        let calls: Vec<Value> = calls
-            .iter()
-            .map(|(id, s)| bland_call(id, s, "1758656817432"))
-            .collect();
-        json!({"data": calls, "errors": null})
-    },
-    answers: one_request,
-    requests_per_list: 1,
-    statuses: &[
-        ("QUEUED", CallStatus::Queued),
-        ("IN_PROGRESS", CallStatus::InProgress),
-        ("COMPLETED", CallStatus::Completed),
-        ("FAILED", CallStatus::Failed),
-        ("BUSY", CallStatus::Busy),
-        ("NO_ANSWER", CallStatus::NoAnswer),
-        ("CANCELED", CallStatus::Canceled),
-    ],
-};
-
-/// `twilio`: the REST API's Calls list, one request per live status.
-const TWILIO_REST: Backend = Backend {
-    kind: "twilio",
-    method: "GET",
-    path: crate::twilio::CALLS_PATH,
-    settings: concat!(
-        "account_sid = \"AC7e1c02f6a58b4d3e9f10c2d4b6a8e0f1\"\n",
-        "auth_token_env = \"CONFORMANCE_KEY\"",
-    ),
-    body: |calls| {
-        let calls = calls
-            .iter()
-            .map(|(id, s)| crate::twilio::twilio_call(id, s, "outbound-api"))
-            .collect();
-        crate::twilio::twilio_page(calls, None)
-    },
-    // Each live status's call in the answer to its own `Status`; ended and unknown ones, as
-    // if they moved on while Twilio answered, in the answer for `queued`.
-    answers: |request, status| {
-        let asked = request
-            .url
-            .query_pairs()
-            .find(|(k, _)| k == "Status")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
-        match status {
-            "queued" | "ringing" | "in-progress" => asked == status,
-            _ => asked == "queued",
-        }
-    },
-    requests_per_list: 3,
-    statuses: &[
-        ("queued", CallStatus::Queued),
-        ("ringing", CallStatus::Ringing),
-        ("in-progress", CallStatus::InProgress),
-        ("completed", CallStatus::Completed),
-        ("busy", CallStatus::Busy),
-        ("failed", CallStatus::Failed),
-        ("no-answer", CallStatus::NoAnswer),
-        ("canceled", CallStatus::Canceled),
-    ],
-};
-
-/// Retell lists in pages; the suite's lists fit on one, as the documented last page: its
-/// `pagination_key` set, `has_more` false.
-const RETELL: Backend = Backend {
-    kind: "retell",
-    method: "POST",
-    path: "/v3/list-calls",
-    settings: "api_key_env = \"CONFORMANCE_KEY\"",
-    body: |calls| {
-        let items: Vec<Value> = calls
-            .iter()
-            .map(|(id, s)| crate::retell::phone_call(id, s, &format!("CA-{id}")))
-            .collect();
-        let last = calls.last().map(|(id, _)| *id).unwrap_or("none");
-        json!({"pagination_key": last, "has_more": false, "items": items})
-    },
-    answers: one_request,
-    requests_per_list: 1,
-    statuses: &[
-        ("registered", CallStatus::Queued),
-        ("ongoing", CallStatus::InProgress),
-        ("ended", CallStatus::Completed),
-        ("error", CallStatus::Failed),
-        ("not_connected", CallStatus::NoAnswer),
-    ],
-};
-
-const VAPI: Backend = Backend {
-    kind: "vapi",
-    method: "GET",
-    path: "/call",
-    settings: "api_key_env = \"CONFORMANCE_KEY\"",
-    body: |calls| {
-        let calls: Vec<Value> = calls
-            .iter()
-            .map(|(id, s)| vapi_call(id, s, "outboundPhoneCall", "2024-09-10T11:14:12.339Z"))
-            .collect();
-        json!(calls)
-    },
-    answers: one_request,
-    requests_per_list: 1,
-    statuses: &[
-        ("scheduled", CallStatus::Queued),
-        ("queued", CallStatus::Queued),
-        ("ringing", CallStatus::Ringing),
-        ("in-progress", CallStatus::InProgress),
-        ("forwarding", CallStatus::InProgress),
-        ("ended", CallStatus::Completed),
-        ("not-found", CallStatus::Canceled),
-        ("deletion-failed", CallStatus::Failed),
-    ],
-};
-
-impl Backend {
-    /// Answers each request with the upstream's body listing those of `calls` it holds.
-    fn answering(&self, calls: &[(&str, &str)]) -> impl wiremock::Respond {
-        answering(self.body, self.answers, calls)
-    }
-
-    /// Builds the backend against `base_url` through the public config path.
-    fn build(&self, base_url: &str, extra: &str) -> Arc<dyn ListCalls> {
-        build(&format!(
-            "kind = \"{}\"\nbase_url = \"{base_url}\"\n{}\n{extra}",
-            self.kind, self.settings,
-        ))
-    }
-
-    async fn serving(&self, calls: &[(&str, &str)]) -> (MockServer, Arc<dyn ListCalls>) {
-        let server = MockServer::start().await;
-        Mock::given(method(self.method))
-            .and(path(self.path))
-            .respond_with(self.answering(calls))
-            .mount(&server)
-            .await;
-        let p = self.build(&server.uri(), "");
-        (server, p)
-    }
-
-    /// An upstream answering every request of the kind's method with this status and body.
-    async fn raw(&self, status: u16, body: &str) -> MockServer {
-        let server = MockServer::start().await;
-        Mock::given(method(self.method))
-            .respond_with(
-                ResponseTemplate::new(status).set_body_raw(body.to_owned(), "application/json"),
-            )
-            .mount(&server)
-            .await;
-        server
-    }
-}
-
-fn answering(
-    body: fn(&[(&str, &str)]) -> Value,
-    answers: fn(&wiremock::Request, &str) -> bool,
-    calls: &[(&str, &str)],
-) -> impl wiremock::Respond {
-    let calls: Vec<(String, String)> = calls
-        .iter()
-        .map(|(id, s)| (id.to_string(), s.to_string()))
-        .collect();
-    move |request: &wiremock::Request| {
-        let held: Vec<(&str, &str)> = calls
-            .iter()
-            .filter(|(_, s)| answers(request, s))
-            .map(|(id, s)| (id.as_str(), s.as_str()))
-            .collect();
-        ResponseTemplate::new(200).set_body_json(body(&held))
-    }
-}
-
-struct HttpUpstream {
-    server: MockServer,
-    method: &'static str,
-    path: &'static str,
-    body: fn(&[(&str, &str)]) -> Value,
-    answers: fn(&wiremock::Request, &str) -> bool,
-    provider: Arc<dyn ListCalls>,
-}
-
-#[async_trait]
-impl Fixture for Backend {
-    fn statuses(&self) -> &'static [(&'static str, CallStatus)] {
-        self.statuses
-    }
-
-    async fn start(&self, calls: &[(&str, &str)]) -> Box<dyn Upstream> {
-        let (server, provider) = self.serving(calls).await;
-        Box::new(HttpUpstream {
-            server,
-            method: self.method,
-            path: self.path,
-            body: self.body,
-            answers: self.answers,
-            provider,
-        })
-    }
-}
-
-#[async_trait]
-impl Upstream for HttpUpstream {
-    fn provider(&self) -> Arc<dyn ListCalls> {
-        self.provider.clone()
-    }
-
-    async fn set(&self, calls: &[(&str, &str)]) {
-        self.server.reset().await;
-        Mock::given(method(self.method))
-            .and(path(self.path))
-            .respond_with(answering(self.body, self.answers, calls))
-            .mount(&self.server)
-            .await;
-    }
-
-    async fn set_raw(&self, body: &str) {
-        self.server.reset().await;
-        Mock::given(method(self.method))
-            .respond_with(
-                ResponseTemplate::new(200).set_body_raw(body.to_owned(), "application/json"),
-            )
-            .mount(&self.server)
-            .await;
-    }
-}
-
-// ---- the static kind ----
-
-/// `static`: the calls in a file, in the calls shape or in Bland's.
-struct Static {
-    shape: &'static Backend,
-}
-
-const STATIC_CALLS: Static = Static { shape: &TWILIO };
-const STATIC_BLAND: Static = Static { shape: &BLAND };
-
-struct StaticUpstream {
-    _dir: tempfile::TempDir,
-    file: std::path::PathBuf,
-    body: fn(&[(&str, &str)]) -> Value,
-    provider: Arc<dyn ListCalls>,
-}
-
-#[async_trait]
-impl Fixture for Static {
-    fn statuses(&self) -> &'static [(&'static str, CallStatus)] {
-        self.shape.statuses
-    }
-
-    async fn start(&self, calls: &[(&str, &str)]) -> Box<dyn Upstream> {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("calls.json");
-        std::fs::write(&file, (self.shape.body)(calls).to_string()).unwrap();
-        let provider = build(&format!("kind = \"static\"\npath = \"{}\"", file.display()));
-        Box::new(StaticUpstream {
-            _dir: dir,
-            file,
-            body: self.shape.body,
-            provider,
-        })
-    }
-}
-
-#[async_trait]
-impl Upstream for StaticUpstream {
-    fn provider(&self) -> Arc<dyn ListCalls> {
-        self.provider.clone()
-    }
-
-    async fn set(&self, calls: &[(&str, &str)]) {
-        std::fs::write(&self.file, (self.body)(calls).to_string()).unwrap();
-    }
-
-    async fn set_raw(&self, body: &str) {
-        std::fs::write(&self.file, body).unwrap();
-    }
-}
-
-fn ctx() -> RequestContext {
-    RequestContext {
-        org_id: Arc::from("o"),
-        forwarded: Some(ForwardedCredentials::new(
-            "caller-key".parse().unwrap(),
-            "caller-org".parse().unwrap(),
-        )),
-    }
-}
 
 // ---- every kind ----
 
@@ -477,6 +98,126 @@ async fn turns_an_unreadable_answer_into_a_bad_response_and_recovers(f: &dyn Fix
     assert_eq!(p.active_calls(&ctx()).await.unwrap()[0].call_id, "back");
 }
 
+async fn is_listed_through_the_server_merged_with_another_providers_calls(f: &dyn Fixture) {
+    let upstream = f.start(&[("k1", f.live()), ("k2", f.live())]).await;
+    let agents = agent_server(json!([agent_call("a1", "+1", "in-progress", "outbound")])).await;
+    let agents_lines = format!(
+        "kind = \"twilio-media-stream\"\nbase_url = \"{}\"",
+        agents.uri()
+    );
+    let toml = org_toml(&[("agents", &agents_lines), ("p", &upstream.lines())]);
+    let app = spawn_app_with_env(&toml, &env()).await;
+
+    let calls = app.calls("org-key", "o").await;
+    assert_eq!(calls.status, 200, "{:#}", calls.body);
+    assert_eq!(calls.body["errors"], Value::Null, "{:#}", calls.body);
+    let mut ids: Vec<&str> = calls.body["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["call_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["a1", "k1", "k2"]);
+
+    let bland = app.bland("org-key", "o").await;
+    assert_eq!(bland.status, 200, "{:#}", bland.body);
+    assert_eq!(
+        bland.body["data"].as_array().unwrap().len(),
+        3,
+        "{:#}",
+        bland.body
+    );
+}
+
+async fn costs_only_its_own_calls_when_it_fails_and_is_named(f: &dyn Fixture) {
+    let upstream = f.start(&[]).await;
+    upstream.set_raw("<html>oops</html>").await;
+    let agents = agent_server(json!([agent_call("a1", "+1", "in-progress", "outbound")])).await;
+    let agents_lines = format!(
+        "kind = \"twilio-media-stream\"\nbase_url = \"{}\"",
+        agents.uri()
+    );
+    let toml = org_toml(&[("p", &upstream.lines()), ("agents", &agents_lines)]);
+    let app = spawn_app_with_env(&toml, &env()).await;
+    let listed = app.calls("org-key", "o").await;
+    assert_eq!(listed.status, 200, "{:#}", listed.body);
+    assert_eq!(listed.body["count"], 1, "{:#}", listed.body);
+    assert_eq!(listed.body["calls"][0]["call_id"], "a1");
+    assert_eq!(listed.body["errors"][0]["provider"], "p");
+    assert_eq!(listed.body["errors"][0]["error"], "UPSTREAM_BAD_RESPONSE");
+}
+
+/// What `/api/calls` lists for an org whose providers are upstreams of the fixture, each
+/// given as its id and the calls it lists, in the org's order; `/v1/calls/active` must list
+/// as many.
+async fn listed_by(f: &dyn Fixture, providers: &[(&str, &[(&str, &str)])]) -> Value {
+    let mut upstreams = Vec::new();
+    for (_, calls) in providers {
+        upstreams.push(f.start(calls).await);
+    }
+    let lines: Vec<String> = upstreams.iter().map(|u| u.lines()).collect();
+    let tables: Vec<(&str, &str)> = providers
+        .iter()
+        .zip(&lines)
+        .map(|((id, _), lines)| (*id, lines.as_str()))
+        .collect();
+    let app = spawn_app_with_env(&org_toml(&tables), &env()).await;
+    let calls = app.calls("org-key", "o").await;
+    assert_eq!(calls.status, 200, "{:#}", calls.body);
+    let bland = app.bland("org-key", "o").await;
+    assert_eq!(
+        bland.body["data"].as_array().unwrap().len(),
+        calls.body["calls"].as_array().unwrap().len(),
+        "{:#}",
+        bland.body
+    );
+    calls.body
+}
+
+async fn one_call_listed_by_two_providers_is_one_row_as_the_first_in_the_org_listed_it(
+    f: &dyn Fixture,
+) {
+    // Both list the call, each in a status of its own, so the row tells who it came from.
+    let [in_a, in_b] = f.live_two();
+    let a: &[(&str, &str)] = &[("same", in_a)];
+    let b: &[(&str, &str)] = &[("same", in_b)];
+    let a_alone = listed_by(f, &[("a", a)]).await["calls"][0]["status"].clone();
+    let b_alone = listed_by(f, &[("b", b)]).await["calls"][0]["status"].clone();
+    assert_ne!(a_alone, b_alone);
+    for (order, first) in [
+        ([("a", a), ("b", b)], &a_alone),
+        ([("b", b), ("a", a)], &b_alone),
+    ] {
+        let body = listed_by(f, &order).await;
+        assert_eq!(body["count"], 1, "{body:#}");
+        assert_eq!(&body["calls"][0]["status"], first, "{body:#}");
+    }
+    let body = listed_by(f, &[("a", &[("one", in_a)]), ("b", &[("two", in_a)])]).await;
+    assert_eq!(
+        body["count"], 2,
+        "different calls are different rows: {body:#}"
+    );
+}
+
+async fn shows_its_credential_neither_in_debug_output_nor_in_the_check_config_summary(
+    f: &dyn Fixture,
+) {
+    let upstream = f.start(&[]).await;
+    let config = load_config(&org_toml(&[("p", &upstream.lines())]), &env()).unwrap();
+    let spec = config.provider("p").unwrap();
+    let summary = config.summary();
+    let built = spec.kind.build(Arc::from("p"), &spec.common).unwrap();
+    let shown = format!(
+        "{config:?}\n{spec:?}\n{:?}\n{summary}\n{:?}",
+        spec.kind,
+        built.list.active_calls(&ctx()).await,
+    );
+    for secret in [SECRET, &SECRET[SECRET.len() - 12..], "SECRET"] {
+        assert!(!shown.contains(secret), "{secret} shown: {shown}");
+    }
+}
+
 // ---- every HTTP kind ----
 
 async fn asks_the_upstream_on_every_ask_it_does_not_share(b: &Backend) {
@@ -497,11 +238,12 @@ async fn asks_its_documented_path_under_a_base_url_with_a_path_and_a_slash(b: &B
     assert_eq!(p.active_calls(&ctx()).await.unwrap().len(), 1);
 }
 
-async fn turns_an_error_status_into_an_error_and_401_into_a_rejection(b: &Backend) {
+async fn turns_an_error_status_into_an_error_and_401_or_403_into_a_rejection(b: &Backend) {
     for (status, expected) in [
         (500, ProviderError::Status(500)),
         (404, ProviderError::Status(404)),
         (401, ProviderError::Rejected(401)),
+        (403, ProviderError::Rejected(403)),
     ] {
         let server = b.raw(status, "{}").await;
         assert_eq!(
@@ -547,6 +289,119 @@ async fn refuses_an_answer_over_its_body_cap(b: &Backend) {
     );
 }
 
+async fn waits_out_a_429s_retry_after_within_its_deadline(b: &Backend) {
+    let server = MockServer::start().await;
+    Mock::given(method(b.method))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method(b.method))
+        .and(path(b.path))
+        .respond_with(b.answering(&[("after", b.statuses[0].0)]))
+        .with_priority(5)
+        .mount(&server)
+        .await;
+    let started = Instant::now();
+    let calls = b
+        .build(&server.uri(), "timeout_ms = 5000")
+        .active_calls(&ctx())
+        .await
+        .unwrap();
+    assert_eq!(calls[0].call_id, "after");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+}
+
+async fn retries_a_429_without_retry_after_once_then_is_rate_limited(b: &Backend) {
+    let server = b.raw(429, "{}").await;
+    let got = b
+        .build(&server.uri(), "retries = 1")
+        .active_calls(&ctx())
+        .await;
+    assert_eq!(got, Err(ProviderError::RateLimited));
+    // At least one list asked twice; a kind asking in several requests may give up on the
+    // others once one is rate limited.
+    let asked = hits(&server).await;
+    assert!(
+        (2..=2 * b.requests_per_list).contains(&asked),
+        "{asked} requests"
+    );
+}
+
+async fn fails_at_once_on_a_429_whose_retry_after_outlasts_its_deadline(b: &Backend) {
+    let server = MockServer::start().await;
+    Mock::given(method(b.method))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "30"))
+        .mount(&server)
+        .await;
+    let started = Instant::now();
+    let got = b
+        .build(&server.uri(), "timeout_ms = 2000\nretries = 3")
+        .active_calls(&ctx())
+        .await;
+    assert_eq!(got, Err(ProviderError::RateLimited));
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1_500), "{took:?}");
+    assert!(hits(&server).await <= b.requests_per_list);
+}
+
+// ---- every kind that pages ----
+
+fn paging(b: &Backend) -> Paging {
+    b.paging.expect("a kind in paging_suite! has paging")
+}
+
+async fn stops_an_endless_list_at_max_pages_as_its_error(b: &Backend) {
+    let server = b.paging(paging(b).endless, Duration::ZERO).await;
+    let got = b
+        .build(&server.uri(), "max_pages = 4")
+        .active_calls(&ctx())
+        .await;
+    assert!(
+        matches!(&got, Err(ProviderError::Paging(m)) if m.contains("max_pages")),
+        "{got:?}"
+    );
+    assert_eq!(got.unwrap_err().code(), "UPSTREAM_ENDLESS_LIST");
+    let asked = hits(&server).await;
+    assert!(
+        (4..=4 * b.requests_per_list).contains(&asked),
+        "{asked} requests"
+    );
+}
+
+async fn refuses_a_link_to_a_page_it_was_given_already(b: &Backend) {
+    let server = b.paging(paging(b).looping, Duration::ZERO).await;
+    let got = b.build(&server.uri(), "").active_calls(&ctx()).await;
+    assert!(
+        matches!(&got, Err(ProviderError::Paging(m)) if m.contains("twice")),
+        "{got:?}"
+    );
+    let asked = hits(&server).await;
+    assert!(
+        (2..=2 * b.requests_per_list).contains(&asked),
+        "{asked} requests"
+    );
+}
+
+async fn gives_every_page_one_deadline_not_one_each(b: &Backend) {
+    // Each page alone answers well within the timeout; all of them do not.
+    let server = b
+        .paging(paging(b).endless, Duration::from_millis(150))
+        .await;
+    let started = Instant::now();
+    let got = b
+        .build(&server.uri(), "timeout_ms = 400")
+        .active_calls(&ctx())
+        .await;
+    assert_eq!(got, Err(ProviderError::Timeout(400)));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let asked = hits(&server).await;
+    assert!(asked <= 3 * b.requests_per_list, "{asked} requests");
+}
+
 macro_rules! checks {
     ($name:ident, $fixture:ident, $arg:ty: $($check:ident),+ $(,)?) => {
         #[allow(non_snake_case)]
@@ -562,7 +417,7 @@ macro_rules! checks {
     };
 }
 
-/// Every kind's checks, per fixture.
+/// Every kind's checks, per fixture; and the fixtures, for the registry's check.
 macro_rules! suite {
     ($($name:ident = $fixture:ident),+ $(,)?) => {
         $(
@@ -572,8 +427,13 @@ macro_rules! suite {
                 hands_out_the_same_calls_for_an_unchanged_answer_and_new_ones_for_a_changed_one,
                 reads_an_empty_list_as_no_calls,
                 turns_an_unreadable_answer_into_a_bad_response_and_recovers,
+                is_listed_through_the_server_merged_with_another_providers_calls,
+                costs_only_its_own_calls_when_it_fails_and_is_named,
+                one_call_listed_by_two_providers_is_one_row_as_the_first_in_the_org_listed_it,
+                shows_its_credential_neither_in_debug_output_nor_in_the_check_config_summary,
             );
         )+
+        const FIXTURES: &[&dyn Fixture] = &[$(&$fixture),+];
     };
 }
 
@@ -584,12 +444,30 @@ macro_rules! http_suite {
             checks!($name, $backend, &super::Backend:
                 asks_the_upstream_on_every_ask_it_does_not_share,
                 asks_its_documented_path_under_a_base_url_with_a_path_and_a_slash,
-                turns_an_error_status_into_an_error_and_401_into_a_rejection,
+                turns_an_error_status_into_an_error_and_401_or_403_into_a_rejection,
                 gives_up_on_a_silent_upstream_at_its_timeout,
                 reports_a_refused_connection_as_unreachable,
                 refuses_an_answer_over_its_body_cap,
+                waits_out_a_429s_retry_after_within_its_deadline,
+                retries_a_429_without_retry_after_once_then_is_rate_limited,
+                fails_at_once_on_a_429_whose_retry_after_outlasts_its_deadline,
             );
         )+
+        const HTTP_KINDS: &[&str] = &[$($backend.kind),+];
+    };
+}
+
+/// The paging checks, per kind whose list can take several pages.
+macro_rules! paging_suite {
+    ($($name:ident = $backend:ident),+ $(,)?) => {
+        $(
+            checks!($name, $backend, &super::Backend:
+                stops_an_endless_list_at_max_pages_as_its_error,
+                refuses_a_link_to_a_page_it_was_given_already,
+                gives_every_page_one_deadline_not_one_each,
+            );
+        )+
+        const PAGING_KINDS: &[&str] = &[$($backend.kind),+];
     };
 }
 
@@ -609,19 +487,52 @@ http_suite!(
     RETELL_HTTP = RETELL,
     VAPI_HTTP = VAPI,
 );
+paging_suite!(
+    TWILIO_REST_API_PAGING = TWILIO_REST,
+    RETELL_PAGING = RETELL,
+    VAPI_PAGING = VAPI,
+);
+
+#[test]
+fn every_kind_in_the_registry_has_a_conformance_fixture() {
+    for name in callmux::provider::registry::names() {
+        assert!(
+            FIXTURES.iter().any(|f| f.kind() == name),
+            "kind {name} has no fixture in the conformance suite: add one to tests/it/common/kinds.rs \
+             and a line to suite! in tests/it/conformance.rs"
+        );
+    }
+}
+
+#[test]
+fn every_http_kind_runs_the_http_checks_and_every_kind_that_pages_the_paging_checks() {
+    for http in FIXTURES.iter().filter_map(|f| f.http()) {
+        assert!(
+            HTTP_KINDS.contains(&http.kind),
+            "kind {} speaks HTTP but has no line in http_suite!",
+            http.kind
+        );
+        assert_eq!(
+            http.paging.is_some(),
+            PAGING_KINDS.contains(&http.kind),
+            "kind {}: its fixture's paging and its line in paging_suite! disagree",
+            http.kind
+        );
+    }
+}
 
 // ---- backend-specific ----
 
 #[tokio::test]
 async fn a_bland_provider_with_its_own_key_never_forwards_the_callers() {
-    let server = bland_server("k", "conformance-org", json!([])).await;
+    let server = bland_server(SECRET, "conformance-org", json!([])).await;
     BLAND
         .build(&server.uri(), "")
         .active_calls(&ctx())
         .await
         .unwrap();
     let req = &server.received_requests().await.unwrap()[0];
-    assert_eq!(req.headers["authorization"], "k");
+    assert_eq!(req.headers["authorization"], SECRET);
     assert_eq!(req.headers["x-bland-org-id"], "conformance-org");
 }
 

@@ -32,29 +32,6 @@ fn static_org(key: &str, files: &[(&str, &str)]) -> String {
 }
 
 #[tokio::test]
-async fn files_in_either_shape_are_listed_merged_in_both_shapes() {
-    let dir = tempfile::tempdir().unwrap();
-    let agents = write(
-        &dir,
-        "agents.json",
-        &json!({"calls": [agent_call("a1", "+1555", "ringing", "outbound")], "count": 1}),
-    );
-    let bland = write(
-        &dir,
-        "bland.json",
-        &json!({"data": [bland_call("b1", "IN_PROGRESS", "1758656817432")], "errors": null}),
-    );
-    let app = spawn_app(&static_org("k", &[("fa", &agents), ("fb", &bland)])).await;
-    let calls = app.calls("k", "acme").await;
-    assert_eq!(calls.status, 200, "{:?}", calls.body);
-    assert_eq!(calls.body["count"], 2);
-    let b = app.bland("k", "acme").await;
-    assert_eq!(b.body["data"][0]["call_id"], "b1");
-    assert_eq!(b.body["data"][0]["timestamp"], "1758656817432");
-    assert_eq!(b.body["data"][1]["call_id"], "a1");
-}
-
-#[tokio::test]
 async fn a_changed_file_is_read_again_on_the_next_request() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(

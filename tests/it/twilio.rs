@@ -1,8 +1,9 @@
 //! The `twilio` kind against fake Twilio REST APIs on loopback that answer in the shape
 //! Twilio documents for its Call resource: one list per live status, pages followed by
 //! `next_page_uri`, Basic auth, ending by `Status=completed`, and the config that builds it.
+//! What every kind shares (rate limits, paging bounds, one row per call) is the conformance
+//! suite's.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -479,7 +480,7 @@ async fn unchanged_lists_hand_out_the_same_calls_and_one_changed_status_list_new
 // ---- listing: pages ----
 
 /// `next_page_uri` as Twilio writes it: the list's path, its query, Page and PageToken.
-fn next_uri(status: &str, page: u32) -> String {
+pub fn next_uri(status: &str, page: u32) -> String {
     format!(
         "{CALLS_PATH}?Status={status}&PageSize=1000&Page={page}&PageToken=PA{}",
         sid(page)
@@ -582,201 +583,7 @@ async fn a_next_page_uri_naming_another_host_is_the_providers_error_and_never_fo
     }
 }
 
-#[tokio::test]
-async fn an_endless_next_page_uri_stops_at_max_pages_as_the_providers_error() {
-    let server = MockServer::start().await;
-    mount_statuses(&server, &[]).await;
-    let n = Arc::new(AtomicUsize::new(1));
-    Mock::given(method("GET"))
-        .and(query_param("Status", "in-progress"))
-        .respond_with(move |_: &wiremock::Request| {
-            let page = n.fetch_add(1, Ordering::SeqCst) as u32;
-            ResponseTemplate::new(200).set_body_json(twilio_page(
-                vec![twilio_call(&sid(page), "in-progress", "inbound")],
-                Some(&next_uri("in-progress", page)),
-            ))
-        })
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    let got = build(&format!("{}max_pages = 4\n", token_lines(&server.uri())))
-        .list
-        .active_calls(&ctx())
-        .await;
-    assert!(
-        matches!(&got, Err(ProviderError::Paging(m)) if m.contains("max_pages")),
-        "{got:?}"
-    );
-    let in_progress = server
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.url.query().unwrap_or("").contains("in-progress"))
-        .count();
-    assert_eq!(in_progress, 4);
-}
-
-#[tokio::test]
-async fn a_next_page_uri_seen_twice_is_the_providers_error_not_an_endless_list() {
-    let server = MockServer::start().await;
-    mount_statuses(&server, &[]).await;
-    Mock::given(method("GET"))
-        .and(query_param("Status", "queued"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(twilio_page(
-            vec![twilio_call(&sid(1), "queued", "inbound")],
-            Some(&next_uri("queued", 1)),
-        )))
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    let got = build(&token_lines(&server.uri()))
-        .list
-        .active_calls(&ctx())
-        .await;
-    assert!(
-        matches!(&got, Err(ProviderError::Paging(m)) if m.contains("twice")),
-        "{got:?}"
-    );
-}
-
-#[tokio::test]
-async fn one_timeout_covers_every_page_of_every_status() {
-    let server = MockServer::start().await;
-    let n = Arc::new(AtomicUsize::new(1));
-    Mock::given(method("GET"))
-        .respond_with(move |r: &wiremock::Request| {
-            let page = n.fetch_add(1, Ordering::SeqCst) as u32;
-            let status = r
-                .url
-                .query_pairs()
-                .find(|(k, _)| k == "Status")
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default();
-            ResponseTemplate::new(200)
-                .set_body_json(twilio_page(vec![], Some(&next_uri(&status, page))))
-                .set_delay(Duration::from_millis(150))
-        })
-        .mount(&server)
-        .await;
-    let p = build(&format!("{}timeout_ms = 700\n", token_lines(&server.uri()))).list;
-    let started = Instant::now();
-    assert_eq!(
-        p.active_calls(&ctx()).await,
-        Err(ProviderError::Timeout(700))
-    );
-    let took = started.elapsed();
-    assert!(took < Duration::from_millis(1_500), "{took:?}");
-    // Each status had time for a few pages, not for the 50 the bound allows.
-    let asked = hits(&server).await;
-    assert!((6..=18).contains(&asked), "{asked} requests");
-}
-
 // ---- listing: failures ----
-
-#[tokio::test]
-async fn twilios_401_is_a_rejection_of_the_credentials() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(twilio_error(
-            20003,
-            "Authenticate",
-            401,
-        )))
-        .mount(&server)
-        .await;
-    let got = build(&token_lines(&server.uri()))
-        .list
-        .active_calls(&ctx())
-        .await;
-    assert_eq!(got, Err(ProviderError::Rejected(401)));
-}
-
-#[tokio::test]
-async fn a_429_with_retry_after_is_waited_out_within_the_deadline() {
-    let server = MockServer::start().await;
-    mount_statuses(
-        &server,
-        &[("queued", vec![twilio_call(&sid(1), "queued", "inbound")])],
-    )
-    .await;
-    Mock::given(method("GET"))
-        .and(query_param("Status", "queued"))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("retry-after", "1")
-                .set_body_json(twilio_error(20429, "Too Many Requests", 429)),
-        )
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    let started = Instant::now();
-    let got = build(&token_lines(&server.uri()))
-        .list
-        .active_calls(&ctx())
-        .await
-        .unwrap();
-    assert_eq!(ids(&got), [sid(1)]);
-    assert!(
-        started.elapsed() >= Duration::from_millis(950),
-        "{:?}",
-        started.elapsed()
-    );
-}
-
-#[tokio::test]
-async fn a_429_without_retry_after_is_retried_and_then_the_providers_rate_limit_error() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(429).set_body_json(twilio_error(
-            20429,
-            "Too Many Requests",
-            429,
-        )))
-        .mount(&server)
-        .await;
-    let got = build(&token_lines(&server.uri()))
-        .list
-        .active_calls(&ctx())
-        .await;
-    assert_eq!(got, Err(ProviderError::RateLimited));
-    // One retry (the default) for at least one status, with jittered backoff.
-    assert!(hits(&server).await >= 4);
-}
-
-#[tokio::test]
-async fn a_429_whose_retry_after_outlasts_the_deadline_fails_at_once() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "30"))
-        .mount(&server)
-        .await;
-    let started = Instant::now();
-    let got = build(&format!(
-        "{}timeout_ms = 2000\n",
-        token_lines(&server.uri())
-    ))
-    .list
-    .active_calls(&ctx())
-    .await;
-    assert_eq!(got, Err(ProviderError::RateLimited));
-    assert!(started.elapsed() < Duration::from_millis(1_500));
-}
-
-#[tokio::test]
-async fn a_500_from_twilio_is_the_providers_error() {
-    let server = raw_server(
-        500,
-        twilio_error(20500, "Internal Server Error", 500).to_string(),
-    )
-    .await;
-    let got = build(&token_lines(&server.uri()))
-        .list
-        .active_calls(&ctx())
-        .await;
-    assert_eq!(got, Err(ProviderError::Status(500)));
-}
 
 #[tokio::test]
 async fn one_failing_status_list_fails_the_provider_rather_than_shortening_its_list() {
@@ -1201,36 +1008,4 @@ async fn a_twilio_account_is_listed_through_the_server_merged_with_an_agent_serv
     assert_eq!(row["start_time"], "2025-09-23T19:48:20.000Z");
     assert_eq!(row["timestamp"], "1758656897000");
     assert_eq!(row["user_id"], "acme");
-}
-
-#[tokio::test]
-async fn one_call_sid_from_two_twilio_providers_is_one_row_as_the_first_listed_has_it() {
-    // The same phone call, seen by two providers of one account (one asked with an API key,
-    // one with the auth token) at different moments: one still ringing, one in progress.
-    let mut ringing = twilio_call(&sid(9), "ringing", "outbound-api");
-    ringing["to"] = json!("+14155550001");
-    let mut answered = twilio_call(&sid(9), "in-progress", "outbound-api");
-    answered["to"] = json!("+14155550002");
-    let early = twilio_server(&[("ringing", vec![ringing])]).await;
-    let late = twilio_server(&[("in-progress", vec![answered])]).await;
-    for (order, to, status) in [
-        (["early", "late"], "+14155550001", "ringing"),
-        (["late", "early"], "+14155550002", "in-progress"),
-    ] {
-        let toml = TestConfig::new()
-            .org(OrgB::key("acme", "k").providers(&order))
-            .provider(twilio_provider("early", &early.uri()))
-            .provider(
-                ProviderB::new("late", "twilio", &late.uri())
-                    .set("account_sid", ACCOUNT)
-                    .set("api_key_sid_env", "TWILIO_TEST_KEY_SID")
-                    .set("api_key_secret_env", "TWILIO_TEST_KEY_SECRET"),
-            )
-            .toml();
-        let app = spawn_app_with_env(&toml, ENV).await;
-        let listed = app.calls("k", "acme").await;
-        assert_eq!(listed.body["count"], 1, "{order:?}: {:?}", listed.body);
-        assert_eq!(listed.body["calls"][0]["to_number"], to, "{order:?}");
-        assert_eq!(listed.body["calls"][0]["status"], status, "{order:?}");
-    }
 }

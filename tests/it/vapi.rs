@@ -1,9 +1,9 @@
 //! The `vapi` kind against loopback fakes answering with the bodies Vapi documents: the list
-//! request on the wire, the mapping, paging by creation time and its bounds, upstream
-//! failures, configuration, ending a call through its control URL and the host rule that
-//! guards it, and the kind through the real server.
+//! request on the wire, the mapping, paging by creation time, configuration, ending a call
+//! through its control URL and the host rule that guards it, and the kind through the real
+//! server. What every kind shares (rate limits, paging bounds, one row per call, secrets) is
+//! the conformance suite's.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -420,71 +420,6 @@ async fn a_full_page_mixing_live_and_ended_calls_is_still_followed() {
 }
 
 #[tokio::test]
-async fn an_upstream_that_repeats_its_full_page_is_an_endless_list_not_a_loop() {
-    let server = vapi_server(json!(calls_from("same", 1000, SAMPLE_CREATED))).await;
-    let got = vapi(&server.uri(), "").list.active_calls(&ctx()).await;
-    assert!(
-        matches!(&got, Err(ProviderError::Paging(m)) if m.contains("same next-page cursor twice")),
-        "{got:?}"
-    );
-    assert_eq!(requests(&server, "GET").await.len(), 2);
-}
-
-#[tokio::test]
-async fn more_full_pages_than_max_pages_is_that_providers_error_never_a_short_list() {
-    let server = MockServer::start().await;
-    let served = AtomicUsize::new(0);
-    Mock::given(method("GET"))
-        .respond_with(move |_: &wiremock::Request| {
-            let n = served.fetch_add(1, Ordering::SeqCst) as u64;
-            let newest = SAMPLE_CREATED - n * 10_000_000;
-            ResponseTemplate::new(200).set_body_json(calls_from(&format!("p{n}"), 1000, newest))
-        })
-        .mount(&server)
-        .await;
-    let got = vapi(&server.uri(), "max_pages = 3")
-        .list
-        .active_calls(&ctx())
-        .await;
-    assert!(
-        matches!(&got, Err(ProviderError::Paging(m)) if m.contains("more than 3 pages (max_pages)")),
-        "{got:?}"
-    );
-    assert_eq!(got.unwrap_err().code(), "UPSTREAM_ENDLESS_LIST");
-    assert_eq!(requests(&server, "GET").await.len(), 3);
-}
-
-#[tokio::test]
-async fn one_deadline_covers_every_page() {
-    let server = MockServer::start().await;
-    let served = AtomicUsize::new(0);
-    Mock::given(method("GET"))
-        .respond_with(move |_: &wiremock::Request| {
-            let n = served.fetch_add(1, Ordering::SeqCst) as u64;
-            ResponseTemplate::new(200)
-                .set_body_json(calls_from(
-                    &format!("p{n}"),
-                    1000,
-                    SAMPLE_CREATED - n * 10_000_000,
-                ))
-                .set_delay(Duration::from_millis(150))
-        })
-        .mount(&server)
-        .await;
-    let started = Instant::now();
-    let got = vapi(&server.uri(), "timeout_ms = 400")
-        .list
-        .active_calls(&ctx())
-        .await;
-    assert_eq!(got, Err(ProviderError::Timeout(400)));
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
-}
-
-#[tokio::test]
 async fn a_full_page_without_a_readable_created_at_cannot_be_followed_and_says_so() {
     let mut page = calls_from("p", 1000, SAMPLE_CREATED);
     for call in page.iter_mut() {
@@ -495,89 +430,6 @@ async fn a_full_page_without_a_readable_created_at_cannot_be_followed_and_says_s
     assert!(
         matches!(&got, Err(ProviderError::BadBody(m)) if m.contains("createdAt")),
         "{got:?}"
-    );
-}
-
-// ---- upstream failures ----
-
-#[tokio::test]
-async fn a_rejected_key_a_server_error_and_rate_limits_are_that_providers_errors() {
-    for (status, want) in [
-        (401, ProviderError::Rejected(401)),
-        (403, ProviderError::Rejected(403)),
-        (500, ProviderError::Status(500)),
-    ] {
-        let server = MockServer::start().await;
-        list_answers(
-            &server,
-            ResponseTemplate::new(status)
-                .set_body_json(json!({"message": "Invalid Key", "statusCode": status})),
-        )
-        .await;
-        let got = vapi(&server.uri(), "").list.active_calls(&ctx()).await;
-        assert_eq!(got, Err(want));
-    }
-
-    // 429 without retry-after: retried with backoff, then rate limited.
-    let server = MockServer::start().await;
-    list_answers(&server, ResponseTemplate::new(429)).await;
-    let got = vapi(&server.uri(), "retries = 1")
-        .list
-        .active_calls(&ctx())
-        .await;
-    assert_eq!(got, Err(ProviderError::RateLimited));
-    assert_eq!(requests(&server, "GET").await.len(), 2);
-
-    // 429 whose retry-after outlasts the deadline: given up at once.
-    let server = MockServer::start().await;
-    list_answers(
-        &server,
-        ResponseTemplate::new(429).insert_header("retry-after", "30"),
-    )
-    .await;
-    let started = Instant::now();
-    let got = vapi(&server.uri(), "retries = 3\ntimeout_ms = 2000")
-        .list
-        .active_calls(&ctx())
-        .await;
-    assert_eq!(got, Err(ProviderError::RateLimited));
-    assert!(
-        started.elapsed() < Duration::from_millis(1_500),
-        "{:?}",
-        started.elapsed()
-    );
-}
-
-#[tokio::test]
-async fn a_429_with_retry_after_is_waited_out_within_the_deadline() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([vapi_call(
-            "after-wait",
-            "in-progress",
-            "outboundPhoneCall",
-            "2024-09-10T11:14:12.339Z"
-        )])))
-        .with_priority(5)
-        .mount(&server)
-        .await;
-    let started = Instant::now();
-    let calls = vapi(&server.uri(), "retries = 1")
-        .list
-        .active_calls(&ctx())
-        .await
-        .unwrap();
-    assert_eq!(calls[0].call_id, "after-wait");
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        started.elapsed()
     );
 }
 
@@ -715,24 +567,14 @@ fn the_defaults_are_vapis_api_a_day_of_calls_and_vapis_control_hosts() {
     );
 }
 
+// The key's absence from `Debug` is the conformance suite's; this is the binary's own output.
 #[test]
-fn neither_debug_output_nor_check_config_shows_the_key() {
+fn check_config_shows_where_the_key_is_read_from_never_the_key() {
     let toml = format!(
         "[orgs.o]\napi_key_env = \"ORG_KEY\"\nproviders = [\"v\"]\n[providers.v]\nkind = \"vapi\"\n\
          api_key_env = \"{KEY_VAR}\"\nbase_url = \"http://127.0.0.1:1\"\n"
     );
     let distinctive = &KEY[KEY.len() - 12..];
-    let config = load_config(&toml, &[("ORG_KEY", "org-key-0123456789"), (KEY_VAR, KEY)]).unwrap();
-    for debug in [format!("{config:?}"), format!("{config:#?}")] {
-        assert!(
-            !debug.contains(KEY) && !debug.contains(distinctive),
-            "{debug}"
-        );
-    }
-    let spec = config.provider("v").unwrap();
-    let shown = format!("{:?} {}", spec.kind, spec.kind.summary());
-    assert!(!shown.contains(distinctive), "{shown}");
-
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.toml");
     std::fs::write(&file, &toml).unwrap();
@@ -1121,65 +963,5 @@ async fn vapi_calls_are_listed_merged_with_another_providers_and_ended_ones_left
             !body.contains("vapi.ai") && !body.contains("control"),
             "{body}"
         );
-    }
-}
-
-#[tokio::test]
-async fn a_vapi_provider_that_fails_costs_only_its_own_calls() {
-    let server = MockServer::start().await;
-    list_answers(
-        &server,
-        ResponseTemplate::new(200).set_body_json(json!({"calls": []})),
-    )
-    .await;
-    let good = vapi_server(json!([vapi_call(
-        "g",
-        "ringing",
-        "outboundPhoneCall",
-        "2024-09-10T11:14:12.339Z"
-    )]))
-    .await;
-    let toml = org_toml(&[("bad", &server.uri()), ("good", &good.uri())], "");
-    let app = spawn_app_with_env(&toml, &env()).await;
-    let r = app.calls("k", "acme").await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body["count"], 1);
-    assert_eq!(r.body["calls"][0]["call_id"], "g");
-    assert_eq!(r.body["errors"][0]["provider"], "bad");
-    assert_eq!(r.body["errors"][0]["error"], "UPSTREAM_BAD_RESPONSE");
-}
-
-#[tokio::test]
-async fn one_phone_call_reported_by_two_vapi_providers_is_one_row_as_the_first_provider_listed_it()
-{
-    let shared_sid = "CA11112222333344445555666677778888";
-    let report = |id: &str| {
-        let mut c = vapi_call(
-            id,
-            "in-progress",
-            "outboundPhoneCall",
-            "2024-09-10T11:14:12.339Z",
-        );
-        c["phoneCallProviderId"] = json!(shared_sid);
-        c
-    };
-    let a = vapi_server(json!([report("from-a")])).await;
-    let b = vapi_server(json!([report("from-b")])).await;
-    for (order, listed) in [
-        ([("va", a.uri()), ("vb", b.uri())], "from-a"),
-        ([("vb", b.uri()), ("va", a.uri())], "from-b"),
-    ] {
-        let providers: Vec<(&str, &str)> = order.iter().map(|(id, u)| (*id, u.as_str())).collect();
-        let app = spawn_app_with_env(&org_toml(&providers, ""), &env()).await;
-        for reply in [app.calls("k", "acme").await, app.bland("k", "acme").await] {
-            let rows = reply.body.get("calls").or(reply.body.get("data")).unwrap();
-            let ids: Vec<&str> = rows
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c["call_id"].as_str().unwrap())
-                .collect();
-            assert_eq!(ids, [listed], "{order:?}");
-        }
     }
 }

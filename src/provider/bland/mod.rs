@@ -12,7 +12,7 @@ use axum::http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Lister, Page, Request};
-use super::registry::{Kind, KindSettings};
+use super::kind::{Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
 use crate::wire;
@@ -62,8 +62,7 @@ impl Kind for BlandKind {
     ) -> Option<Arc<dyn KindSettings>> {
         let raw: Raw = check.read(at, table, super::RawCommon::FIELDS)?;
         let before = check.count();
-        let url_text = raw.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
-        let base_url = check.base_url(&format!("{at}.base_url"), url_text);
+        let base_url = check.base_url_or(at, raw.base_url.as_deref(), DEFAULT_BASE_URL);
         let credentials = match (raw.api_key_env, raw.org_id) {
             (None, None) => None,
             (Some(var), Some(org_id)) => {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Auth, Lister, Request};
-use super::registry::{Kind, KindSettings};
+use super::kind::{Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
 
@@ -51,40 +51,22 @@ impl Kind for RetellKind {
         check: &mut Check<'_>,
     ) -> Option<Arc<dyn KindSettings>> {
         let raw: Raw = check.read(at, table, super::RawCommon::FIELDS)?;
-        let url_text = raw.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
-        let base_url = check.base_url(&format!("{at}.base_url"), url_text);
-        let field = format!("{at}.api_key_env");
-        let Some(var) = raw.api_key_env else {
-            check.push(
-                field,
-                "is required for kind retell",
-                "set it to the name of the environment variable holding your Retell API key, \
-                 e.g. \"RETELL_API_KEY\" (the key is in Retell's dashboard under Settings → API Keys)",
-            );
-            return None;
-        };
-        let auth = bearer_from_env(check, &field, &var);
+        let base_url = check.base_url_or(at, raw.base_url.as_deref(), DEFAULT_BASE_URL);
+        let var = check.required(
+            at,
+            "api_key_env",
+            raw.api_key_env,
+            KIND.name(),
+            "set it to the name of the environment variable holding your Retell API key, \
+             e.g. \"RETELL_API_KEY\" (the key is in Retell's dashboard under Settings → API Keys)",
+        )?;
+        let auth = check.bearer_from_env(&format!("{at}.api_key_env"), &var);
         Some(Arc::new(Settings {
             base_url: base_url?,
             api_key_env: var,
-            auth: auth?,
+            auth: Auth::Bearer(auth?),
         }))
     }
-}
-
-/// `authorization: Bearer <key>`, the key read from the variable `var`.
-fn bearer_from_env(check: &mut Check<'_>, field: &str, var: &str) -> Option<Auth> {
-    use secrecy::ExposeSecret;
-    let key = check.secret_from_env(field, var)?;
-    let auth = Auth::bearer(key.expose_secret());
-    if auth.is_none() {
-        check.push(
-            field,
-            format!("environment variable {var} holds characters not allowed in an HTTP header"),
-            format!("export {var} with the key exactly as Retell shows it, without newlines"),
-        );
-    }
-    auth
 }
 
 impl KindSettings for Settings {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::registry::{Kind, KindSettings};
+use super::kind::{Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::call::{Call, Text};
 use crate::settings::Check;
@@ -43,15 +43,14 @@ impl Kind for StaticKind {
         check: &mut Check<'_>,
     ) -> Option<Arc<dyn KindSettings>> {
         let raw: Raw = check.read(at, table, super::RawCommon::FIELDS)?;
+        let text = check.required(
+            at,
+            "path",
+            raw.path,
+            KIND.name(),
+            "set it to a JSON file in the calls shape or the Bland shape, e.g. \"demo/agent-calls.json\"",
+        )?;
         let field = format!("{at}.path");
-        let Some(text) = raw.path else {
-            check.push(
-                field,
-                "is required for kind static",
-                "set it to a JSON file in the calls shape or the Bland shape, e.g. \"demo/agent-calls.json\"",
-            );
-            return None;
-        };
         let path = check.path(&text);
         if !path.is_file() {
             check.push(

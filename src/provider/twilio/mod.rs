@@ -13,7 +13,7 @@ use axum::http::HeaderValue;
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Auth, Lister, Request};
-use super::registry::{Kind, KindSettings};
+use super::kind::{Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::call::Call;
 use crate::settings::{redacted_url, Check};
@@ -108,8 +108,7 @@ impl Kind for TwilioKind {
     ) -> Option<Arc<dyn KindSettings>> {
         let raw: Raw = check.read(at, table, super::RawCommon::FIELDS)?;
         let before = check.count();
-        let url_text = raw.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
-        let base_url = check.base_url(&format!("{at}.base_url"), url_text);
+        let base_url = check.base_url_or(at, raw.base_url.as_deref(), DEFAULT_BASE_URL);
         let account_sid = account_sid(at, raw.account_sid, check);
         let token_field = format!("{at}.auth_token_env");
         let auth_token = raw

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Lister, Page, Request};
-use super::registry::{Kind, KindSettings};
+use super::kind::{Kind, KindSettings};
 use super::{
     Backend, Calls, Common, EndCall, EndError, ListCalls, PlaceCall, Placed, ProviderError,
     RequestContext,
@@ -55,14 +55,13 @@ impl Kind for AgentServerKind {
         check: &mut Check<'_>,
     ) -> Option<Arc<dyn KindSettings>> {
         let raw: Raw = check.read(at, table, super::RawCommon::FIELDS)?;
-        let Some(url) = raw.base_url else {
-            check.push(
-                format!("{at}.base_url"),
-                "is required for kind twilio-media-stream",
-                "set it to the agent server's address, e.g. \"http://127.0.0.1:9000\"",
-            );
-            return None;
-        };
+        let url = check.required(
+            at,
+            "base_url",
+            raw.base_url,
+            KIND.name(),
+            "set it to the agent server's address, e.g. \"http://127.0.0.1:9000\"",
+        )?;
         let max_active_calls = raw.max_active_calls.map(|n| {
             check.ranged(
                 &format!("{at}.max_active_calls"),

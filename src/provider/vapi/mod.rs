@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::http::{endpoint, Auth, Client, HttpSettings, Lister, Request};
-use super::registry::{Kind, KindSettings};
+use super::kind::{Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::call::{time, Text};
 use crate::settings::{Check, ONE_DAY_MS};
@@ -65,37 +65,20 @@ impl Kind for VapiKind {
         table: &figment::value::Value,
         check: &mut Check<'_>,
     ) -> Option<Arc<dyn KindSettings>> {
-        use secrecy::ExposeSecret;
         let raw: Raw = check.read(at, table, super::RawCommon::FIELDS)?;
         let before = check.count();
-        let url_text = raw.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
-        let base_url = check.base_url(&format!("{at}.base_url"), url_text);
-        let key_field = format!("{at}.api_key_env");
-        let auth = match &raw.api_key_env {
-            None => {
-                check.push(
-                    &key_field,
-                    "is required for kind vapi",
-                    "set it to the name of the environment variable holding your Vapi private \
-                     API key (Vapi dashboard, API Keys), e.g. \"VAPI_API_KEY\"",
-                );
-                None
-            }
-            Some(var) => match check.secret_from_env(&key_field, var) {
-                None => None,
-                Some(key) => {
-                    let auth = Auth::bearer(key.expose_secret());
-                    if auth.is_none() {
-                        check.push(
-                            &key_field,
-                            format!("environment variable {var} holds characters not allowed in an HTTP header"),
-                            format!("export {var} with the key exactly as issued, without newlines"),
-                        );
-                    }
-                    auth
-                }
-            },
-        };
+        let base_url = check.base_url_or(at, raw.base_url.as_deref(), DEFAULT_BASE_URL);
+        let var = check.required(
+            at,
+            "api_key_env",
+            raw.api_key_env.as_deref(),
+            KIND.name(),
+            "set it to the name of the environment variable holding your Vapi private \
+             API key (Vapi dashboard, API Keys), e.g. \"VAPI_API_KEY\"",
+        );
+        let auth = var
+            .and_then(|var| check.bearer_from_env(&format!("{at}.api_key_env"), var))
+            .map(Auth::Bearer);
         let lookback_ms = check.ranged(
             &format!("{at}.lookback_ms"),
             raw.lookback_ms.unwrap_or(DEFAULT_LOOKBACK_MS),

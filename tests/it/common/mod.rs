@@ -19,6 +19,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 mod binary;
 mod config;
 mod control;
+pub mod kinds;
 mod redis;
 mod sse;
 pub use self::redis::*;
