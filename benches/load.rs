@@ -12,16 +12,17 @@
 //! `cargo bench --bench load -- replicas [--quick]`: 1 and 3 replicas sharing state on a real
 //! `redis-server` (and 1 on memory, the baseline), behind a round-robin client (`replicas.rs`).
 //!
+//! `cargo bench --bench load -- --help`: every option.
+//!
 //! Everything listens on 127.0.0.1 and nothing else is contacted: the fake upstreams and the
 //! floor are in-process axum servers serving precomputed bytes, callmux runs as child
-//! processes on generated configs, and every HTTP client ignores proxy settings.
+//! processes on generated configs, and every HTTP client ignores proxy settings. The child
+//! processes, their configs, Redis and the calls' wire shapes are the integration tests' own
+//! (`tests/it/common/`).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -30,11 +31,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
+use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
+
+use common::{agent_call, bland_call, Binary, OrgB, ProviderB, TestConfig};
+
+/// The integration tests' harness, the one copy: this benchmark uses a part of it.
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/it/common/mod.rs"]
+mod common;
+
+#[path = "load/replicas.rs"]
+mod replicas;
 
 const ORG: &str = "bench";
 const ORG_KEY: &str = "bench-org-key";
@@ -61,96 +72,65 @@ const FLAP_STALL: Duration = Duration::from_millis(800);
 const SOAK_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() {
-    match parse_args(std::env::args().skip(1)) {
-        Ok(Mode::Load { quick, sizes }) => run_load(quick, &sizes),
-        Ok(Mode::Soak(options)) => run_soak(&options),
-        Ok(Mode::Replicas { quick }) => replicas::run(quick),
-        Err(message) => {
-            eprintln!(
-                "error: {message}\nusage: cargo bench --bench load [-- --quick] [--size N]...\n       \
-                 cargo bench --bench load -- soak [--clients 1000] [--seconds 60] [--calls 100]"
-            );
-            std::process::exit(2);
-        }
+    let args = Args::parse();
+    match args.mode {
+        None if args.sizes.is_empty() => run_load(args.quick, &SIZES),
+        None => run_load(args.quick, &args.sizes),
+        Some(Mode::Soak(options)) => run_soak(&options),
+        Some(Mode::Replicas { quick }) => replicas::run(quick || args.quick),
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Command line
 
-enum Mode {
-    Load { quick: bool, sizes: Vec<usize> },
-    Soak(SoakOptions),
-    Replicas { quick: bool },
+/// Load benchmark of the real callmux binary over fake loopback upstreams (BENCHMARKS.md).
+/// Without a mode: the load table and the targets of issue 3.
+#[derive(Parser)]
+#[command(name = "load", bin_name = "cargo bench --bench load --")]
+struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// Short windows: 0.25 s of warm-up and 1 s per cell.
+    #[arg(long)]
+    quick: bool,
+    /// Keep only this number of calls per upstream (give it again for more) [default: 100,
+    /// 1000 and 10000].
+    #[arg(long = "size", value_name = "N", value_parser = positive())]
+    sizes: Vec<usize>,
+    /// What `cargo bench` passes to every benchmark.
+    #[arg(long, global = true, hide = true)]
+    bench: bool,
 }
 
-#[path = "load/replicas.rs"]
-mod replicas;
+#[derive(Subcommand)]
+enum Mode {
+    /// Many keep-alive clients while one of the three upstreams flaps; responses by kind.
+    Soak(SoakOptions),
+    /// 1 and 3 replicas sharing state on a real redis-server, and 1 on memory.
+    Replicas {
+        /// One short round.
+        #[arg(long)]
+        quick: bool,
+    },
+}
 
+#[derive(clap::Args)]
 struct SoakOptions {
+    /// Keep-alive clients, each on its own connection.
+    #[arg(long, default_value_t = 1_000, value_parser = positive())]
     clients: usize,
+    /// Seconds the soak lasts.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
     /// Active calls held by each of the three upstreams.
+    #[arg(long, default_value_t = 100, value_parser = positive())]
     calls: usize,
 }
 
-impl Default for SoakOptions {
-    fn default() -> Self {
-        Self {
-            clients: 1_000,
-            seconds: 60,
-            calls: 100,
-        }
-    }
-}
-
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Mode, String> {
-    let mut soak: Option<SoakOptions> = None;
-    let mut replicas = false;
-    let mut quick = false;
-    let mut sizes = Vec::new();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            // cargo passes --bench to every bench binary.
-            "--bench" => {}
-            "--quick" => quick = true,
-            "--size" => sizes.push(number(&arg, args.next())? as usize),
-            "soak" => soak = Some(SoakOptions::default()),
-            "replicas" => replicas = true,
-            "--clients" | "--seconds" | "--calls" => {
-                let options = soak
-                    .as_mut()
-                    .ok_or(format!("{arg} applies to `soak` only; put `soak` first"))?;
-                let n = number(&arg, args.next())?;
-                match arg.as_str() {
-                    "--clients" => options.clients = n as usize,
-                    "--seconds" => options.seconds = n,
-                    _ => options.calls = n as usize,
-                }
-            }
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    Ok(match soak {
-        Some(options) => Mode::Soak(options),
-        None if replicas => Mode::Replicas { quick },
-        None => Mode::Load {
-            quick,
-            sizes: if sizes.is_empty() {
-                SIZES.to_vec()
-            } else {
-                sizes
-            },
-        },
-    })
-}
-
-fn number(name: &str, text: Option<String>) -> Result<u64, String> {
-    let text = text.ok_or(format!("{name} needs a number"))?;
-    match text.parse() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{name}: `{text}` is not a positive number")),
-    }
+/// A whole number above zero.
+fn positive() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -170,19 +150,12 @@ impl Kind {
         }
     }
 
-    fn config_name(self) -> &'static str {
-        match self {
-            Self::Agent => "twilio-media-stream",
-            Self::Bland => "bland",
-        }
-    }
-
     /// `n` active calls in this kind's wire shape, with ids distinct across `server`s.
     fn body(self, server: usize, n: usize) -> Bytes {
         let calls: Vec<serde_json::Value> = (0..n)
             .map(|i| match self {
-                Self::Agent => agent_call(server, i),
-                Self::Bland => bland_call(server, i),
+                Self::Agent => agent_server_call(server, i),
+                Self::Bland => bland_server_call(server, i),
             })
             .collect();
         let body = match self {
@@ -201,31 +174,19 @@ fn call_id(server: usize, i: usize) -> String {
     )
 }
 
-fn agent_call(server: usize, i: usize) -> serde_json::Value {
+/// The `i`th agent-server call of `server`.
+fn agent_server_call(server: usize, i: usize) -> serde_json::Value {
+    let to_number = format!("+1{:03}{:07}", 200 + server, i);
     let status = ["in-progress", "ringing", "initiating"][i % 3];
     let direction = ["outbound", "incoming"][i % 2];
-    serde_json::json!({
-        "call_id": call_id(server, i),
-        "to_number": format!("+1{:03}{:07}", 200 + server, i),
-        "status": status,
-        "direction": direction,
-    })
+    agent_call(&call_id(server, i), &to_number, status, direction)
 }
 
-fn bland_call(server: usize, i: usize) -> serde_json::Value {
+/// The `i`th Bland call of `server`.
+fn bland_server_call(server: usize, i: usize) -> serde_json::Value {
     let status = ["QUEUED", "IN_PROGRESS"][i % 2];
-    serde_json::json!({
-        "call_id": call_id(server, i),
-        "user_id": BLAND_ORG,
-        "from": format!("+1847{:07}", i),
-        "to": format!("+1310{:07}", i),
-        "objective": "You are a 2...",
-        "pathway_id": "",
-        "start_time": "",
-        "international": "false",
-        "status": status,
-        "timestamp": (1_758_656_817_432u64 + 37 * i as u64).to_string(),
-    })
+    let timestamp = (1_758_656_817_432u64 + 37 * i as u64).to_string();
+    bland_call(&call_id(server, i), status, &timestamp)
 }
 
 /// One fake server's state: its answer, its request counter, and whether it flaps.
@@ -424,182 +385,60 @@ fn probes(fleet: &[FakeProvider], callmux: Option<u32>) -> Vec<Probe> {
 // callmux as a child process
 
 fn config_toml(fleet: &[FakeProvider], cache_ttl_ms: u64) -> String {
-    let digest = hex::encode(Sha256::digest(ORG_KEY.as_bytes()));
-    let ids: Vec<String> = fleet.iter().map(|p| format!("\"{}\"", p.id)).collect();
-    let mut toml = format!(
-        "[orgs.{ORG}]\napi_key_sha256 = \"{digest}\"\nproviders = [{}]\n",
-        ids.join(", ")
-    );
-    for p in fleet {
-        toml += &format!(
-            "\n[providers.{}]\nkind = \"{}\"\nbase_url = \"{}\"\ntimeout_ms = {}\ncache_ttl_ms = {cache_ttl_ms}\n",
-            p.id,
-            p.kind.config_name(),
-            p.served.url,
-            p.timeout_ms
-        );
-        if let Kind::Bland = p.kind {
-            toml += &format!("api_key_env = \"{BLAND_KEY_VAR}\"\norg_id = \"{BLAND_ORG}\"\n");
-        }
-    }
-    toml
-}
-
-/// What a child wrote on stderr (with RUST_LOG=warn: warnings and errors only).
-#[derive(Default)]
-struct LogTail {
-    lines: AtomicU64,
-    last: Mutex<VecDeque<String>>,
-}
-
-impl LogTail {
-    const KEEP: usize = 5;
-
-    fn push(&self, line: String) {
-        self.lines.fetch_add(1, Relaxed);
-        let mut last = self.last.lock().expect("log lock");
-        if last.len() == Self::KEEP {
-            last.pop_front();
-        }
-        last.push_back(line);
-    }
-
-    fn report(&self) -> String {
-        let last = self.last.lock().expect("log lock");
-        let mut out = format!("{} line(s) at warn or above", self.lines.load(Relaxed));
-        for line in last.iter() {
-            out += &format!("\n    {line}");
-        }
-        out
-    }
-}
-
-/// A running `callmux serve`; dropping it kills it.
-struct Callmux {
-    child: Child,
-    url: String,
-    log: Arc<LogTail>,
-    _config: tempfile::NamedTempFile,
-}
-
-impl Callmux {
-    /// Starts callmux on `config` on a free loopback port. With RUST_LOG=warn it does not log
-    /// the address it listens on, so the port is chosen here and polled until it accepts.
-    fn start(config: &str) -> Self {
-        Self::start_with(config, &[])
-    }
-
-    /// [`Callmux::start`] with these variables set too.
-    fn start_with(config: &str, env: &[(&str, &str)]) -> Self {
-        let mut file = tempfile::NamedTempFile::new().expect("a temporary config file");
-        file.write_all(config.as_bytes()).expect("write the config");
-        for _attempt in 0..3 {
-            let addr = free_loopback_port();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_callmux"))
-                .arg("serve")
-                .arg("--config")
-                .arg(file.path())
-                .env_clear()
-                .env("CALLMUX_SERVER__BIND", addr.to_string())
-                .env("RUST_LOG", "warn")
-                .env("NO_COLOR", "1")
-                .env(BLAND_KEY_VAR, BLAND_KEY)
-                .envs(env.iter().copied())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start callmux");
-            let log = drain_stderr(&mut child);
-            match wait_until_listening(&mut child, addr) {
-                Ok(()) => {
-                    return Self {
-                        child,
-                        url: format!("http://{addr}"),
-                        log,
-                        _config: file,
-                    }
-                }
-                Err(why) => eprintln!("callmux did not start ({why}); {}", log.report()),
-            }
-        }
-        panic!("callmux failed to start three times; config:\n{config}");
-    }
-
-    fn calls_url(&self) -> String {
-        format!("{}{CALLS_ROUTE}", self.url)
-    }
-
-    /// A `VmHWM` or `VmRSS` figure from /proc, in KiB; `None` once the process is gone.
-    fn memory_kib(&self, field: &str) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    }
-
-    /// Peak RSS so far, in KiB; says so on stderr if callmux has exited.
-    fn peak_rss_kib(&mut self) -> Option<u64> {
-        if let Some(how) = self.exited() {
-            eprintln!("callmux exited ({how}); {}", self.log.report());
-        }
-        self.memory_kib("VmHWM")
-    }
-
-    fn open_fds(&self) -> Option<usize> {
-        let dir = std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).ok()?;
-        Some(dir.count())
-    }
-
-    /// `None` while running; how it ended otherwise.
-    fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(None) => None,
-            Ok(Some(status)) => Some(status.to_string()),
-            Err(e) => Some(e.to_string()),
-        }
-    }
-}
-
-impl Drop for Callmux {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_loopback_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-}
-
-/// Reads the child's stderr to the end on a thread, so a chatty child never blocks on it.
-fn drain_stderr(child: &mut Child) -> Arc<LogTail> {
-    let log = Arc::new(LogTail::default());
-    let stderr = child.stderr.take().expect("piped stderr");
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.push(line);
-        }
+    let ids: Vec<&str> = fleet.iter().map(|p| p.id).collect();
+    let org = OrgB::key(ORG, ORG_KEY).providers(&ids);
+    let config = fleet.iter().fold(TestConfig::new().org(org), |config, p| {
+        let provider = match p.kind {
+            Kind::Agent => ProviderB::agent(p.id, &p.served.url),
+            Kind::Bland => ProviderB::bland(p.id, &p.served.url, BLAND_KEY_VAR, BLAND_ORG),
+        };
+        config.provider(
+            provider
+                .set("timeout_ms", p.timeout_ms)
+                .set("cache_ttl_ms", cache_ttl_ms),
+        )
     });
-    log
+    config.toml()
 }
 
-fn wait_until_listening(child: &mut Child, addr: SocketAddr) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return Err(format!("exited with {status}"));
-        }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// `callmux serve` on `config`, with the Bland key and `env` set, logging at `warn`.
+fn start_callmux(config: &str, env: &[(&str, &str)]) -> Binary {
+    let mut all = vec![(BLAND_KEY_VAR, BLAND_KEY)];
+    all.extend_from_slice(env);
+    Binary::start_quiet(config, &all)
+}
+
+/// What callmux has logged (at `warn`: warnings and errors only): how many lines, the last few.
+fn log_report(callmux: &Binary) -> String {
+    const KEEP: usize = 5;
+    let lines = callmux.stderr_lines();
+    let mut out = format!("{} line(s) at warn or above", lines.len());
+    for line in &lines[lines.len().saturating_sub(KEEP)..] {
+        out += &format!("\n    {line}");
     }
-    Err("not listening after 30 s".into())
+    out
+}
+
+/// A `VmHWM` or `VmRSS` figure from /proc, in KiB; `None` once the process is gone.
+fn memory_kib(callmux: &Binary, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", callmux.pid())).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Peak RSS so far, in KiB; says so on stderr if callmux has exited.
+fn peak_rss_kib(callmux: &mut Binary) -> Option<u64> {
+    if let Some(how) = callmux.try_wait() {
+        eprintln!("callmux exited ({how}); {}", log_report(callmux));
+    }
+    memory_kib(callmux, "VmHWM")
+}
+
+fn open_fds(callmux: &Binary) -> Option<usize> {
+    let dir = std::fs::read_dir(format!("/proc/{}/fd", callmux.pid())).ok()?;
+    Some(dir.count())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -917,9 +756,9 @@ fn run_load(quick: bool, sizes: &[usize]) {
 /// Every (C, target) cell for `n` calls per upstream, on fresh upstreams and callmux processes.
 async fn measure_size(servers: &Handle, n: usize, window: Window) -> Vec<Row> {
     let fleet = start_fleet(servers, n, [UPSTREAM_TIMEOUT_MS; PROVIDERS]);
-    let mut coalescing = Callmux::start(&config_toml(&fleet, 0));
-    let mut cached = Callmux::start(&config_toml(&fleet, CACHE_TTL_MS));
-    let merged = first_answer(&coalescing.calls_url(), 3 * n)
+    let mut coalescing = start_callmux(&config_toml(&fleet, 0), &[]);
+    let mut cached = start_callmux(&config_toml(&fleet, CACHE_TTL_MS), &[]);
+    let merged = first_answer(&coalescing.url(CALLS_ROUTE), 3 * n)
         .await
         .unwrap_or_else(|e| panic!("callmux's merged answer is wrong, so no floor: {e}"));
     let floor = serve(servers, CALLS_ROUTE, Upstream::new(merged, false));
@@ -935,12 +774,12 @@ async fn measure_size(servers: &Handle, n: usize, window: Window) -> Vec<Row> {
             let (url, calls, process) = match target {
                 Target::Direct => (fleet[0].url(), n, None),
                 Target::Floor => (floor_url.clone(), 3 * n, None),
-                Target::Coalescing => (coalescing.calls_url(), 3 * n, Some(&mut coalescing)),
-                Target::Cached => (cached.calls_url(), 3 * n, Some(&mut cached)),
+                Target::Coalescing => (coalescing.url(CALLS_ROUTE), 3 * n, Some(&mut coalescing)),
+                Target::Cached => (cached.url(CALLS_ROUTE), 3 * n, Some(&mut cached)),
             };
-            let probes = probes(&fleet, process.as_ref().map(|p| p.child.id()));
+            let probes = probes(&fleet, process.as_ref().map(|p| p.pid()));
             let outcome = run_cell(&url, calls, c, window, &probes).await;
-            let peak_rss_kib = process.and_then(Callmux::peak_rss_kib);
+            let peak_rss_kib = process.and_then(peak_rss_kib);
             let row = Row {
                 n,
                 c,
@@ -954,7 +793,7 @@ async fn measure_size(servers: &Handle, n: usize, window: Window) -> Vec<Row> {
         }
     }
     for (name, p) in [("coalescing only", &coalescing), ("cached", &cached)] {
-        eprintln!("N={n}: callmux {name}: {}", p.log.report());
+        eprintln!("N={n}: callmux {name}: {}", log_report(p));
     }
     rows
 }
@@ -1282,8 +1121,8 @@ fn run_soak(options: &SoakOptions) {
     let mut timeouts = [UPSTREAM_TIMEOUT_MS; PROVIDERS];
     timeouts[SOAK_FLAPPER] = SOAK_FLAPPER_TIMEOUT_MS;
     let fleet = start_fleet(servers.handle(), n, timeouts);
-    let mut callmux = Callmux::start(&config_toml(&fleet, 0));
-    let url = callmux.calls_url();
+    let mut callmux = start_callmux(&config_toml(&fleet, 0), &[]);
+    let url = callmux.url(CALLS_ROUTE);
     if let Err(e) = load.block_on(first_answer(&url, 3 * n)) {
         panic!("callmux's first answer is wrong before the soak starts: {e}");
     }
@@ -1297,7 +1136,7 @@ fn run_soak(options: &SoakOptions) {
         options.clients,
         window,
         SOAK_REQUEST_TIMEOUT,
-        &probes(&fleet, Some(callmux.child.id())),
+        &probes(&fleet, Some(callmux.pid())),
         soak_kind(n, fleet.len()),
     ));
     fleet[SOAK_FLAPPER].state.set_flapping(false);
@@ -1315,7 +1154,7 @@ fn run_soak(options: &SoakOptions) {
     }
 }
 
-fn print_soak(options: &SoakOptions, fleet: &[FakeProvider], tally: &Tally, callmux: &mut Callmux) {
+fn print_soak(options: &SoakOptions, fleet: &[FakeProvider], tally: &Tally, callmux: &mut Binary) {
     let flapper = &fleet[SOAK_FLAPPER];
     println!(
         "Soak: {} keep-alive clients × {} s against callmux GET /api/calls (cache_ttl_ms = 0; \
@@ -1363,18 +1202,16 @@ fn print_soak(options: &SoakOptions, fleet: &[FakeProvider], tally: &Tally, call
         fmt_opt(tally.bench_cpu_percent(), 0),
         fmt_opt(tally.callmux_cpu_us_per_request(), 0)
     );
-    let mib = |field| fmt_opt(callmux.memory_kib(field).map(|k| k as f64 / 1024.0), 1);
+    let mib = |field| fmt_opt(memory_kib(callmux, field).map(|k| k as f64 / 1024.0), 1);
     println!(
         "callmux: peak RSS (VmHWM) {} MiB, RSS at the end {} MiB, open fds at the end {}, {}",
         mib("VmHWM"),
         mib("VmRSS"),
-        callmux
-            .open_fds()
-            .map_or("—".into(), |n: usize| n.to_string()),
-        match callmux.exited() {
+        open_fds(callmux).map_or("—".into(), |n: usize| n.to_string()),
+        match callmux.try_wait() {
             Some(how) => format!("EXITED ({how})"),
             None => "still running".into(),
         }
     );
-    println!("callmux log: {}", callmux.log.report());
+    println!("callmux log: {}", log_report(callmux));
 }
