@@ -83,6 +83,7 @@ impl Binary {
         args: &[&str],
     ) -> Binary {
         let (mut binary, listening) = Self::spawn(
+            callmux(),
             config.into(),
             &[("CALLMUX_SERVER__BIND", "127.0.0.1:0")],
             env,
@@ -101,7 +102,8 @@ impl Binary {
     /// [`Binary::start`] for a benchmark: logging at `warn` only, since callmux logs each
     /// request at `info`, so it does not log its address. It is started on a free loopback
     /// port chosen here (on another, should that one be taken meanwhile) and polled until it
-    /// accepts connections.
+    /// accepts connections. Its environment is cleared (`env` aside), so that nothing of the
+    /// machine's, such as a proxy variable, comes between it and the upstreams.
     #[allow(dead_code, reason = "the load benchmark's, which shares this harness")]
     pub fn start_quiet(config: &str, env: &[(&str, &str)]) -> Binary {
         for _attempt in 0..3 {
@@ -112,8 +114,11 @@ impl Binary {
             let fixed = [
                 ("CALLMUX_SERVER__BIND", bind.as_str()),
                 ("RUST_LOG", "warn"),
+                ("NO_COLOR", "1"),
             ];
-            let (mut binary, _) = Self::spawn(ConfigFile::Toml(config), &fixed, env, &[]);
+            let mut bare = Command::new(env!("CARGO_BIN_EXE_callmux"));
+            bare.env_clear();
+            let (mut binary, _) = Self::spawn(bare, ConfigFile::Toml(config), &fixed, env, &[]);
             binary.app.addr = addr;
             if binary.accepts_within(PATIENCE) {
                 return binary;
@@ -126,9 +131,10 @@ impl Binary {
         panic!("callmux failed to start three times; config:\n{config}");
     }
 
-    /// Runs `callmux serve --config <config> <args>` with `fixed` and then `env` set, its
-    /// output read as it comes; the address it logs is sent on the channel.
+    /// Runs `command` (the binary) as `serve --config <config> <args>` with `fixed` and then
+    /// `env` set, its output read as it comes; the address it logs is sent on the channel.
     fn spawn(
+        mut command: Command,
         config: ConfigFile<'_>,
         fixed: &[(&str, &str)],
         env: &[(&str, &str)],
@@ -143,7 +149,7 @@ impl Binary {
             }
             ConfigFile::Path(path) => (path.to_path_buf(), None),
         };
-        let mut child = callmux()
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&config)
             .args(args)
