@@ -97,6 +97,23 @@ pub struct Window {
     pub measure: Duration,
 }
 
+impl Window {
+    /// 1 s of warm-up, then 5 s measured; `quick`: 0.25 s, then `quick_measure`.
+    pub fn of(quick: bool, quick_measure: Duration) -> Self {
+        if quick {
+            Self {
+                warmup: Duration::from_millis(250),
+                measure: quick_measure,
+            }
+        } else {
+            Self {
+                warmup: Duration::from_secs(1),
+                measure: Duration::from_secs(5),
+            }
+        }
+    }
+}
+
 /// What the requests started after the warm-up got.
 pub struct Tally {
     pub latency_us: Histogram<u64>,

@@ -93,17 +93,7 @@ async fn joined(replica: &Binary) {
 }
 
 pub fn run(quick: bool) {
-    let window = if quick {
-        Window {
-            warmup: Duration::from_millis(250),
-            measure: Duration::from_secs(2),
-        }
-    } else {
-        Window {
-            warmup: Duration::from_secs(1),
-            measure: Duration::from_secs(5),
-        }
-    };
+    let window = Window::of(quick, Duration::from_secs(2));
     let servers = runtime("upstreams");
     let load = runtime("load");
     let fleet = start_fleet(servers.handle(), N, [UPSTREAM_TIMEOUT_MS; PROVIDERS]);

@@ -59,17 +59,7 @@ impl Row {
 }
 
 pub fn run_load(quick: bool, sizes: &[usize]) {
-    let window = if quick {
-        Window {
-            warmup: Duration::from_millis(250),
-            measure: Duration::from_secs(1),
-        }
-    } else {
-        Window {
-            warmup: Duration::from_secs(1),
-            measure: Duration::from_secs(5),
-        }
-    };
+    let window = Window::of(quick, Duration::from_secs(1));
     // Servers and load generator on separate runtimes, so neither queues behind the other.
     let servers = runtime("upstreams");
     let load = runtime("load");
