@@ -1,6 +1,7 @@
 //! Live streams benchmark of the real `callmux` binary over fake loopback upstreams.
 //!
-//! `cargo bench --bench streams [-- --subscribers 10000 --latency-subscribers 1000]`:
+//! `cargo bench --bench streams [-- --subscribers 10000 --latency-subscribers 1000]` (`-- --help`
+//! for the options):
 //!
 //! 1. at `--latency-subscribers` stream subscribers of one org polled every second, the time
 //!    from the fake upstream answering with a change to the `change` event reaching each
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::Router;
+use clap::Parser;
 use hdrhistogram::Histogram;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,20 +44,31 @@ const POLL_ROUNDS: usize = 10;
 const PUSHED_CALLS: usize = 20;
 
 fn main() {
-    let mut subscribers = 10_000;
-    let mut latency_subscribers = 1_000;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().and_then(|v| v.parse().ok()).expect("a number");
-        match arg.as_str() {
-            "--subscribers" => subscribers = value(),
-            "--latency-subscribers" => latency_subscribers = value(),
-            _ => {}
-        }
-    }
-    raise_fd_limit(subscribers + latency_subscribers + 512);
+    let args = Args::parse();
+    raise_fd_limit(args.subscribers + args.latency_subscribers + 512);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(run(subscribers, latency_subscribers));
+    runtime.block_on(run(args.subscribers, args.latency_subscribers));
+}
+
+/// Live streams benchmark of the real callmux binary over fake loopback upstreams
+/// (BENCHMARKS.md).
+#[derive(Parser)]
+#[command(name = "streams", bin_name = "cargo bench --bench streams --")]
+struct Args {
+    /// Subscribers of the polled org held at once, for callmux's RSS and the upstream requests.
+    #[arg(long, default_value_t = 10_000, value_parser = positive())]
+    subscribers: usize,
+    /// Subscribers whose change events are timed.
+    #[arg(long, default_value_t = 1_000, value_parser = positive())]
+    latency_subscribers: usize,
+    /// What `cargo bench` passes to every benchmark.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// A whole number above zero.
+fn positive() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 /// The fake agent server: its list, the version it is at, and when it first answered with

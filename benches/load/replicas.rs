@@ -6,6 +6,7 @@
 //! round after round (the machine is shared, and its load drifts), and the table gives each
 //! figure's median over the rounds.
 
+use super::common::{RedisServer, REDIS_URL_VAR, STATE_SECRET_VAR};
 use super::*;
 
 /// Calls per upstream, and clients.
@@ -13,49 +14,6 @@ const N: usize = 1_000;
 const C: usize = 64;
 /// Short enough that a window holds many TTLs, so upstream request rates compare closely.
 const TTL_MS: u64 = 100;
-const SECRET: &str = "bench-fleet-secret-0123456789abcdef";
-
-/// A `redis-server` of the benchmark's own, nothing saved; killed on drop.
-struct RedisProcess {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisProcess {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let addr = free_loopback_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &addr.port().to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}); install it with `apt-get install -y redis-server`")
-            });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            url: format!("redis://{addr}/0"),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 const SETUPS: [Setup; 3] = [Setup::Memory, Setup::Redis(1), Setup::Redis(3)];
 
@@ -118,8 +76,8 @@ fn median(results: &[Measured], setup: Setup, figure: fn(&Measured) -> f64) -> f
 }
 
 /// Waits until a replica's `/readyz` says its store is `ok` (it has joined the fleet).
-async fn joined(replica: &Callmux) {
-    let url = format!("{}/readyz", replica.url);
+async fn joined(replica: &Binary) {
+    let url = replica.url("/readyz");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = reqwest::Client::new().get(&url).send().await {
@@ -135,37 +93,26 @@ async fn joined(replica: &Callmux) {
 }
 
 pub fn run(quick: bool) {
-    let window = if quick {
-        Window {
-            warmup: Duration::from_millis(250),
-            measure: Duration::from_secs(2),
-        }
-    } else {
-        Window {
-            warmup: Duration::from_secs(1),
-            measure: Duration::from_secs(5),
-        }
-    };
+    let window = Window::of(quick, Duration::from_secs(2));
     let servers = runtime("upstreams");
     let load = runtime("load");
     let fleet = start_fleet(servers.handle(), N, [UPSTREAM_TIMEOUT_MS; PROVIDERS]);
-    let redis = RedisProcess::start();
+    let redis = load.block_on(RedisServer::start());
     let memory = config_toml(&fleet, TTL_MS);
+    // The state store's own timeout left at its default, as an operator runs it.
     let shared = format!(
-        "{memory}\n[state]\nbackend = \"redis\"\nredis_url_env = \"BENCH_REDIS_URL\"\nsecret_env = \"BENCH_STATE_SECRET\"\n"
+        "{memory}\n[state]\nbackend = \"redis\"\nredis_url_env = \"{REDIS_URL_VAR}\"\nsecret_env = \"{STATE_SECRET_VAR}\"\n"
     );
-    let env = [
-        ("BENCH_REDIS_URL", redis.url.as_str()),
-        ("BENCH_STATE_SECRET", SECRET),
-    ];
+    let env = redis.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let rounds = if quick { 1 } else { ROUNDS };
     let mut results = Vec::new();
     for setup in (0..rounds).flat_map(|_| SETUPS) {
-        let replicas: Vec<Callmux> = match setup {
-            Setup::Memory => vec![Callmux::start(&memory)],
-            Setup::Redis(n) => (0..n).map(|_| Callmux::start_with(&shared, &env)).collect(),
+        let replicas: Vec<Binary> = match setup {
+            Setup::Memory => vec![start_callmux(&memory, &[])],
+            Setup::Redis(n) => (0..n).map(|_| start_callmux(&shared, &env)).collect(),
         };
-        let urls: Vec<String> = replicas.iter().map(Callmux::calls_url).collect();
+        let urls: Vec<String> = replicas.iter().map(|r| r.url(CALLS_ROUTE)).collect();
         let tally = load.block_on(async {
             if setup != Setup::Memory {
                 for r in &replicas {
@@ -197,7 +144,7 @@ pub fn run(quick: bool) {
             m.not_ok()
         );
         for r in &replicas {
-            eprintln!("  replica: {}", r.log.report());
+            eprintln!("  replica: {}", log_report(r));
         }
         results.push(m);
     }

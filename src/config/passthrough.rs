@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::{ProviderSpec, RawOrg};
+use super::org::RawOrg;
+use super::ProviderSpec;
 use crate::provider::{bland, Kind};
 use crate::settings::Check;
 

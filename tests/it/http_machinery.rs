@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 use wiremock::matchers::{body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::common::*;
+
 fn settings(timeout_ms: u64, retries: u32, max_pages: usize) -> HttpSettings {
     HttpSettings {
         timeout: Duration::from_millis(timeout_ms),
@@ -316,6 +318,93 @@ async fn a_429_whose_retry_after_outlasts_the_deadline_fails_at_once_as_rate_lim
         started.elapsed()
     );
     assert_eq!(upstream.received_requests().await.unwrap().len(), 1);
+}
+
+/// Org `acme` (key `acme-key`) seeing one agent server `agents` at `url`, with these of its
+/// settings.
+async fn app_over_agents(url: &str, settings: &[(&str, u64)]) -> TestApp {
+    let provider = settings
+        .iter()
+        .fold(ProviderB::agent("agents", url), |p, (k, v)| p.set(k, *v));
+    spawn_app(
+        &TestConfig::new()
+            .org(OrgB::key("acme", "acme-key").providers(&["agents"]))
+            .provider(provider)
+            .toml(),
+    )
+    .await
+}
+
+/// `retry-after` as an HTTP date (IMF-fixdate) `ahead` from now.
+fn http_date_in(ahead: Duration) -> String {
+    httpdate::fmt_http_date(std::time::SystemTime::now() + ahead)
+}
+
+#[tokio::test]
+async fn a_429_with_an_http_date_retry_after_is_waited_out_until_that_date() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", http_date_in(Duration::from_secs(2))),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/calls"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "calls": [agent_call("a1", "+1", "in-progress", "outbound")], "count": 1})))
+        .with_priority(5)
+        .mount(&upstream)
+        .await;
+    let app = app_over_agents(&upstream.uri(), &[("timeout_ms", 20_000), ("retries", 1)]).await;
+    let started = Instant::now();
+    let calls = app.calls("acme-key", "acme").await;
+    assert_eq!(calls.status, 200, "{:#}", calls.body);
+    assert_eq!(calls.body["calls"][0]["call_id"], "a1", "{:#}", calls.body);
+    assert!(
+        calls.body["errors"].as_array().is_none_or(Vec::is_empty),
+        "{:#}",
+        calls.body
+    );
+    assert_eq!(hits(&upstream).await, 2);
+    // The date has whole seconds, so two seconds ahead is more than one second's wait; the
+    // backoff callmux picks itself is tens of milliseconds.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_429_with_an_http_date_retry_after_past_the_deadline_is_rate_limited_without_a_retry() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", http_date_in(Duration::from_secs(60))),
+        )
+        .mount(&upstream)
+        .await;
+    let app = app_over_agents(&upstream.uri(), &[("timeout_ms", 10_000), ("retries", 3)]).await;
+    let calls = app.calls("acme-key", "acme").await;
+    assert_eq!(calls.status, 502, "{:#}", calls.body);
+    assert_eq!(
+        calls.body["errors"][0]["provider"], "agents",
+        "{:#}",
+        calls.body
+    );
+    assert_eq!(
+        calls.body["errors"][0]["error"], "UPSTREAM_RATE_LIMITED",
+        "{:#}",
+        calls.body
+    );
+    // Read as a wait past the deadline: not retried, as it would be with backoff were the
+    // date not understood.
+    assert_eq!(hits(&upstream).await, 1);
 }
 
 #[tokio::test]

@@ -17,69 +17,13 @@ use serde_json::{json, Value};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+pub use crate::common::bodies::retell::{documented_web_call, page, phone_call};
 use crate::common::*;
 
 /// A fake key: the tests look for it, and for its tail, in everything callmux shows.
 const KEY: &str = "key_SECRET_retell_5d0c7a91e3f2b8";
 const KEY_VAR: &str = "RETELL_TEST_API_KEY";
 const ORG_KEY: &str = "acme-key";
-
-/// The call object of the reference's v3 example, exactly as documented (a web call, still
-/// `registered`), less the transcript fields the v3 list leaves out.
-pub fn documented_web_call() -> Value {
-    json!({
-        "call_type": "web_call",
-        "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJ2aWRlbyI6eyJyb29tSm9p",
-        "call_id": "Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6",
-        "agent_id": "oBeDLoLOeuAbiuaMFXRtDOLriTJ5tSxD",
-        "agent_version": 1,
-        "call_status": "registered",
-        "agent_name": "My Agent",
-        "metadata": {},
-        "retell_llm_dynamic_variables": {"customer_name": "John Doe"},
-        "collected_dynamic_variables": {"last_node_name": "Test node"},
-        "custom_sip_headers": {"X-Custom-Header": "Custom Value"},
-        "data_storage_setting": "everything",
-        "opt_in_signed_url": true,
-        "start_timestamp": 1703302407333u64,
-        "end_timestamp": 1703302428855u64,
-        "transfer_end_timestamp": 1703302628855u64,
-        "duration_ms": 10000,
-        "latency": {"e2e": {"p50": 800, "p90": 1200, "p95": 1500, "p99": 2500,
-                            "max": 2700, "min": 500, "num": 10, "values": [123]}},
-    })
-}
-
-/// A phone call as the reference's call object describes one, numbers from its
-/// create-phone-call example.
-pub fn phone_call(id: &str, status: &str, twilio_call_sid: &str) -> Value {
-    json!({
-        "call_type": "phone_call",
-        "from_number": "+14157774444",
-        "to_number": "+12137774445",
-        "direction": "outbound",
-        "call_id": id,
-        "agent_id": "oBeDLoLOeuAbiuaMFXRtDOLriTJ5tSxD",
-        "agent_version": 1,
-        "call_status": status,
-        "agent_name": "My Agent",
-        "metadata": {},
-        "retell_llm_dynamic_variables": {"customer_name": "John Doe"},
-        "data_storage_setting": "everything",
-        "opt_in_signed_url": true,
-        "start_timestamp": 1703302407333u64,
-        "telephony_identifier": {"twilio_call_sid": twilio_call_sid},
-    })
-}
-
-/// One v3 page.
-pub fn page(items: Vec<Value>, has_more: bool, pagination_key: Option<&str>) -> Value {
-    let mut body = json!({"has_more": has_more, "items": items});
-    if let Some(key) = pagination_key {
-        body["pagination_key"] = key.into();
-    }
-    body
-}
 
 /// The request body callmux sends for a page: the first without a key, later ones with the
 /// key the page before gave.

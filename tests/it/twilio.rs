@@ -13,16 +13,15 @@ use serde_json::{json, Value};
 use wiremock::matchers::{body_string, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+pub use crate::common::bodies::twilio::{
+    next_uri, sid, twilio_call, twilio_page, ACCOUNT, CALLS_PATH,
+};
 use crate::common::*;
 
-/// An Account SID of the documented shape (`AC` and 32 hex digits).
-pub const ACCOUNT: &str = "AC7e1c02f6a58b4d3e9f10c2d4b6a8e0f1";
 /// An API key SID (`SK` and 32 hex digits) and its secret, as the environment holds them.
 const KEY_SID: &str = "SK3b9d21e0c7f64a58b1d2e3f4a5b6c7d8";
 const KEY_SECRET: &str = "twilio-SECRET-api-key-secret-5c1e9a7b";
 const AUTH_TOKEN: &str = "twilio-SECRET-auth-token-8d2f4b6a0c1e";
-
-pub const CALLS_PATH: &str = "/2010-04-01/Accounts/AC7e1c02f6a58b4d3e9f10c2d4b6a8e0f1/Calls.json";
 
 /// The environment every test config reads its credentials from.
 pub const ENV: &[(&str, &str)] = &[
@@ -30,73 +29,6 @@ pub const ENV: &[(&str, &str)] = &[
     ("TWILIO_TEST_KEY_SECRET", KEY_SECRET),
     ("TWILIO_TEST_AUTH_TOKEN", AUTH_TOKEN),
 ];
-
-/// A Call SID of the documented shape, numbered.
-pub fn sid(n: u32) -> String {
-    format!("CA{n:032x}")
-}
-
-/// A call object with every field Twilio's Call resource documents for a list, in the
-/// documented order and types (strings for `duration`, `price` and `queue_time`, RFC 2822
-/// dates, `subresource_uris` an object), with values of these tests' own.
-pub fn twilio_call(sid: &str, status: &str, direction: &str) -> Value {
-    let call_uri = format!("/2010-04-01/Accounts/{ACCOUNT}/Calls/{sid}");
-    let sub = |name: &str| format!("{call_uri}/{name}.json");
-    json!({
-        "account_sid": ACCOUNT,
-        "answered_by": null,
-        "api_version": "2010-04-01",
-        "caller_name": "",
-        "date_created": "Tue, 23 Sep 2025 19:48:17 +0000",
-        "date_updated": "Tue, 23 Sep 2025 19:48:21 +0000",
-        "direction": direction,
-        "duration": null,
-        "end_time": null,
-        "forwarded_from": null,
-        "from": "+15005550006",
-        "from_formatted": "(500) 555-0006",
-        "group_sid": null,
-        "parent_call_sid": null,
-        "phone_number_sid": "PN0a1b2c3d4e5f60718293a4b5c6d7e8f9",
-        "price": null,
-        "price_unit": "USD",
-        "sid": sid,
-        "start_time": "Tue, 23 Sep 2025 19:48:20 +0000",
-        "status": status,
-        "subresource_uris": {
-            "notifications": sub("Notifications"),
-            "recordings": sub("Recordings"),
-            "payments": sub("Payments"),
-            "events": sub("Events"),
-            "siprec": sub("Siprec"),
-            "streams": sub("Streams"),
-            "transcriptions": sub("Transcriptions"),
-            "user_defined_message_subscriptions": sub("UserDefinedMessageSubscriptions"),
-            "user_defined_messages": sub("UserDefinedMessages"),
-        },
-        "to": "+14155550123",
-        "to_formatted": "(415) 555-0123",
-        "trunk_sid": null,
-        "uri": format!("{call_uri}.json"),
-        "queue_time": "0",
-    })
-}
-
-/// A list page in Twilio's documented envelope.
-pub fn twilio_page(calls: Vec<Value>, next_page_uri: Option<&str>) -> Value {
-    let first = format!("{CALLS_PATH}?PageSize=1000&Page=0");
-    json!({
-        "calls": calls,
-        "end": calls.len().saturating_sub(1),
-        "first_page_uri": first,
-        "next_page_uri": next_page_uri,
-        "page": 0,
-        "page_size": 1000,
-        "previous_page_uri": null,
-        "start": 0,
-        "uri": first,
-    })
-}
 
 /// Twilio's error body.
 fn twilio_error(code: u32, message: &str, status: u16) -> Value {
@@ -478,14 +410,6 @@ async fn unchanged_lists_hand_out_the_same_calls_and_one_changed_status_list_new
 }
 
 // ---- listing: pages ----
-
-/// `next_page_uri` as Twilio writes it: the list's path, its query, Page and PageToken.
-pub fn next_uri(status: &str, page: u32) -> String {
-    format!(
-        "{CALLS_PATH}?Status={status}&PageSize=1000&Page={page}&PageToken=PA{}",
-        sid(page)
-    )
-}
 
 #[tokio::test]
 async fn pages_are_followed_by_next_page_uri_to_the_last_on_the_base_urls_own_host() {

@@ -1,8 +1,9 @@
 //! The real `callmux` binary, as an operator runs it: `callmux serve` on a free loopback
-//! port, its output kept for assertions, killed when the test ends, pass or fail.
+//! port, its output kept for assertions, killed when the test ends, pass or fail. The load
+//! benchmark starts it here too.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -81,7 +82,65 @@ impl Binary {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Binary {
-        let (config, dir) = match config.into() {
+        let (mut binary, listening) = Self::spawn(
+            callmux(),
+            config.into(),
+            &[("CALLMUX_SERVER__BIND", "127.0.0.1:0")],
+            env,
+            args,
+        );
+        // Disconnected (the reader ended) as soon as callmux exits without listening.
+        binary.app.addr = listening.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+            panic!(
+                "callmux did not log the address it listens on; its output:\n{}",
+                binary.output()
+            )
+        });
+        binary
+    }
+
+    /// [`Binary::start`] for a benchmark: logging at `warn` only, since callmux logs each
+    /// request at `info`, so it does not log its address. It is started on a free loopback
+    /// port chosen here (on another, should that one be taken meanwhile) and polled until it
+    /// accepts connections. Its environment is cleared (`env` aside), so that nothing of the
+    /// machine's, such as a proxy variable, comes between it and the upstreams.
+    #[allow(dead_code, reason = "the load benchmark's, which shares this harness")]
+    pub fn start_quiet(config: &str, env: &[(&str, &str)]) -> Binary {
+        for _attempt in 0..3 {
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free loopback port");
+            let bind = addr.to_string();
+            let fixed = [
+                ("CALLMUX_SERVER__BIND", bind.as_str()),
+                ("RUST_LOG", "warn"),
+                ("NO_COLOR", "1"),
+            ];
+            let mut bare = Command::new(env!("CARGO_BIN_EXE_callmux"));
+            bare.env_clear();
+            let (mut binary, _) = Self::spawn(bare, ConfigFile::Toml(config), &fixed, env, &[]);
+            binary.app.addr = addr;
+            if binary.accepts_within(PATIENCE) {
+                return binary;
+            }
+            eprintln!(
+                "callmux did not start on {addr}; its output:\n{}",
+                binary.output()
+            );
+        }
+        panic!("callmux failed to start three times; config:\n{config}");
+    }
+
+    /// Runs `command` (the binary) as `serve --config <config> <args>` with `fixed` and then
+    /// `env` set, its output read as it comes; the address it logs is sent on the channel.
+    fn spawn(
+        mut command: Command,
+        config: ConfigFile<'_>,
+        fixed: &[(&str, &str)],
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> (Binary, std::sync::mpsc::Receiver<SocketAddr>) {
+        let (config, dir) = match config {
             ConfigFile::Toml(toml) => {
                 let dir = tempfile::tempdir().unwrap();
                 let path = dir.path().join("providers.toml");
@@ -90,11 +149,11 @@ impl Binary {
             }
             ConfigFile::Path(path) => (path.to_path_buf(), None),
         };
-        let mut child = callmux()
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&config)
             .args(args)
-            .env("CALLMUX_SERVER__BIND", "127.0.0.1:0")
+            .envs(fixed.iter().copied())
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -123,7 +182,7 @@ impl Binary {
             into.lock().unwrap().push_str(&text);
         });
 
-        let mut binary = Binary {
+        let binary = Binary {
             child,
             app: TestApp {
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -135,14 +194,23 @@ impl Binary {
             readers: vec![err_reader, out_reader],
             _dir: dir,
         };
-        // Disconnected (the reader ended) as soon as callmux exits without listening.
-        binary.app.addr = rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
-            panic!(
-                "callmux did not log the address it listens on; its output:\n{}",
-                binary.output()
-            )
-        });
-        binary
+        (binary, rx)
+    }
+
+    /// Whether it accepts a connection within `bound`; `false` at once if it exits.
+    #[allow(dead_code, reason = "for `start_quiet`")]
+    fn accepts_within(&mut self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if self.try_wait().is_some() {
+                return false;
+            }
+            if TcpStream::connect_timeout(&self.app.addr, Duration::from_millis(100)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// `http://ADDR{path}`.

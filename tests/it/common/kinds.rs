@@ -213,7 +213,7 @@ pub const BLAND: Backend = Backend {
 pub const TWILIO_REST: Backend = Backend {
     kind: "twilio",
     method: "GET",
-    path: crate::twilio::CALLS_PATH,
+    path: super::bodies::twilio::CALLS_PATH,
     settings: concat!(
         "account_sid = \"AC7e1c02f6a58b4d3e9f10c2d4b6a8e0f1\"\n",
         "auth_token_env = \"CONFORMANCE_KEY\"",
@@ -221,9 +221,9 @@ pub const TWILIO_REST: Backend = Backend {
     body: |calls| {
         let calls = calls
             .iter()
-            .map(|(id, s)| crate::twilio::twilio_call(id, s, "outbound-api"))
+            .map(|(id, s)| super::bodies::twilio::twilio_call(id, s, "outbound-api"))
             .collect();
-        crate::twilio::twilio_page(calls, None)
+        super::bodies::twilio::twilio_page(calls, None)
     },
     // Each live status's call in the answer to its own `Status`; ended and unknown ones, as
     // if they moved on while Twilio answered, in the answer for `queued`.
@@ -249,15 +249,18 @@ pub const TWILIO_REST: Backend = Backend {
     paging: Some(Paging {
         endless: |request, n| {
             let status = query(request, "Status");
-            let call =
-                crate::twilio::twilio_call(&crate::twilio::sid(n as u32), &status, "inbound");
-            let next = crate::twilio::next_uri(&status, n as u32 + 1);
-            crate::twilio::twilio_page(vec![call], Some(&next))
+            let call = super::bodies::twilio::twilio_call(
+                &super::bodies::twilio::sid(n as u32),
+                &status,
+                "inbound",
+            );
+            let next = super::bodies::twilio::next_uri(&status, n as u32 + 1);
+            super::bodies::twilio::twilio_page(vec![call], Some(&next))
         },
         looping: |request, _| {
             let status = query(request, "Status");
-            let next = crate::twilio::next_uri(&status, 1);
-            crate::twilio::twilio_page(vec![], Some(&next))
+            let next = super::bodies::twilio::next_uri(&status, 1);
+            super::bodies::twilio::twilio_page(vec![], Some(&next))
         },
     }),
 };
@@ -272,7 +275,7 @@ pub const RETELL: Backend = Backend {
     body: |calls| {
         let items: Vec<Value> = calls
             .iter()
-            .map(|(id, s)| crate::retell::phone_call(id, s, &format!("CA-{id}")))
+            .map(|(id, s)| super::bodies::retell::phone_call(id, s, &format!("CA-{id}")))
             .collect();
         let last = calls.last().map(|(id, _)| *id).unwrap_or("none");
         json!({"pagination_key": last, "has_more": false, "items": items})
@@ -289,12 +292,13 @@ pub const RETELL: Backend = Backend {
     // `has_more` with a `pagination_key` for the next request's body.
     paging: Some(Paging {
         endless: |_, n| {
-            let call = crate::retell::phone_call(&format!("c{n}"), "ongoing", &format!("CA{n}"));
-            crate::retell::page(vec![call], true, Some(&format!("k{n}")))
+            let call =
+                super::bodies::retell::phone_call(&format!("c{n}"), "ongoing", &format!("CA{n}"));
+            super::bodies::retell::page(vec![call], true, Some(&format!("k{n}")))
         },
         looping: |_, _| {
-            let call = crate::retell::phone_call("c", "ongoing", "CA1");
-            crate::retell::page(vec![call], true, Some("same"))
+            let call = super::bodies::retell::phone_call("c", "ongoing", "CA1");
+            super::bodies::retell::page(vec![call], true, Some("same"))
         },
     }),
 };

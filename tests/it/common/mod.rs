@@ -1,5 +1,7 @@
 //! Test harness: the real callmux server on 127.0.0.1:0, in process or as the binary
 //! ([`Binary`]), real HTTP fake upstreams on loopback, and configs for them ([`TestConfig`]).
+//! `benches/load.rs` builds this folder too, for its processes, configs and wire shapes: it
+//! holds nothing that needs the test modules.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +19,7 @@ use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 mod binary;
+pub mod bodies;
 mod config;
 mod control;
 pub mod kinds;

@@ -1,0 +1,189 @@
+//! `[orgs.<id>]`: how an org's callers authenticate, the providers it sees, and where its
+//! other Bland routes go, read and checked against the providers defined.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Deserialize;
+
+use super::passthrough;
+use super::provider::ProviderSpec;
+use crate::keys::KeyDigest;
+use crate::settings::Check;
+
+#[derive(Debug, Clone)]
+pub struct OrgSpec {
+    /// The `x-bland-org-id` value that names the org.
+    pub id: String,
+    pub auth: OrgAuth,
+    /// The providers the org may see, in the order that breaks ties in its merged list.
+    pub providers: Vec<String>,
+    /// The `bland` provider the org's other Bland routes are forwarded to: its
+    /// `bland_passthrough`, else the provider it authenticates through; `None`: not forwarded.
+    pub passthrough: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum OrgAuth {
+    /// A key issued by callmux, compared by SHA-256 digest.
+    Key {
+        digest: KeyDigest,
+        source: KeySource,
+    },
+    /// The caller's own Bland key, checked by forwarding it to this `bland` provider.
+    Upstream { provider: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Env(String),
+    Sha256,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOrg {
+    api_key_env: Option<String>,
+    api_key_sha256: Option<String>,
+    auth: Option<String>,
+    #[serde(default)]
+    pub(super) providers: Vec<String>,
+    bland_passthrough: Option<String>,
+}
+
+impl RawOrg {
+    pub(super) fn validate(
+        self,
+        id: String,
+        known: &BTreeMap<&str, &ProviderSpec>,
+        defined: &HashSet<String>,
+        listing: &passthrough::Listing,
+        check: &mut Check<'_>,
+    ) -> Option<OrgSpec> {
+        let at = |field: &str| format!("orgs.{id}.{field}");
+        let before = check.count();
+        let auth = match (self.api_key_env, self.api_key_sha256, self.auth) {
+            (Some(var), None, None) => {
+                check
+                    .secret_from_env(&at("api_key_env"), &var)
+                    .map(|key| OrgAuth::Key {
+                        digest: KeyDigest::of(&key),
+                        source: KeySource::Env(var),
+                    })
+            }
+            (None, Some(hex), None) => match KeyDigest::from_hex(&hex) {
+                Ok(digest) => Some(OrgAuth::Key {
+                    digest,
+                    source: KeySource::Sha256,
+                }),
+                Err(problem) => {
+                    check.push(
+                        at("api_key_sha256"),
+                        problem,
+                        "give the 64 hex digits printed by `callmux hash-key` (the key on its stdin)",
+                    );
+                    None
+                }
+            },
+            (None, None, Some(provider)) => Some(OrgAuth::Upstream { provider }),
+            (None, None, None) => {
+                check.push(
+                    format!("orgs.{id}"),
+                    "has no way to authenticate",
+                    "set one of api_key_env, api_key_sha256, or auth = \"<bland provider id>\"",
+                );
+                None
+            }
+            _ => {
+                check.push(
+                    format!("orgs.{id}"),
+                    "sets more than one of api_key_env, api_key_sha256 and auth",
+                    "keep exactly one",
+                );
+                None
+            }
+        };
+
+        if self.providers.is_empty() {
+            check.push(
+                at("providers"),
+                "is empty, so the org would always see an empty list",
+                "list the ids of the providers the org may see, e.g. [\"agents\"]",
+            );
+        }
+        let mut seen = HashSet::new();
+        for p in &self.providers {
+            if !seen.insert(p.as_str()) {
+                check.push(
+                    at("providers"),
+                    format!("names `{p}` twice"),
+                    "list each provider once",
+                );
+            } else if !known.contains_key(p.as_str()) && !defined.contains(p) {
+                check.push(
+                    at("providers"),
+                    format!("names `{p}`, but no provider `{p}` is defined"),
+                    format!(
+                        "define [providers.{p}], or use one of: {}",
+                        known.keys().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        }
+
+        let forwards = |p: &str| {
+            known
+                .get(p)
+                .is_some_and(|s| s.kind.forwards_caller_credentials())
+        };
+        match &auth {
+            Some(OrgAuth::Upstream { provider }) => match known.get(provider.as_str()) {
+                _ if !self.providers.contains(provider) => check.push(
+                    at("auth"),
+                    format!("names `{provider}`, which is not in the org's providers"),
+                    format!("add \"{provider}\" to orgs.{id}.providers"),
+                ),
+                Some(_) if forwards(provider) => {}
+                Some(_) => check.push(
+                    at("auth"),
+                    format!(
+                        "names `{provider}`, which is not a bland provider that forwards the caller's key"
+                    ),
+                    "name a kind = \"bland\" provider without api_key_env, or authenticate with api_key_env / api_key_sha256",
+                ),
+                None => {} // reported above as an unknown provider
+            },
+            Some(OrgAuth::Key { .. }) => {
+                for p in self.providers.iter().filter(|p| forwards(p)) {
+                    check.push(
+                        at("providers"),
+                        format!(
+                            "names `{p}`, a bland provider that forwards the caller's key, but this org's callers \
+                             hold callmux keys, which must never be sent upstream"
+                        ),
+                        format!(
+                            "give providers.{p} its own api_key_env and org_id, or set orgs.{id}.auth = \"{p}\" \
+                             so callers use their Bland keys"
+                        ),
+                    );
+                }
+            }
+            None => {}
+        }
+        let passthrough = match (&self.bland_passthrough, &auth) {
+            (Some(named), _) => {
+                passthrough::checked(&id, named, &self.providers, known, defined, listing, check)
+            }
+            (None, Some(OrgAuth::Upstream { provider })) => Some(provider.clone()),
+            (None, _) => None,
+        };
+        if check.count() > before {
+            return None;
+        }
+        auth.map(|auth| OrgSpec {
+            id,
+            auth,
+            providers: self.providers,
+            passthrough,
+        })
+    }
+}

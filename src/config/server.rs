@@ -1,0 +1,130 @@
+//! `[server]`: the listener and its limits, read and checked.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::defaults::BUILT_IN;
+use crate::settings::{Check, ONE_DAY_MS};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    /// How long a Bland key accepted by its upstream is trusted without asking again.
+    pub auth_cache_ttl: Duration,
+    pub max_concurrent_requests: usize,
+    pub request_timeout: Duration,
+    pub max_header_bytes: usize,
+    /// After SIGTERM, how long in-flight requests may take before the process exits anyway.
+    pub shutdown_grace: Duration,
+    /// From a connection opening, or its next request's first byte, to a complete head.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may sit between requests.
+    pub idle_timeout: Duration,
+    /// Connections open at once; beyond this, new ones wait to be accepted.
+    pub max_connections: usize,
+    /// Live streams open at once; beyond this, a new one is refused with 503.
+    pub max_streams: usize,
+    /// How often an idle stream gets a keepalive comment.
+    pub stream_keepalive: Duration,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    bind: String,
+    auth_cache_ttl_ms: u64,
+    max_concurrent_requests: u64,
+    request_timeout_ms: u64,
+    max_header_bytes: u64,
+    shutdown_grace_ms: u64,
+    header_read_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    max_connections: u64,
+    max_streams: u64,
+    stream_keepalive_ms: u64,
+}
+
+impl RawServer {
+    pub(super) fn validate(self, check: &mut Check<'_>) -> ServerConfig {
+        let defaults = &BUILT_IN.server;
+        let bind = self.bind.parse().unwrap_or_else(|_| {
+            check.push(
+                "server.bind",
+                format!("`{}` is not an IP:port address", self.bind),
+                "use an address such as 127.0.0.1:8080 (or 0.0.0.0:8080 to listen on every interface)",
+            );
+            defaults.bind.parse().expect("default bind address parses")
+        });
+        let mut n = |field: &str, value: u64, default: u64, range| {
+            check.ranged(&format!("server.{field}"), value, default, range)
+        };
+        let ms = Duration::from_millis;
+        ServerConfig {
+            bind,
+            max_concurrent_requests: n(
+                "max_concurrent_requests",
+                self.max_concurrent_requests,
+                defaults.max_concurrent_requests,
+                1..=1_000_000,
+            ) as usize,
+            request_timeout: ms(n(
+                "request_timeout_ms",
+                self.request_timeout_ms,
+                defaults.request_timeout_ms,
+                1..=ONE_DAY_MS,
+            )),
+            max_header_bytes: n(
+                "max_header_bytes",
+                self.max_header_bytes,
+                defaults.max_header_bytes,
+                1..=1024 * 1024,
+            ) as usize,
+            auth_cache_ttl: ms(n(
+                "auth_cache_ttl_ms",
+                self.auth_cache_ttl_ms,
+                defaults.auth_cache_ttl_ms,
+                0..=ONE_DAY_MS,
+            )),
+            shutdown_grace: ms(n(
+                "shutdown_grace_ms",
+                self.shutdown_grace_ms,
+                defaults.shutdown_grace_ms,
+                0..=ONE_DAY_MS,
+            )),
+            header_read_timeout: ms(n(
+                "header_read_timeout_ms",
+                self.header_read_timeout_ms,
+                defaults.header_read_timeout_ms,
+                1..=ONE_DAY_MS,
+            )),
+            idle_timeout: ms(n(
+                "idle_timeout_ms",
+                self.idle_timeout_ms,
+                defaults.idle_timeout_ms,
+                1..=ONE_DAY_MS,
+            )),
+            max_connections: n(
+                "max_connections",
+                self.max_connections,
+                defaults.max_connections,
+                1..=1_000_000,
+            ) as usize,
+            max_streams: n(
+                "max_streams",
+                self.max_streams,
+                defaults.max_streams,
+                1..=1_000_000,
+            ) as usize,
+            // At least a second: more often only costs bytes; at most five minutes, well
+            // under the idle timeouts of the proxies a stream passes through.
+            stream_keepalive: ms(n(
+                "stream_keepalive_ms",
+                self.stream_keepalive_ms,
+                defaults.stream_keepalive_ms,
+                1_000..=300_000,
+            )),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! What `check-config` prints: the configuration as loaded, secrets masked.
+
+use std::fmt;
+
+use super::{Config, KeySource, OrgAuth};
+
+impl Config {
+    /// What `check-config` prints: every org and provider, with secrets masked.
+    pub fn summary(&self) -> String {
+        use fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "server: bind {}", self.server.bind);
+        let _ = writeln!(s, "{}", self.state.summary());
+        let _ = writeln!(s, "orgs ({}):", self.orgs.len());
+        for org in &self.orgs {
+            let auth = match &org.auth {
+                OrgAuth::Key {
+                    source: KeySource::Env(var),
+                    ..
+                } => format!("callmux key from ${var} (set, value hidden)"),
+                OrgAuth::Key {
+                    source: KeySource::Sha256,
+                    ..
+                } => "callmux key by sha256 digest (hidden)".to_string(),
+                OrgAuth::Upstream { provider } => {
+                    format!("the caller's own Bland key, checked by provider `{provider}`")
+                }
+            };
+            let forwards = match &org.passthrough {
+                Some(p) => format!("; forwards other Bland routes to `{p}`"),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "  {}: {auth}; sees {}{forwards}",
+                org.id,
+                org.providers.join(", ")
+            );
+        }
+        let _ = writeln!(s, "providers ({}):", self.providers.len());
+        for p in &self.providers {
+            let c = &p.common;
+            let _ = writeln!(
+                s,
+                "  {}: {} {}; timeout {} ms (connect {} ms, retries {}, at most {} pages); \
+                 max body {} bytes; cache {} ms; circuit opens after {} failures for {} ms",
+                p.id,
+                p.kind.kind(),
+                p.kind.summary(),
+                c.http.timeout.as_millis(),
+                c.http.connect_timeout.as_millis(),
+                c.http.retries,
+                c.http.max_pages,
+                c.http.max_body_bytes,
+                c.cache_ttl.as_millis(),
+                c.breaker.failures,
+                c.breaker.cooldown.as_millis(),
+            );
+        }
+        s
+    }
+}
