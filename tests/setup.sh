@@ -16,3 +16,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
+
+# --- What real clients check (tests/promtool.sh, tests/it/clients.rs) ---
+# promtool, from Debian's prometheus package (Debian ships no promtool alone; the server it
+# also installs is not started: the package's service is left to the init system).
+if ! command -v promtool >/dev/null 2>&1; then
+    as_root=""; [ "$(id -u)" -eq 0 ] || as_root="sudo"
+    echo "setup: installing promtool (Debian's prometheus package)" >&2
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+        || { $as_root apt-get update -qq && $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+fi
+# tests/.venv with the pinned Python packages of tests/requirements.txt: the platforms' own
+# SDKs (bland, twilio), which the integration tests drive against the real server.
+if [ ! -x tests/.venv/bin/python ]; then
+    python3 -m venv tests/.venv
+fi
+tests/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
