@@ -17,12 +17,14 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 mod binary;
 mod config;
 mod control;
+mod python;
 mod redis;
 mod sse;
 pub use self::redis::*;
 pub use binary::*;
 pub use config::*;
 pub use control::*;
+pub use python::*;
 pub use sse::*;
 
 /// A running callmux and a client for it.
