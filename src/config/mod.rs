@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Live streams open at once; beyond this, a new one is refused with 503.
     pub max_streams: usize,
+    /// The org a request with a key and no `x-bland-org-id` is taken for when the key is no
+    /// callmux key: an org whose callers bring their Bland keys, as Bland's SDKs send them.
+    pub bland_default_org: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +124,11 @@ impl Config {
             .binary_search_by(|o| o.id.as_str().cmp(id))
             .ok()
             .map(|i| &self.orgs[i])
+    }
+
+    /// The org a Bland key alone is taken for (`server.bland_default_org`).
+    pub fn bland_default_org(&self) -> Option<&OrgSpec> {
+        self.org(self.server.bland_default_org.as_deref()?)
     }
 
     pub fn provider(&self, id: &str) -> Option<&ProviderSpec> {
@@ -190,6 +198,9 @@ impl Config {
         use fmt::Write;
         let mut s = String::new();
         let _ = writeln!(s, "server: bind {}", self.server.bind);
+        if let Some(org) = &self.server.bland_default_org {
+            let _ = writeln!(s, "a Bland key without x-bland-org-id is org `{org}`'s");
+        }
         let _ = writeln!(s, "{}", self.state.summary());
         let _ = writeln!(s, "orgs ({}):", self.orgs.len());
         for org in &self.orgs {
@@ -297,6 +308,8 @@ struct RawServer {
     idle_timeout_ms: u64,
     max_connections: u64,
     max_streams: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bland_default_org: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,6 +345,9 @@ impl RawConfig {
                 "add an [orgs.<x-bland-org-id>] table with a key and its providers",
             );
         }
+        if let Some(id) = &server.bland_default_org {
+            default_org(id, &self.orgs, check);
+        }
         let listing = passthrough::Listing::of(&self.orgs);
         for (id, raw) in self.orgs {
             if let Some(org) = raw.validate(id, &known, &defined, &listing, check) {
@@ -344,6 +360,34 @@ impl RawConfig {
             providers,
             state,
         }
+    }
+}
+
+/// `server.bland_default_org` must name an org whose callers bring their Bland keys: a key
+/// alone is then checked by that org's Bland provider. An org that holds callmux keys is
+/// never the default, so a key no org issued is never taken as one of its callers.
+fn default_org(id: &str, orgs: &BTreeMap<String, RawOrg>, check: &mut Check<'_>) {
+    let field = "server.bland_default_org";
+    match orgs.get(id) {
+        None => check.push(
+            field,
+            format!("names `{id}`, which is not an org"),
+            "set it to the id of an [orgs.<id>] table with auth = \"<bland provider>\", or remove it",
+        ),
+        Some(org) if org.auth.is_none() => check.push(
+            field,
+            format!(
+                "names `{id}`, whose callers hold callmux keys; only an org whose callers bring \
+                 their own Bland keys (auth = \"<bland provider>\") can be found by a Bland key alone"
+            ),
+            format!("set orgs.{id}.auth to a bland provider, or name another org, or remove it"),
+        ),
+        Some(_) if axum::http::HeaderValue::from_str(id).is_err() => check.push(
+            field,
+            format!("names `{id}`, which cannot be sent to Bland as x-bland-org-id"),
+            "name an org whose id is the Bland org id, in plain text",
+        ),
+        Some(_) => {}
     }
 }
 
@@ -418,6 +462,7 @@ impl RawServer {
                 defaults.max_streams,
                 1..=1_000_000,
             ) as usize,
+            bland_default_org: self.bland_default_org,
         }
     }
 }
