@@ -2,10 +2,11 @@
 # Prometheus's own linter over a real `/metrics`: the real binary serving the shipped
 # providers.toml (the demo, from files), scraped after a few requests of each kind, then
 # `promtool check metrics`; any finding fails. `.ci/run` runs it after `cargo test`;
-# `bash tests/setup.sh` installs promtool.
+# `bash tests/setup.sh` puts promtool in tests/.tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PATH="$PWD/tests/.tools/bin:$PATH"
 command -v promtool >/dev/null 2>&1 || {
     echo "promtool: not installed; run bash tests/setup.sh" >&2
     exit 1

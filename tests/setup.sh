@@ -17,14 +17,20 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
 
-# --- What real clients check (tests/promtool.sh, tests/it/clients.rs) ---
-# promtool, from Debian's prometheus package (Debian ships no promtool alone; the server it
-# also installs is not started: the package's service is left to the init system).
-if ! command -v promtool >/dev/null 2>&1; then
+# --- What real clients check (tests/promtool.sh; the SDK-driven tests in tests/it/clients.rs and tests/it/hooks.rs) ---
+# promtool, unpacked from Debian's prometheus package into tests/.tools (Debian ships no
+# promtool alone; unpacking rather than installing leaves no Prometheus server installed or
+# started). tests/promtool.sh looks there first.
+if [ ! -x tests/.tools/bin/promtool ]; then
     as_root=""; [ "$(id -u)" -eq 0 ] || as_root="sudo"
-    echo "setup: installing promtool (Debian's prometheus package)" >&2
-    $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-        || { $as_root apt-get update -qq && $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+    echo "setup: unpacking promtool from Debian's prometheus package" >&2
+    deb="$(mktemp -d)"
+    (cd "$deb" && { apt-get download -qq prometheus 2>/dev/null \
+        || { $as_root apt-get update -qq && apt-get download -qq prometheus; }; })
+    dpkg-deb -x "$deb"/prometheus_*.deb "$deb/root"
+    mkdir -p tests/.tools/bin
+    cp "$deb/root/usr/bin/promtool" tests/.tools/bin/
+    rm -rf "$deb"
 fi
 # tests/.venv with the pinned Python packages of tests/requirements.txt: the platforms' own
 # SDKs (bland, twilio), which the integration tests drive against the real server.
