@@ -357,6 +357,7 @@ async fn run(subscribers: usize, latency_subscribers: usize) {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let signature = callmux::provider::twilio::signature::sign(
+            callmux::provider::twilio::signature::Algorithm::HmacSha1,
             TOKEN.as_bytes(),
             "https://callmux.example.com/hooks/twilio/tw",
             &params,

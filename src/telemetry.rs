@@ -1,8 +1,37 @@
 //! The metrics registry of one running callmux: every part that counts registers its handles
 //! here, so two servers in one process (tests start many) never share figures.
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Type {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every family callmux exports, with its `# HELP` text: a name registered without a line
+/// here is a bug, caught in debug builds where it is registered.
+const FAMILIES: &[(&str, Type, &str)] = &[
+    ("callmux_requests_total", Type::Counter, "HTTP requests answered, by route pattern and status"),
+    ("callmux_request_duration_seconds", Type::Histogram, "Time to answer an HTTP request, by route pattern"),
+    ("callmux_provider_calls_total", Type::Counter, "Asks of a provider for its active calls, by provider and outcome (ok or the error code)"),
+    ("callmux_provider_call_duration_seconds", Type::Histogram, "Time a provider took to give its active calls, all pages included"),
+    ("callmux_provider_answers_total", Type::Counter, "Provider answers used by list requests, by source: fetched (this request's own ask), shared (coalesced or cached), fleet (another replica's ask, read from Redis)"),
+    ("callmux_active_calls", Type::Gauge, "Live calls in a provider's latest answer"),
+    ("callmux_bodies_built_total", Type::Counter, "List bodies merged and written anew rather than reused, by org and shape"),
+    ("callmux_callbacks_total", Type::Counter, "Twilio status callbacks received, by provider and outcome"),
+    ("callmux_connections_closed_total", Type::Counter, "Client connections callmux closed, by reason: header_read_timeout (request headers not complete within header_read_timeout_ms) or idle_timeout (no request within idle_timeout_ms)"),
+    ("callmux_control_actions_total", Type::Counter, "Call-control actions (ending calls), by route, provider and outcome"),
+    ("callmux_passthrough_requests_total", Type::Counter, "Requests for other Bland routes, by provider and outcome"),
+    ("callmux_state_up", Type::Gauge, "1 while the shared Redis state answers, 0 while this replica serves on its own"),
+    ("callmux_state_failures_total", Type::Counter, "Redis operations that failed or outlasted their timeout, by operation"),
+    ("callmux_state_rejected_total", Type::Counter, "Values read back from Redis that were not used, by kind of value and reason"),
+    ("callmux_streams_open", Type::Gauge, "Live streams open now, by shape"),
+    ("callmux_stream_pollers_started_total", Type::Counter, "Stream pollers started: one per org, or caller, that gained its first subscriber"),
+    ("callmux_stream_fleet_notices_total", Type::Counter, "Live-change notices: sent (changes this replica announced to the fleet) and woken (topics polled at once on another replica's notice)"),
+];
 
 /// Latency buckets in seconds, from a cached answer to a provider at its deadline.
 const BUCKETS: &[f64] = &[
@@ -27,6 +56,16 @@ impl Default for Telemetry {
             .set_buckets(BUCKETS)
             .expect("fixed, non-empty buckets")
             .build_recorder();
+        // This registry is not the process-wide one the `describe_*!` macros write to.
+        for &(name, kind, help) in FAMILIES {
+            let unit = name.ends_with("_seconds").then_some(Unit::Seconds);
+            let (name, help) = (KeyName::from_const_str(name), help.into());
+            match kind {
+                Type::Counter => recorder.describe_counter(name, unit, help),
+                Type::Gauge => recorder.describe_gauge(name, unit, help),
+                Type::Histogram => recorder.describe_histogram(name, unit, help),
+            }
+        }
         Self {
             handle: recorder.handle(),
             recorder,
@@ -38,7 +77,11 @@ impl Default for Telemetry {
 pub type Labels<'a> = &'a [(&'static str, &'a str)];
 
 impl Telemetry {
-    fn key(name: &'static str, labels: Labels<'_>) -> Key {
+    fn key(name: &'static str, kind: Type, labels: Labels<'_>) -> Key {
+        debug_assert!(
+            FAMILIES.iter().any(|f| f.0 == name && f.1 == kind),
+            "metric {name} is not described in telemetry::FAMILIES as a {kind:?}"
+        );
         let labels: Vec<Label> = labels
             .iter()
             .map(|(k, v)| Label::new(*k, v.to_string()))
@@ -53,21 +96,37 @@ impl Telemetry {
     /// A handle to count with: register once, off the hot path, and keep it.
     pub fn counter(&self, name: &'static str, labels: Labels<'_>) -> Counter {
         self.recorder
-            .register_counter(&Self::key(name, labels), &Self::metadata())
+            .register_counter(&Self::key(name, Type::Counter, labels), &Self::metadata())
     }
 
     pub fn gauge(&self, name: &'static str, labels: Labels<'_>) -> Gauge {
         self.recorder
-            .register_gauge(&Self::key(name, labels), &Self::metadata())
+            .register_gauge(&Self::key(name, Type::Gauge, labels), &Self::metadata())
     }
 
     pub fn histogram(&self, name: &'static str, labels: Labels<'_>) -> Histogram {
         self.recorder
-            .register_histogram(&Self::key(name, labels), &Self::metadata())
+            .register_histogram(&Self::key(name, Type::Histogram, labels), &Self::metadata())
     }
 
     /// The Prometheus text exposition of everything registered here.
     pub fn render(&self) -> String {
         self.handle.render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_described_once() {
+        for (i, (name, _, help)) in FAMILIES.iter().enumerate() {
+            assert!(name.starts_with("callmux_") && !help.is_empty(), "{name}");
+            assert!(
+                FAMILIES[i + 1..].iter().all(|f| f.0 != *name),
+                "{name} twice"
+            );
+        }
     }
 }

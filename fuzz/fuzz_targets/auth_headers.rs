@@ -1,5 +1,6 @@
 //! Fuzzes `callmux::service::auth::Presented::new` on arbitrary `authorization` and
-//! `x-bland-org-id` values, and checks that `Debug` of what it keeps never shows the key.
+//! `x-bland-org-id` values, and checks that `Debug` of what it keeps never shows the key, and
+//! that what it forwards is what was sent (or the org's id, when no org id was).
 //!
 //! Input: byte 0 is flags (bit 0: send `authorization`, bit 1: send `x-bland-org-id`); the
 //! rest is split at the first `\n` into the authorization value and the org id value.
@@ -64,13 +65,34 @@ fuzz_target!(|data: &[u8]| {
     if key.len() >= 8 && !reference.contains(key) {
         assert!(!shown.contains(key), "Debug output shows the key: {shown}");
     }
-    if let Some(f) = &creds.forwarded() {
-        // Forwarded exactly as sent, and marked sensitive so `http`'s own Debug redacts it.
+    if let Some(f) = &creds.forwarded(&bland_keys_org()) {
+        // Forwarded exactly as sent, and marked sensitive so `http`'s own Debug redacts it;
+        // without an org id (or a blank one), the org's own (a Bland key alone, taken for
+        // the default org).
         assert_eq!(f.authorization.as_bytes(), auth);
-        assert!(f.authorization.is_sensitive());
-        assert!(headers.get("x-bland-org-id").is_some());
+        assert!(f.authorization.is_sensitive() && f.org_id.is_sensitive());
+        let sent = headers
+            .get("x-bland-org-id")
+            .map(|v| v.as_bytes())
+            .filter(|v| !v.trim_ascii().is_empty())
+            .unwrap_or(ORG.as_bytes());
+        assert_eq!(f.org_id.as_bytes(), sent);
     }
 });
+
+const ORG: &str = "bland-keys-org";
+
+/// An org whose callers bring their Bland keys, which they are forwarded for.
+fn bland_keys_org() -> callmux::config::OrgSpec {
+    callmux::config::OrgSpec {
+        id: ORG.to_owned(),
+        auth: callmux::config::OrgAuth::Upstream {
+            provider: "bland".to_owned(),
+        },
+        providers: vec!["bland".to_owned()],
+        passthrough: None,
+    }
+}
 
 /// The credentials as the HTTP edge reads them from the two headers.
 fn presented(
@@ -84,5 +106,5 @@ fn presented(
 
 /// `Debug` of the credentials and of what would be forwarded upstream.
 fn debug_text(p: &callmux::service::auth::Presented) -> String {
-    format!("{p:?} {:?}", p.forwarded())
+    format!("{p:?} {:?}", p.forwarded(&bland_keys_org()))
 }

@@ -1,19 +1,22 @@
 //! Fuzzes the check of a Twilio status callback, `provider::twilio::signature::valid`, on an
-//! arbitrary URL, form body and signature, and checks that a signature made by `sign` for the
-//! URL as written (and with its default port written out) is always accepted, while the same
-//! signature over other parameters is not.
+//! arbitrary URL, form body, signature and `X-Twilio-Webhooks-Signature-Settings` header, and
+//! checks that a signature made by `sign` (HMAC-SHA1 and HMAC-SHA256 alike) for the URL as
+//! written (and with its default port written out) is always accepted, while the same
+//! signature over other parameters, or made with the other algorithm, is not.
 //!
-//! Input: split at `\n` into the auth token, the URL, the form body and the signature.
+//! Input: split at `\n` into the auth token, the URL, the form body, the signature and the
+//! settings header (none when absent: HMAC-SHA1).
 #![no_main]
 
-use callmux::provider::twilio::signature::{sign, valid};
+use callmux::provider::twilio::signature::{sign, valid, Algorithm};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let mut parts = text.splitn(4, '\n');
+    let mut parts = text.splitn(5, '\n');
     let token = parts.next().unwrap_or("").as_bytes();
-    let (Some(url_text), Some(form), signature) = (parts.next(), parts.next(), parts.next())
+    let (Some(url_text), Some(form), signature, settings) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return;
     };
@@ -23,8 +26,10 @@ fuzz_target!(|data: &[u8]| {
     let params: Vec<(String, String)> = url::form_urlencoded::parse(form.as_bytes())
         .into_owned()
         .collect();
-    // Whatever arrives, the check answers without panicking.
-    let _ = valid(token, &url, &params, signature.unwrap_or(""));
+    // Whatever arrives, the header is read and the check answers without panicking.
+    if let Some(announced) = Algorithm::announced(settings) {
+        let _ = valid(announced, token, &url, &params, signature.unwrap_or(""));
+    }
 
     // Only an http(s) URL with a host and no user name or password can be a provider's
     // `public_url` (config refuses others); for anything else the answer above is all that
@@ -36,24 +41,39 @@ fuzz_target!(|data: &[u8]| {
     {
         return;
     }
-    // What Twilio would send for this request is accepted...
-    let signed = sign(token, url.as_str(), &params);
-    assert!(valid(token, &url, &params, &signed), "own signature refused");
-    if url.port().is_none() {
-        if let Some(port) = url.port_or_known_default() {
-            let mut with_port = url.clone();
-            if with_port.set_port(Some(port)).is_ok() {
+    for (algorithm, other) in [
+        (Algorithm::HmacSha1, Algorithm::HmacSha256),
+        (Algorithm::HmacSha256, Algorithm::HmacSha1),
+    ] {
+        // What Twilio would send for this request is accepted...
+        let signed = sign(algorithm, token, url.as_str(), &params);
+        assert!(
+            valid(algorithm, token, &url, &params, &signed),
+            "own signature refused"
+        );
+        if url.port().is_none() {
+            if let Some(port) = url.port_or_known_default() {
                 // `url` drops a default port it is given, so write it out by hand.
                 let host = url.host_str().unwrap_or("");
                 let rest = &url[url::Position::BeforePath..];
                 let written = format!("{}://{host}:{port}{rest}", url.scheme());
-                let signed = sign(token, &written, &params);
-                assert!(valid(token, &url, &params, &signed), "port form refused");
+                let with_port = sign(algorithm, token, &written, &params);
+                assert!(
+                    valid(algorithm, token, &url, &params, &with_port),
+                    "port form refused"
+                );
             }
         }
+        // ...and not for another set of parameters, nor as the other algorithm's.
+        let mut more = params.clone();
+        more.push(("CallStatus".into(), "\u{0}forged".into()));
+        assert!(
+            !valid(algorithm, token, &url, &more, &signed),
+            "signature accepted for other params"
+        );
+        assert!(
+            !valid(other, token, &url, &params, &signed),
+            "signature accepted for the other algorithm"
+        );
     }
-    // ...and not for another set of parameters.
-    let mut other = params.clone();
-    other.push(("CallStatus".into(), "\u{0}forged".into()));
-    assert!(!valid(token, &url, &other, &signed), "signature accepted for other params");
 });

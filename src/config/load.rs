@@ -11,7 +11,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use super::defaults::BUILT_IN;
-use super::org::{OrgSpec, RawOrg};
+use super::org::{default_org, OrgSpec, RawOrg};
 use super::passthrough;
 use super::provider::{provider, ProviderSpec};
 use super::server::{RawServer, ServerConfig};
@@ -38,6 +38,11 @@ impl Config {
             .binary_search_by(|o| o.id.as_str().cmp(id))
             .ok()
             .map(|i| &self.orgs[i])
+    }
+
+    /// The org a Bland key alone is taken for (`server.bland_default_org`).
+    pub fn bland_default_org(&self) -> Option<&OrgSpec> {
+        self.org(self.server.bland_default_org.as_deref()?)
     }
 
     pub fn provider(&self, id: &str) -> Option<&ProviderSpec> {
@@ -165,6 +170,9 @@ impl RawConfig {
                 "no organisation is defined, so every request would be refused",
                 "add an [orgs.<x-bland-org-id>] table with a key and its providers",
             );
+        }
+        if let Some(id) = &server.bland_default_org {
+            default_org(id, &self.orgs, check);
         }
         let listing = passthrough::Listing::of(&self.orgs);
         for (id, raw) in self.orgs {

@@ -187,3 +187,31 @@ impl RawOrg {
         })
     }
 }
+
+/// `server.bland_default_org` must name an org whose callers bring their Bland keys: a key
+/// alone is then checked by that org's Bland provider. An org that holds callmux keys is
+/// never the default, so a key no org issued is never taken as one of its callers.
+pub(super) fn default_org(id: &str, orgs: &BTreeMap<String, RawOrg>, check: &mut Check<'_>) {
+    let field = "server.bland_default_org";
+    match orgs.get(id) {
+        None => check.push(
+            field,
+            format!("names `{id}`, which is not an org"),
+            "set it to the id of an [orgs.<id>] table with auth = \"<bland provider>\", or remove it",
+        ),
+        Some(org) if org.auth.is_none() => check.push(
+            field,
+            format!(
+                "names `{id}`, whose callers hold callmux keys; only an org whose callers bring \
+                 their own Bland keys (auth = \"<bland provider>\") can be found by a Bland key alone"
+            ),
+            format!("set orgs.{id}.auth to a bland provider, or name another org, or remove it"),
+        ),
+        Some(_) if axum::http::HeaderValue::from_str(id).is_err() => check.push(
+            field,
+            format!("names `{id}`, which cannot be sent to Bland as x-bland-org-id"),
+            "name an org whose id is the Bland org id, in plain text",
+        ),
+        Some(_) => {}
+    }
+}

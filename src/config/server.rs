@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub max_streams: usize,
     /// How often an idle stream gets a keepalive comment.
     pub stream_keepalive: Duration,
+    /// The org a request with a key and no `x-bland-org-id` is taken for when the key is no
+    /// callmux key: an org whose callers bring their Bland keys, as Bland's SDKs send them.
+    pub bland_default_org: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -44,6 +47,8 @@ pub(super) struct RawServer {
     max_connections: u64,
     max_streams: u64,
     stream_keepalive_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bland_default_org: Option<String>,
 }
 
 impl RawServer {
@@ -125,6 +130,7 @@ impl RawServer {
                 defaults.stream_keepalive_ms,
                 1_000..=300_000,
             )),
+            bland_default_org: self.bland_default_org,
         }
     }
 }

@@ -10,6 +10,9 @@ impl Config {
         use fmt::Write;
         let mut s = String::new();
         let _ = writeln!(s, "server: bind {}", self.server.bind);
+        if let Some(org) = &self.server.bland_default_org {
+            let _ = writeln!(s, "a Bland key without x-bland-org-id is org `{org}`'s");
+        }
         let _ = writeln!(s, "{}", self.state.summary());
         let _ = writeln!(s, "orgs ({}):", self.orgs.len());
         for org in &self.orgs {

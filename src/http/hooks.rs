@@ -71,7 +71,7 @@ impl Outcome {
             Self::BadSignature => (
                 StatusCode::FORBIDDEN,
                 ErrorCode::InvalidSignature,
-                "X-Twilio-Signature does not match: check that the provider's public_url is exactly the URL Twilio calls, and auth_token_env the account's auth token",
+                "X-Twilio-Signature does not match: check that the provider's public_url is exactly the URL Twilio calls, auth_token_env the account's auth token, and signing_key_env (for webhooks signed with a SharedKey, which say so in X-Twilio-Webhooks-Signature-Settings) that key's secret",
             ),
             Self::WrongAccount => (
                 StatusCode::FORBIDDEN,
@@ -143,11 +143,25 @@ async fn callback(
     else {
         return Outcome::MissingSignature;
     };
+    // A webhook signed with a SharedKey says so, and which HMAC; its secret is the
+    // SharedKey's (`signing_key_env`), else the auth token, as a validator given it would.
+    let announced = match headers.get(signature::SETTINGS_HEADER).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(text)) => Some(text),
+        Some(Err(_)) => return Outcome::BadSignature,
+    };
+    let Some(algorithm) = signature::Algorithm::announced(announced) else {
+        return Outcome::BadSignature;
+    };
+    let secret = match (announced, &settings.signing_key) {
+        (Some(_), Some((_, key))) => key,
+        _ => token,
+    };
     let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
     // Twilio signs the URL it called: the configured one, with the query it was called with.
     let mut signed = public_url.clone();
     signed.set_query(query);
-    if !signature::valid(token.as_bytes(), &signed, &params, given) {
+    if !signature::valid(algorithm, secret.as_bytes(), &signed, &params, given) {
         return Outcome::BadSignature;
     }
     let field = |name: &str| {

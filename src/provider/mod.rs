@@ -204,7 +204,8 @@ pub enum ProviderError {
     #[error("failed repeatedly, so it is not asked for up to {0} ms (circuit open)")]
     CircuitOpen(u64),
     /// Call control the upstream's own data pointed somewhere callmux will not send to (or
-    /// nowhere): nothing was sent. The text names the provider and never the address.
+    /// nowhere): nothing was sent. The text never names the address, nor the provider,
+    /// which every message that shows it puts first.
     #[error("{0}")]
     ControlRefused(String),
 }

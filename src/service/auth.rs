@@ -118,11 +118,14 @@ impl Presented {
             .map(str::trim)
     }
 
-    /// The client's own headers, to forward to the Bland provider that vouches for its org.
-    pub fn forwarded(&self) -> Option<ForwardedCredentials> {
+    /// The client's own headers, to forward to the Bland provider that vouches for `org`:
+    /// its `x-bland-org-id` as sent, or else (a Bland key alone, taken for the server's
+    /// `bland_default_org`) that org's id, so Bland still checks the key is that org's.
+    pub fn forwarded(&self, org: &OrgSpec) -> Option<ForwardedCredentials> {
         self.org_id
-            .as_ref()
-            .map(|org_id| ForwardedCredentials::new(self.authorization.clone(), org_id.clone()))
+            .clone()
+            .or_else(|| HeaderValue::from_str(&org.id).ok())
+            .map(|org_id| ForwardedCredentials::new(self.authorization.clone(), org_id))
     }
 }
 
@@ -146,7 +149,8 @@ impl<'c> Identity<'c> {
 /// Identifies the org from the presented credentials.
 ///
 /// An unknown org id and a wrong key get the same answer, so the answer does not reveal which
-/// org ids exist. Without an org id, the key must match exactly one org's key.
+/// org ids exist. Without an org id, the key must match exactly one org's key; a key that
+/// matches none is a Bland key for the server's `bland_default_org`, where one is named.
 pub fn identify<'c>(config: &'c Config, p: &Presented) -> Result<Identity<'c>, AuthError> {
     match p.org_id() {
         Some(org_id) => {
@@ -165,7 +169,17 @@ pub fn identify<'c>(config: &'c Config, p: &Presented) -> Result<Identity<'c>, A
         }
         None => match issued_key_matches(config, p) {
             Some((1, org)) => Ok(Identity::Verified(org)),
-            _ => Err(AuthError::MissingOrgId),
+            Some(_) => Err(AuthError::MissingOrgId),
+            // Bland's own SDKs send the key alone.
+            None => match config.bland_default_org() {
+                Some(
+                    org @ OrgSpec {
+                        auth: OrgAuth::Upstream { provider },
+                        ..
+                    },
+                ) => Ok(Identity::ViaUpstream(org, provider)),
+                _ => Err(AuthError::MissingOrgId),
+            },
         },
     }
 }
@@ -313,7 +327,15 @@ mod tests {
             ("x-bland-org-id", "org"),
         ])
         .unwrap();
-        let shown = format!("{p:?} {:?} {:?}", p.digest, p.forwarded());
+        let org = OrgSpec {
+            id: "org".into(),
+            auth: OrgAuth::Upstream {
+                provider: "bland".into(),
+            },
+            providers: vec![],
+            passthrough: None,
+        };
+        let shown = format!("{p:?} {:?} {:?}", p.digest, p.forwarded(&org));
         assert!(!shown.contains("super-secret-key"), "{shown}");
         assert!(!shown.contains(&p.digest.to_hex()), "{shown}");
     }

@@ -332,7 +332,7 @@ impl Service {
         RequestContext {
             org_id: self.orgs[&identity.org().id].id.clone(),
             forwarded: match identity {
-                Identity::ViaUpstream(..) => presented.forwarded(),
+                Identity::ViaUpstream(org, _) => presented.forwarded(org),
                 Identity::Verified(_) => None,
             },
         }

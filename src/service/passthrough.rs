@@ -38,7 +38,7 @@ impl Service {
         let org = identity.org();
         self.vouch(&identity, presented).await?;
         let forwarded = match identity {
-            Identity::ViaUpstream(..) => presented.forwarded(),
+            Identity::ViaUpstream(org, _) => presented.forwarded(org),
             Identity::Verified(_) => None,
         };
         let runtime = &self.orgs[&org.id];

@@ -316,3 +316,80 @@ async fn when_bland_cannot_check_the_key_the_answer_is_502_and_nothing_is_listed
     assert_eq!(reply.body["errors"][0]["error"], "AUTH_UNAVAILABLE");
     assert_eq!(hits(&p.agents).await, 0);
 }
+
+// ---- a Bland key alone (Bland's SDKs send no org id) ----
+
+/// `acme` holds a callmux key; `BLAND_ORG` takes its callers' Bland keys and is the server's
+/// `bland_default_org`.
+async fn with_default_org(bland: &MockServer, agents: &MockServer) -> TestApp {
+    let toml = TestConfig::new()
+        .server("bland_default_org", BLAND_ORG)
+        .org(OrgB::key("acme", ACME_KEY).providers(&["agents"]))
+        .org(OrgB::bland_keys(BLAND_ORG, "bland").providers(&["bland"]))
+        .provider(ProviderB::bland_forwarding("bland", &bland.uri()))
+        .provider(ProviderB::agent("agents", &agents.uri()))
+        .toml();
+    spawn_app(&toml).await
+}
+
+#[tokio::test]
+async fn a_bland_key_alone_is_the_default_orgs_and_checked_by_bland_with_that_org_id() {
+    let bland = bland_server(
+        BLAND_CUSTOMER_KEY,
+        BLAND_ORG,
+        json!([bland_call("bland-1", "IN_PROGRESS", "1758656900740")]),
+    )
+    .await;
+    let agents = agent_server(json!([agent_call("agent-1", "+1", "ringing", "outbound")])).await;
+    let app = with_default_org(&bland, &agents).await;
+    let reply = app
+        .get("/v1/calls/active", &[("authorization", BLAND_CUSTOMER_KEY)])
+        .await;
+    assert_eq!(reply.status, 200, "{:#}", reply.body);
+    assert_eq!(ids(&reply), ["bland-1"]);
+    let sent = bland.received_requests().await.unwrap();
+    assert_eq!(sent[0].headers["x-bland-org-id"], BLAND_ORG);
+    // A key Bland does not take for that org is Bland's 401, and nothing else is asked.
+    assert_refused(
+        &app,
+        &[("authorization", "someone-elses-key")],
+        401,
+        "AUTH_FAILURE",
+    )
+    .await;
+    assert_eq!(hits(&agents).await, 0);
+}
+
+#[tokio::test]
+async fn a_callmux_key_alone_is_still_its_own_orgs_and_never_goes_to_bland() {
+    let bland = bland_server(BLAND_CUSTOMER_KEY, BLAND_ORG, json!([])).await;
+    let agents = agent_server(json!([agent_call("agent-1", "+1", "ringing", "outbound")])).await;
+    let app = with_default_org(&bland, &agents).await;
+    let reply = app.get("/api/calls", &[("authorization", ACME_KEY)]).await;
+    assert_eq!(reply.status, 200, "{:#}", reply.body);
+    assert_eq!(reply.body["calls"][0]["call_id"], "agent-1");
+    assert_eq!(hits(&bland).await, 0);
+}
+
+#[test]
+fn bland_default_org_must_name_an_org_that_takes_bland_keys() {
+    let orgs = TestConfig::new()
+        .org(OrgB::key("acme", ACME_KEY).providers(&["agents"]))
+        .org(OrgB::bland_keys(BLAND_ORG, "bland").providers(&["bland"]))
+        .provider(ProviderB::bland_forwarding("bland", "http://127.0.0.1:1"))
+        .provider(ProviderB::agent("agents", "http://127.0.0.1:1"));
+    let good = orgs.clone().server("bland_default_org", BLAND_ORG).toml();
+    let config = load_config(&good, &[]).unwrap();
+    assert!(config.summary().contains(BLAND_ORG), "{}", config.summary());
+    for (named, says) in [
+        ("nobody", "which is not an org"),
+        ("acme", "whose callers hold callmux keys"),
+    ] {
+        let toml = orgs.clone().server("bland_default_org", named).toml();
+        let e = load_config(&toml, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("server.bland_default_org") && e.contains(says),
+            "{e}"
+        );
+    }
+}

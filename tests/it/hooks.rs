@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use callmux::provider::twilio::signature::sign;
+use callmux::provider::twilio::signature::{sign, Algorithm};
 use serde_json::Value;
 
 use crate::common::*;
 use crate::twilio::{sid, twilio_call, twilio_server, ACCOUNT, ENV};
 
 pub(crate) const KEY: &str = "hooks-key";
+const SHA1: Algorithm = Algorithm::HmacSha1;
 /// The auth token the test environment holds (`TWILIO_TEST_AUTH_TOKEN`).
 pub(crate) const TOKEN: &str = "twilio-SECRET-auth-token-8d2f4b6a0c1e";
 
@@ -82,13 +83,26 @@ async fn post_raw(
     body: Vec<u8>,
     signature: Option<&str>,
 ) -> (u16, String) {
+    let signature: Vec<_> = signature
+        .map(|s| ("x-twilio-signature", s))
+        .into_iter()
+        .collect();
+    post_with_headers(app, path, body, &signature).await
+}
+
+async fn post_with_headers(
+    app: &TestApp,
+    path: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut request = app
         .http
         .post(app.url(path))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body);
-    if let Some(s) = signature {
-        request = request.header("x-twilio-signature", s);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let response = tokio::time::timeout(Duration::from_secs(30), request.send())
         .await
@@ -103,7 +117,7 @@ pub(crate) async fn signed(
     provider: &str,
     params: &[(String, String)],
 ) -> (u16, String) {
-    let signature = sign(TOKEN.as_bytes(), &public_url(provider), params);
+    let signature = sign(SHA1, TOKEN.as_bytes(), &public_url(provider), params);
     post(app, provider, params, Some(&signature)).await
 }
 
@@ -198,8 +212,9 @@ async fn a_forged_or_missing_signature_is_refused_with_403_and_changes_nothing()
     let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
     s.next_of("snapshot").await;
     let params = callback(&sid(1), "completed");
-    let wrong_token = sign(b"not-the-token", &public_url("tw"), &params);
+    let wrong_token = sign(SHA1, b"not-the-token", &public_url("tw"), &params);
     let other_params = sign(
+        SHA1,
         TOKEN.as_bytes(),
         &public_url("tw"),
         &callback(&sid(1), "ringing"),
@@ -222,7 +237,7 @@ async fn a_forged_or_missing_signature_is_refused_with_403_and_changes_nothing()
         assert!(!body.contains(TOKEN));
     }
     // Signed for another URL (a query Twilio did not call with).
-    let signature = sign(TOKEN.as_bytes(), &public_url("tw"), &params);
+    let signature = sign(SHA1, TOKEN.as_bytes(), &public_url("tw"), &params);
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(&params)
         .finish();
@@ -252,7 +267,7 @@ async fn a_valid_signature_replayed_for_another_provider_id_is_refused() {
     let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
     s.next_of("snapshot").await;
     let params = callback(&sid(1), "completed");
-    let for_tw = sign(TOKEN.as_bytes(), &public_url("tw"), &params);
+    let for_tw = sign(SHA1, TOKEN.as_bytes(), &public_url("tw"), &params);
     let (status, body) = post(&app, "tw2", &params, Some(&for_tw)).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("INVALID_SIGNATURE"));
@@ -332,7 +347,7 @@ async fn callbacks_are_counted_by_provider_and_outcome_and_neither_token_nor_sig
     let mut s = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
     s.next_of("snapshot").await;
     let params = callback(&sid(1), "in-progress");
-    let signature = sign(TOKEN.as_bytes(), &public_url(&provider), &params);
+    let signature = sign(SHA1, TOKEN.as_bytes(), &public_url(&provider), &params);
     assert_eq!(
         post(&app, &provider, &params, Some(&signature)).await.0,
         204
@@ -370,7 +385,7 @@ async fn no_key_token_or_signature_appears_in_the_binary_s_logs_at_trace_or_in_a
         .unwrap();
     let mut events = vec![s.next_of("snapshot").await];
     let params = callback(&sid(1), "in-progress");
-    let signature = sign(TOKEN.as_bytes(), &public_url("tw"), &params);
+    let signature = sign(SHA1, TOKEN.as_bytes(), &public_url("tw"), &params);
     assert_eq!(
         post(&server.app, "tw", &params, Some("forged-signature"))
             .await
@@ -404,5 +419,106 @@ async fn no_key_token_or_signature_appears_in_the_binary_s_logs_at_trace_or_in_a
         for e in &events {
             assert!(!format!("{e:?}").contains(secret), "{secret} in an event");
         }
+    }
+}
+
+// ---- signed with HMAC-SHA256, as Twilio's current libraries validate ----
+
+const SHARED_KEY: &str = "twilio-SECRET-shared-key-51c0e7a9d3b2";
+const SHA256_SETTINGS: &str = "key=webhooks_sharedkey_0a1b2c3d,algorithm=HMAC_SHA256";
+
+/// The signature twilio-python's own `RequestValidator(secret).compute_signature(url,
+/// params, algorithm)` gives: Twilio's library, not callmux's code.
+fn twilio_python_signature(
+    secret: &str,
+    url: &str,
+    params: &[(String, String)],
+    algorithm: &str,
+) -> String {
+    let script = "import json, sys\n\
+                  from twilio.request_validator import RequestValidator\n\
+                  a = json.load(sys.stdin)\n\
+                  print(RequestValidator(a['secret']).compute_signature(\
+                  a['url'], dict(a['params']), a['algorithm']))";
+    let input = serde_json::json!({
+        "secret": secret, "url": url, "params": params, "algorithm": algorithm,
+    });
+    run_python(script, &input.to_string()).trim().to_string()
+}
+
+#[tokio::test]
+async fn callbacks_signed_as_twilios_library_signs_them_with_hmac_sha256_or_sha1_are_taken() {
+    let twilio = twilio_server(&[(
+        "ringing",
+        vec![twilio_call(&sid(1), "ringing", "outbound-api")],
+    )])
+    .await;
+    let org = unique("sha256");
+    let provider = |id: &str| {
+        ProviderB::new(id, "twilio", &twilio.uri())
+            .set("account_sid", ACCOUNT)
+            .set("auth_token_env", "TWILIO_TEST_AUTH_TOKEN")
+            .set("public_url", public_url(id).as_str())
+            .set("poll_interval_ms", 3_600_000)
+    };
+    // `shared` holds a SharedKey's secret; `plain` has only the auth token.
+    let toml = TestConfig::new()
+        .org(OrgB::key(&org, KEY).providers(&["shared", "plain"]))
+        .provider(provider("shared").set("signing_key_env", "TWILIO_TEST_SHARED_KEY"))
+        .provider(provider("plain"))
+        .toml();
+    let mut env = ENV.to_vec();
+    env.push(("TWILIO_TEST_SHARED_KEY", SHARED_KEY));
+    let app = spawn_app_with_env(&toml, &env).await;
+    let params = callback(&sid(1), "in-progress");
+    let body = || {
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&params)
+            .finish()
+            .into_bytes()
+    };
+    let send = |id: &'static str, secret: &'static str, algorithm: &'static str, settings| {
+        let signature = twilio_python_signature(secret, &public_url(id), &params, algorithm);
+        let app = &app;
+        let body = body();
+        async move {
+            let mut headers = vec![("x-twilio-signature", signature.as_str())];
+            if let Some(settings) = settings {
+                headers.push(("x-twilio-webhooks-signature-settings", settings));
+            }
+            post_with_headers(app, &format!("/hooks/twilio/{id}"), body, &headers)
+                .await
+                .0
+        }
+    };
+    let sha256 = Some(SHA256_SETTINGS);
+    // With its SharedKey where the provider has one, else with the auth token.
+    assert_eq!(send("shared", SHARED_KEY, "HMAC_SHA256", sha256).await, 204);
+    assert_eq!(send("plain", TOKEN, "HMAC_SHA256", sha256).await, 204);
+    // HMAC-SHA1 with the auth token, announced or not, as before.
+    assert_eq!(send("shared", TOKEN, "HMAC_SHA1", None).await, 204);
+    assert_eq!(
+        send(
+            "plain",
+            TOKEN,
+            "HMAC_SHA1",
+            Some("key=k,algorithm=HMAC_SHA1")
+        )
+        .await,
+        204
+    );
+
+    // Refused: the auth token where a SharedKey signs, an algorithm the header does not
+    // name, and one callmux does not know.
+    assert_eq!(send("shared", TOKEN, "HMAC_SHA256", sha256).await, 403);
+    assert_eq!(send("plain", TOKEN, "HMAC_SHA256", None).await, 403);
+    assert_eq!(send("plain", TOKEN, "HMAC_SHA1", sha256).await, 403);
+    let sha512 = Some("key=k,algorithm=HMAC_SHA512");
+    assert_eq!(send("plain", TOKEN, "HMAC_SHA256", sha512).await, 403);
+    let metrics = app.metrics().await;
+    for (provider, outcome) in [("shared", "bad_signature"), ("plain", "bad_signature")] {
+        let line =
+            format!("callmux_callbacks_total{{provider=\"{provider}\",outcome=\"{outcome}\"}}");
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
     }
 }

@@ -9,6 +9,7 @@ mod common;
 
 mod auth;
 mod cli;
+mod clients;
 mod coalescing;
 mod config;
 mod conformance;

@@ -229,6 +229,77 @@ async fn metrics_count_requests_provider_calls_sharing_and_active_calls() {
 }
 
 #[tokio::test]
+async fn every_family_in_a_metrics_answer_has_help_text_and_a_type() {
+    let agents = agent_server(json!([agent_call("h1", "+1", "ringing", "outbound")])).await;
+    let toml = TestConfig::new()
+        .org(
+            OrgB::key("acme", KEY)
+                .providers(&["ops-agents", "bl"])
+                .passthrough("bl"),
+        )
+        .provider(ProviderB::agent("ops-agents", &agents.uri()))
+        .provider(ProviderB::bland("bl", &agents.uri(), "OPS_BLAND_KEY", "o"))
+        .toml();
+    let app = spawn_app_with_env(&toml, &[("OPS_BLAND_KEY", "bland-key")]).await;
+    // Requests that register the families a server without Redis has: lists, a stream, an
+    // end, a forwarded route, a status callback.
+    assert_eq!(app.calls(KEY, "acme").await.status, 200);
+    assert_eq!(app.bland(KEY, "acme").await.status, 200);
+    let mut stream = app
+        .stream("/api/calls/stream", KEY, "acme", None)
+        .await
+        .expect("a stream");
+    stream.next_within(Duration::from_secs(30)).await;
+    app.end("nope", KEY, "acme").await;
+    app.get("/v1/agents", &[]).await;
+    app.post("/hooks/twilio/nope", &[]).await;
+    let text = app.metrics().await;
+    drop(stream);
+
+    let mut families: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if let Some(family) = line.strip_prefix("# TYPE ") {
+            let name = family.split(' ').next().unwrap();
+            let help = format!("# HELP {name} ");
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&help) && l.len() > help.len()),
+                "{name} has no HELP text in:\n{text}"
+            );
+            families.push(name);
+        }
+    }
+    for sample in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let name = sample.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix).filter(|f| families.contains(f)))
+            .unwrap_or(name);
+        assert!(families.contains(&family), "{name} has no TYPE in:\n{text}");
+    }
+    for expected in [
+        "callmux_requests_total",
+        "callmux_request_duration_seconds",
+        "callmux_provider_calls_total",
+        "callmux_provider_call_duration_seconds",
+        "callmux_provider_answers_total",
+        "callmux_active_calls",
+        "callmux_bodies_built_total",
+        "callmux_callbacks_total",
+        "callmux_connections_closed_total",
+        "callmux_control_actions_total",
+        "callmux_passthrough_requests_total",
+        "callmux_streams_open",
+        "callmux_stream_pollers_started_total",
+    ] {
+        assert!(families.contains(&expected), "{expected} missing:\n{text}");
+    }
+}
+
+#[tokio::test]
 async fn server_timing_splits_provider_wait_from_callmuxs_own_time() {
     let slow = MockServer::start().await;
     Mock::given(method("GET"))

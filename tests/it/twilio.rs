@@ -780,6 +780,38 @@ fn public_url_must_be_an_http_url_and_needs_the_auth_token_that_signs_callbacks(
 }
 
 #[test]
+fn signing_key_env_needs_public_url_and_its_secret_never_shows() {
+    let base = token_lines("http://127.0.0.1:1");
+    let public = "public_url = \"https://callmux.example.com/hooks/twilio/tw\"\n";
+    let e = config_error(&format!(
+        "{base}signing_key_env = \"TWILIO_TEST_KEY_SECRET\"\n"
+    ));
+    assert!(
+        e.contains("providers.tw.signing_key_env") && e.contains("public_url"),
+        "{e}"
+    );
+    let e = config_error(&format!(
+        "{base}{public}signing_key_env = \"TWILIO_TEST_NOT_SET\"\n"
+    ));
+    assert!(
+        e.contains("providers.tw.signing_key_env") && e.contains("TWILIO_TEST_NOT_SET"),
+        "{e}"
+    );
+    let config = config_with(&format!(
+        "{base}{public}signing_key_env = \"TWILIO_TEST_KEY_SECRET\"\n"
+    ))
+    .unwrap();
+    let summary = config.summary();
+    assert!(
+        summary.contains("webhook SharedKey secret from $TWILIO_TEST_KEY_SECRET"),
+        "{summary}"
+    );
+    for text in [format!("{config:?}"), format!("{config:#?}"), summary] {
+        assert_eq!(shows_a_credential(&text), None, "{text}");
+    }
+}
+
+#[test]
 fn an_unknown_setting_is_refused_naming_the_settings_twilio_takes() {
     let e = config_error(&format!(
         "{}auth_token = \"x\"\n",

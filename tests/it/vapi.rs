@@ -225,6 +225,57 @@ async fn inbound_calls_are_from_the_customer_and_outbound_calls_are_to_them() {
 }
 
 #[tokio::test]
+async fn an_inbound_sip_caller_keeps_its_sip_address_as_the_twilio_kind_keeps_sip_addresses() {
+    // A call to a Vapi SIP number (`provider: "vapi"`, dialled at its `sipUri`) from a
+    // softphone: the API reference's Call schema gives the caller as `customer.sipUri` and
+    // the number as `phoneNumber.sipUri`, with no `number` in either.
+    let mut sip = vapi_call(
+        "sip-in",
+        "in-progress",
+        "inboundPhoneCall",
+        "2024-09-10T11:14:12.339Z",
+    );
+    sip["phoneCallProvider"] = json!("vapi");
+    sip["phoneCallTransport"] = json!("sip");
+    sip["customer"] = json!({"sipUri": "sip:alice@pbx.example.com"});
+    sip["phoneNumber"] = json!({
+        "provider": "vapi",
+        "sipUri": "sip:acme-support@sip.vapi.ai",
+        "assistantId": "5b0a4a08-133c-4146-9315-0984f8c6be80"
+    });
+    // A caller with both keeps the number, as before.
+    let mut both = vapi_call(
+        "both",
+        "in-progress",
+        "inboundPhoneCall",
+        "2024-09-10T11:14:13.339Z",
+    );
+    both["customer"] = json!({"number": "+12345678913", "sipUri": "sip:bob@pbx.example.com"});
+    let server = vapi_server(json!([sip, both])).await;
+    let calls = vapi(&server.uri(), "")
+        .list
+        .active_calls(&ctx())
+        .await
+        .unwrap();
+    let got: Vec<_> = calls
+        .iter()
+        .map(|c| (c.call_id.as_str(), c.from.as_deref(), c.to.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "sip-in",
+                Some("sip:alice@pbx.example.com"),
+                Some("sip:acme-support@sip.vapi.ai")
+            ),
+            ("both", Some("+12345678913"), None),
+        ]
+    );
+    assert_eq!(calls[0].telephony_id, None);
+}
+
+#[tokio::test]
 async fn the_twilio_call_sid_is_the_telephony_id_only_of_calls_placed_through_twilio() {
     let twilio = vapi_call(
         "t",
@@ -732,10 +783,7 @@ async fn a_live_call_without_a_control_url_cannot_be_ended_and_says_why() {
     match end.end_call(&ctx(), "c1").await {
         Err(EndError::Failed(e @ ProviderError::ControlRefused(_))) => {
             let m = e.to_string();
-            assert!(
-                m.contains("vapi provider `v`") && m.contains("no control URL"),
-                "{m}"
-            );
+            assert!(m.starts_with("has no control URL"), "{m}");
             assert_eq!(e.code(), "UPSTREAM_CONTROL_REFUSED");
         }
         other => panic!("{other:?}"),
@@ -797,7 +845,7 @@ async fn a_control_url_anywhere_else_is_refused_and_nothing_is_sent() {
             Err(EndError::Failed(e @ ProviderError::ControlRefused(_))) => {
                 let m = e.to_string();
                 assert!(
-                    m.contains("vapi provider `v` refused the call's control URL"),
+                    m.starts_with("refused the call's control URL: "),
                     "{url}: {m}"
                 );
                 for part in [
@@ -964,4 +1012,27 @@ async fn vapi_calls_are_listed_merged_with_another_providers_and_ended_ones_left
             "{body}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_call_that_cannot_be_ended_is_refused_naming_the_provider_once() {
+    let mut call = vapi_call(
+        "c1",
+        "in-progress",
+        "outboundPhoneCall",
+        "2024-09-10T11:14:12.339Z",
+    );
+    call.as_object_mut().unwrap().remove("monitor");
+    let server = vapi_server(json!([call])).await;
+    let app = spawn_app_with_env(&org_toml(&[("vapi", &server.uri())], ""), &env()).await;
+    let expected = "provider `vapi` has no control URL for this call (Vapi gives one while \
+                    the assistant's monitorPlan.controlEnabled is on); nothing was sent";
+    let ended = app.end("c1", "k", "acme").await;
+    assert_eq!(ended.status, 502, "{:?}", ended.body);
+    assert_eq!(ended.body["code"], "UPSTREAM_CONTROL_REFUSED");
+    assert_eq!(ended.body["error"], expected);
+    let stopped = app.stop("c1", "k", "acme").await;
+    assert_eq!(stopped.status, 502, "{:?}", stopped.body);
+    assert_eq!(stopped.body["message"], expected);
+    assert!(requests(&server, "POST").await.is_empty());
 }

@@ -47,18 +47,16 @@ impl Forward for Bland {
     ) -> Result<Streamed, ProviderError> {
         if let Some(problem) = path_problem(&outgoing.path) {
             return Err(ProviderError::ControlRefused(format!(
-                "callmux forwards no such path to provider `{}`: {problem}",
-                self.id
+                "refused to forward the path: {problem}"
             )));
         }
         let (authorization, org_id, _) = self.credentials(ctx)?;
         let url = self
             .forward_url(&outgoing.path, outgoing.query.as_deref())
             .ok_or_else(|| {
-                ProviderError::ControlRefused(format!(
-                    "the path is not one provider `{}` can be asked",
-                    self.id
-                ))
+                ProviderError::ControlRefused(
+                    "refused to forward the path: it makes no URL under base_url".to_owned(),
+                )
             })?;
         let mut headers = outgoing.headers;
         strip_hop_by_hop(&mut headers);

@@ -40,6 +40,7 @@ struct Raw {
     api_key_secret_env: Option<String>,
     auth_token_env: Option<String>,
     public_url: Option<String>,
+    signing_key_env: Option<String>,
 }
 
 /// Validated settings of a `twilio` provider. `Debug` shows neither the account SID nor any
@@ -58,6 +59,9 @@ pub struct Settings {
     pub auth_token: Option<HeaderValue>,
     /// The URL Twilio is configured to send this provider's status callbacks to (`POST /hooks/twilio/{provider_id}`).
     pub public_url: Option<url::Url>,
+    /// The secret of the SharedKey Twilio signs webhooks with when it announces one in
+    /// `X-Twilio-Webhooks-Signature-Settings`, and the variable it came from.
+    pub signing_key: Option<(String, HeaderValue)>,
 }
 
 /// The variables the credentials were read from; their values are never kept here.
@@ -86,6 +90,7 @@ impl fmt::Debug for Settings {
                 "public_url",
                 &self.public_url.as_ref().map(url::Url::as_str),
             )
+            .field("signing_key", &self.signing_key)
             .finish()
     }
 }
@@ -160,6 +165,18 @@ impl Kind for TwilioKind {
             }
             public_url(&field, &text, check)
         });
+        let signing_key = raw.signing_key_env.and_then(|var| {
+            let field = format!("{at}.signing_key_env");
+            if public_url.is_none() {
+                check.push(
+                    field.clone(),
+                    "is used only to check status callbacks, which need public_url",
+                    "set public_url (and auth_token_env) as well, or remove signing_key_env",
+                );
+            }
+            let key = check.sensitive_header_from_env(&field, &var)?;
+            Some((var, key))
+        });
         if check.count() > before {
             return None;
         }
@@ -201,6 +218,7 @@ impl Kind for TwilioKind {
             credentials,
             auth_token,
             public_url,
+            signing_key,
         }))
     }
 }
@@ -311,6 +329,9 @@ impl KindSettings for Settings {
         let mut s = format!("at {}; account SID (hidden); {auth}", self.base_url);
         if let Some(url) = &self.public_url {
             s += &format!("; status callbacks at {}", redacted_url(url.as_str()));
+        }
+        if let Some((var, _)) = &self.signing_key {
+            s += &format!("; webhook SharedKey secret from ${var} (set, value hidden)");
         }
         s
     }

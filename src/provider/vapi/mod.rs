@@ -248,11 +248,12 @@ impl EndCall for Vapi {
             }
         };
         let Some(control) = control else {
-            return Err(EndError::Failed(ProviderError::ControlRefused(format!(
-                "vapi provider `{}` has no control URL for this call (Vapi gives one while the \
-                 assistant's monitorPlan.controlEnabled is on); nothing was sent",
-                self.id
-            ))));
+            // The refusal is shown after "provider `<id>`", so it does not name it again.
+            return Err(EndError::Failed(ProviderError::ControlRefused(
+                "has no control URL for this call (Vapi gives one while the assistant's \
+                 monitorPlan.controlEnabled is on); nothing was sent"
+                    .to_owned(),
+            )));
         };
         let deadline = Instant::now() + self.http.timeout;
         let (url, client) = self.control_client(&control, deadline).await?;
@@ -336,12 +337,12 @@ impl Vapi {
         Ok((url, client))
     }
 
-    /// Nothing is sent; the message names the provider and why, never the URL.
+    /// Nothing is sent; the message says why, never the URL (the provider is named by
+    /// whoever shows it).
     fn refused(&self, why: &'static str) -> EndError {
         tracing::warn!(provider = %self.id, why, "refused to send to a call's control URL");
         EndError::Failed(ProviderError::ControlRefused(format!(
-            "vapi provider `{}` refused the call's control URL: {why}; nothing was sent",
-            self.id
+            "refused the call's control URL: {why}; nothing was sent"
         )))
     }
 

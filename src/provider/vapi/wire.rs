@@ -96,10 +96,15 @@ struct CallIn<'a> {
     monitor: Option<Monitor<'a>>,
 }
 
+/// A SIP caller has a `sipUri` and no `number`; its address is kept as written
+/// (`sip:...`), as the `twilio` kind keeps Twilio's `sip:` addresses.
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Customer<'a> {
     #[serde(borrow, default)]
     number: Field<'a>,
+    #[serde(borrow, default)]
+    sip_uri: Field<'a>,
 }
 
 /// The call's own number, when the call carries it rather than only a `phoneNumberId`.
@@ -111,6 +116,9 @@ struct PhoneNumber<'a> {
     /// What the API reference's Call schema names the digits of a Twilio number.
     #[serde(borrow, default)]
     twilio_phone_number: Field<'a>,
+    /// A Vapi SIP number's address, dialled as `sip:<user>@sip.vapi.ai`.
+    #[serde(borrow, default)]
+    sip_uri: Field<'a>,
 }
 
 /// Where newer answers put the Twilio CallSid (`phoneCallProviderId` is deprecated).
@@ -142,10 +150,15 @@ impl CallIn<'_> {
             Some("outboundPhoneCall") => Some(Direction::Outbound),
             _ => None,
         };
-        let customer = self.customer.and_then(|c| c.number.text());
-        let ours = self
-            .phone_number
-            .and_then(|p| p.number.text().or_else(|| p.twilio_phone_number.text()));
+        let customer = self
+            .customer
+            .and_then(|c| c.number.text().or_else(|| c.sip_uri.text()));
+        let ours = self.phone_number.and_then(|p| {
+            p.number
+                .text()
+                .or_else(|| p.twilio_phone_number.text())
+                .or_else(|| p.sip_uri.text())
+        });
         // Of a call whose direction is unknown the customer is read as `to`, as the calls
         // shape reads the number of a call without a direction.
         (call.from, call.to) = match direction {

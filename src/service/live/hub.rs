@@ -76,7 +76,7 @@ impl Hub {
         let identity = auth::identify(service.config(), presented)?;
         let (org, caller) = match identity {
             Identity::Verified(org) => (org, None),
-            Identity::ViaUpstream(org, _) => (org, presented.forwarded().map(|f| f.digest())),
+            Identity::ViaUpstream(org, _) => (org, presented.forwarded(org).map(|f| f.digest())),
         };
         let key = TopicKey {
             org: service.orgs[&org.id].id.clone(),

@@ -23,12 +23,14 @@ pub mod bodies;
 mod config;
 mod control;
 pub mod kinds;
+mod python;
 mod redis;
 mod sse;
 pub use self::redis::*;
 pub use binary::*;
 pub use config::*;
 pub use control::*;
+pub use python::*;
 pub use sse::*;
 
 /// A running callmux and a client for it.
