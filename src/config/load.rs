@@ -154,7 +154,7 @@ impl RawConfig {
         // A provider that fails validation is still defined: orgs naming it are not also
         // reported as naming an unknown provider.
         let defined: HashSet<String> = self.providers.keys().cloned().collect();
-        let server = self.server.validate(check);
+        let server = self.server.validate(&BUILT_IN.server, check);
         let state = self.state.validate(&BUILT_IN.state, check);
         let providers: Vec<ProviderSpec> = self
             .providers
@@ -174,7 +174,11 @@ impl RawConfig {
         if let Some(id) = &server.bland_default_org {
             default_org(id, &self.orgs, check);
         }
-        let listing = passthrough::Listing::of(&self.orgs);
+        let listing = passthrough::Listing::of(
+            self.orgs
+                .iter()
+                .map(|(id, raw)| (id, raw.providers.as_slice())),
+        );
         for (id, raw) in self.orgs {
             if let Some(org) = raw.validate(id, &known, &defined, &listing, check) {
                 orgs.push(org);

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::org::RawOrg;
 use super::ProviderSpec;
 use crate::provider::{bland, Kind};
 use crate::settings::Check;
@@ -12,10 +11,11 @@ use crate::settings::Check;
 pub(super) struct Listing(BTreeMap<String, Vec<String>>);
 
 impl Listing {
-    pub(super) fn of(orgs: &BTreeMap<String, RawOrg>) -> Self {
+    /// From each org's id and the providers it lists.
+    pub(super) fn of<'a>(orgs: impl IntoIterator<Item = (&'a String, &'a [String])>) -> Self {
         let mut listing: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (org, raw) in orgs {
-            for provider in &raw.providers {
+        for (org, providers) in orgs {
+            for provider in providers {
                 listing
                     .entry(provider.clone())
                     .or_default()

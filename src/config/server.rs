@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::defaults::BUILT_IN;
 use crate::settings::{Check, ONE_DAY_MS};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +51,8 @@ pub(super) struct RawServer {
 }
 
 impl RawServer {
-    pub(super) fn validate(self, check: &mut Check<'_>) -> ServerConfig {
-        let defaults = &BUILT_IN.server;
+    /// Checks every field, taking what is unset from `defaults` (the built-in layer).
+    pub(super) fn validate(self, defaults: &RawServer, check: &mut Check<'_>) -> ServerConfig {
         let bind = self.bind.parse().unwrap_or_else(|_| {
             check.push(
                 "server.bind",
