@@ -6,6 +6,7 @@ pub mod connections;
 pub mod control;
 mod dashboard;
 pub mod hooks;
+mod methods;
 mod metrics;
 mod openapi;
 mod ops;
@@ -105,6 +106,8 @@ pub fn router(live: Arc<Live>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::document))
+        // After every route: it is given to each route added so far.
+        .method_not_allowed_fallback(methods::not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
             edge.requests.clone(),
             metrics::track,

@@ -41,6 +41,9 @@ pub async fn fallback(State(edge): State<Arc<Edge>>, request: Request) -> Respon
     if !forwarding || !parts.uri.path().starts_with("/v1/") {
         return super::not_found(State(edge), parts.method, parts.uri).await;
     }
+    if let Some(refused) = super::methods::not_forwarded(&parts.method, parts.uri.path()) {
+        return refused;
+    }
     let started = Instant::now();
     let answer = answer(&edge, &loaded, &parts, body).await;
     let status = answer.response.status().as_u16();

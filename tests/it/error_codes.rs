@@ -444,6 +444,13 @@ async fn provoke(w: &World, code: ErrorCode) -> Result<Provoked, &'static str> {
                 reply,
             }
         }
+        MethodNotAllowed => {
+            let reply = w
+                .ask(&w.app, reqwest::Method::GET, place, &[], None)
+                .await;
+            assert_eq!(reply.headers["allow"], "POST");
+            Provoked { path: place, reply }
+        }
         MissingOrgId => {
             let reply = w
                 .ask(
