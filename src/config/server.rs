@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub max_streams: usize,
     /// How often an idle stream gets a keepalive comment.
     pub stream_keepalive: Duration,
+    /// The largest request body forwarded to Bland; the provider's `max_body_bytes` bounds
+    /// Bland's answers, and its request bodies are small JSON.
+    pub forward_max_request_bytes: usize,
     /// The org a request with a key and no `x-bland-org-id` is taken for when the key is no
     /// callmux key: an org whose callers bring their Bland keys, as Bland's SDKs send them.
     pub bland_default_org: Option<String>,
@@ -47,6 +50,7 @@ pub(super) struct RawServer {
     max_connections: u64,
     max_streams: u64,
     stream_keepalive_ms: u64,
+    forward_max_request_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bland_default_org: Option<String>,
 }
@@ -130,6 +134,12 @@ impl RawServer {
                 defaults.stream_keepalive_ms,
                 1_000..=300_000,
             )),
+            forward_max_request_bytes: n(
+                "forward_max_request_bytes",
+                self.forward_max_request_bytes,
+                defaults.forward_max_request_bytes,
+                1..=1024 * 1024 * 1024,
+            ) as usize,
             bland_default_org: self.bland_default_org,
         }
     }

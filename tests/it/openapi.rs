@@ -658,7 +658,6 @@ async fn every_refusal_of_a_forwarded_bland_route_matches_its_documented_schema(
     let bland = |id: &str, url: &str, timeout_ms: u64| {
         ProviderB::bland(id, url, &format!("{}_KEY", id.to_uppercase()), BLAND_ORG)
             .set("timeout_ms", timeout_ms)
-            .set("max_body_bytes", 1024)
     };
     let toml = TestConfig::new()
         .org(
@@ -677,6 +676,7 @@ async fn every_refusal_of_a_forwarded_bland_route_matches_its_documented_schema(
         .provider(bland("gone", &refused, 2000))
         .provider(bland("hold", &silent, 300))
         .provider(bland("plainb", &refused, 2000))
+        .server("forward_max_request_bytes", 1024)
         .toml();
     let env = [
         ("GONE_KEY", BLAND_KEY),
