@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Live streams open at once; beyond this, a new one is refused with 503.
     pub max_streams: usize,
+    /// Live streams one org may hold open at once, within `max_streams`.
+    pub max_streams_per_org: usize,
     /// How often an idle stream gets a keepalive comment.
     pub stream_keepalive: Duration,
     /// The largest request body forwarded to Bland; the provider's `max_body_bytes` bounds
@@ -49,6 +51,7 @@ pub(super) struct RawServer {
     idle_timeout_ms: u64,
     max_connections: u64,
     max_streams: u64,
+    max_streams_per_org: u64,
     stream_keepalive_ms: u64,
     forward_max_request_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +127,12 @@ impl RawServer {
                 "max_streams",
                 self.max_streams,
                 defaults.max_streams,
+                1..=1_000_000,
+            ) as usize,
+            max_streams_per_org: n(
+                "max_streams_per_org",
+                self.max_streams_per_org,
+                defaults.max_streams_per_org,
                 1..=1_000_000,
             ) as usize,
             // At least a second: more often only costs bytes; at most five minutes, well

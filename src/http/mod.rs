@@ -12,6 +12,7 @@ mod openapi;
 mod ops;
 mod passthrough;
 pub mod render;
+mod stream_slots;
 pub mod streams;
 
 use std::sync::Arc;
@@ -56,7 +57,11 @@ pub fn router(live: Arc<Live>) -> Router {
     let telemetry = live.telemetry().clone();
     let edge = Arc::new(Edge {
         requests: Arc::new(metrics::RequestMetrics::new(telemetry.clone())),
-        streams: streams::Streams::new(server.max_streams, server.stream_keepalive),
+        streams: streams::Streams::new(
+            server.max_streams,
+            server.max_streams_per_org,
+            server.stream_keepalive,
+        ),
         live,
     });
     let limits = Arc::new(bounds::Bounds::new(
