@@ -127,7 +127,7 @@ async fn world() -> World {
     let silent = silent_server().await;
     let refused = refused_url().await;
     let breaking = breaking_server().await;
-    let mut toml = String::from("[server]\nmax_streams = 1\n");
+    let mut toml = String::from("[server]\nmax_streams = 1\nforward_max_request_bytes = 64\n");
     for (name, providers) in [
         ("acme", &["agents"][..]),
         ("timeout", &["silent"]),
