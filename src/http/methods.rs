@@ -43,7 +43,11 @@ pub async fn not_allowed(method: Method, uri: Uri) -> Response {
                 message: &message,
             };
             // The Twilio callback refuses in Bland's list envelope, as its bounds do.
-            let shape = if hook { wire::Shape::Bland } else { shape_for(path) };
+            let shape = if hook {
+                wire::Shape::Bland
+            } else {
+                shape_for(path)
+            };
             axum::body::Body::from(shape.write_error(&[item]))
         }
     };
@@ -56,9 +60,8 @@ pub fn not_forwarded(method: &Method, path: &str) -> Option<Response> {
     if FORWARDED.contains(method) {
         return None;
     }
-    let message = format!(
-        "callmux forwards only {FORWARDED_ALLOW} to Bland; {path} was asked with {method}"
-    );
+    let message =
+        format!("callmux forwards only {FORWARDED_ALLOW} to Bland; {path} was asked with {method}");
     let body = Envelope::Bland.error(ErrorCode::MethodNotAllowed, &message, None);
     let mut response = json(StatusCode::METHOD_NOT_ALLOWED, body);
     response

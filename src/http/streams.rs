@@ -7,12 +7,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::stream_slots::{Place, Slots};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use super::stream_slots::{Place, Slots};
 
 use super::connections::Disconnect;
 use super::{json, presented, refusal, render, with_error_items, Edge};

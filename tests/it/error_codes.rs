@@ -445,9 +445,7 @@ async fn provoke(w: &World, code: ErrorCode) -> Result<Provoked, &'static str> {
             }
         }
         MethodNotAllowed => {
-            let reply = w
-                .ask(&w.app, reqwest::Method::GET, place, &[], None)
-                .await;
+            let reply = w.ask(&w.app, reqwest::Method::GET, place, &[], None).await;
             assert_eq!(reply.headers["allow"], "POST");
             Provoked { path: place, reply }
         }

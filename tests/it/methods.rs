@@ -103,7 +103,13 @@ async fn forwarding_sends_only_the_methods_blands_api_uses() {
         }
     }
     assert_eq!(hits(&bland).await, 0, "nothing reached Bland");
-    for method in [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+    for method in [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ] {
         let (status, _, _) = {
             let resp = app
                 .http

@@ -959,5 +959,9 @@ async fn a_forwarded_request_body_is_capped_at_forward_max_request_bytes_whateve
     let message = refusal["message"].as_str().unwrap();
     assert!(message.contains("forward_max_request_bytes"), "{message}");
     assert!(message.contains("1048576"), "{message}");
-    assert_eq!(forwarded(&bland).await.len(), 1, "the one over was not sent");
+    assert_eq!(
+        forwarded(&bland).await.len(),
+        1,
+        "the one over was not sent"
+    );
 }

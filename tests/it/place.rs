@@ -386,7 +386,9 @@ async fn half_a_body(app: &TestApp, head: &str) -> Option<(u16, Value)> {
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(5), read).await.ok()
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .ok()
 }
 
 #[tokio::test]

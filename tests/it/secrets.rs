@@ -668,7 +668,11 @@ async fn a_callmux_issued_key_in_any_wrapping_is_refused_by_a_passthrough_org_an
                     ],
                 )
                 .await;
-            assert_eq!(reply.status, 401, "{authorization} {path}: {:#}", reply.body);
+            assert_eq!(
+                reply.status, 401,
+                "{authorization} {path}: {:#}",
+                reply.body
+            );
         }
     }
     let sent = authorizations(&upstreams.bland_fwd).await;

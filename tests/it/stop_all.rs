@@ -254,5 +254,9 @@ async fn a_listed_call_whose_id_callmux_will_not_pass_on_is_reported_not_counted
         "{message}"
     );
     assert_eq!(ends(&a).await, 1, "only the valid id's end is sent");
-    assert_eq!(a_listed.lock().unwrap().len(), 2, "the odd ids are still live");
+    assert_eq!(
+        a_listed.lock().unwrap().len(),
+        2,
+        "the odd ids are still live"
+    );
 }

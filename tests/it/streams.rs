@@ -762,7 +762,12 @@ async fn a_reconnect_soon_after_everyone_left_gets_what_it_missed_and_no_snapsho
 
 /// An org whose callers bring Bland keys, checked by a Bland that takes `delay` to answer,
 /// beside `org` with a callmux key.
-fn with_slow_bland_org(org: &str, agent: &LiveAgent, bland: &str, server: &[(&str, i64)]) -> String {
+fn with_slow_bland_org(
+    org: &str,
+    agent: &LiveAgent,
+    bland: &str,
+    server: &[(&str, i64)],
+) -> String {
     let mut c = TestConfig::new()
         .org(OrgB::key(org, KEY).providers(&["agents"]))
         .org(OrgB::bland_keys("via-bland", "bland").providers(&["bland"]))
@@ -793,7 +798,13 @@ async fn a_made_up_key_waiting_on_bland_holds_no_stream_slot() {
     let bland = slow_bland().await;
     let org = unique("slot");
     let app = Arc::new(
-        spawn_app(&with_slow_bland_org(&org, &agent, &bland.uri(), &[("max_streams", 1)])).await,
+        spawn_app(&with_slow_bland_org(
+            &org,
+            &agent,
+            &bland.uri(),
+            &[("max_streams", 1)],
+        ))
+        .await,
     );
     let waiting = {
         let app = app.clone();
@@ -803,7 +814,10 @@ async fn a_made_up_key_waiting_on_bland_holds_no_stream_slot() {
                 .err()
         })
     };
-    until("Bland is asked about the made-up key", async || hits(&bland).await > 0).await;
+    until("Bland is asked about the made-up key", async || {
+        hits(&bland).await > 0
+    })
+    .await;
     let mut mine = app
         .stream("/calls/stream", KEY, &org, None)
         .await
@@ -827,7 +841,10 @@ async fn one_org_cannot_take_more_than_max_streams_per_org() {
         .toml();
     let app = spawn_app(&toml).await;
     let mut a = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
-    let mut b = app.stream("/api/calls/stream", KEY, &org, None).await.unwrap();
+    let mut b = app
+        .stream("/api/calls/stream", KEY, &org, None)
+        .await
+        .unwrap();
     a.next().await;
     b.next().await;
     let Err((status, body)) = app.stream("/calls/stream", KEY, &org, None).await else {
