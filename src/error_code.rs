@@ -64,6 +64,8 @@ pub enum ErrorCode {
     Overloaded,
     /// No answer within `[server] request_timeout_ms` (503).
     RequestTimeout,
+    /// A method the route does not answer, or one forwarding does not send (405).
+    MethodNotAllowed,
 
     // Call control.
     /// The call id in the path is not one callmux passes on (400).
@@ -147,6 +149,7 @@ impl ErrorCode {
                 | HeadersTooLarge
                 | Overloaded
                 | RequestTimeout
+                | MethodNotAllowed
         );
         match family {
             Family::Provider => provider,

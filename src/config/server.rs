@@ -25,8 +25,13 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Live streams open at once; beyond this, a new one is refused with 503.
     pub max_streams: usize,
+    /// Live streams one org may hold open at once, within `max_streams`.
+    pub max_streams_per_org: usize,
     /// How often an idle stream gets a keepalive comment.
     pub stream_keepalive: Duration,
+    /// The largest request body forwarded to Bland; the provider's `max_body_bytes` bounds
+    /// Bland's answers, and its request bodies are small JSON.
+    pub forward_max_request_bytes: usize,
     /// The org a request with a key and no `x-bland-org-id` is taken for when the key is no
     /// callmux key: an org whose callers bring their Bland keys, as Bland's SDKs send them.
     pub bland_default_org: Option<String>,
@@ -45,7 +50,9 @@ pub(super) struct RawServer {
     idle_timeout_ms: u64,
     max_connections: u64,
     max_streams: u64,
+    max_streams_per_org: u64,
     stream_keepalive_ms: u64,
+    forward_max_request_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bland_default_org: Option<String>,
 }
@@ -121,6 +128,12 @@ impl RawServer {
                 defaults.max_streams,
                 1..=1_000_000,
             ) as usize,
+            max_streams_per_org: n(
+                "max_streams_per_org",
+                self.max_streams_per_org,
+                defaults.max_streams_per_org,
+                1..=1_000_000,
+            ) as usize,
             // At least a second: more often only costs bytes; at most five minutes, well
             // under the idle timeouts of the proxies a stream passes through.
             stream_keepalive: ms(n(
@@ -129,6 +142,12 @@ impl RawServer {
                 defaults.stream_keepalive_ms,
                 1_000..=300_000,
             )),
+            forward_max_request_bytes: n(
+                "forward_max_request_bytes",
+                self.forward_max_request_bytes,
+                defaults.forward_max_request_bytes,
+                1..=1024 * 1024 * 1024,
+            ) as usize,
             bland_default_org: self.bland_default_org,
         }
     }

@@ -212,13 +212,21 @@ pub async fn place(State(edge): State<Arc<Edge>>, headers: HeaderMap, body: Body
     let loaded = edge.live.current();
     let result = match presented(&headers) {
         Err(e) => Err(ControlError::Auth(e)),
-        Ok(p) => match axum::body::to_bytes(body, MAX_PLACE_BODY_BYTES).await {
-            Ok(bytes) => loaded.service.place_call(&p, &bytes).await,
-            Err(_) => Err(ControlError::InvalidBody(format!(
-                "the body is over {MAX_PLACE_BODY_BYTES} bytes, or was cut off; send \
-                 {{\"to\": \"+1...\"}} with at most a prompt, a webhook_url and metadata"
-            ))),
-        },
+        // Read only once the service has identified the caller.
+        Ok(p) => {
+            let body = async {
+                axum::body::to_bytes(body, MAX_PLACE_BODY_BYTES)
+                    .await
+                    .map_err(|_| {
+                        ControlError::InvalidBody(format!(
+                            "the body is over {MAX_PLACE_BODY_BYTES} bytes, or was cut off; \
+                             send {{\"to\": \"+1...\"}} with at most a prompt, a webhook_url \
+                             and metadata"
+                        ))
+                    })
+            };
+            loaded.service.place_call(&p, body).await
+        }
     };
     match result {
         Ok(placed) => json(

@@ -6,11 +6,13 @@ pub mod connections;
 pub mod control;
 mod dashboard;
 pub mod hooks;
+mod methods;
 mod metrics;
 mod openapi;
 mod ops;
 mod passthrough;
 pub mod render;
+mod stream_slots;
 pub mod streams;
 
 use std::sync::Arc;
@@ -55,7 +57,11 @@ pub fn router(live: Arc<Live>) -> Router {
     let telemetry = live.telemetry().clone();
     let edge = Arc::new(Edge {
         requests: Arc::new(metrics::RequestMetrics::new(telemetry.clone())),
-        streams: streams::Streams::new(server.max_streams, server.stream_keepalive),
+        streams: streams::Streams::new(
+            server.max_streams,
+            server.max_streams_per_org,
+            server.stream_keepalive,
+        ),
         live,
     });
     let limits = Arc::new(bounds::Bounds::new(
@@ -105,6 +111,8 @@ pub fn router(live: Arc<Live>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::document))
+        // After every route: it is given to each route added so far.
+        .method_not_allowed_fallback(methods::not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
             edge.requests.clone(),
             metrics::track,

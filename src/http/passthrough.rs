@@ -41,6 +41,9 @@ pub async fn fallback(State(edge): State<Arc<Edge>>, request: Request) -> Respon
     if !forwarding || !parts.uri.path().starts_with("/v1/") {
         return super::not_found(State(edge), parts.method, parts.uri).await;
     }
+    if let Some(refused) = super::methods::not_forwarded(&parts.method, parts.uri.path()) {
+        return refused;
+    }
     let started = Instant::now();
     let answer = answer(&edge, &loaded, &parts, body).await;
     let status = answer.response.status().as_u16();
@@ -136,7 +139,8 @@ async fn answer(edge: &Arc<Edge>, loaded: &Loaded, parts: &Parts, body: Body) ->
         }
         Err(e) => return Answer::auth(&e),
     };
-    let body = match read_body(parts, body, route.max_body_bytes).await {
+    let cap = loaded.service.config().server.forward_max_request_bytes;
+    let body = match read_body(parts, body, cap).await {
         Ok(body) => body,
         Err(refused) => return refused.on(&route),
     };
@@ -199,8 +203,8 @@ async fn answer(edge: &Arc<Edge>, loaded: &Loaded, parts: &Parts, body: Body) ->
 async fn read_body(parts: &Parts, body: Body, cap: usize) -> Result<Option<Bytes>, Answer> {
     let too_large = || {
         let message = format!(
-            "the request's body is over the {cap}-byte limit of the provider it would be \
-             forwarded to (max_body_bytes); send a smaller body"
+            "the request's body is over the {cap}-byte limit on forwarded bodies \
+             ([server] forward_max_request_bytes); send a smaller body"
         );
         Answer::refused(
             StatusCode::PAYLOAD_TOO_LARGE,

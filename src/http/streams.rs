@@ -7,12 +7,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::stream_slots::{Place, Slots};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::connections::Disconnect;
 use super::{json, presented, refusal, render, with_error_items, Edge};
@@ -26,19 +26,17 @@ pub const BLAND_STREAM_ROUTE: &str = "/v1/calls/active/stream";
 pub const CALLS_STREAM_ROUTE: &str = "/api/calls/stream";
 pub const OWN_STREAM_ROUTE: &str = "/calls/stream";
 
-/// The open streams, at most `max_streams`.
+/// The open streams, at most `max_streams` (and `max_streams_per_org` per org).
 pub struct Streams {
-    open: Arc<Semaphore>,
-    max: usize,
+    slots: Slots,
     /// A comment this often keeps idle connections (and the proxies between) open.
     keepalive: Duration,
 }
 
 impl Streams {
-    pub fn new(max: usize, keepalive: Duration) -> Self {
+    pub fn new(max: usize, per_org: usize, keepalive: Duration) -> Self {
         Self {
-            open: Arc::new(Semaphore::new(max)),
-            max,
+            slots: Slots::new(max, per_org),
             keepalive,
         }
     }
@@ -50,14 +48,6 @@ pub async fn stream(
     disconnect: Option<Extension<Disconnect>>,
     headers: HeaderMap,
 ) -> Response {
-    let Ok(permit) = edge.streams.open.clone().try_acquire_owned() else {
-        tracing::warn!(limit = edge.streams.max, "stream refused: max_streams open");
-        let message = format!(
-            "callmux has {} streams open already (max_streams); retry shortly",
-            edge.streams.max
-        );
-        return unavailable(shape, &message);
-    };
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -93,6 +83,12 @@ pub async fn stream(
             }
         });
         let org = key.org.clone();
+        // Only now, the caller authenticated (by Bland too, for a Bland-key org), is a
+        // place taken.
+        let place = match edge.streams.slots.take(&org) {
+            Ok(place) => place,
+            Err(message) => return unavailable(shape, &message),
+        };
         match hub.subscribe(key, presented, joining, last_event_id.as_deref(), kick) {
             Some(subscription) => {
                 tracing::info!(org = %org, shape = shape.name(), "stream opened");
@@ -100,7 +96,7 @@ pub async fn stream(
                     shape,
                     org,
                     subscription,
-                    permit,
+                    place,
                     edge.live.telemetry().clone(),
                     edge.streams.keepalive,
                 );
@@ -120,7 +116,7 @@ struct Open {
     first: VecDeque<Arc<Event>>,
     subscription: Subscription,
     telemetry: Arc<Telemetry>,
-    _permit: OwnedSemaphorePermit,
+    _place: Place,
     done: bool,
 }
 
@@ -137,7 +133,7 @@ fn sse(
     shape: Shape,
     org: Arc<str>,
     mut subscription: Subscription,
-    permit: OwnedSemaphorePermit,
+    place: Place,
     telemetry: Arc<Telemetry>,
     keepalive: Duration,
 ) -> Response {
@@ -150,7 +146,7 @@ fn sse(
         first: std::mem::take(&mut subscription.first).into(),
         subscription,
         telemetry,
-        _permit: permit,
+        _place: place,
         done: false,
     };
     let events = futures::stream::unfold(open, |mut open| async move {

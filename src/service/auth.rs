@@ -160,8 +160,11 @@ pub fn identify<'c>(config: &'c Config, p: &Presented) -> Result<Identity<'c>, A
                     Ok(Identity::Verified(org))
                 }
                 OrgAuth::Key { .. } => Err(AuthError::Rejected),
-                // A key callmux issued is never forwarded, whichever org it is sent to.
-                OrgAuth::Upstream { .. } if issued_key_matches(config, p).is_some() => {
+                // A key callmux issued is never forwarded, whichever org it is sent to, nor
+                // one wrapped in another form.
+                OrgAuth::Upstream { .. }
+                    if issued_key_matches(config, p).is_some() || wraps_issued_key(config, p) =>
+                {
                     Err(AuthError::Rejected)
                 }
                 OrgAuth::Upstream { provider } => Ok(Identity::ViaUpstream(org, provider)),
@@ -170,6 +173,8 @@ pub fn identify<'c>(config: &'c Config, p: &Presented) -> Result<Identity<'c>, A
         None => match issued_key_matches(config, p) {
             Some((1, org)) => Ok(Identity::Verified(org)),
             Some(_) => Err(AuthError::MissingOrgId),
+            // A key callmux issued, wrapped in another form, goes nowhere.
+            None if wraps_issued_key(config, p) => Err(AuthError::Rejected),
             // Bland's own SDKs send the key alone.
             None => match config.bland_default_org() {
                 Some(
@@ -199,6 +204,60 @@ fn issued_key_matches<'c>(config: &'c Config, p: &Presented) -> Option<(usize, &
         }
     }
     found.map(|org| (matches, org))
+}
+
+/// Whether the `authorization` holds a callmux key in another form than callmux reads
+/// (`Basic` with the key as user or password, `Token <key>`, `Bearer:<key>`, the key twice
+/// with a comma, ...): any token of it, or of its decoded `Basic` credential, that is an
+/// issued key. Such a header would otherwise go to Bland as a Bland key. Every candidate is
+/// compared with every org's digest in constant time.
+fn wraps_issued_key(config: &Config, p: &Presented) -> bool {
+    let Ok(text) = p.authorization.to_str() else {
+        return false;
+    };
+    let mut candidates = tokens(text);
+    let mut words = text.split_whitespace();
+    if let (Some(scheme), Some(credential)) = (words.next(), words.next()) {
+        if scheme.eq_ignore_ascii_case("basic") {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(credential.trim_end_matches(','))
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok());
+            if let Some(decoded) = decoded {
+                if let Some((user, password)) = decoded.split_once(':') {
+                    candidates.extend([user.to_owned(), password.to_owned()]);
+                }
+                candidates.extend(tokens(&decoded));
+            }
+        }
+    }
+    let mut found = false;
+    for candidate in &candidates {
+        let digest = KeyDigest::of_bytes(candidate.as_bytes());
+        for org in &config.orgs {
+            if let OrgAuth::Key { digest: issued, .. } = &org.auth {
+                found |= issued.matches(&digest);
+            }
+        }
+    }
+    found
+}
+
+/// `text` whole, and every piece of it between separators a scheme might put around a key.
+fn tokens(text: &str) -> Vec<String> {
+    let mut found = vec![text.trim().to_owned()];
+    for piece in text.split(|c: char| c.is_whitespace() || c == ',') {
+        found.push(piece.to_owned());
+        found.extend(
+            piece
+                .split([':', '=', '"', '\'', ';'])
+                .filter(|t| !t.is_empty() && t.len() != piece.len())
+                .map(str::to_owned),
+        );
+    }
+    found.retain(|t| !t.is_empty());
+    found
 }
 
 /// Bland keys the upstream accepted lately, by (org, key digest). Only acceptances are kept:

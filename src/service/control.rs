@@ -250,7 +250,14 @@ impl Service {
             async move {
                 let ends: Vec<_> = ids
                     .iter()
-                    .map(|id| async move { (id, self.end_on(org, provider, ctx, id).await) })
+                    .map(|id| async move {
+                        // A listed id callmux will not pass on is still live: a failure, not
+                        // a call that ended meanwhile.
+                        if !valid_call_id(id) {
+                            return (id, Err(ControlError::InvalidCallId));
+                        }
+                        (id, self.end_on(org, provider, ctx, id).await)
+                    })
                     .collect();
                 let outcomes: Vec<(&String, Result<(), ControlError>)> =
                     futures::stream::iter(ends)

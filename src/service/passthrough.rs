@@ -13,8 +13,6 @@ pub struct Route {
     pub provider: Arc<str>,
     pub forward: Arc<dyn Forward>,
     pub ctx: RequestContext,
-    /// The provider's `max_body_bytes`, which bounds the request's body too.
-    pub max_body_bytes: usize,
 }
 
 /// Where the caller's org sends Bland's other routes.
@@ -64,7 +62,6 @@ impl Service {
                 org_id: runtime.id.clone(),
                 forwarded,
             },
-            max_body_bytes: built.spec.common.http.max_body_bytes,
         }))
     }
 }

@@ -148,7 +148,7 @@ impl Service {
     pub async fn place_call(
         &self,
         presented: &Presented,
-        body: &Bytes,
+        body: impl std::future::Future<Output = Result<Bytes, ControlError>>,
     ) -> Result<Placed, ControlError> {
         let (org, result) = self.place(presented, body).await;
         let (provider, outcome) = match &result {
@@ -175,7 +175,7 @@ impl Service {
     async fn place(
         &self,
         presented: &Presented,
-        body: &Bytes,
+        body: impl std::future::Future<Output = Result<Bytes, ControlError>>,
     ) -> (Option<Arc<str>>, Result<Placed, ControlError>) {
         let identity = match auth::identify(&self.config, presented) {
             Ok(identity) => identity,
@@ -186,6 +186,13 @@ impl Service {
         if let Err(e) = self.vouch(&identity, presented).await {
             return (org_id, Err(e.into()));
         }
+        // The body is read only now, the caller known: a made-up key holds no request's
+        // place while it sends a body slowly.
+        let body = match body.await {
+            Ok(body) => body,
+            Err(e) => return (org_id, Err(e)),
+        };
+        let body = &body;
         if let Err(e) = check_body(body) {
             return (org_id, Err(e));
         }

@@ -3,7 +3,7 @@
 //
 //   node tests/browser/dashboard.mjs '<json>'
 //
-// {base, org, key, chromium, screenshot, calls: {ringing, added, refused, hostile},
+// {base, org, key, chromium, screenshot, calls: {ringing, added, refused, invalid, hostile},
 //  providers: {failing}}.
 // When the scenario needs an upstream to change, it prints `step <name>` and waits for the
 // test to answer `done <name>` on stdin. It exits 0 only when every check passed.
@@ -196,6 +196,16 @@ try {
   assert.match(why, /\([A-Z][A-Z_]+\)\.$/);
   assert.equal(await row(page, cfg.calls.refused).count(), 1);
   check(`an End call the upstream refuses shows its message and code, and the call stays: ${why}`);
+
+  // A 400 that is not about the key (an id callmux will not pass on) keeps the user signed in.
+  await row(page, cfg.calls.invalid).locator('button.end').click();
+  await dialog.waitFor({ state: 'visible', ...WAIT });
+  await page.click('#confirm button[value="end"]');
+  await page.locator('#action.failing', { hasText: 'INVALID_CALL_ID' }).waitFor(WAIT);
+  assert.equal(await page.locator('#board').isVisible(), true, 'a 400 INVALID_CALL_ID signed the user out');
+  assert.equal(await page.locator('#sign-in-form').isHidden(), true);
+  assert.notEqual((await exposure(page)).session, null, 'a 400 INVALID_CALL_ID forgot the key');
+  check('an End call refused with INVALID_CALL_ID (400) says so and keeps the user signed in');
 
   const asks = await page.evaluate(() => window.streamAsks.length);
   const rows = await page.locator('#calls-body tr').count();

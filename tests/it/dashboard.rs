@@ -211,8 +211,11 @@ async fn the_dashboard_signs_in_and_shows_calls_changes_health_and_ends_a_call_i
     let ringing = "CA-ringing-7f3a";
     let added = "CA-new-91c2";
     let hostile_from = "<img src=x onerror=alert(1)><b>+1</b>";
+    // An id callmux will not pass on: ending it is a 400 `INVALID_CALL_ID`, not a refused key.
+    let invalid = "CA odd id 5e1";
     let (agents, listed) = live_agent_server(vec![
         agent_call(ringing, "+14155550101", "ringing", "outbound"),
+        agent_call(invalid, "+14155550103", "in-progress", "outbound"),
         agent_call(
             "CA-answered-2b8e",
             "+14155550102",
@@ -284,6 +287,7 @@ async fn the_dashboard_signs_in_and_shows_calls_changes_health_and_ends_a_call_i
             "added": added,
             // The Bland fake has no stop route: ending this call is refused upstream.
             "refused": "bland-queued-1",
+            "invalid": invalid,
             "hostile": {"id": "bland-hostile-1", "from": hostile_from},
         },
         "providers": {"failing": "agents-eu"},

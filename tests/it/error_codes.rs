@@ -127,7 +127,7 @@ async fn world() -> World {
     let silent = silent_server().await;
     let refused = refused_url().await;
     let breaking = breaking_server().await;
-    let mut toml = String::from("[server]\nmax_streams = 1\n");
+    let mut toml = String::from("[server]\nmax_streams = 1\nforward_max_request_bytes = 64\n");
     for (name, providers) in [
         ("acme", &["agents"][..]),
         ("timeout", &["silent"]),
@@ -443,6 +443,11 @@ async fn provoke(w: &World, code: ErrorCode) -> Result<Provoked, &'static str> {
                 path: "/api/calls",
                 reply,
             }
+        }
+        MethodNotAllowed => {
+            let reply = w.ask(&w.app, reqwest::Method::GET, place, &[], None).await;
+            assert_eq!(reply.headers["allow"], "POST");
+            Provoked { path: place, reply }
         }
         MissingOrgId => {
             let reply = w

@@ -21,6 +21,7 @@ mod faults;
 mod hooks;
 mod http_machinery;
 mod merge;
+mod methods;
 mod one_row;
 mod openapi;
 mod ops;

@@ -25,11 +25,11 @@ const BLAND_KEY: &str = "bland-secret";
 const BLAND_ORG: &str = "bland-org";
 
 const PATHS: [&str; 2] = ["/v1/calls/active", "/api/calls"];
-const DOCUMENTED_STATUSES: [&str; 6] = ["200", "400", "401", "431", "502", "503"];
+const DOCUMENTED_STATUSES: [&str; 7] = ["200", "400", "401", "405", "431", "502", "503"];
 /// The end-a-call routes (agent servers', Bland's), as the document names them.
 const CONTROL_PATHS: [&str; 2] = ["/api/calls/{call_id}/end", "/v1/calls/{call_id}/stop"];
-const CONTROL_STATUSES: [&str; 9] = [
-    "200", "400", "401", "404", "431", "501", "502", "503", "504",
+const CONTROL_STATUSES: [&str; 10] = [
+    "200", "400", "401", "404", "405", "431", "501", "502", "503", "504",
 ];
 
 /// Every wait in these tests is bounded by this.
@@ -658,7 +658,6 @@ async fn every_refusal_of_a_forwarded_bland_route_matches_its_documented_schema(
     let bland = |id: &str, url: &str, timeout_ms: u64| {
         ProviderB::bland(id, url, &format!("{}_KEY", id.to_uppercase()), BLAND_ORG)
             .set("timeout_ms", timeout_ms)
-            .set("max_body_bytes", 1024)
     };
     let toml = TestConfig::new()
         .org(
@@ -677,6 +676,7 @@ async fn every_refusal_of_a_forwarded_bland_route_matches_its_documented_schema(
         .provider(bland("gone", &refused, 2000))
         .provider(bland("hold", &silent, 300))
         .provider(bland("plainb", &refused, 2000))
+        .server("forward_max_request_bytes", 1024)
         .toml();
     let env = [
         ("GONE_KEY", BLAND_KEY),

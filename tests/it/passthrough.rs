@@ -386,7 +386,9 @@ async fn an_answer_that_is_not_a_success_comes_back_as_bland_sent_it() {
 async fn a_large_body_arrives_byte_identical_both_ways_and_one_over_the_cap_is_refused() {
     let bland = bland_fake(BLAND_KEY, BLAND_ORG).await;
     let cap: usize = 4 * 1024 * 1024;
-    let toml = own_key_config_with(&bland.uri(), &[("max_body_bytes", cap as u64)]).toml();
+    let toml = own_key_config_with(&bland.uri(), &[])
+        .server("forward_max_request_bytes", cap as u64)
+        .toml();
     let app = spawn_app_with_env(&toml, ENV).await;
     let body: Vec<u8> = (0..3 * 1024 * 1024).map(|_| fastrand::u8(..)).collect();
     let mut headers = acme();
@@ -419,7 +421,7 @@ async fn a_large_body_arrives_byte_identical_both_ways_and_one_over_the_cap_is_r
     assert!(refusal["message"]
         .as_str()
         .unwrap()
-        .contains("max_body_bytes"));
+        .contains("forward_max_request_bytes"));
     assert_eq!(forwarded(&bland).await.len(), 1, "nothing more was sent");
 }
 
@@ -427,7 +429,9 @@ async fn a_large_body_arrives_byte_identical_both_ways_and_one_over_the_cap_is_r
 async fn a_chunked_body_over_the_cap_is_refused_and_nothing_is_sent() {
     let bland = bland_fake(BLAND_KEY, BLAND_ORG).await;
     let app = spawn_app_with_env(
-        &own_key_config_with(&bland.uri(), &[("max_body_bytes", 1000)]).toml(),
+        &own_key_config_with(&bland.uri(), &[])
+            .server("forward_max_request_bytes", 1000)
+            .toml(),
         ENV,
     )
     .await;
@@ -922,4 +926,42 @@ async fn forwarded_requests_are_counted_and_logged_without_keys_or_queries() {
     for secret in [KEY, BLAND_KEY, "sq-123"] {
         assert!(!all.contains(secret), "{secret} was logged:\n{all}");
     }
+}
+
+#[tokio::test]
+async fn a_forwarded_request_body_is_capped_at_forward_max_request_bytes_whatever_the_providers_cap(
+) {
+    let bland = bland_fake(BLAND_KEY, BLAND_ORG).await;
+    // The provider takes 16 MiB answers; requests stay under the server's own 1 MiB default.
+    let app = own_key_app(&bland.uri()).await;
+    let mut headers = acme();
+    headers.push(("content-type", "application/json"));
+    let at_cap = app
+        .send(
+            reqwest::Method::POST,
+            "/v1/calls",
+            &headers,
+            Some(vec![b' '; 1024 * 1024]),
+        )
+        .await;
+    assert_eq!(at_cap.status, 200);
+    let over = app
+        .send(
+            reqwest::Method::POST,
+            "/v1/calls",
+            &headers,
+            Some(vec![b' '; 1024 * 1024 + 1]),
+        )
+        .await;
+    assert_eq!(over.status, 413);
+    let refusal = over.json();
+    assert_eq!(refusal["code"], "BODY_TOO_LARGE");
+    let message = refusal["message"].as_str().unwrap();
+    assert!(message.contains("forward_max_request_bytes"), "{message}");
+    assert!(message.contains("1048576"), "{message}");
+    assert_eq!(
+        forwarded(&bland).await.len(),
+        1,
+        "the one over was not sent"
+    );
 }

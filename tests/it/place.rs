@@ -361,3 +361,47 @@ async fn a_made_up_bland_key_places_no_call_for_an_org_whose_callers_bring_their
         "a made-up key placed a call"
     );
 }
+
+/// Sends `head` and the start of a body it never finishes, and reads the answer: the status
+/// and the JSON body, or `None` if none came within 5 s.
+async fn half_a_body(app: &TestApp, head: &str) -> Option<(u16, Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(b"{\"to\": \"+1").await.unwrap();
+    let read = async {
+        let mut raw = Vec::new();
+        let mut piece = [0u8; 4096];
+        loop {
+            let n = sock.read(&mut piece).await.unwrap();
+            raw.extend_from_slice(&piece[..n]);
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                if let Ok(body) = serde_json::from_str::<Value>(body) {
+                    return (head[9..12].parse().unwrap(), body);
+                }
+            }
+            if n == 0 {
+                panic!("the connection closed: {text}");
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .ok()
+}
+
+#[tokio::test]
+async fn a_made_up_key_is_refused_before_its_body_is_read() {
+    let server = agent_server(json!([])).await;
+    let app = spawn_app(&placers(&[("agents", &server, Some(1))])).await;
+    let head = "POST /api/call HTTP/1.1\r\nhost: callmux\r\nauthorization: made-up\r\n\
+                x-bland-org-id: acme\r\ncontent-type: application/json\r\n\
+                content-length: 4000\r\n\r\n";
+    let (status, body) = half_a_body(&app, head)
+        .await
+        .expect("the made-up key was answered only once the body was in");
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["code"], "AUTH_FAILURE");
+    assert_eq!(hits(&server).await, 0);
+}

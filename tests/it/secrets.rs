@@ -636,6 +636,53 @@ async fn a_callmux_issued_key_presented_to_a_passthrough_org_is_never_sent_upstr
 }
 
 #[tokio::test]
+async fn a_callmux_issued_key_in_any_wrapping_is_refused_by_a_passthrough_org_and_never_sent() {
+    use base64::Engine;
+    let basic = |user: &str, password: &str| {
+        let pair = format!("{user}:{password}");
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+    let upstreams = Upstreams::start().await;
+    let app = spawn_app_with_env(&upstreams.config(), &env()).await;
+    let wrapped = [
+        basic(ACME_KEY, ""),
+        basic("", ACME_KEY),
+        basic("someone", BETA_KEY),
+        format!("Token {ACME_KEY}"),
+        format!("Bearer:{ACME_KEY}"),
+        format!("{ACME_KEY},{ACME_KEY}"),
+        format!("Bearer {BETA_KEY}, {BETA_KEY}"),
+        format!("Digest username=\"x\", response={ACME_KEY}"),
+    ];
+    for authorization in &wrapped {
+        for path in ["/api/calls", "/v1/calls/active", "/v1/pathway"] {
+            let reply = app
+                .get(
+                    path,
+                    &[
+                        ("authorization", authorization.as_str()),
+                        ("x-bland-org-id", "pass-org"),
+                    ],
+                )
+                .await;
+            assert_eq!(
+                reply.status, 401,
+                "{authorization} {path}: {:#}",
+                reply.body
+            );
+        }
+    }
+    let sent = authorizations(&upstreams.bland_fwd).await;
+    assert!(
+        sent.is_empty(),
+        "callmux sent wrapped issued keys to a Bland upstream: {sent:?}"
+    );
+}
+
+#[tokio::test]
 async fn errors_never_echo_the_key_that_was_presented() {
     // In process, so any answer to any odd presentation of a unique key can be checked.
     let upstreams = Upstreams::start().await;

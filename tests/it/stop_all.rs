@@ -229,3 +229,34 @@ async fn each_call_stopped_is_counted_in_metrics_under_the_stop_all_route() {
     assert!(counted, "not counted:\n{metrics}");
     assert!(!metrics.contains(KEY));
 }
+
+#[tokio::test]
+async fn a_listed_call_whose_id_callmux_will_not_pass_on_is_reported_not_counted_as_stopped() {
+    let (a, a_listed) = live_agent_server(agent_calls(&["a1", ".", ".."])).await;
+    let (b, _) = live_agent_server(agent_calls(&["b1"])).await;
+    let toml = TestConfig::new()
+        .org(OrgB::key("acme", KEY).providers(&["a", "b"]))
+        .provider(ProviderB::agent("a", &a.uri()))
+        .provider(ProviderB::agent("b", &b.uri()))
+        .toml();
+    let app = spawn_app(&toml).await;
+    let stopped = app.stop_all(KEY, "acme").await;
+    assert_eq!(stopped.status, 200, "{}", stopped.body);
+    assert_eq!(stopped.body["status"], "partial", "{}", stopped.body);
+    assert_eq!(stopped.body["num_calls"], 2);
+    let errors = stopped.body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["provider"], "a");
+    assert_eq!(errors[0]["error"], "INVALID_CALL_ID");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("2 of its 3 calls were not ended"),
+        "{message}"
+    );
+    assert_eq!(ends(&a).await, 1, "only the valid id's end is sent");
+    assert_eq!(
+        a_listed.lock().unwrap().len(),
+        2,
+        "the odd ids are still live"
+    );
+}

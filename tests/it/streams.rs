@@ -1,6 +1,7 @@
 //! The live streams (DESIGN §11) and callmux's own list shape, against the real server and
 //! agent-server fakes that change while callmux polls them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -757,4 +758,118 @@ async fn a_reconnect_soon_after_everyone_left_gets_what_it_missed_and_no_snapsho
         gauge.contains("callmux_streams_open{shape=\"own\"}"),
         "{gauge}"
     );
+}
+
+/// An org whose callers bring Bland keys, checked by a Bland that takes `delay` to answer,
+/// beside `org` with a callmux key.
+fn with_slow_bland_org(
+    org: &str,
+    agent: &LiveAgent,
+    bland: &str,
+    server: &[(&str, i64)],
+) -> String {
+    let mut c = TestConfig::new()
+        .org(OrgB::key(org, KEY).providers(&["agents"]))
+        .org(OrgB::bland_keys("via-bland", "bland").providers(&["bland"]))
+        .provider(ProviderB::agent("agents", &agent.url).set("poll_interval_ms", 2000))
+        .provider(ProviderB::bland_forwarding("bland", bland).set("timeout_ms", 4000));
+    for (k, v) in server {
+        c = c.server(k, *v);
+    }
+    c.toml()
+}
+
+async fn slow_bland() -> wiremock::MockServer {
+    let bland = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(
+            wiremock::ResponseTemplate::new(401)
+                .set_delay(Duration::from_secs(3))
+                .set_body_json(json!({"status": "error", "message": "Invalid API key"})),
+        )
+        .mount(&bland)
+        .await;
+    bland
+}
+
+#[tokio::test]
+async fn a_made_up_key_waiting_on_bland_holds_no_stream_slot() {
+    let agent = LiveAgent::start(json!([])).await;
+    let bland = slow_bland().await;
+    let org = unique("slot");
+    let app = Arc::new(
+        spawn_app(&with_slow_bland_org(
+            &org,
+            &agent,
+            &bland.uri(),
+            &[("max_streams", 1)],
+        ))
+        .await,
+    );
+    let waiting = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            app.stream("/calls/stream", "sk-made-up", "via-bland", None)
+                .await
+                .err()
+        })
+    };
+    until("Bland is asked about the made-up key", async || {
+        hits(&bland).await > 0
+    })
+    .await;
+    let mut mine = app
+        .stream("/calls/stream", KEY, &org, None)
+        .await
+        .unwrap_or_else(|(status, body)| panic!("the one slot was taken: {status} {body}"));
+    assert_eq!(mine.next().await.event, "snapshot");
+    let (status, _) = waiting.await.unwrap().expect("the made-up key is refused");
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn one_org_cannot_take_more_than_max_streams_per_org() {
+    let agent = LiveAgent::start(json!([])).await;
+    let org = unique("share");
+    let other = unique("other");
+    let toml = TestConfig::new()
+        .org(OrgB::key(&org, KEY).providers(&["agents"]))
+        .org(OrgB::key(&other, "other-key").providers(&["agents"]))
+        .provider(ProviderB::agent("agents", &agent.url).set("poll_interval_ms", 2000))
+        .server("max_streams", 10)
+        .server("max_streams_per_org", 2)
+        .toml();
+    let app = spawn_app(&toml).await;
+    let mut a = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    let mut b = app
+        .stream("/api/calls/stream", KEY, &org, None)
+        .await
+        .unwrap();
+    a.next().await;
+    b.next().await;
+    let Err((status, body)) = app.stream("/calls/stream", KEY, &org, None).await else {
+        panic!("a third stream of one org opened beyond max_streams_per_org = 2");
+    };
+    assert_eq!(status, 503);
+    assert_eq!(body["errors"][0]["error"], "OVERLOADED", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("max_streams_per_org"), "{message}");
+    let mut theirs = app
+        .stream("/calls/stream", "other-key", &other, None)
+        .await
+        .unwrap_or_else(|(status, body)| panic!("another org was shut out: {status} {body}"));
+    assert_eq!(theirs.next().await.event, "snapshot");
+    drop(a);
+    let reopened = async {
+        loop {
+            if let Ok(mut s) = app.stream("/calls/stream", KEY, &org, None).await {
+                return s.next().await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let first = tokio::time::timeout(Duration::from_secs(10), reopened)
+        .await
+        .unwrap();
+    assert_eq!(first.event, "snapshot");
 }

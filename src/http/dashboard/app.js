@@ -11,8 +11,10 @@ const SAMPLE_EVERY_MS = 5000;
 const SILENCE_MS = 45000;
 const BACKOFF_MIN_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
-// Statuses that say the credentials themselves are wrong (400: a malformed header).
-const REFUSED = [400, 401, 403];
+// Codes that say the credentials themselves are wrong; any other refusal (a 400
+// INVALID_CALL_ID, say) is about the request, and the user stays signed in.
+const SIGN_OUT_CODES = ['AUTH_FAILURE', 'MISSING_ORG_ID'];
+const refusesKey = (code) => SIGN_OUT_CODES.includes(code);
 // What a header value may hold; anything else fetch() refuses to send.
 const HEADER_SAFE = /^[\x20-\x7e]+$/;
 
@@ -157,7 +159,7 @@ async function connect() {
   if (!response.ok) {
     const { code, message } = await errorOf(response);
     if (controller.signal.aborted) return;
-    if (REFUSED.includes(response.status)) {
+    if (refusesKey(code)) {
       clearSession();
       resetData();
       return showSignIn(`Sign-in refused: ${message} (${code}). Check the org id and key.`);
@@ -579,7 +581,7 @@ async function endCall(id) {
     const message = (body && body.error) || response.statusText || 'no message';
     const code = (body && body.code) || `HTTP_${response.status}`;
     action(`✕ Could not end call ${id}: ${message} (${code}).`, false);
-    if (REFUSED.includes(response.status)) {
+    if (refusesKey(code)) {
       clearSession();
       resetData();
       showSignIn(`Sign-in refused: ${message} (${code}). Check the org id and key.`);

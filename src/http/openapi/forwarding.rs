@@ -86,11 +86,11 @@ struct ForwardPathParam {
                     for orgs that forward them (bland_passthrough, or auth = a bland \
                     provider)"}]})),
         (status = 413, body = BlandForwardRefused,
-            description = "`BODY_TOO_LARGE`: the request's body is over the provider's \
-                `max_body_bytes`; nothing is sent.",
+            description = "`BODY_TOO_LARGE`: the request's body is over \
+                `[server] forward_max_request_bytes`; nothing is sent.",
             example = json!({"status": "error", "code": "BODY_TOO_LARGE",
-                "message": "the request's body is over the 16777216-byte limit of the \
-                    provider it would be forwarded to (max_body_bytes); send a smaller body"})),
+                "message": "the request's body is over the 1048576-byte limit on forwarded \
+                    bodies ([server] forward_max_request_bytes); send a smaller body"})),
         (status = 502, body = BlandForwardRefused,
             description = "Bland could not be reached, broke off, or declared an answer \
                 over `max_body_bytes` (a provider's code, naming the provider). An answer that \

@@ -220,8 +220,10 @@ impl Envelope {
             Self::Agent { place: false } => "AgentControlFailed",
             Self::Agent { place: true } => "AgentPlaceFailed",
             Self::BlandControl => "BlandControlFailed",
-            Self::Forward | Self::Hook if of_the_bounds(code) => "BlandRefused",
-            Self::Forward | Self::Hook => "BlandForwardRefused",
+            // The callback's shared refusals are all in Bland's list envelope (it has no key).
+            Self::Hook => "BlandRefused",
+            Self::Forward if of_the_bounds(code) => "BlandRefused",
+            Self::Forward => "BlandForwardRefused",
         }
     }
 
@@ -240,7 +242,7 @@ impl Envelope {
             Self::BlandControl => ControlEnvelope::Bland
                 .error(code, message, None)
                 .into_bytes(),
-            Self::Forward | Self::Hook if !of_the_bounds(code) => ControlEnvelope::Bland
+            Self::Forward if !of_the_bounds(code) => ControlEnvelope::Bland
                 .error(code, message, None)
                 .into_bytes(),
             Self::List(shape) => shape.write_error(&[item]),
@@ -256,6 +258,8 @@ struct Refusal {
     status: u16,
     /// Whether the route must authenticate to give it (the Twilio callback does not).
     auth: bool,
+    /// Whether every route gives it, streams included, whatever `auth`.
+    everywhere: bool,
     codes: &'static [(ErrorCode, &'static str)],
     description: &'static str,
 }
@@ -266,8 +270,21 @@ const MISSING_ORG_ID: &str = "missing x-bland-org-id header: this key does not i
 /// The refusals every route shares, written once.
 const REFUSALS: &[Refusal] = &[
     Refusal {
+        status: 405,
+        auth: false,
+        everywhere: true,
+        codes: &[(
+            ErrorCode::MethodNotAllowed,
+            "/api/call does not answer GET: send POST",
+        )],
+        description: "`METHOD_NOT_ALLOWED`: the route does not answer this method (`allow` \
+            names the one it does); forwarding sends only `GET`, `POST`, `PUT`, `PATCH` and \
+            `DELETE`. Nothing is checked or sent.",
+    },
+    Refusal {
         status: 400,
         auth: true,
+        everywhere: false,
         codes: &[(ErrorCode::MissingOrgId, MISSING_ORG_ID)],
         description: "`MISSING_ORG_ID`: no `x-bland-org-id`, and the key alone does not \
             identify exactly one organisation.",
@@ -275,6 +292,7 @@ const REFUSALS: &[Refusal] = &[
     Refusal {
         status: 401,
         auth: true,
+        everywhere: false,
         codes: &[(
             ErrorCode::AuthFailure,
             "invalid API key for this organisation",
@@ -287,6 +305,7 @@ const REFUSALS: &[Refusal] = &[
     Refusal {
         status: 431,
         auth: false,
+        everywhere: false,
         codes: &[(
             ErrorCode::HeadersTooLarge,
             "the request's headers are 9000 bytes, over the 8192-byte limit (max_header_bytes)",
@@ -297,6 +316,7 @@ const REFUSALS: &[Refusal] = &[
     Refusal {
         status: 502,
         auth: true,
+        everywhere: false,
         codes: &[(
             ErrorCode::AuthUnavailable,
             "could not check the key with provider `bland`, which did not answer within \
@@ -308,6 +328,7 @@ const REFUSALS: &[Refusal] = &[
     Refusal {
         status: 503,
         auth: false,
+        everywhere: false,
         codes: &[
             (
                 ErrorCode::Overloaded,
@@ -371,7 +392,9 @@ impl Modify for SharedRefusals {
                     continue;
                 };
                 for refusal in REFUSALS {
-                    if (refusal.auth && !auth) || (!refusal.auth && !bounded) {
+                    if !refusal.everywhere
+                        && ((refusal.auth && !auth) || (!refusal.auth && !bounded))
+                    {
                         continue;
                     }
                     let status = refusal.status.to_string();
@@ -439,6 +462,11 @@ fn shared(envelope: Envelope, refusal: &Refusal) -> Response {
 fn add_headers(response: &mut Response, status: u16) {
     let (name, schema, description) = match status {
         401 => ("www-authenticate", Type::String, "Always `Bearer`."),
+        405 => (
+            "allow",
+            Type::String,
+            "The methods the route answers, e.g. `POST`.",
+        ),
         503 => (
             "retry-after",
             Type::Integer,
