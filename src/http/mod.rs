@@ -12,6 +12,7 @@ mod ops;
 mod passthrough;
 pub mod render;
 pub mod streams;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,6 +79,7 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(control::STOP_ALL_ROUTE, post(control::stop_all))
         .route(control::PLACE_ROUTE, post(control::place))
         .route(hooks::TWILIO_HOOK_ROUTE, post(hooks::twilio))
+        .route(webhooks::WEBHOOKS_ROUTE, get(webhooks::list))
         .layer(axum::middleware::from_fn_with_state(
             limits.clone(),
             bounds::enforce,
