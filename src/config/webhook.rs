@@ -95,7 +95,10 @@ impl RawWebhook {
                     check.push(
                         at("events"),
                         "is empty, so the endpoint would get nothing",
-                        format!("list some of: {}, or remove it for all", EVENT_TYPES.join(", ")),
+                        format!(
+                            "list some of: {}, or remove it for all",
+                            EVENT_TYPES.join(", ")
+                        ),
                     );
                 }
                 for e in list.iter().filter(|e| !EVENT_TYPES.contains(&e.as_str())) {
@@ -157,7 +160,12 @@ impl RawWebhook {
 /// The URL, checked as §8 checks Vapi's control URL: https without credentials, and a host
 /// that is not a private, loopback or link-local address unless `allow_private` (which also
 /// allows http). Names are resolved again at every connect, where the same rule applies.
-fn endpoint_url(field: &str, text: &str, allow_private: bool, check: &mut Check<'_>) -> Option<url::Url> {
+fn endpoint_url(
+    field: &str,
+    text: &str,
+    allow_private: bool,
+    check: &mut Check<'_>,
+) -> Option<url::Url> {
     let shown = redacted_url(text);
     let problem = match url::Url::parse(text) {
         Err(e) => format!("`{shown}` is not a URL ({e})"),

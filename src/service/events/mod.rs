@@ -104,7 +104,8 @@ pub fn events(
     }
     let version = after.version().to_string();
     let failing = |list: &[ProviderFailure], p: &ProviderFailure| {
-        list.iter().any(|f| f.provider == p.provider && f.error == p.error)
+        list.iter()
+            .any(|f| f.provider == p.provider && f.error == p.error)
     };
     for f in after.failures() {
         if !failing(before.failures(), f) {
@@ -124,7 +125,13 @@ pub fn events(
 /// The body `{"type", "timestamp", "data"}`, and an id hashed from the org, the type and the
 /// data (and for provider events, the list's version, so a provider failing again later is
 /// a new event): every replica that sees the change names it alike.
-fn event(org: &str, kind: &'static str, data: Value, version: Option<&str>, now: SystemTime) -> OutEvent {
+fn event(
+    org: &str,
+    kind: &'static str,
+    data: Value,
+    version: Option<&str>,
+    now: SystemTime,
+) -> OutEvent {
     let data_text = data.to_string();
     let mut h = Sha256::new();
     for part in [org, kind, &data_text, version.unwrap_or("")] {
@@ -132,7 +139,9 @@ fn event(org: &str, kind: &'static str, data: Value, version: Option<&str>, now:
         h.update([0]);
     }
     let id = format!("evt_{}", &hex::encode(h.finalize())[..32]);
-    let ms = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let ms = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let timestamp = crate::call::time::to_iso8601(ms).unwrap_or_default();
     let body = format!(r#"{{"type":"{kind}","timestamp":"{timestamp}","data":{data_text}}}"#);
     OutEvent {

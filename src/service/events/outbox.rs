@@ -165,7 +165,11 @@ impl Endpoint {
         self.telemetry
             .counter(
                 "callmux_webhook_deliveries_total",
-                &[("org", &self.org), ("endpoint", &self.spec.name), ("outcome", outcome)],
+                &[
+                    ("org", &self.org),
+                    ("endpoint", &self.spec.name),
+                    ("outcome", outcome),
+                ],
             )
             .increment(1);
     }
@@ -192,7 +196,8 @@ impl Endpoint {
                 q.recent.remove(&old);
             }
         }
-        if q.waiting.len() + q.in_flight >= self.spec.max_pending && q.waiting.pop_front().is_some() {
+        if q.waiting.len() + q.in_flight >= self.spec.max_pending && q.waiting.pop_front().is_some()
+        {
             self.count("dropped");
         }
         q.waiting.push_back(Pending {
@@ -268,9 +273,10 @@ impl Endpoint {
         // The answer's body is never read: dropping it closes the connection.
         match sent {
             Ok(r) if r.status().is_success() => Outcome::Delivered,
-            Ok(r) if r.status().is_redirection() => {
-                Outcome::Failed(format!("answered HTTP {} (redirects are not followed)", r.status().as_u16()))
-            }
+            Ok(r) if r.status().is_redirection() => Outcome::Failed(format!(
+                "answered HTTP {} (redirects are not followed)",
+                r.status().as_u16()
+            )),
             Ok(r) => Outcome::Failed(format!("answered HTTP {}", r.status().as_u16())),
             Err(e) if e.is_timeout() => Outcome::Failed(format!(
                 "did not answer within {} ms",
