@@ -312,4 +312,7 @@ async fn the_signing_secret_never_appears_in_get_webhooks_or_metrics() {
         )
         .await;
     assert_eq!(refused.status, 401);
+    let spec = crate::openapi::Spec::fetch(&app).await;
+    spec.assert_matches("/webhooks", &listed);
+    spec.assert_matches("/webhooks", &refused);
 }

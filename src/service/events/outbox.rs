@@ -364,3 +364,99 @@ async fn work(endpoint: std::sync::Weak<Endpoint>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WebhookSpec;
+
+    /// Every name resolves to one loopback address: a public-looking name that turned
+    /// private after the configuration was checked.
+    struct ToLoopback(SocketAddr);
+
+    #[async_trait]
+    impl Lookup for ToLoopback {
+        async fn lookup(&self, _host: &str) -> std::io::Result<Vec<SocketAddr>> {
+            Ok(vec![self.0])
+        }
+    }
+
+    fn spec(url: &str, allow_private: bool) -> WebhookSpec {
+        WebhookSpec {
+            name: "ops".into(),
+            url: url::Url::parse(url).unwrap(),
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            secret_env: "HOOK_SECRET".into(),
+            events: vec!["call.started".into()],
+            allow_private,
+            timeout: Duration::from_secs(5),
+            retry_delays: vec![],
+            max_pending: 2,
+        }
+    }
+
+    fn event(id: &str) -> OutEvent {
+        OutEvent {
+            id: id.into(),
+            kind: "call.started",
+            body: Bytes::from_static(b"{}"),
+        }
+    }
+
+    async fn listening() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((_sock, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_a_private_address_at_connect_time_is_refused_and_nothing_is_sent(
+    ) {
+        let (addr, accepted) = listening().await;
+        let url = format!("http://hooks.example.test:{}/in", addr.port());
+        let endpoint = Endpoint::new(
+            "acme",
+            spec(&url, false),
+            Arc::new(Telemetry::default()),
+            Arc::new(ToLoopback(addr)),
+        );
+        let Outcome::Failed(why) = endpoint.attempt(&event("evt_1")).await else {
+            panic!("sent to a loopback address");
+        };
+        assert!(why.contains("private, loopback or link-local"), "{why}");
+        assert!(!why.contains("hooks.example.test"), "{why}");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_its_oldest_event_and_an_id_seen_before_is_queued_once() {
+        let (addr, _) = listening().await;
+        let url = format!("http://hooks.example.test:{}/in", addr.port());
+        let endpoint = Endpoint::new(
+            "acme",
+            spec(&url, true),
+            Arc::new(Telemetry::default()),
+            Arc::new(ToLoopback(addr)),
+        );
+        // Every slot taken, so the worker starts nothing while the queue is looked at.
+        {
+            let mut q = endpoint.queue();
+            q.in_flight = IN_FLIGHT;
+        }
+        for id in ["a", "b", "a", "c"] {
+            endpoint.enqueue(&event(id));
+        }
+        let q = endpoint.queue();
+        let waiting: Vec<&str> = q.waiting.iter().map(|p| p.event.id.as_str()).collect();
+        // max_pending 2 counts the in-flight ones too: at least the newest is kept, the
+        // oldest dropped, and "a" queued once.
+        assert_eq!(waiting, ["c"]);
+    }
+}
