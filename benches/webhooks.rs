@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench webhooks [-- --seconds 10 --rate 1000 --endpoints 10]`
 //!
-//! Prints, for each: deliveries per second, the time from an event being queued (or, for
+//! Prints, for each: the posts offered per second (changes × endpoints), the time from an event being queued (or, for
 //! the baseline, the post being started) to the receiver having it, p50 and p99, and the
 //! pending count sampled every second (it must not grow).
 
@@ -95,7 +95,7 @@ fn spec(name: String, url: &str) -> WebhookSpec {
 fn report(name: &str, seen: &Seen, delivered: u64, seconds: f64, pending: &[usize]) {
     let h = seen.latencies.lock().unwrap();
     println!(
-        "{name:<10} delivered/s {:>8.0}  p50 ms {:>7.3}  p99 ms {:>7.3}  pending each second {:?}",
+        "{name:<10} offered/s {:>8.0}  p50 ms {:>7.3}  p99 ms {:>7.3}  pending each second {:?}",
         delivered as f64 / seconds,
         h.value_at_quantile(0.5) as f64 / 1000.0,
         h.value_at_quantile(0.99) as f64 / 1000.0,
