@@ -91,6 +91,7 @@ fn bland_keys_org() -> callmux::config::OrgSpec {
         },
         providers: vec!["bland".to_owned()],
         passthrough: None,
+        webhooks: vec![],
     }
 }
 

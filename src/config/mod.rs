@@ -9,6 +9,7 @@ mod passthrough;
 mod provider;
 mod server;
 mod summary;
+mod webhook;
 
 pub use crate::settings::ConfigIssue;
 pub use crate::state::settings::StateConfig;
@@ -17,3 +18,4 @@ pub use load::{Config, ConfigError};
 pub use org::{KeySource, OrgAuth, OrgSpec};
 pub use provider::ProviderSpec;
 pub use server::ServerConfig;
+pub use webhook::{host_is_private, WebhookSpec, EVENT_TYPES};

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::passthrough;
 use super::provider::ProviderSpec;
+use super::webhook::{RawWebhook, WebhookSpec};
 use crate::keys::KeyDigest;
 use crate::settings::Check;
 
@@ -20,6 +21,8 @@ pub struct OrgSpec {
     /// The `bland` provider the org's other Bland routes are forwarded to: its
     /// `bland_passthrough`, else the provider it authenticates through; `None`: not forwarded.
     pub passthrough: Option<String>,
+    /// `[orgs.<id>.webhooks.<name>]`, sorted by name.
+    pub webhooks: Vec<WebhookSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +51,8 @@ pub(super) struct RawOrg {
     #[serde(default)]
     pub(super) providers: Vec<String>,
     bland_passthrough: Option<String>,
+    #[serde(default)]
+    webhooks: BTreeMap<String, RawWebhook>,
 }
 
 impl RawOrg {
@@ -176,6 +181,11 @@ impl RawOrg {
             (None, Some(OrgAuth::Upstream { provider })) => Some(provider.clone()),
             (None, _) => None,
         };
+        let webhooks: Vec<WebhookSpec> = self
+            .webhooks
+            .into_iter()
+            .filter_map(|(name, raw)| raw.validate(&id, name, check))
+            .collect();
         if check.count() > before {
             return None;
         }
@@ -184,6 +194,7 @@ impl RawOrg {
             auth,
             providers: self.providers,
             passthrough,
+            webhooks,
         })
     }
 }

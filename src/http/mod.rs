@@ -14,6 +14,7 @@ mod passthrough;
 pub mod render;
 mod stream_slots;
 pub mod streams;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,6 +85,7 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(control::STOP_ALL_ROUTE, post(control::stop_all))
         .route(control::PLACE_ROUTE, post(control::place))
         .route(hooks::TWILIO_HOOK_ROUTE, post(hooks::twilio))
+        .route(webhooks::WEBHOOKS_ROUTE, get(webhooks::list))
         .layer(axum::middleware::from_fn_with_state(
             limits.clone(),
             bounds::enforce,

@@ -393,6 +393,7 @@ mod tests {
             },
             providers: vec![],
             passthrough: None,
+            webhooks: vec![],
         };
         let shown = format!("{p:?} {:?} {:?}", p.digest, p.forwarded(&org));
         assert!(!shown.contains("super-secret-key"), "{shown}");

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod control;
+pub mod events;
 pub mod index;
 pub mod live;
 pub mod merge;

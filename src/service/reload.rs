@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use super::auth::Presented;
+use super::events::outbox::{Lookup, SystemLookup};
+use super::events::Outboxes;
 use super::live::{self, Hub};
 use super::{ListError, Listed, Service};
 use crate::config::Config;
@@ -38,6 +40,8 @@ pub struct Live {
     reloading: Mutex<Option<String>>,
     /// The live streams of every configuration this process serves.
     hub: Arc<Hub>,
+    /// The webhooks' outboxes of the configuration the process started with.
+    outboxes: Arc<Outboxes>,
 }
 
 impl Live {
@@ -71,12 +75,20 @@ impl Live {
             loaded_at: SystemTime::now(),
         }));
         let hub = Hub::new(current.clone(), telemetry.clone(), fleet);
+        let lookup: Arc<dyn Lookup> = Arc::new(SystemLookup);
+        let outboxes = Arc::new(Outboxes::new(
+            current.load().service.config(),
+            &telemetry,
+            lookup,
+        ));
+        hub.tap(outboxes.clone());
         Arc::new(Self {
             current,
             telemetry,
             source,
             reloading: Mutex::new(None),
             hub,
+            outboxes,
         })
     }
 
@@ -90,6 +102,10 @@ impl Live {
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    pub fn outboxes(&self) -> &Arc<Outboxes> {
+        &self.outboxes
     }
 
     /// Loads the file again and, if valid, serves it from the next request on. Returns the

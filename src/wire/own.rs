@@ -68,6 +68,13 @@ impl ListWriter for Writer {
     }
 }
 
+/// One call as the own shape writes it in a list: the `data` of a `call.*` webhook event.
+pub fn call_object(c: &Call) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    Writer::call(&mut out, c, "");
+    out
+}
+
 /// The canonical status's own word: `queued`, `ringing`, `in-progress`, the ended ones as
 /// Twilio writes them, and anything else as the upstream sent it.
 pub fn status(s: &CallStatus) -> &str {

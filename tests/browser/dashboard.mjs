@@ -132,6 +132,16 @@ try {
   for (const ok of await page.locator('#health li[data-health="ok"]').all()) assert.match(await ok.textContent(), /OK/);
   check('a failing provider is shown as failing, in words, with its error code');
 
+  // The endpoint answers every delivery: once the changes above went out, it shows a success.
+  const hook = page.locator(`#webhooks li[data-webhook="${CSS.escape(cfg.webhook)}"][data-health="ok"]`);
+  await page.locator('#webhooks-panel').waitFor(WAIT);
+  await page.waitForFunction((name) => {
+    const li = document.querySelector(`#webhooks li[data-webhook="${name}"]`);
+    return li && !li.textContent.includes('last delivered never');
+  }, cfg.webhook, WAIT);
+  assert.match(await hook.textContent(), /OK.*pending · last delivered/);
+  check('the webhooks panel shows the endpoint and its last delivery');
+
   const counts = await page.locator('#per-provider li').allTextContents();
   assert.ok(counts.some((c) => c.startsWith(cfg.providers.failing)), `no count for ${cfg.providers.failing}: ${counts}`);
   const chart = page.locator('#chart-box svg path.line');

@@ -270,7 +270,9 @@ async fn the_dashboard_signs_in_and_shows_calls_changes_health_and_ends_a_call_i
                 .set("circuit_failures", 0),
         )
         .toml();
-    let env = [(BLAND_KEY_VAR, BLAND_KEY)];
+    let receiver = Receiver::start(0).await;
+    let toml = format!("{toml}{}", webhook_table("acme", "ops", &receiver.url, ""));
+    let env = [(BLAND_KEY_VAR, BLAND_KEY), ("HOOK_SECRET", WEBHOOK_SECRET)];
     let mut server = Server::start(&toml, &env, "127.0.0.1:0".parse().unwrap()).await;
     let addr = server.addr;
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
@@ -291,6 +293,7 @@ async fn the_dashboard_signs_in_and_shows_calls_changes_health_and_ends_a_call_i
             "hostile": {"id": "bland-hostile-1", "from": hostile_from},
         },
         "providers": {"failing": "agents-eu"},
+        "webhook": "ops",
     });
     let mut node = Node(
         Command::new("node")

@@ -39,3 +39,4 @@ mod stop_all;
 mod streams;
 mod twilio;
 mod vapi;
+mod webhooks;

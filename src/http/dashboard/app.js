@@ -7,6 +7,8 @@
 const STORE = 'callmux.session';
 const WINDOW_MS = 15 * 60 * 1000;
 const SAMPLE_EVERY_MS = 5000;
+// How often the webhooks panel asks GET /webhooks.
+const WEBHOOKS_EVERY_MS = 5000;
 // Keep-alive comments come every 15 s: silence much longer means the connection is gone.
 const SILENCE_MS = 45000;
 const BACKOFF_MIN_MS = 1000;
@@ -97,6 +99,7 @@ function signIn(org, key) {
   resetData();
   showBoard();
   connect();
+  refreshWebhooks();
 }
 
 function signOut() {
@@ -447,6 +450,30 @@ function renderHealth() {
   $('health').replaceChildren(...items);
 }
 
+// The webhooks panel: each endpoint's pending count and last outcome; hidden for an org
+// without webhooks, and left as it was when the route cannot be read.
+async function refreshWebhooks() {
+  if (!state.session) return;
+  let body;
+  try {
+    const response = await fetch('/webhooks', { headers: headers(), cache: 'no-store' });
+    if (!response.ok) return;
+    body = await response.json();
+  } catch {
+    return;
+  }
+  const hooks = Array.isArray(body.webhooks) ? body.webhooks : [];
+  $('webhooks-panel').hidden = hooks.length === 0;
+  const when = (iso) => (iso ? new Date(iso).toLocaleTimeString() : 'never');
+  $('webhooks').replaceChildren(...hooks.map((w) => {
+    const failing = w.last_failure && (!w.last_success || w.last_failure.at > w.last_success);
+    return el('li', { class: failing ? 'failing' : 'ok', 'data-webhook': w.name, 'data-health': failing ? 'failing' : 'ok' },
+      el('span', { class: 'badge' }, failing ? '✕ Failing' : '✓ OK'), ' ', el('span', { class: 'provider' }, w.name),
+      el('div', { class: 'detail' }, `${w.pending} pending · last delivered ${when(w.last_success)}`),
+      w.last_failure ? el('div', { class: 'hint' }, `last failure ${when(w.last_failure.at)}: ${text(w.last_failure.reason)}`) : '');
+  }));
+}
+
 function setOptions(select, values, all) {
   const chosen = select.value;
   const known = JSON.stringify([...values].sort());
@@ -633,10 +660,12 @@ function start() {
       if (c && cell) cell.textContent = ageText(startOf(c), Date.now());
     }
   }, 1000);
+  setInterval(refreshWebhooks, WEBHOOKS_EVERY_MS);
   state.session = readSession();
   if (state.session) {
     showBoard();
     connect();
+    refreshWebhooks();
   } else {
     showSignIn(fragmentProblem);
   }

@@ -11,6 +11,7 @@ mod hooks;
 mod lists;
 mod shared;
 mod streams;
+mod webhooks;
 
 use std::sync::LazyLock;
 
@@ -32,6 +33,7 @@ fn build() -> utoipa::openapi::OpenApi {
     document.merge(forwarding::ForwardDoc::openapi());
     document.merge(streams::StreamsDoc::openapi());
     document.merge(hooks::HooksDoc::openapi());
+    document.merge(webhooks::WebhooksDoc::openapi());
     shared::OrgKey.modify(&mut document);
     shared::SharedRefusals.modify(&mut document);
     forwarding::BlandsOwnAnswers.modify(&mut document);

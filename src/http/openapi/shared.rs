@@ -375,6 +375,7 @@ pub(super) const ROUTES: &[(&str, Envelope, bool, bool)] = &[
     ("forwardToBland", Envelope::Forward, true, true),
     ("forwardGetToBland", Envelope::Forward, true, true),
     ("twilioStatusCallback", Envelope::Hook, false, true),
+    ("listWebhooks", Envelope::List(Shape::Own), true, true),
 ];
 
 /// Adds the shared refusals to every operation in [`ROUTES`]: a status the route does not

@@ -3,12 +3,12 @@
 //! server shutting down, another replica's notice).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use super::change::{EventId, State};
 use super::fleet::{self, Follower};
 use super::poller::{self, Keeper, Source};
-use super::topic::{Subscription, Topic, TopicKey};
+use super::topic::{Subscription, Tap, Topic, TopicKey};
 use crate::call::CallStatus;
 use crate::config::{Config, OrgAuth};
 use crate::service::auth::{self, AuthError, Identity, Presented};
@@ -26,6 +26,8 @@ pub struct Hub {
     fleet: Option<Arc<Redis>>,
     /// Set once the server shuts down: no new subscriber is taken.
     closed: Mutex<Option<String>>,
+    /// Given every topic's changes (the webhooks' outboxes), once set.
+    tap: OnceLock<Arc<dyn Tap>>,
 }
 
 /// Where a new subscriber starts.
@@ -50,12 +52,18 @@ impl Hub {
             telemetry,
             fleet,
             closed: Mutex::new(None),
+            tap: OnceLock::new(),
         });
         if let Some(redis) = &hub.fleet {
             let follower: Weak<dyn Follower> = Arc::downgrade(&hub) as _;
             fleet::listen(redis, &hub.telemetry, follower);
         }
         hub
+    }
+
+    /// Makes `tap` see every change of every topic started from now on.
+    pub fn tap(&self, tap: Arc<dyn Tap>) {
+        let _ = self.tap.set(tap);
     }
 
     fn topics(&self) -> MutexGuard<'_, HashMap<TopicKey, Arc<Topic>>> {
@@ -118,6 +126,9 @@ impl Hub {
             (Some(topic), Joining::Current) => (topic, None),
             (None, Joining::Fresh(state)) => {
                 let topic = Topic::start(key.clone(), state, presented.clone());
+                if let Some(tap) = self.tap.get() {
+                    let _ = topic.tap.set(tap.clone());
+                }
                 topics.insert(key, topic.clone());
                 let keeper: Weak<dyn Keeper> = Arc::downgrade(self) as _;
                 tokio::spawn(poller::poll(topic.clone(), keeper));

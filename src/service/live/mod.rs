@@ -23,4 +23,4 @@ mod topic;
 pub use change::{Body, Change, Event, EventId, State};
 pub use hub::{Hub, Joining};
 pub use poller::Source;
-pub use topic::{Subscription, Topic, TopicKey, QUEUE};
+pub use topic::{Subscription, Tap, Topic, TopicKey, QUEUE};

@@ -3,7 +3,7 @@
 //! recent ones are kept so a reconnecting client resumes where it was.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::{mpsc, Notify};
 
@@ -34,6 +34,15 @@ pub struct Topic {
     pub(super) wake: Notify,
     /// Makes the poller poll now: another replica announced a change of this topic.
     pub(super) poll_now: Notify,
+    /// Sees every change this topic publishes, like a subscriber that never falls behind
+    /// (the webhooks' outboxes): set by the hub when the topic starts.
+    pub(super) tap: OnceLock<Arc<dyn Tap>>,
+}
+
+/// A consumer of every topic's changes that takes them without waiting (it only queues).
+pub trait Tap: Send + Sync {
+    /// `org`'s list went from `before` to `after`, which differ by `change`.
+    fn changed(&self, org: &str, before: &State, after: &State, change: &Change);
 }
 
 pub(super) struct Inner {
@@ -94,6 +103,7 @@ impl Topic {
             }),
             wake: Notify::new(),
             poll_now: Notify::new(),
+            tap: OnceLock::new(),
         })
     }
 
@@ -156,10 +166,13 @@ impl Topic {
             return false;
         }
         let change = Change::between(&inner.state, &next);
-        inner.state = Arc::new(next);
+        let before = std::mem::replace(&mut inner.state, Arc::new(next));
         let Some(change) = change else {
             return false;
         };
+        if let Some(tap) = self.tap.get() {
+            tap.changed(&self.key.org, &before, &inner.state, &change);
+        }
         inner.seq += 1;
         let event = Arc::new(Event::new(
             EventId {

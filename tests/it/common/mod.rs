@@ -24,6 +24,7 @@ mod config;
 mod control;
 pub mod kinds;
 mod python;
+mod receiver;
 mod redis;
 mod sse;
 pub use self::redis::*;
@@ -31,6 +32,7 @@ pub use binary::*;
 pub use config::*;
 pub use control::*;
 pub use python::*;
+pub use receiver::*;
 pub use sse::*;
 
 /// A running callmux and a client for it.
