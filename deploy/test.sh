@@ -115,7 +115,7 @@ teardown() {
             down -t 15 >/dev/null 2>&1 || true
     fi
     podman rm -f -t 0 "$PROJECT-single" >/dev/null 2>&1 || true
-    podman network rm -f "$KUBE_NET" >/dev/null 2>&1 || true
+    podman network rm -f "$KUBE_NET" "${PROJECT}_default" >/dev/null 2>&1 || true
     podman secret rm callmux-secrets >/dev/null 2>&1 || true
     rm -rf "$work"
 }
@@ -170,6 +170,10 @@ podman build --format docker -f Containerfile "${ca[@]}" \
 # Cargo.toml's rust-version. (Nothing changed since the last build: every step cached.)
 grep -E '^(cargo|rustc) [0-9]' "$work/build.log" >&2 \
     || echo "cached build, by $(podman run --rm --entrypoint rustc "$BUILDER" --version)" >&2
+# Each source change leaves the previous build's images behind, untagged (~35 MB of
+# layers); those older than a day go. Younger ones stay: they are the layer cache that
+# makes an unchanged tree build in seconds.
+podman image prune -f --filter until=24h >/dev/null
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 echo "image $IMAGE: $((size / 1000000)) MB ($size bytes)" >&2
 
@@ -263,6 +267,13 @@ for p in $PORT_A $PORT_B; do
     done
 done
 org=("authorization: $key" "x-bland-org-id: demo")
+# compose.yaml's own healthchecks (podman runs them on demand here: no systemd timers).
+for svc in redis callmux-a callmux-b; do
+    id=$(podman ps -q --filter "label=com.docker.compose.project=$PROJECT" \
+        --filter "label=com.docker.compose.service=$svc")
+    [ -n "$id" ] || die "compose: no running container for $svc"
+    podman healthcheck run "$id" >/dev/null 2>>"$work/podman.log" || die "compose: $svc's healthcheck fails"
+done
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'authorization: demo-key' -H 'x-bland-org-id: demo' \
     "http://127.0.0.1:$PORT_A/api/calls")" = 401 ] || die "compose: the published demo-key was accepted"
 listed=$(get "http://127.0.0.1:$PORT_A/api/calls" "${org[@]}")
@@ -271,6 +282,27 @@ echo "replica A: GET /api/calls -> $(json 'd["count"]' <<<"$listed") calls, firs
 ended=$(post "http://127.0.0.1:$PORT_B/api/calls/$call/end" "${org[@]}")
 echo "replica B: POST /api/calls/$call/end -> $ended" >&2
 [ "$(json 'd["success"]' <<<"$ended")" = True ] || die "compose: replica B did not end $call"
+# The demo's `static` providers keep their calls in each replica's memory: the one that
+# ended the call no longer lists it (a real platform would drop it for every replica).
+get "http://127.0.0.1:$PORT_B/api/calls" "${org[@]}" | json 'd["calls"]' | grep -q "$call" \
+    && die "compose: replica B still lists $call after ending it"
+# Redis away: the replicas keep serving on their own ("degraded"), and rejoin when it is back.
+state_of() { get "http://127.0.0.1:$1/readyz" | json 'd["state"]'; }
+until_state() { # port state seconds: asks for the list meanwhile, so the replica uses Redis
+    local deadline=$((SECONDS + $3))
+    until [ "$(state_of "$1")" = "$2" ]; do
+        [ $SECONDS -lt $deadline ] || die "replica on $1: state $(state_of "$1"), not $2 after $3 s"
+        get "http://127.0.0.1:$1/api/calls" "${org[@]}" >/dev/null || die "replica on $1 stopped serving"
+        sleep 0.5
+    done
+}
+"${COMPOSE[@]}" -p "$PROJECT" -f deploy/compose.yaml stop redis >>"$work/compose.log" 2>&1
+until_state "$PORT_A" degraded 30
+n=$(get "http://127.0.0.1:$PORT_A/api/calls" "${org[@]}" | json 'd["count"]')
+echo "Redis stopped: replica A degraded, still lists $n calls" >&2
+"${COMPOSE[@]}" -p "$PROJECT" -f deploy/compose.yaml start redis >>"$work/compose.log" 2>&1
+until_state "$PORT_A" ok 60
+echo "Redis back: replica A state ok" >&2
 "${COMPOSE[@]}" -p "$PROJECT" -f deploy/compose.yaml down -t 15 >/dev/null 2>&1 || die "podman-compose down"
 rm -f "$work/compose.env"
 
