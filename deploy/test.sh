@@ -75,9 +75,9 @@ fi
 mkdir -p "$STATE"
 if [ -z "${CONTAINERS_CONF:-}" ]; then
     # crun refuses this host's cgroup layout (cgroup v1 with a name=systemd hierarchy);
-    # runc works. runc cannot raise a container's rlimits above podman's own, and podman
-    # without CAP_SYS_RESOURCE settles its nproc at 32768, so the defaults are capped at
-    # the host's hard limits and 32768 processes. No systemd here: cgroupfs, file events.
+    # runc works. runc cannot raise a container's rlimits above those podman's own
+    # processes run with (here: the host's hard nofile, and 32768 processes, below the
+    # host's hard nproc), so the defaults are capped there. No systemd: cgroupfs, file events.
     nofile=$(ulimit -Hn); [ "$nofile" = unlimited ] && nofile=1048576
     nproc=$(ulimit -Hu); { [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ]; } && nproc=32768
     cat >"$STATE/containers.conf" <<EOF
