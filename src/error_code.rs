@@ -64,6 +64,10 @@ pub enum ErrorCode {
     Overloaded,
     /// No answer within `[server] request_timeout_ms` (503).
     RequestTimeout,
+    /// The key lacks the scope the route needs; the message names both (403).
+    Forbidden,
+    /// The key is over its `requests_per_second` or `calls_per_second`; see `retry-after` (429).
+    RateLimited,
 
     // Call control.
     /// The call id in the path is not one callmux passes on (400).
@@ -147,6 +151,8 @@ impl ErrorCode {
                 | HeadersTooLarge
                 | Overloaded
                 | RequestTimeout
+                | Forbidden
+                | RateLimited
         );
         match family {
             Family::Provider => provider,

@@ -1,11 +1,14 @@
 //! The HTTP edge: the routes, the layers around them, credentials read from headers, and
 //! every outcome of a list request written in the shape that was asked.
 
+pub mod access;
 mod bounds;
 pub mod connections;
 pub mod control;
 mod dashboard;
+mod gate;
 pub mod hooks;
+pub(crate) mod me;
 mod metrics;
 mod openapi;
 mod ops;
@@ -78,6 +81,7 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(control::STOP_ALL_ROUTE, post(control::stop_all))
         .route(control::PLACE_ROUTE, post(control::place))
         .route(hooks::TWILIO_HOOK_ROUTE, post(hooks::twilio))
+        .route(me::ROUTE, get(me::me))
         .layer(axum::middleware::from_fn_with_state(
             limits.clone(),
             bounds::enforce,
@@ -105,6 +109,10 @@ pub fn router(live: Arc<Live>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::document))
+        .route_layer(axum::middleware::from_fn_with_state(
+            edge.clone(),
+            gate::gate,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             edge.requests.clone(),
             metrics::track,
@@ -166,11 +174,11 @@ fn presented(headers: &HeaderMap) -> Result<Presented, crate::service::auth::Aut
     )
 }
 
-async fn list(shape: Shape, State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
+async fn list(shape: Shape, State(edge): State<Arc<Edge>>, caller: gate::Caller) -> Response {
     let started = Instant::now();
     // This request keeps this configuration to the end, whatever reloads meanwhile.
     let loaded = edge.live.current();
-    let listed = match presented(&headers) {
+    let listed = match caller.0 {
         Ok(p) => loaded.service.list(&p).await,
         Err(e) => Err(ListError::Auth(e)),
     };

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod control;
 pub mod index;
+pub mod limits;
 pub mod live;
 pub mod merge;
 pub mod passthrough;
@@ -13,6 +14,7 @@ mod place_fleet;
 pub mod reload;
 pub mod shared_index;
 pub mod snapshot;
+pub mod whoami;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -236,7 +238,7 @@ impl Service {
         let mut waited = Duration::ZERO;
         let mut prefetched = None;
         let authority = match identity {
-            Identity::ViaUpstream(org, provider) => {
+            Identity::ViaUpstream(org, provider, _) => {
                 let at = org
                     .providers
                     .iter()
@@ -261,7 +263,7 @@ impl Service {
                 }
                 Some(at)
             }
-            Identity::Verified(_) => None,
+            Identity::Verified(..) => None,
         };
 
         let started = Instant::now();
@@ -313,7 +315,7 @@ impl Service {
         identity: &Identity<'_>,
         presented: &Presented,
     ) -> Result<(), AuthError> {
-        if let Identity::ViaUpstream(org, _) = identity {
+        if let Identity::ViaUpstream(org, ..) = identity {
             if !self.verdicts.is_accepted(&org.id, presented).await {
                 match self.list(presented).await {
                     Err(ListError::Auth(e)) => return Err(e),
@@ -332,8 +334,8 @@ impl Service {
         RequestContext {
             org_id: self.orgs[&identity.org().id].id.clone(),
             forwarded: match identity {
-                Identity::ViaUpstream(org, _) => presented.forwarded(org),
-                Identity::Verified(_) => None,
+                Identity::ViaUpstream(org, ..) => presented.forwarded(org),
+                Identity::Verified(..) => None,
             },
         }
     }

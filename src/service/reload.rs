@@ -38,6 +38,8 @@ pub struct Live {
     reloading: Mutex<Option<String>>,
     /// The live streams of every configuration this process serves.
     hub: Arc<Hub>,
+    /// Each key's rates, kept across reloads for the keys a reload leaves as they were.
+    rates: super::limits::KeyRates,
 }
 
 impl Live {
@@ -77,6 +79,7 @@ impl Live {
             source,
             reloading: Mutex::new(None),
             hub,
+            rates: Default::default(),
         })
     }
 
@@ -90,6 +93,10 @@ impl Live {
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    pub fn rates(&self) -> &super::limits::KeyRates {
+        &self.rates
     }
 
     /// Loads the file again and, if valid, serves it from the next request on. Returns the
@@ -113,8 +120,11 @@ impl Live {
                     loaded_at: SystemTime::now(),
                 }));
                 *refused = None;
+                let new = self.current();
                 self.hub
-                    .reloaded(old.service.config(), self.current().service.config());
+                    .reloaded(old.service.config(), new.service.config());
+                self.rates
+                    .reloaded(|org, key| new.service.config().has_key(org, key));
                 tracing::info!(version, config = %path.display(), "configuration reloaded");
                 Ok(version)
             }

@@ -20,6 +20,7 @@ mod error_codes;
 mod faults;
 mod hooks;
 mod http_machinery;
+mod keys;
 mod merge;
 mod one_row;
 mod openapi;

@@ -8,6 +8,7 @@
 mod control;
 mod forwarding;
 mod hooks;
+mod keys;
 mod lists;
 mod shared;
 mod streams;
@@ -32,6 +33,7 @@ fn build() -> utoipa::openapi::OpenApi {
     document.merge(forwarding::ForwardDoc::openapi());
     document.merge(streams::StreamsDoc::openapi());
     document.merge(hooks::HooksDoc::openapi());
+    document.merge(keys::KeysDoc::openapi());
     shared::OrgKey.modify(&mut document);
     shared::SharedRefusals.modify(&mut document);
     forwarding::BlandsOwnAnswers.modify(&mut document);
