@@ -207,6 +207,16 @@ pub(super) fn validate(
             }
             v => v.and_then(NonZeroU32::new),
         };
+        if key.max_active_placed.is_some() {
+            // Refused rather than taken and ignored: an operator must never believe a limit
+            // holds that this build does not enforce.
+            check.push(
+                at("max_active_placed"),
+                "is not enforced by this build of callmux yet",
+                "remove it; bound the key's placing with calls_per_second, and each agent \
+                 server with its max_active_calls",
+            );
+        }
         let limits = KeyLimits {
             requests_per_second: rate("requests_per_second", key.requests_per_second, check),
             calls_per_second: rate("calls_per_second", key.calls_per_second, check),

@@ -43,10 +43,13 @@ impl Cells {
     }
 }
 
-/// Every limited key's cells, by (org, key name).
+/// Each limited key's cells, by (org, key name).
+type ByKey = HashMap<(Arc<str>, Arc<str>), Arc<Cells>>;
+
+/// Every limited key's cells.
 #[derive(Default)]
 pub struct KeyRates {
-    cells: RwLock<HashMap<(Arc<str>, Arc<str>), Arc<Cells>>>,
+    cells: RwLock<ByKey>,
 }
 
 impl KeyRates {
@@ -118,7 +121,7 @@ impl KeyRates {
         self.read().len()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<(Arc<str>, Arc<str>), Arc<Cells>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ByKey> {
         self.cells.read().unwrap_or_else(|e| e.into_inner())
     }
 }
