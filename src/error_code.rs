@@ -66,6 +66,10 @@ pub enum ErrorCode {
     RequestTimeout,
     /// A method the route does not answer, or one forwarding does not send (405).
     MethodNotAllowed,
+    /// The key lacks the scope the route needs; the message names both (403).
+    Forbidden,
+    /// The key is over its `requests_per_second` or `calls_per_second`; see `retry-after` (429).
+    RateLimited,
 
     // Call control.
     /// The call id in the path is not one callmux passes on (400).
@@ -150,6 +154,8 @@ impl ErrorCode {
                 | Overloaded
                 | RequestTimeout
                 | MethodNotAllowed
+                | Forbidden
+                | RateLimited
         );
         match family {
             Family::Provider => provider,

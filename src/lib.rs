@@ -6,6 +6,7 @@ pub mod error_code;
 pub mod http;
 pub mod keys;
 pub mod provider;
+pub mod scope;
 pub mod service;
 pub mod settings;
 pub mod state;

@@ -3,6 +3,7 @@
 //! reported at once with its field and its fix. Each provider kind validates its own part.
 
 mod defaults;
+mod keys;
 mod load;
 mod org;
 mod passthrough;
@@ -14,8 +15,9 @@ mod webhook;
 pub use crate::settings::ConfigIssue;
 pub use crate::state::settings::StateConfig;
 pub use defaults::DEFAULTS;
+pub use keys::{KeyLimits, KeySource, KeySpec, BLAND_CALLER, DEFAULT_KEY};
 pub use load::{Config, ConfigError};
-pub use org::{KeySource, OrgAuth, OrgSpec};
+pub use org::{OrgAuth, OrgSpec};
 pub use provider::ProviderSpec;
 pub use server::ServerConfig;
 pub use webhook::{host_is_private, WebhookSpec, EVENT_TYPES};

@@ -5,10 +5,12 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
+use super::keys::{self, KeySource, KeySpec, RawKey};
 use super::passthrough;
 use super::provider::ProviderSpec;
 use super::webhook::{RawWebhook, WebhookSpec};
 use crate::keys::KeyDigest;
+use crate::scope::Scopes;
 use crate::settings::Check;
 
 #[derive(Debug, Clone)]
@@ -27,19 +29,11 @@ pub struct OrgSpec {
 
 #[derive(Debug, Clone)]
 pub enum OrgAuth {
-    /// A key issued by callmux, compared by SHA-256 digest.
-    Key {
-        digest: KeyDigest,
-        source: KeySource,
-    },
-    /// The caller's own Bland key, checked by forwarding it to this `bland` provider.
-    Upstream { provider: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    Env(String),
-    Sha256,
+    /// Keys issued by callmux, each compared by SHA-256 digest (never empty).
+    Keys(Vec<KeySpec>),
+    /// The caller's own Bland key, checked by forwarding it to this `bland` provider; such
+    /// callers hold `scopes` (`caller_scopes`, every scope unless narrowed).
+    Upstream { provider: String, scopes: Scopes },
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +47,8 @@ pub(super) struct RawOrg {
     bland_passthrough: Option<String>,
     #[serde(default)]
     webhooks: BTreeMap<String, RawWebhook>,
+    keys: Vec<RawKey>,
+    caller_scopes: Option<Vec<String>>,
 }
 
 impl RawOrg {
@@ -66,20 +62,17 @@ impl RawOrg {
     ) -> Option<OrgSpec> {
         let at = |field: &str| format!("orgs.{id}.{field}");
         let before = check.count();
-        let auth = match (self.api_key_env, self.api_key_sha256, self.auth) {
-            (Some(var), None, None) => {
-                check
-                    .secret_from_env(&at("api_key_env"), &var)
-                    .map(|key| OrgAuth::Key {
-                        digest: KeyDigest::of(&key),
-                        source: KeySource::Env(var),
-                    })
-            }
+        let has_keys = !self.keys.is_empty();
+        enum Way {
+            Keys(Option<(KeyDigest, KeySource)>),
+            Upstream(String, Scopes),
+        }
+        let way = match (self.api_key_env, self.api_key_sha256, self.auth) {
+            (Some(var), None, None) => check
+                .secret_from_env(&at("api_key_env"), &var)
+                .map(|key| Way::Keys(Some((KeyDigest::of(&key), KeySource::Env(var))))),
             (None, Some(hex), None) => match KeyDigest::from_hex(&hex) {
-                Ok(digest) => Some(OrgAuth::Key {
-                    digest,
-                    source: KeySource::Sha256,
-                }),
+                Ok(digest) => Some(Way::Keys(Some((digest, KeySource::Sha256)))),
                 Err(problem) => {
                     check.push(
                         at("api_key_sha256"),
@@ -89,12 +82,29 @@ impl RawOrg {
                     None
                 }
             },
-            (None, None, Some(provider)) => Some(OrgAuth::Upstream { provider }),
+            (None, None, Some(provider)) => {
+                if has_keys {
+                    check.push(
+                        at("keys"),
+                        "is set, but this org's callers bring their own Bland keys (auth)",
+                        format!(
+                            "remove orgs.{id}.keys and narrow what Bland-key callers may do \
+                             with caller_scopes, or remove auth to issue callmux keys"
+                        ),
+                    );
+                }
+                let scopes = match &self.caller_scopes {
+                    Some(names) => keys::scopes(&at("caller_scopes"), names, check),
+                    None => Some(Scopes::all()),
+                };
+                scopes.map(|scopes| Way::Upstream(provider, scopes))
+            }
+            (None, None, None) if has_keys => Some(Way::Keys(None)),
             (None, None, None) => {
                 check.push(
                     format!("orgs.{id}"),
                     "has no way to authenticate",
-                    "set one of api_key_env, api_key_sha256, or auth = \"<bland provider id>\"",
+                    "set one of api_key_env, api_key_sha256, [[orgs.<id>.keys]], or auth = \"<bland provider id>\"",
                 );
                 None
             }
@@ -106,6 +116,20 @@ impl RawOrg {
                 );
                 None
             }
+        };
+        let auth = match way {
+            Some(Way::Keys(default)) => {
+                if self.caller_scopes.is_some() {
+                    check.push(
+                        at("caller_scopes"),
+                        "is set, but this org's callers hold callmux keys",
+                        "give each key its own scopes in [[orgs.<id>.keys]], or remove caller_scopes",
+                    );
+                }
+                keys::validate(&id, default, self.keys, check).map(OrgAuth::Keys)
+            }
+            Some(Way::Upstream(provider, scopes)) => Some(OrgAuth::Upstream { provider, scopes }),
+            None => None,
         };
 
         if self.providers.is_empty() {
@@ -141,7 +165,7 @@ impl RawOrg {
                 .is_some_and(|s| s.kind.forwards_caller_credentials())
         };
         match &auth {
-            Some(OrgAuth::Upstream { provider }) => match known.get(provider.as_str()) {
+            Some(OrgAuth::Upstream { provider, .. }) => match known.get(provider.as_str()) {
                 _ if !self.providers.contains(provider) => check.push(
                     at("auth"),
                     format!("names `{provider}`, which is not in the org's providers"),
@@ -157,7 +181,7 @@ impl RawOrg {
                 ),
                 None => {} // reported above as an unknown provider
             },
-            Some(OrgAuth::Key { .. }) => {
+            Some(OrgAuth::Keys(_)) => {
                 for p in self.providers.iter().filter(|p| forwards(p)) {
                     check.push(
                         at("providers"),
@@ -178,7 +202,7 @@ impl RawOrg {
             (Some(named), _) => {
                 passthrough::checked(&id, named, &self.providers, known, defined, listing, check)
             }
-            (None, Some(OrgAuth::Upstream { provider })) => Some(provider.clone()),
+            (None, Some(OrgAuth::Upstream { provider, .. })) => Some(provider.clone()),
             (None, _) => None,
         };
         let webhooks: Vec<WebhookSpec> = self

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::{Config, KeySource, OrgAuth};
+use crate::config::KeySpec;
 
 impl Config {
     /// What `check-config` prints: every org and provider, with secrets masked.
@@ -17,17 +18,11 @@ impl Config {
         let _ = writeln!(s, "orgs ({}):", self.orgs.len());
         for org in &self.orgs {
             let auth = match &org.auth {
-                OrgAuth::Key {
-                    source: KeySource::Env(var),
-                    ..
-                } => format!("callmux key from ${var} (set, value hidden)"),
-                OrgAuth::Key {
-                    source: KeySource::Sha256,
-                    ..
-                } => "callmux key by sha256 digest (hidden)".to_string(),
-                OrgAuth::Upstream { provider } => {
-                    format!("the caller's own Bland key, checked by provider `{provider}`")
-                }
+                OrgAuth::Keys(keys) => keys.iter().map(describe).collect::<Vec<_>>().join(", "),
+                OrgAuth::Upstream { provider, scopes } => format!(
+                    "the caller's own Bland key, checked by provider `{provider}`, may {}",
+                    scopes.names().join("/")
+                ),
             };
             let forwards = match &org.passthrough {
                 Some(p) => format!("; forwards other Bland routes to `{p}`"),
@@ -62,4 +57,28 @@ impl Config {
         }
         s
     }
+}
+
+/// One key as `check-config` shows it: its name, where it comes from, what it may do.
+fn describe(key: &KeySpec) -> String {
+    let from = match &key.source {
+        KeySource::Env(var) => format!("from ${var} (set, value hidden)"),
+        KeySource::Sha256 => "by sha256 digest (hidden)".to_string(),
+    };
+    let mut limits = String::new();
+    let l = &key.limits;
+    if let Some(n) = l.requests_per_second {
+        limits.push_str(&format!(", {n} requests/s"));
+    }
+    if let Some(n) = l.calls_per_second {
+        limits.push_str(&format!(", {n} calls placed/s"));
+    }
+    if let Some(n) = l.max_active_placed {
+        limits.push_str(&format!(", at most {n} placed calls active"));
+    }
+    format!(
+        "callmux key `{}` {from} may {}{limits}",
+        key.name,
+        key.scopes.names().join("/")
+    )
 }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 
-use super::{challenge, json, presented, Edge};
+use super::gate::Caller;
+use super::{challenge, json, Edge};
 use crate::error_code::ErrorCode;
 use crate::service::control::ControlError;
 use crate::service::place::{MAX_PLACE_BODY_BYTES, RETRY_AFTER_SECS};
@@ -136,10 +137,10 @@ pub async fn end(
     envelope: Envelope,
     State(edge): State<Arc<Edge>>,
     call_id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    Caller(caller): Caller,
 ) -> Response {
     let loaded = edge.live.current();
-    let result = match presented(&headers) {
+    let result = match caller {
         Err(e) => Err(ControlError::Auth(e)),
         // An id that is not UTF-8 once decoded is no call's id.
         Ok(p) => {
@@ -160,9 +161,9 @@ pub async fn end(
 }
 
 /// `POST /v1/calls/active/stop`: every active call of the org, on every provider.
-pub async fn stop_all(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
+pub async fn stop_all(State(edge): State<Arc<Edge>>, Caller(caller): Caller) -> Response {
     let loaded = edge.live.current();
-    let stopped = match presented(&headers) {
+    let stopped = match caller {
         Err(e) => Err(ControlError::Auth(e)),
         Ok(p) => loaded.service.stop_all(&p).await,
     };
@@ -208,9 +209,9 @@ pub async fn stop_all(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Resp
 }
 
 /// `POST /api/call`: the chosen agent server's own answer, `"provider"` added.
-pub async fn place(State(edge): State<Arc<Edge>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn place(State(edge): State<Arc<Edge>>, Caller(caller): Caller, body: Body) -> Response {
     let loaded = edge.live.current();
-    let result = match presented(&headers) {
+    let result = match caller {
         Err(e) => Err(ControlError::Auth(e)),
         // Read only once the service has identified the caller.
         Ok(p) => {

@@ -1,12 +1,15 @@
 //! The HTTP edge: the routes, the layers around them, credentials read from headers, and
 //! every outcome of a list request written in the shape that was asked.
 
+pub mod access;
 mod bounds;
 pub mod connections;
 pub mod control;
 mod dashboard;
+mod gate;
 pub mod hooks;
 mod methods;
+pub(crate) mod me;
 mod metrics;
 mod openapi;
 mod ops;
@@ -86,6 +89,7 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(control::PLACE_ROUTE, post(control::place))
         .route(hooks::TWILIO_HOOK_ROUTE, post(hooks::twilio))
         .route(webhooks::WEBHOOKS_ROUTE, get(webhooks::list))
+        .route(me::ROUTE, get(me::me))
         .layer(axum::middleware::from_fn_with_state(
             limits.clone(),
             bounds::enforce,
@@ -115,6 +119,10 @@ pub fn router(live: Arc<Live>) -> Router {
         .route("/openapi.json", get(openapi::document))
         // After every route: it is given to each route added so far.
         .method_not_allowed_fallback(methods::not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(
+            edge.clone(),
+            gate::gate,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             edge.requests.clone(),
             metrics::track,
@@ -176,11 +184,11 @@ fn presented(headers: &HeaderMap) -> Result<Presented, crate::service::auth::Aut
     )
 }
 
-async fn list(shape: Shape, State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
+async fn list(shape: Shape, State(edge): State<Arc<Edge>>, caller: gate::Caller) -> Response {
     let started = Instant::now();
     // This request keeps this configuration to the end, whatever reloads meanwhile.
     let loaded = edge.live.current();
-    let listed = match presented(&headers) {
+    let listed = match caller.0 {
         Ok(p) => loaded.service.list(&p).await,
         Err(e) => Err(ListError::Auth(e)),
     };

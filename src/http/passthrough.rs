@@ -122,6 +122,18 @@ async fn answer(edge: &Arc<Edge>, loaded: &Loaded, parts: &Parts, body: Body) ->
         Ok(p) => p,
         Err(e) => return Answer::auth(&e),
     };
+    // The scope and the key's rates, before Bland is asked anything (even about the key).
+    if let Err(e) = super::gate::check(edge, &presented, super::access::FORWARDED) {
+        return Answer {
+            response: super::gate::refused(super::access::Reply::Bland, &e),
+            org: None,
+            provider: None,
+            outcome: match e {
+                crate::service::auth::AuthError::RateLimited { .. } => "rate_limited",
+                _ => "forbidden",
+            },
+        };
+    }
     let route = match loaded.service.passthrough(&presented).await {
         Ok(Passthrough::Forward(route)) => route,
         Ok(Passthrough::NotForwarded { org }) => {

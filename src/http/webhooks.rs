@@ -26,8 +26,8 @@ pub async fn list(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response
         Err(e) => return refusal(Shape::Own, ListError::Auth(e)).0,
     };
     let org = match auth::identify(loaded.service.config(), &p) {
-        Ok(Identity::Verified(org)) => org.id.clone(),
-        Ok(Identity::ViaUpstream(org, _)) => {
+        Ok(Identity::Verified(org, _)) => org.id.clone(),
+        Ok(Identity::ViaUpstream(org, ..)) => {
             let id = org.id.clone();
             if let Err(e) = loaded.service.list(&p).await {
                 return refusal(Shape::Own, e).0;

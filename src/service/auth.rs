@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 
-use crate::config::{Config, OrgAuth, OrgSpec};
+use crate::config::{Config, KeySpec, OrgAuth, OrgSpec, BLAND_CALLER};
 use crate::error_code::ErrorCode;
 pub use crate::keys::KeyDigest;
 use crate::provider::{ForwardedCredentials, ProviderError};
+use crate::scope::{Scope, Scopes};
 use crate::state::redis::Redis;
 use crate::state::seal::Rejected;
 
@@ -41,6 +42,21 @@ pub enum AuthError {
         provider: String,
         error: ProviderError,
     },
+    #[error(
+        "the key `{key}` may not do this: the route needs the `{scope}` scope; ask the \
+         operator for a key with `{scope}`, or add it to the key's scopes"
+    )]
+    Forbidden { scope: Scope, key: Arc<str> },
+    #[error(
+        "the key `{key}` is over its limit of {per_second} {what} per second; retry after \
+         {retry_after_secs} s"
+    )]
+    RateLimited {
+        key: Arc<str>,
+        what: &'static str,
+        per_second: u32,
+        retry_after_secs: u64,
+    },
 }
 
 impl AuthError {
@@ -48,6 +64,8 @@ impl AuthError {
         match self {
             Self::MissingOrgId => 400,
             Self::Unavailable { .. } => 502,
+            Self::Forbidden { .. } => 403,
+            Self::RateLimited { .. } => 429,
             _ => 401,
         }
     }
@@ -56,12 +74,15 @@ impl AuthError {
         match self {
             Self::MissingOrgId => ErrorCode::MissingOrgId,
             Self::Unavailable { .. } => ErrorCode::AuthUnavailable,
+            Self::Forbidden { .. } => ErrorCode::Forbidden,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
             _ => ErrorCode::AuthFailure,
         }
     }
 }
 
 /// The credentials a request presented. `Debug` shows none of them.
+#[derive(Clone)]
 pub struct Presented {
     digest: KeyDigest,
     authorization: HeaderValue,
@@ -132,17 +153,55 @@ impl Presented {
 /// What the headers alone establish about the caller.
 #[derive(Debug)]
 pub enum Identity<'c> {
-    /// A callmux key matched the org's digest.
-    Verified(&'c OrgSpec),
+    /// A callmux key matched this key of the org.
+    Verified(&'c OrgSpec, &'c KeySpec),
     /// The org takes its callers' Bland keys: the named provider must accept the key first.
-    ViaUpstream(&'c OrgSpec, &'c str),
+    ViaUpstream(&'c OrgSpec, &'c str, Scopes),
 }
 
 impl<'c> Identity<'c> {
     pub fn org(&self) -> &'c OrgSpec {
         match self {
-            Self::Verified(org) | Self::ViaUpstream(org, _) => org,
+            Self::Verified(org, _) | Self::ViaUpstream(org, ..) => org,
         }
+    }
+
+    /// The callmux key that matched; `None` for a caller's own Bland key.
+    pub fn key(&self) -> Option<&'c KeySpec> {
+        match self {
+            Self::Verified(_, key) => Some(key),
+            Self::ViaUpstream(..) => None,
+        }
+    }
+
+    /// The name the caller is known by in logs, metrics and refusals: the key's name, or
+    /// `bland-caller` for a caller's own Bland key.
+    pub fn key_name(&self) -> &'c str {
+        match self {
+            Self::Verified(_, key) => &key.name,
+            Self::ViaUpstream(..) => BLAND_CALLER,
+        }
+    }
+
+    pub fn scopes(&self) -> Scopes {
+        match self {
+            Self::Verified(_, key) => key.scopes,
+            Self::ViaUpstream(_, _, scopes) => *scopes,
+        }
+    }
+
+    /// `Forbidden`, naming the scope and the key, unless the caller holds `scope`.
+    pub fn may(&self, scope: Scope) -> Result<(), AuthError> {
+        if self.scopes().contains(scope) {
+            return Ok(());
+        }
+        Err(AuthError::Forbidden {
+            scope,
+            key: match self {
+                Self::Verified(_, key) => key.name.clone(),
+                Self::ViaUpstream(..) => Arc::from(BLAND_CALLER),
+            },
+        })
     }
 }
 
@@ -156,10 +215,10 @@ pub fn identify<'c>(config: &'c Config, p: &Presented) -> Result<Identity<'c>, A
         Some(org_id) => {
             let org = config.org(org_id).ok_or(AuthError::Rejected)?;
             match &org.auth {
-                OrgAuth::Key { digest, .. } if digest.matches(&p.digest) => {
-                    Ok(Identity::Verified(org))
-                }
-                OrgAuth::Key { .. } => Err(AuthError::Rejected),
+                OrgAuth::Keys(keys) => match matching_key(keys, p) {
+                    Some(key) => Ok(Identity::Verified(org, key)),
+                    None => Err(AuthError::Rejected),
+                },
                 // A key callmux issued is never forwarded, whichever org it is sent to, nor
                 // one wrapped in another form.
                 OrgAuth::Upstream { .. }
@@ -167,11 +226,13 @@ pub fn identify<'c>(config: &'c Config, p: &Presented) -> Result<Identity<'c>, A
                 {
                     Err(AuthError::Rejected)
                 }
-                OrgAuth::Upstream { provider } => Ok(Identity::ViaUpstream(org, provider)),
+                OrgAuth::Upstream { provider, scopes } => {
+                    Ok(Identity::ViaUpstream(org, provider, *scopes))
+                }
             }
         }
         None => match issued_key_matches(config, p) {
-            Some((1, org)) => Ok(Identity::Verified(org)),
+            Some((1, org, key)) => Ok(Identity::Verified(org, key)),
             Some(_) => Err(AuthError::MissingOrgId),
             // A key callmux issued, wrapped in another form, goes nowhere.
             None if wraps_issued_key(config, p) => Err(AuthError::Rejected),
@@ -179,31 +240,45 @@ pub fn identify<'c>(config: &'c Config, p: &Presented) -> Result<Identity<'c>, A
             None => match config.bland_default_org() {
                 Some(
                     org @ OrgSpec {
-                        auth: OrgAuth::Upstream { provider },
+                        auth: OrgAuth::Upstream { provider, scopes },
                         ..
                     },
-                ) => Ok(Identity::ViaUpstream(org, provider)),
+                ) => Ok(Identity::ViaUpstream(org, provider, *scopes)),
                 _ => Err(AuthError::MissingOrgId),
             },
         },
     }
 }
 
-/// How many orgs' callmux keys match the presented key, and the last that did. Every org's
-/// digest is compared, whatever matched first, so timing does not reveal where in the list
-/// a key sits.
-fn issued_key_matches<'c>(config: &'c Config, p: &Presented) -> Option<(usize, &'c OrgSpec)> {
+/// The org key the presented key is. Every key's digest is compared, whatever matched
+/// first, so timing does not reveal which key it was, nor how close (digests of one org
+/// never repeat: the configuration refuses two keys with one digest).
+fn matching_key<'c>(keys: &'c [KeySpec], p: &Presented) -> Option<&'c KeySpec> {
+    keys.iter()
+        .fold(None, |found, key| match key.digest.matches(&p.digest) {
+            true => Some(key),
+            false => found,
+        })
+}
+
+/// How many orgs' callmux keys match the presented key, and the last org and key that did.
+/// Every org's digests are compared, whatever matched first, so timing does not reveal
+/// where in the list a key sits.
+fn issued_key_matches<'c>(
+    config: &'c Config,
+    p: &Presented,
+) -> Option<(usize, &'c OrgSpec, &'c KeySpec)> {
     let mut found = None;
     let mut matches = 0;
     for org in &config.orgs {
-        if let OrgAuth::Key { digest, .. } = &org.auth {
-            if digest.matches(&p.digest) {
+        if let OrgAuth::Keys(keys) = &org.auth {
+            if let Some(key) = matching_key(keys, p) {
                 matches += 1;
-                found = Some(org);
+                found = Some((org, key));
             }
         }
     }
-    found.map(|org| (matches, org))
+    found.map(|(org, key)| (matches, org, key))
 }
 
 /// Whether the `authorization` holds a callmux key in another form than callmux reads
@@ -236,8 +311,10 @@ fn wraps_issued_key(config: &Config, p: &Presented) -> bool {
     for candidate in &candidates {
         let digest = KeyDigest::of_bytes(candidate.as_bytes());
         for org in &config.orgs {
-            if let OrgAuth::Key { digest: issued, .. } = &org.auth {
-                found |= issued.matches(&digest);
+            if let OrgAuth::Keys(keys) = &org.auth {
+                for key in keys {
+                    found |= key.digest.matches(&digest);
+                }
             }
         }
     }
@@ -380,6 +457,48 @@ mod tests {
     }
 
     #[test]
+    fn a_wrong_key_of_the_right_length_and_of_another_length_compare_every_digest_as_the_right_one_does(
+    ) {
+        let toml = format!(
+            "[orgs.acme]\nproviders = [\"s\"]\n\
+             [[orgs.acme.keys]]\nname = \"a\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n\
+             [[orgs.acme.keys]]\nname = \"b\"\nsha256 = \"{}\"\nscopes = [\"end\"]\n\
+             [orgs.other]\nproviders = [\"s\"]\napi_key_sha256 = \"{}\"\n\
+             [providers.s]\nkind = \"twilio-media-stream\"\nbase_url = \"http://127.0.0.1:9\"\n",
+            KeyDigest::of_bytes(b"key-aaaa").to_hex(),
+            KeyDigest::of_bytes(b"key-bbbb").to_hex(),
+            KeyDigest::of_bytes(b"key-cccc").to_hex(),
+        );
+        let config = Config::from_figment(
+            &figment::Figment::from(
+                <figment::providers::Toml as figment::providers::Format>::string(&toml),
+            ),
+            &|_| None,
+        )
+        .unwrap();
+        let compared = |key: &str, org: Option<&str>| {
+            let mut pairs = vec![("authorization", key)];
+            pairs.extend(org.map(|o| ("x-bland-org-id", o)));
+            let p = presented(&pairs).unwrap();
+            crate::keys::COMPARED.with(|c| c.set(0));
+            let outcome = identify(&config, &p).map(|i| i.key_name().to_owned());
+            (outcome, crate::keys::COMPARED.with(|c| c.get()))
+        };
+        let right = compared("key-bbbb", Some("acme"));
+        assert_eq!(right, (Ok("b".to_owned()), 2));
+        for wrong in ["key-bbbc", "k", &"x".repeat(4096)] {
+            assert_eq!(
+                compared(wrong, Some("acme")),
+                (Err(AuthError::Rejected), 2),
+                "{wrong}"
+            );
+        }
+        // Without an org id, every key of every org is compared, found or not.
+        assert_eq!(compared("key-aaaa", None).1, 3);
+        assert_eq!(compared("key-zzzz", None).1, 3);
+    }
+
+    #[test]
     fn debug_output_never_shows_a_key() {
         let p = presented(&[
             ("authorization", "Bearer super-secret-key"),
@@ -390,6 +509,7 @@ mod tests {
             id: "org".into(),
             auth: OrgAuth::Upstream {
                 provider: "bland".into(),
+                scopes: Scopes::all(),
             },
             providers: vec![],
             passthrough: None,

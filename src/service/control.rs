@@ -194,7 +194,8 @@ impl Service {
         };
         let provider = provider.map_or("", |p| &**p);
         let code = result.as_ref().err().map_or("", |e| e.code().as_str());
-        self.audit(route, org.as_deref(), provider, call_id, outcome, code);
+        let key = self.key_name(presented);
+        self.audit(route, org.as_deref(), key, provider, call_id, outcome, code);
         result
     }
 
@@ -205,11 +206,20 @@ impl Service {
         let identity = match auth::identify(&self.config, presented) {
             Ok(identity) => identity,
             Err(e) => {
-                self.audit("stop_all", None, "", "", "auth_failed", e.code().as_str());
+                self.audit(
+                    "stop_all",
+                    None,
+                    "",
+                    "",
+                    "",
+                    "auth_failed",
+                    e.code().as_str(),
+                );
                 return Err(e.into());
             }
         };
         let org = identity.org();
+        let key = identity.key_name();
         let ctx = self.context(&identity, presented);
         let (calls, mut failures) = match self.list(presented).await {
             Ok(listed) => {
@@ -233,6 +243,7 @@ impl Service {
                 self.audit(
                     "stop_all",
                     Some(&org.id),
+                    key,
                     "",
                     "",
                     "auth_failed",
@@ -275,7 +286,7 @@ impl Service {
                     Ok(()) => ("ended", ""),
                     Err(e) => (e.outcome(), e.code().as_str()),
                 };
-                self.audit("stop_all", Some(&org.id), provider, id, label, code);
+                self.audit("stop_all", Some(&org.id), key, provider, id, label, code);
                 match outcome {
                     Ok(()) => ended += 1,
                     // Ended meanwhile, by someone else or by hanging up: nothing to stop.
@@ -305,10 +316,17 @@ impl Service {
 
     /// Logs a control action at info and counts it; the id as the client sent it may hold
     /// anything, so it is logged escaped and cut short.
+    /// The name of the key `presented` is, for the audit line; empty if it is none.
+    pub(super) fn key_name(&self, presented: &Presented) -> &str {
+        auth::identify(&self.config, presented).map_or("", |i| i.key_name())
+    }
+
+    #[allow(clippy::too_many_arguments)] // one audit line's fields, each named at the call
     pub(super) fn audit(
         &self,
         route: &'static str,
         org: Option<&str>,
+        key: &str,
         provider: &str,
         call_id: &str,
         outcome: &'static str,
@@ -318,6 +336,7 @@ impl Service {
         tracing::info!(
             route,
             org = org.unwrap_or(""),
+            key,
             provider,
             call_id = ?shown,
             outcome,
@@ -329,6 +348,7 @@ impl Service {
                 "callmux_control_actions_total",
                 &[
                     ("route", route),
+                    ("key", key),
                     ("provider", provider),
                     ("outcome", outcome),
                 ],
@@ -369,7 +389,7 @@ impl Service {
         // the same key moments ago; the index then routes the call.
         let vouched = match identity {
             Identity::ViaUpstream(..) => self.verdicts.is_accepted(&org.id, presented).await,
-            Identity::Verified(_) => true,
+            Identity::Verified(..) => true,
         };
         let kept = vouched
             .then(|| slot.latest())

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod control;
 pub mod events;
 pub mod index;
+pub mod limits;
 pub mod live;
 pub mod merge;
 pub mod passthrough;
@@ -14,6 +15,7 @@ mod place_fleet;
 pub mod reload;
 pub mod shared_index;
 pub mod snapshot;
+pub mod whoami;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -237,7 +239,7 @@ impl Service {
         let mut waited = Duration::ZERO;
         let mut prefetched = None;
         let authority = match identity {
-            Identity::ViaUpstream(org, provider) => {
+            Identity::ViaUpstream(org, provider, _) => {
                 let at = org
                     .providers
                     .iter()
@@ -262,7 +264,7 @@ impl Service {
                 }
                 Some(at)
             }
-            Identity::Verified(_) => None,
+            Identity::Verified(..) => None,
         };
 
         let started = Instant::now();
@@ -314,7 +316,7 @@ impl Service {
         identity: &Identity<'_>,
         presented: &Presented,
     ) -> Result<(), AuthError> {
-        if let Identity::ViaUpstream(org, _) = identity {
+        if let Identity::ViaUpstream(org, ..) = identity {
             if !self.verdicts.is_accepted(&org.id, presented).await {
                 match self.list(presented).await {
                     Err(ListError::Auth(e)) => return Err(e),
@@ -333,8 +335,8 @@ impl Service {
         RequestContext {
             org_id: self.orgs[&identity.org().id].id.clone(),
             forwarded: match identity {
-                Identity::ViaUpstream(org, _) => presented.forwarded(org),
-                Identity::Verified(_) => None,
+                Identity::ViaUpstream(org, ..) => presented.forwarded(org),
+                Identity::Verified(..) => None,
             },
         }
     }

@@ -36,8 +36,8 @@ impl Service {
         let org = identity.org();
         self.vouch(&identity, presented).await?;
         let forwarded = match identity {
-            Identity::ViaUpstream(org, _) => presented.forwarded(org),
-            Identity::Verified(_) => None,
+            Identity::ViaUpstream(org, ..) => presented.forwarded(org),
+            Identity::Verified(..) => None,
         };
         let runtime = &self.orgs[&org.id];
         let not_forwarded = || {

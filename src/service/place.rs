@@ -164,6 +164,7 @@ impl Service {
         self.audit(
             "place",
             org.as_deref(),
+            self.key_name(presented),
             provider.map_or("", |p| p),
             call_id,
             outcome,

@@ -42,6 +42,8 @@ pub struct Live {
     hub: Arc<Hub>,
     /// The webhooks' outboxes of the configuration the process started with.
     outboxes: Arc<Outboxes>,
+    /// Each key's rates, kept across reloads for the keys a reload leaves as they were.
+    rates: super::limits::KeyRates,
 }
 
 impl Live {
@@ -89,6 +91,7 @@ impl Live {
             reloading: Mutex::new(None),
             hub,
             outboxes,
+            rates: Default::default(),
         })
     }
 
@@ -106,6 +109,10 @@ impl Live {
 
     pub fn outboxes(&self) -> &Arc<Outboxes> {
         &self.outboxes
+    }
+
+    pub fn rates(&self) -> &super::limits::KeyRates {
+        &self.rates
     }
 
     /// Loads the file again and, if valid, serves it from the next request on. Returns the
@@ -129,8 +136,11 @@ impl Live {
                     loaded_at: SystemTime::now(),
                 }));
                 *refused = None;
+                let new = self.current();
                 self.hub
-                    .reloaded(old.service.config(), self.current().service.config());
+                    .reloaded(old.service.config(), new.service.config());
+                self.rates
+                    .reloaded(|org, key| new.service.config().has_key(org, key));
                 tracing::info!(version, config = %path.display(), "configuration reloaded");
                 Ok(version)
             }

@@ -366,6 +366,15 @@ async fn the_end_is_counted_in_metrics_and_logged_without_keys() {
         line("/api/calls/{call_id}/end", "agents", "ended"),
         "{metrics}"
     );
+    // Counted under the key's name (part two's single key is `default`), never the key.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("callmux_control_actions_total{")
+                && l.contains("key=\"default\"")
+                && l.contains("outcome=\"ended\"")),
+        "{metrics}"
+    );
     assert!(
         line("/v1/calls/{call_id}/stop", "", "not_found"),
         "{metrics}"

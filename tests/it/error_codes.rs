@@ -127,6 +127,8 @@ async fn world() -> World {
     let silent = silent_server().await;
     let refused = refused_url().await;
     let breaking = breaking_server().await;
+    let wallboard = sha256_hex("wallboard-key");
+    let dialer = sha256_hex("dialer-key");
     let mut toml = String::from("[server]\nmax_streams = 1\nforward_max_request_bytes = 64\n");
     for (name, providers) in [
         ("acme", &["agents"][..]),
@@ -152,6 +154,18 @@ async fn world() -> World {
         [orgs.viabland]
         auth = "blandfwd"
         providers = ["blandfwd"]
+
+        [orgs.scoped]
+        providers = ["agents"]
+        [[orgs.scoped.keys]]
+        name = "wallboard"
+        sha256 = "{wallboard}"
+        scopes = ["read"]
+        [[orgs.scoped.keys]]
+        name = "dialer"
+        sha256 = "{dialer}"
+        scopes = ["read", "place"]
+        requests_per_second = 1
 
         [orgs.forwarding]
         api_key_sha256 = "{key}"
@@ -462,6 +476,46 @@ async fn provoke(w: &World, code: ErrorCode) -> Result<Provoked, &'static str> {
             Provoked {
                 path: "/api/calls",
                 reply,
+            }
+        }
+        Forbidden => {
+            let reply = w
+                .ask(
+                    &w.app,
+                    reqwest::Method::POST,
+                    "/api/calls/c1/end",
+                    &[
+                        ("authorization", "wallboard-key".to_owned()),
+                        ("x-bland-org-id", "scoped".to_owned()),
+                    ],
+                    None,
+                )
+                .await;
+            assert!(
+                reply.body["error"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("`wallboard`") && m.contains("`end`")),
+                "{:?}",
+                reply.body
+            );
+            Provoked { path: end, reply }
+        }
+        RateLimited => {
+            let headers = [
+                ("authorization", "dialer-key".to_owned()),
+                ("x-bland-org-id", "scoped".to_owned()),
+            ];
+            let mut reply = None;
+            // One request a second: the second of two at once is over it.
+            for _ in 0..2 {
+                reply = Some(
+                    w.ask(&w.app, reqwest::Method::GET, "/api/calls", &headers, None)
+                        .await,
+                );
+            }
+            Provoked {
+                path: "/api/calls",
+                reply: reply.unwrap(),
             }
         }
         AuthUnavailable => {

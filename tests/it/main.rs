@@ -20,6 +20,7 @@ mod error_codes;
 mod faults;
 mod hooks;
 mod http_machinery;
+mod keys;
 mod merge;
 mod methods;
 mod one_row;

@@ -25,11 +25,13 @@ const BLAND_KEY: &str = "bland-secret";
 const BLAND_ORG: &str = "bland-org";
 
 const PATHS: [&str; 2] = ["/v1/calls/active", "/api/calls"];
-const DOCUMENTED_STATUSES: [&str; 7] = ["200", "400", "401", "405", "431", "502", "503"];
+const DOCUMENTED_STATUSES: [&str; 9] = [
+    "200", "400", "401", "403", "405", "429", "431", "502", "503",
+];
 /// The end-a-call routes (agent servers', Bland's), as the document names them.
 const CONTROL_PATHS: [&str; 2] = ["/api/calls/{call_id}/end", "/v1/calls/{call_id}/stop"];
-const CONTROL_STATUSES: [&str; 10] = [
-    "200", "400", "401", "404", "405", "431", "501", "502", "503", "504",
+const CONTROL_STATUSES: [&str; 12] = [
+    "200", "400", "401", "403", "404", "405", "429", "431", "501", "502", "503", "504",
 ];
 
 /// Every wait in these tests is bounded by this.

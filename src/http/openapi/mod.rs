@@ -8,6 +8,7 @@
 mod control;
 mod forwarding;
 mod hooks;
+mod keys;
 mod lists;
 mod shared;
 mod streams;
@@ -34,6 +35,7 @@ fn build() -> utoipa::openapi::OpenApi {
     document.merge(streams::StreamsDoc::openapi());
     document.merge(hooks::HooksDoc::openapi());
     document.merge(webhooks::WebhooksDoc::openapi());
+    document.merge(keys::KeysDoc::openapi());
     shared::OrgKey.modify(&mut document);
     shared::SharedRefusals.modify(&mut document);
     forwarding::BlandsOwnAnswers.modify(&mut document);

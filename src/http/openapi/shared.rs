@@ -1,6 +1,6 @@
 //! What every documented route shares: the org key, the request headers, the error codes
 //! (each family an `enum` built from [`ErrorCode`]), the error items, and the refusals every
-//! route gives (400, 401, 431, 502, 503), each built once here for every envelope.
+//! route gives (400, 401, 403, 429, 431, 502, 503), each built once here for every envelope.
 
 use serde_json::Value;
 use strum::EnumMessage;
@@ -303,6 +303,31 @@ const REFUSALS: &[Refusal] = &[
             Nothing is listed, ended or forwarded.",
     },
     Refusal {
+        status: 403,
+        auth: true,
+        everywhere: false,
+        codes: &[(
+            ErrorCode::Forbidden,
+            "the key `wallboard` may not do this: the route needs the `end` scope; ask the \
+             operator for a key with `end`, or add it to the key's scopes",
+        )],
+        description: "`FORBIDDEN`: the key is valid but lacks the scope this route needs \
+            (`read`, `end`, `stop_all`, `place` or `forward`); the message names the scope and \
+            the key's name. Checked before anything is asked upstream.",
+    },
+    Refusal {
+        status: 429,
+        auth: true,
+        everywhere: false,
+        codes: &[(
+            ErrorCode::RateLimited,
+            "the key `dialer` is over its limit of 5 requests per second; retry after 1 s",
+        )],
+        description: "`RATE_LIMITED`: the key is over its `requests_per_second` (or, placing \
+            a call, its `calls_per_second`); `retry-after` says when to try again. Nothing was \
+            asked upstream.",
+    },
+    Refusal {
         status: 431,
         auth: false,
         everywhere: false,
@@ -376,6 +401,7 @@ pub(super) const ROUTES: &[(&str, Envelope, bool, bool)] = &[
     ("forwardGetToBland", Envelope::Forward, true, true),
     ("twilioStatusCallback", Envelope::Hook, false, true),
     ("listWebhooks", Envelope::List(Shape::Own), true, true),
+    ("whoAmI", Envelope::List(Shape::Own), true, true),
 ];
 
 /// Adds the shared refusals to every operation in [`ROUTES`]: a status the route does not
@@ -467,6 +493,11 @@ fn add_headers(response: &mut Response, status: u16) {
             "allow",
             Type::String,
             "The methods the route answers, e.g. `POST`.",
+        ),
+        429 => (
+            "retry-after",
+            Type::Integer,
+            "Seconds until the key's rate admits a request again.",
         ),
         503 => (
             "retry-after",

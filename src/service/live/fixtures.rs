@@ -41,6 +41,7 @@ pub fn key() -> TopicKey {
     TopicKey {
         org: Arc::from(ORG),
         caller: None,
+        key: None,
     }
 }
 

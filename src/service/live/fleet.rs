@@ -63,7 +63,8 @@ fn polled_channel() -> String {
 /// The fleet's name of a topic: the same on every replica holding the secret.
 fn topic_name(sealer: &Sealer, key: &TopicKey) -> String {
     let caller = key.caller.as_ref().map_or(&[][..], |d| &d[..]);
-    sealer.secret_key("topic", &[key.org.as_bytes(), caller])
+    let name = key.key.as_deref().map_or(&[][..], str::as_bytes);
+    sealer.secret_key("topic", &[key.org.as_bytes(), caller, name])
 }
 
 /// Tells the fleet that this replica's poller found `version` for `key`'s topic.

@@ -11,6 +11,7 @@ use super::poller::{self, Keeper, Source};
 use super::topic::{Subscription, Tap, Topic, TopicKey};
 use crate::call::CallStatus;
 use crate::config::{Config, OrgAuth};
+use crate::scope::Scope;
 use crate::service::auth::{self, AuthError, Identity, Presented};
 use crate::service::{Service, Version};
 use crate::state::redis::Redis;
@@ -82,13 +83,17 @@ impl Hub {
         presented: &Presented,
     ) -> Result<(TopicKey, bool), AuthError> {
         let identity = auth::identify(service.config(), presented)?;
-        let (org, caller) = match identity {
-            Identity::Verified(org) => (org, None),
-            Identity::ViaUpstream(org, _) => (org, presented.forwarded(org).map(|f| f.digest())),
+        identity.may(Scope::Read)?;
+        let (org, caller, name) = match identity {
+            Identity::Verified(org, key) => (org, None, Some(key.name.clone())),
+            Identity::ViaUpstream(org, ..) => {
+                (org, presented.forwarded(org).map(|f| f.digest()), None)
+            }
         };
         let key = TopicKey {
             org: service.orgs[&org.id].id.clone(),
             caller,
+            key: name,
         };
         let polled = self
             .topics()
@@ -147,26 +152,31 @@ impl Hub {
         topic.join(presented, last_event_id.and_then(EventId::parse), kick)
     }
 
-    /// After a reload: ends the streams of every org that is gone, or whose key changed,
-    /// with an event saying why. The others' pollers use the new configuration from their
-    /// next poll on.
+    /// After a reload: ends the streams of every org that is gone, of every key removed or
+    /// changed (its scopes or limits too), and of Bland callers whose org changed how it
+    /// authenticates, with an event saying why. The others' pollers use the new
+    /// configuration from their next poll on.
     pub fn reloaded(&self, before: &Config, after: &Config) {
         for topic in self.all_topics() {
             let org = &*topic.key.org;
             let reason = match (before.org(org), after.org(org)) {
-                (_, None) => Some("the organisation was removed from callmux's configuration"),
-                (Some(old), Some(new)) if !same_auth(&old.auth, &new.auth) => {
-                    Some("the organisation's key changed; sign in again with the new key")
+                (_, None) => {
+                    Some("the organisation was removed from callmux's configuration".to_owned())
                 }
-                // The topic holds calls of providers the org may no longer see: ended, so a
-                // reconnect starts from a list of the new configuration.
-                (Some(old), Some(new)) if old.providers != new.providers => {
-                    Some("the organisation's providers changed; reconnect for the new list")
-                }
-                _ => None,
+                (Some(old), Some(new)) => match key_change(&topic.key, &old.auth, &new.auth) {
+                    Some(reason) => Some(reason),
+                    // The topic holds calls of providers the org may no longer see: ended,
+                    // so a reconnect starts from a list of the new configuration.
+                    None if old.providers != new.providers => Some(
+                        "the organisation's providers changed; reconnect for the new list"
+                            .to_owned(),
+                    ),
+                    None => None,
+                },
+                (None, Some(_)) => None,
             };
             if let Some(reason) = reason {
-                self.end(&topic, reason);
+                self.end(&topic, &reason);
             }
         }
     }
@@ -273,12 +283,44 @@ fn forward(from: &CallStatus, to: &CallStatus) -> bool {
     rank(to) > rank(from)
 }
 
-/// Whether two orgs authenticate alike: the same issued key, or the same Bland provider.
-fn same_auth(a: &OrgAuth, b: &OrgAuth) -> bool {
-    match (a, b) {
-        (OrgAuth::Key { digest: x, .. }, OrgAuth::Key { digest: y, .. }) => x.matches(y),
-        (OrgAuth::Upstream { provider: x }, OrgAuth::Upstream { provider: y }) => x == y,
-        _ => false,
+/// Why a reload ends `topic`'s streams, if it does: the key that follows it was removed or
+/// changed (named, never shown), or Bland callers are now checked differently.
+fn key_change(topic: &TopicKey, old: &OrgAuth, new: &OrgAuth) -> Option<String> {
+    match (old, new, &topic.key) {
+        (OrgAuth::Keys(old), OrgAuth::Keys(new), Some(name)) => {
+            let find = |keys: &'_ [crate::config::KeySpec]| {
+                keys.iter()
+                    .position(|k| k.name == *name)
+                    .map(|i| keys[i].clone())
+            };
+            match (find(old), find(new)) {
+                (_, None) => Some(format!(
+                    "key removed: the key `{name}` was removed from callmux's configuration; \
+                     sign in again with a current key"
+                )),
+                (Some(o), Some(n)) if !o.same_as(&n) => Some(format!(
+                    "key changed: the key `{name}` was changed (its key, scopes or limits); \
+                     sign in again"
+                )),
+                _ => None,
+            }
+        }
+        (
+            OrgAuth::Upstream {
+                provider: x,
+                scopes: a,
+            },
+            OrgAuth::Upstream {
+                provider: y,
+                scopes: b,
+            },
+            None,
+        ) if x == y && a == b => None,
+        _ => Some(
+            "key changed: the organisation's callers are checked differently now; sign in \
+             again"
+                .to_owned(),
+        ),
     }
 }
 

@@ -23,6 +23,9 @@ const RING: usize = 64;
 pub struct TopicKey {
     pub org: Arc<str>,
     pub(super) caller: Option<[u8; 32]>,
+    /// The name of the callmux key that follows it: each key's streams are its own, so a
+    /// key removed or changed by a reload ends only its streams.
+    pub(super) key: Option<Arc<str>>,
 }
 
 /// One org's (or caller's) live list, shared by its subscribers.

@@ -1,0 +1,120 @@
+//! The check before every keyed route's handler: the route's scope (from `access::ROUTES`)
+//! and the key's rates, refused in the route's own envelope before anything is asked
+//! upstream. The credentials it read are handed on, so a request is digested once.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::access::{self, Access, Reply};
+use super::control::Envelope;
+use super::{challenge, json, presented, Edge};
+use crate::error_code::ErrorCode;
+use crate::scope::Scope;
+use crate::service::auth::{self, AuthError, Presented};
+use crate::service::limits::Spend;
+use crate::wire::ErrorItem;
+
+/// The credentials of the request: those the gate read, or read now from the headers.
+pub struct Caller(pub Result<Presented, AuthError>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Self(match parts.extensions.remove::<Presented>() {
+            Some(p) => Ok(p),
+            None => presented(&parts.headers),
+        }))
+    }
+}
+
+/// Checks the matched route's scope and the key's rates. Credentials that are missing or
+/// wrong pass on untouched: the handler refuses them as it always has, in its envelope.
+pub async fn gate(
+    State(edge): State<Arc<Edge>>,
+    matched: Option<MatchedPath>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = matched.as_ref().map_or("", MatchedPath::as_str);
+    let Some((access, reply)) = access::of(path) else {
+        // Fails closed: a route nobody gave a scope serves no one.
+        let message = format!(
+            "the route {path} has no entry in callmux's scope table; this is a bug in callmux"
+        );
+        return refuse(
+            Reply::Bland,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::InternalError,
+            &message,
+        );
+    };
+    let Access::Key(scope) = access else {
+        return next.run(request).await;
+    };
+    let Ok(p) = presented(request.headers()) else {
+        return next.run(request).await;
+    };
+    if let Err(e) = check(&edge, &p, scope) {
+        return refused(reply, &e);
+    }
+    request.extensions_mut().insert(p);
+    next.run(request).await
+}
+
+/// The scope and rate check for `p` on a route that needs `scope`: `Ok` when the caller
+/// may go on, or when the credentials themselves are wrong (the route refuses those).
+pub(super) fn check(edge: &Edge, p: &Presented, scope: Scope) -> Result<(), AuthError> {
+    let loaded = edge.live.current();
+    let Ok(identity) = auth::identify(loaded.service.config(), p) else {
+        return Ok(());
+    };
+    identity.may(scope)?;
+    if let Some(key) = identity.key() {
+        let spend = if scope == Scope::Place {
+            Spend::Placing
+        } else {
+            Spend::Request
+        };
+        if let Some(org) = loaded.service.org_id(&identity.org().id) {
+            edge.live.rates().take(org, key, spend)?;
+        }
+    }
+    Ok(())
+}
+
+/// A scope or rate refusal in the route's envelope, with `retry-after` on a 429.
+pub(super) fn refused(reply: Reply, e: &AuthError) -> Response {
+    let status = StatusCode::from_u16(e.status()).expect("auth statuses are valid");
+    tracing::info!(code = e.code().as_str(), reason = %e, "request refused");
+    let mut response = refuse(reply, status, e.code(), &e.to_string());
+    if let AuthError::RateLimited {
+        retry_after_secs, ..
+    } = e
+    {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+    }
+    challenge(&mut response);
+    response
+}
+
+fn refuse(reply: Reply, status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let body = match reply {
+        Reply::List(shape) => shape.write_error(&[ErrorItem {
+            provider: None,
+            error: code,
+            message,
+        }]),
+        Reply::Agent => Envelope::Agent.error(code, message, None).into_bytes(),
+        Reply::Bland => Envelope::Bland.error(code, message, None).into_bytes(),
+    };
+    json(status, body)
+}

@@ -1,0 +1,180 @@
+//! Each key's own rates (`requests_per_second`, `calls_per_second`) as GCRA cells held in
+//! memory with `governor`, kept across reloads for keys that did not change.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::config::KeySpec;
+use crate::service::auth::AuthError;
+
+/// What a request spends of its key's rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spend {
+    /// One request (`requests_per_second`).
+    Request,
+    /// One request that places a call (`requests_per_second` and `calls_per_second`).
+    Placing,
+}
+
+/// One key's cells, with the settings they were made for: a key whose settings changed
+/// starts afresh.
+struct Cells {
+    spec: KeySpec,
+    requests: Option<DefaultDirectRateLimiter>,
+    calls: Option<DefaultDirectRateLimiter>,
+}
+
+impl Cells {
+    fn new(spec: &KeySpec) -> Self {
+        let cell = |rate: Option<NonZeroU32>| {
+            // A burst of one second's worth: a client may send its second's requests at once.
+            rate.map(|r| RateLimiter::direct(Quota::per_second(r).allow_burst(r)))
+        };
+        Self {
+            requests: cell(spec.limits.requests_per_second),
+            calls: cell(spec.limits.calls_per_second),
+            spec: spec.clone(),
+        }
+    }
+}
+
+/// Each limited key's cells, by (org, key name).
+type ByKey = HashMap<(Arc<str>, Arc<str>), Arc<Cells>>;
+
+/// Every limited key's cells.
+#[derive(Default)]
+pub struct KeyRates {
+    cells: RwLock<ByKey>,
+}
+
+impl KeyRates {
+    /// Takes what `spend` costs from `key`'s cells, or says when to retry. A key without
+    /// limits costs one branch.
+    pub fn take(&self, org: &Arc<str>, key: &KeySpec, spend: Spend) -> Result<(), AuthError> {
+        let limits = &key.limits;
+        let placing = spend == Spend::Placing && limits.calls_per_second.is_some();
+        if limits.requests_per_second.is_none() && !placing {
+            return Ok(());
+        }
+        let cells = self.cells_of(org, key);
+        let refuse =
+            |what, per_second: Option<NonZeroU32>, wait: Duration| AuthError::RateLimited {
+                key: key.name.clone(),
+                what,
+                per_second: per_second.map_or(0, NonZeroU32::get),
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            };
+        let now = DefaultClock::default().now();
+        if let Some(cell) = &cells.requests {
+            cell.check().map_err(|not| {
+                refuse(
+                    "requests",
+                    limits.requests_per_second,
+                    not.wait_time_from(now),
+                )
+            })?;
+        }
+        if spend == Spend::Placing {
+            if let Some(cell) = &cells.calls {
+                cell.check().map_err(|not| {
+                    refuse(
+                        "calls placed",
+                        limits.calls_per_second,
+                        not.wait_time_from(now),
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn cells_of(&self, org: &Arc<str>, key: &KeySpec) -> Arc<Cells> {
+        let id = (org.clone(), key.name.clone());
+        if let Some(cells) = self.read().get(&id) {
+            if cells.spec.same_as(key) {
+                return cells.clone();
+            }
+        }
+        let mut all = self.cells.write().unwrap_or_else(|e| e.into_inner());
+        let cells = all.entry(id).or_insert_with(|| Arc::new(Cells::new(key)));
+        if !cells.spec.same_as(key) {
+            *cells = Arc::new(Cells::new(key));
+        }
+        cells.clone()
+    }
+
+    /// After a reload: drops the cells of every key that is gone or changed.
+    pub fn reloaded(&self, still: impl Fn(&str, &KeySpec) -> bool) {
+        self.cells
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(org, _), cells| still(org, &cells.spec));
+    }
+
+    /// How many keys have cells: for tests of what a reload drops.
+    pub fn held(&self) -> usize {
+        self.read().len()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ByKey> {
+        self.cells.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KeyLimits, KeySource};
+    use crate::keys::KeyDigest;
+    use crate::scope::Scopes;
+
+    fn key(rps: u32, cps: Option<u32>) -> KeySpec {
+        KeySpec {
+            name: Arc::from("dialer"),
+            digest: KeyDigest::of_bytes(b"k"),
+            source: KeySource::Sha256,
+            scopes: Scopes::all(),
+            limits: KeyLimits {
+                requests_per_second: NonZeroU32::new(rps),
+                calls_per_second: cps.and_then(NonZeroU32::new),
+                max_active_placed: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_key_gets_its_second_of_requests_then_a_retry_after() {
+        let rates = KeyRates::default();
+        let org = Arc::from("acme");
+        let k = key(3, None);
+        for _ in 0..3 {
+            rates.take(&org, &k, Spend::Request).unwrap();
+        }
+        match rates.take(&org, &k, Spend::Request) {
+            Err(AuthError::RateLimited {
+                retry_after_secs, ..
+            }) => assert_eq!(retry_after_secs, 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn placing_spends_the_calls_rate_too_and_a_changed_key_starts_afresh() {
+        let rates = KeyRates::default();
+        let org = Arc::from("acme");
+        let k = key(100, Some(1));
+        rates.take(&org, &k, Spend::Placing).unwrap();
+        let refused = rates.take(&org, &k, Spend::Placing).unwrap_err();
+        assert!(refused.to_string().contains("calls placed"), "{refused}");
+        rates.take(&org, &k, Spend::Request).unwrap();
+        let changed = key(100, Some(2));
+        rates.take(&org, &changed, Spend::Placing).unwrap();
+        rates.reloaded(|_, _| false);
+        assert_eq!(rates.held(), 0);
+    }
+}

@@ -1,0 +1,370 @@
+//! Keys and scopes (DESIGN §18): config errors naming the field, every route against every
+//! scope from the route table, per-key rates, `GET /me`, and keys reloaded under open streams.
+
+use std::time::{Duration, Instant};
+
+use callmux::http::access::{self, Access};
+use callmux::scope::Scope;
+use serde_json::{json, Value};
+use strum::IntoEnumIterator;
+
+use crate::common::*;
+
+/// A key per scope, each holding only that scope, named `only-<scope>`.
+fn single_scope_keys(org: &str) -> String {
+    Scope::iter()
+        .map(|s| {
+            format!(
+                "[[orgs.{org}.keys]]\nname = \"only-{s}\"\nsha256 = \"{}\"\nscopes = [\"{s}\"]\n",
+                sha256_hex(&format!("key-{s}"))
+            )
+        })
+        .collect()
+}
+
+fn keyed(org: &str, providers: &[&str], keys: &str) -> String {
+    format!("[orgs.{org}]\nproviders = {providers:?}\n{keys}")
+}
+
+fn config_error(toml: &str, env: &[(&str, &str)]) -> String {
+    match load_config(toml, env) {
+        Ok(_) => panic!("accepted:\n{toml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn each_key_mistake_is_refused_naming_its_field() {
+    let agents =
+        "[providers.agents]\nkind = \"twilio-media-stream\"\nbase_url = \"http://127.0.0.1:9\"\n";
+    let key = |name: &str, rest: &str| format!("[[orgs.acme.keys]]\nname = \"{name}\"\n{rest}\n");
+    let digest = |k: &str| format!("sha256 = \"{}\"", sha256_hex(k));
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            key("tv", &format!("{}\nscopes = [\"watch\"]", digest("a"))),
+            "orgs.acme.keys[0].scopes",
+            "`watch`, which is not a scope",
+        ),
+        (
+            key("tv", &format!("{}\nscopes = []", digest("a"))),
+            "orgs.acme.keys[0].scopes",
+            "is empty",
+        ),
+        (
+            key("tv", &format!("{}\nscopes = [\"read\"]", digest("a")))
+                + &key("tv", &format!("{}\nscopes = [\"read\"]", digest("b"))),
+            "orgs.acme.keys[1].name",
+            "another key of the org already has",
+        ),
+        (
+            key("tv", &format!("{}\nscopes = [\"read\"]", digest("a")))
+                + &key("dialer", &format!("{}\nscopes = [\"place\"]", digest("a"))),
+            "orgs.acme.keys[1].sha256",
+            "the same key as `tv`",
+        ),
+        (
+            key(
+                "tv",
+                &format!("{}\nenv = \"TV_KEY\"\nscopes = [\"read\"]", digest("a")),
+            ),
+            "orgs.acme.keys[0]",
+            "both ways",
+        ),
+        (
+            key("  ", &format!("{}\nscopes = [\"read\"]", digest("a"))),
+            "orgs.acme.keys[0].name",
+            "is empty",
+        ),
+        (
+            key(
+                "tv",
+                &format!(
+                    "{}\nscopes = [\"read\"]\nrequests_per_second = 0",
+                    digest("a")
+                ),
+            ),
+            "orgs.acme.keys[0].requests_per_second",
+            "is 0",
+        ),
+    ];
+    for (keys, field, problem) in cases {
+        let toml = format!("[orgs.acme]\nproviders = [\"agents\"]\n{keys}{agents}");
+        let e = config_error(&toml, &[("TV_KEY", "tv-secret")]);
+        assert!(
+            e.contains(field) && e.contains(problem),
+            "wanted `{field}` {problem}, got: {e}"
+        );
+        assert!(!e.contains("tv-secret"), "{e}");
+    }
+    // Part two's key is `default`, so a key named so is a duplicate.
+    let toml = format!(
+        "[orgs.acme]\nproviders = [\"agents\"]\napi_key_sha256 = \"{}\"\n{}{agents}",
+        sha256_hex("z"),
+        key("default", &format!("{}\nscopes = [\"read\"]", digest("a")))
+    );
+    assert!(config_error(&toml, &[]).contains("named `default`"));
+    // caller_scopes are for orgs whose callers bring Bland keys.
+    let toml = format!(
+        "[orgs.acme]\nproviders = [\"agents\"]\ncaller_scopes = [\"read\"]\n{}{agents}",
+        key("tv", &format!("{}\nscopes = [\"read\"]", digest("a")))
+    );
+    assert!(config_error(&toml, &[]).contains("orgs.acme.caller_scopes"));
+}
+
+/// Every documented route and method, from the served `/openapi.json`.
+async fn documented_routes(app: &TestApp) -> Vec<(String, String, String)> {
+    let doc = app.get("/openapi.json", &[]).await.body;
+    let mut routes = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(id) = op.get("operationId").and_then(Value::as_str) {
+                routes.push((path.clone(), method.to_uppercase(), id.to_owned()));
+            }
+        }
+    }
+    routes
+}
+
+/// What the table says `path` needs; the forwarded `/v1/{path}` is the router's fallback.
+fn needs(path: &str) -> Access {
+    if path == "/v1/{path}" {
+        return Access::Key(access::FORWARDED);
+    }
+    match access::of(path) {
+        Some((access, _)) => access,
+        None => panic!("{path} is served but has no entry in http::access::ROUTES"),
+    }
+}
+
+#[tokio::test]
+async fn every_route_refuses_each_key_without_its_scope_before_asking_upstream() {
+    let agents = agent_server(json!([agent_call(
+        "c1",
+        "+1555",
+        "in-progress",
+        "outbound"
+    )]))
+    .await;
+    let bland = bland_server("bland-secret", "bland-org", json!([])).await;
+    let keys = format!(
+        "bland_passthrough = \"bland\"\n{}",
+        single_scope_keys("acme")
+    );
+    let toml = keyed("acme", &["agents", "bland"], &keys)
+        + &TestConfig::new()
+            .provider(ProviderB::agent("agents", &agents.uri()))
+            .provider(ProviderB::bland(
+                "bland",
+                &bland.uri(),
+                "BLAND_KEY",
+                "bland-org",
+            ))
+            .toml();
+    let app = spawn_app_with_env(&toml, &[("BLAND_KEY", "bland-secret")]).await;
+    let routes = documented_routes(&app).await;
+    assert!(routes.len() >= 10, "{routes:?}");
+
+    let ask = |path: &str, method: &str, scope: Scope| {
+        let url = app.url(
+            &path
+                .replace("{call_id}", "c1")
+                .replace("{path}", "calls/c1")
+                .replace("{provider_id}", "tw"),
+        );
+        let request = app
+            .http
+            .request(method.parse().unwrap(), url)
+            .header("authorization", format!("key-{scope}"))
+            .header("x-bland-org-id", "acme")
+            .header("content-type", "application/json")
+            .body(r#"{"to": "+15550001111"}"#);
+        async move {
+            let response = tokio::time::timeout(Duration::from_secs(30), request.send())
+                .await
+                .expect("callmux answers within 30 s")
+                .unwrap();
+            let status = response.status().as_u16();
+            // A stream's answer is open-ended: its status is all that is needed.
+            let body = if status == 403 {
+                response.json::<Value>().await.unwrap()
+            } else {
+                Value::Null
+            };
+            (status, body)
+        }
+    };
+    let mut refused = 0;
+    for (path, method, id) in &routes {
+        let Access::Key(needed) = needs(path) else {
+            continue;
+        };
+        for scope in Scope::iter().filter(|s| *s != needed) {
+            let (status, body) = ask(path, method, scope).await;
+            assert_eq!(
+                status, 403,
+                "{method} {path} ({id}) with only `{scope}`: {body}"
+            );
+            let text = body.to_string();
+            assert!(
+                text.contains("FORBIDDEN")
+                    && text.contains(&format!("`{needed}`"))
+                    && text.contains(&format!("`only-{scope}`")),
+                "{method} {path}: {text}"
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused >= 40, "{refused}");
+    assert_eq!(
+        hits(&agents).await,
+        0,
+        "a refused request reached an agent server"
+    );
+    assert_eq!(hits(&bland).await, 0, "a refused request reached Bland");
+
+    for (path, method, _) in &routes {
+        if let Access::Key(needed) = needs(path) {
+            let (status, _) = ask(path, method, needed).await;
+            assert_ne!(
+                status, 403,
+                "{method} {path} refused its own scope `{needed}`"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn me_names_the_key_and_its_scopes_never_the_key() {
+    let keys = format!(
+        "[[orgs.acme.keys]]\nname = \"wallboard\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n",
+        sha256_hex("wall-secret")
+    );
+    let toml = keyed("acme", &["agents"], &keys)
+        + &TestConfig::new()
+            .provider(ProviderB::agent("agents", "http://127.0.0.1:9"))
+            .toml();
+    let app = spawn_app(&toml).await;
+    let me = app
+        .get(
+            "/me",
+            &[("authorization", "wall-secret"), ("x-bland-org-id", "acme")],
+        )
+        .await;
+    assert_eq!(me.status, 200);
+    assert_eq!(
+        me.body,
+        json!({"org": "acme", "key": "wallboard", "scopes": ["read"]})
+    );
+    let wrong = app
+        .get(
+            "/me",
+            &[("authorization", "nope"), ("x-bland-org-id", "acme")],
+        )
+        .await;
+    assert_eq!(wrong.status, 401, "{:?}", wrong.body);
+}
+
+#[tokio::test]
+async fn a_key_is_admitted_at_its_rate_and_refused_beyond_it_with_retry_after() {
+    let agents = agent_server(json!([])).await;
+    let keys = format!(
+        "[[orgs.acme.keys]]\nname = \"dialer\"\nsha256 = \"{}\"\nscopes = [\"read\"]\nrequests_per_second = 20\n\
+         [[orgs.acme.keys]]\nname = \"free\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n",
+        sha256_hex("dialer-secret"),
+        sha256_hex("free-secret"),
+    );
+    let toml = keyed("acme", &["agents"], &keys)
+        + &TestConfig::new()
+            .provider(ProviderB::agent("agents", &agents.uri()).set("cache_ttl_ms", 60_000))
+            .toml();
+    let app = spawn_app(&toml).await;
+    let started = Instant::now();
+    let (mut admitted, mut limited) = (0u32, 0u32);
+    while started.elapsed() < Duration::from_secs(2) {
+        let r = app.calls("dialer-secret", "acme").await;
+        match r.status {
+            200 => admitted += 1,
+            429 => {
+                limited += 1;
+                assert_eq!(r.body["errors"][0]["error"], "RATE_LIMITED");
+                assert!(r.body.to_string().contains("`dialer`"), "{:?}", r.body);
+                let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!((1..=2).contains(&wait), "{wait}");
+            }
+            other => panic!("{other}: {:?}", r.body),
+        }
+    }
+    // A burst of one second's worth, then 20 a second.
+    let expected = 20.0 + 20.0 * started.elapsed().as_secs_f64();
+    let ratio = f64::from(admitted) / expected;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "admitted {admitted}, expected about {expected:.0}"
+    );
+    assert!(limited > 0);
+    // Another key of the org has its own (no) limit.
+    assert_eq!(app.calls("free-secret", "acme").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_reload_ends_only_the_streams_of_a_removed_or_changed_key_and_a_new_key_works_at_once() {
+    let agent = LiveAgent::start(json!([agent_call("a", "+1555", "ringing", "outbound")])).await;
+    let org = unique("keys");
+    let toml = |keys: &[(&str, &str, &str)]| {
+        let mut raw = String::new();
+        for (name, key, scopes) in keys {
+            raw.push_str(&format!(
+                "[[orgs.{org}.keys]]\nname = \"{name}\"\nsha256 = \"{}\"\nscopes = {scopes}\n",
+                sha256_hex(key)
+            ));
+        }
+        keyed(&org, &["agents"], &raw)
+            + &TestConfig::new()
+                .provider(ProviderB::agent("agents", &agent.url).set("poll_interval_ms", 50))
+                .toml()
+    };
+    let app = FileApp::start(&toml(&[
+        ("tv", "tv-secret", "[\"read\"]"),
+        ("lobby", "lobby-secret", "[\"read\"]"),
+        ("ops", "ops-secret", "[\"read\", \"end\"]"),
+    ]))
+    .await;
+    let mut open = Vec::new();
+    for key in ["tv-secret", "lobby-secret", "ops-secret"] {
+        let mut s = app
+            .app
+            .stream("/calls/stream", key, &org, None)
+            .await
+            .unwrap();
+        s.next_of("snapshot").await;
+        open.push(s);
+    }
+    app.reload(&toml(&[
+        ("lobby", "lobby-secret", "[\"read\"]"),
+        ("ops", "ops-secret", "[\"read\"]"),
+        ("kiosk", "kiosk-secret", "[\"read\"]"),
+    ]));
+    let mut lobby = open.remove(1);
+    for (mut s, name, why) in [
+        (open.remove(0), "tv", "key removed"),
+        (open.remove(0), "ops", "key changed"),
+    ] {
+        let end = s.next_of("end").await;
+        let text = end.data.clone();
+        assert!(
+            text.contains(why) && text.contains(&format!("`{name}`")),
+            "{text}"
+        );
+        assert!(!text.contains("secret"), "{text}");
+    }
+    // The unchanged key's stream goes on: it sees the next change; the new key is let in
+    // at once, the removed one no longer.
+    agent.set(json!([
+        agent_call("a", "+1555", "ringing", "outbound"),
+        agent_call("b", "+1556", "ringing", "outbound")
+    ]));
+    let next = lobby.next().await;
+    assert_ne!(next.event, "end", "{}", next.data);
+    assert_eq!(app.app.calls("kiosk-secret", &org).await.status, 200);
+    assert_eq!(app.app.calls("tv-secret", &org).await.status, 401);
+}
