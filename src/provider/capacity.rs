@@ -153,7 +153,8 @@ mod tests {
         let vapi = Learned::new(10);
         assert_eq!(vapi.figures().await.limit, Some(10));
         assert_eq!(vapi.figures().await.source, Source::Configured);
-        vapi.learn("subscriptionLimits.concurrencyLimit", 25).unwrap();
+        vapi.learn("subscriptionLimits.concurrencyLimit", 25)
+            .unwrap();
         assert_eq!(vapi.figures().await.limit, Some(25));
         assert_eq!(vapi.figures().await.source, Source::Platform);
         for bad in [-1, 0, 1_000_001] {

@@ -168,9 +168,18 @@ mod tests {
     fn bad_figures_name_their_field() {
         for (body, field) in [
             (r#"{"concurrency_limit": 20}"#, "current_concurrency"),
-            (r#"{"current_concurrency": -1, "concurrency_limit": 20}"#, "current_concurrency"),
-            (r#"{"current_concurrency": 1, "concurrency_limit": 0}"#, "concurrency_limit"),
-            (r#"{"current_concurrency": 1, "concurrency_limit": 1000001}"#, "concurrency_limit"),
+            (
+                r#"{"current_concurrency": -1, "concurrency_limit": 20}"#,
+                "current_concurrency",
+            ),
+            (
+                r#"{"current_concurrency": 1, "concurrency_limit": 0}"#,
+                "concurrency_limit",
+            ),
+            (
+                r#"{"current_concurrency": 1, "concurrency_limit": 1000001}"#,
+                "concurrency_limit",
+            ),
             (r#"{"current_concurrency": 1}"#, "concurrency_limit"),
         ] {
             let e = source(false).read(body.as_bytes()).unwrap_err();

@@ -61,12 +61,21 @@ mod tests {
         assert_eq!(vapi.figures().await.limit, Some(DEFAULT_LIMIT));
         vapi.update(&serde_json::from_str(ANSWER).unwrap()).unwrap();
         let figures = vapi.figures().await;
-        assert_eq!((figures.limit, figures.source), (Some(25), Source::Platform));
+        assert_eq!(
+            (figures.limit, figures.source),
+            (Some(25), Source::Platform)
+        );
         vapi.update(&SubscriptionLimits::default()).unwrap();
         assert_eq!(vapi.figures().await.limit, Some(25));
         let absurd = r#"{"concurrencyLimit": 2000000}"#;
-        let e = vapi.update(&serde_json::from_str(absurd).unwrap()).unwrap_err();
-        assert!(e.to_string().contains("subscriptionLimits.concurrencyLimit"), "{e}");
+        let e = vapi
+            .update(&serde_json::from_str(absurd).unwrap())
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("subscriptionLimits.concurrencyLimit"),
+            "{e}"
+        );
         assert_eq!(vapi.figures().await.limit, Some(25));
     }
 
@@ -74,6 +83,9 @@ mod tests {
     async fn a_configured_limit_stands_until_vapi_reports_one() {
         let vapi = VapiCapacity::new(Some(3));
         let figures = vapi.figures().await;
-        assert_eq!((figures.limit, figures.source), (Some(3), Source::Configured));
+        assert_eq!(
+            (figures.limit, figures.source),
+            (Some(3), Source::Configured)
+        );
     }
 }
