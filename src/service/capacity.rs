@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 use super::auth::{self, AuthError, Presented};
-use super::{ListError, Service};
+use super::merge::ProviderFailure;
+use super::{ListError, Service, Snapshot};
 use crate::error_code::ErrorCode;
 use crate::provider::capacity::Source;
 
@@ -73,13 +74,36 @@ impl Service {
     /// The capacity of `presented`'s org, from the snapshot its lists answer with.
     pub async fn capacity(&self, presented: &Presented) -> Result<Capacity, AuthError> {
         let org = auth::identify(&self.config, presented)?.org();
-        let (snapshot, failures) = match self.list(presented).await {
-            Ok(listed) => {
-                let failures = listed.snapshot.failures().to_vec();
-                (Some(listed.snapshot), failures)
+        match self.list(presented).await {
+            Ok(listed) => Ok(self
+                .capacity_of(&org.id, Some(&listed.snapshot), listed.snapshot.failures())
+                .await),
+            Err(ListError::AllFailed { failures, .. }) => {
+                Ok(self.capacity_of(&org.id, None, &failures).await)
             }
-            Err(ListError::AllFailed { failures, .. }) => (None, failures),
-            Err(ListError::Auth(e)) => return Err(e),
+            Err(ListError::Auth(e)) => Err(e),
+        }
+    }
+
+    /// The capacity of org `org` from its list: `snapshot` (`None` when every provider
+    /// failed) and the providers that failed. What a pushed change or a poll puts in the
+    /// snapshot is counted here, so it moves capacity too.
+    pub async fn capacity_of(
+        &self,
+        org: &str,
+        snapshot: Option<&Snapshot>,
+        failures: &[ProviderFailure],
+    ) -> Capacity {
+        let Some(org) = self.config.org(org) else {
+            return Capacity {
+                providers: Vec::new(),
+                total: Total {
+                    active: 0,
+                    limit: Some(0),
+                    headroom: Some(0),
+                },
+                errors: None,
+            };
         };
         let built: Vec<_> = org
             .providers
@@ -94,7 +118,7 @@ impl Service {
         for (b, figures) in built.iter().zip(figures) {
             let id = b.spec.id.as_str();
             let failed = failures.iter().find(|f| &*f.provider == id);
-            let listed = match (&snapshot, failed) {
+            let listed = match (snapshot, failed) {
                 (Some(s), None) => {
                     let n = s.calls().filter(|c| &*c.provider == id).count() as u64;
                     b.last_listed.0.store(n, Ordering::Relaxed);
@@ -132,11 +156,11 @@ impl Service {
             headroom: providers.iter().map(|p| p.headroom).sum(),
         };
         self.record(&org.id, &providers, &total);
-        Ok(Capacity {
+        Capacity {
             providers,
             total,
             errors: (!errors.is_empty()).then_some(errors),
-        })
+        }
     }
 
     /// The capacity gauges, as of this answer.

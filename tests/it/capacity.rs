@@ -404,3 +404,44 @@ async fn vapi_s_limit_is_ten_until_configured() {
         (&json!(10), &json!("configured"))
     );
 }
+
+#[tokio::test]
+async fn the_stream_sends_a_capacity_event_when_a_figure_changes_and_not_on_every_poll() {
+    let one = json!([agent_call("c1", "+1555", "in-progress", "outbound")]);
+    let agent = LiveAgent::start(one).await;
+    let toml = TestConfig::new()
+        .org(OrgB::key("acme", ORG_KEY).providers(&["agents"]))
+        .provider(
+            ProviderB::agent("agents", &agent.url)
+                .set("poll_interval_ms", 20u64)
+                .set("max_concurrent_calls", 2u64),
+        )
+        .toml();
+    let app = spawn_app(&toml).await;
+    let mut stream = app
+        .stream("/calls/stream", ORG_KEY, "acme", None)
+        .await
+        .expect("a stream");
+    let first = stream.next_of("capacity").await.json();
+    let agents = provider(&first, "agents");
+    assert_eq!(
+        (&agents["active"], &agents["headroom"]),
+        (&json!(1), &json!(1))
+    );
+
+    agent.set(json!([
+        agent_call("c1", "+1555", "in-progress", "outbound"),
+        agent_call("c2", "+1556", "in-progress", "outbound"),
+    ]));
+    let full = stream.next_of("capacity").await.json();
+    let agents = provider(&full, "agents");
+    assert_eq!(
+        (&agents["active"], &agents["headroom"]),
+        (&json!(2), &json!(0))
+    );
+    assert_eq!(full, capacity(&app, ORG_KEY, "acme").await.body);
+
+    // Polled every 20 ms with nothing changing: no event at all (keepalives are 15 s apart).
+    let quiet = tokio::time::timeout(Duration::from_millis(400), stream.next()).await;
+    assert!(quiet.is_err(), "an event while nothing changed: {quiet:?}");
+}
