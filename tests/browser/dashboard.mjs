@@ -132,6 +132,14 @@ try {
   for (const ok of await page.locator('#health li[data-health="ok"]').all()) assert.match(await ok.textContent(), /OK/);
   check('a failing provider is shown as failing, in words, with its error code');
 
+  const full = page.locator(`#capacity li[data-provider="${CSS.escape(cfg.capacity.full)}"][data-capacity="full"]`);
+  await full.waitFor(WAIT);
+  assert.match(await full.textContent(), /Full/);
+  const unlimited = page.locator(`#capacity li[data-provider="${CSS.escape(cfg.capacity.unlimited)}"][data-capacity="no-limit"]`);
+  await unlimited.waitFor(WAIT);
+  assert.match(await unlimited.textContent(), /no limit/);
+  check('a provider at its limit shows as full, one without a limit shows its count');
+
   const counts = await page.locator('#per-provider li').allTextContents();
   assert.ok(counts.some((c) => c.startsWith(cfg.providers.failing)), `no count for ${cfg.providers.failing}: ${counts}`);
   const chart = page.locator('#chart-box svg path.line');
