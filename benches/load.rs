@@ -12,6 +12,9 @@
 //! `cargo bench --bench load -- replicas [--quick]`: 1 and 3 replicas sharing state on a real
 //! `redis-server` (and 1 on memory, the baseline), behind a round-robin client (`replicas.rs`).
 //!
+//! `cargo bench --bench load -- capacity [--quick]`: `GET /capacity` against `GET /calls` on
+//! the same warm snapshot, in alternating rounds (`load/capacity.rs`).
+//!
 //! `cargo bench --bench load -- --help`: every option.
 //!
 //! Everything listens on 127.0.0.1 and nothing else is contacted: the fake upstreams and the
@@ -44,6 +47,8 @@ use common::{agent_call, bland_call, Binary, OrgB, ProviderB, TestConfig};
 #[path = "../tests/it/common/mod.rs"]
 mod common;
 
+#[path = "load/capacity.rs"]
+mod capacity;
 #[path = "load/drive.rs"]
 mod drive;
 #[path = "load/process.rs"]
@@ -94,6 +99,7 @@ fn main() {
         None => run_load(args.quick, &args.sizes),
         Some(Mode::Soak(options)) => run_soak(&options),
         Some(Mode::Replicas { quick }) => replicas::run(quick || args.quick),
+        Some(Mode::Capacity { quick }) => capacity::run(quick || args.quick),
     }
 }
 
@@ -126,6 +132,12 @@ enum Mode {
     /// 1 and 3 replicas sharing state on a real redis-server, and 1 on memory.
     Replicas {
         /// One short round.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// `GET /capacity` against `GET /calls` on the same warm snapshot.
+    Capacity {
+        /// Short rounds.
         #[arg(long)]
         quick: bool,
     },

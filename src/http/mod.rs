@@ -3,6 +3,7 @@
 
 pub mod access;
 mod bounds;
+pub mod capacity;
 pub mod connections;
 pub mod control;
 mod dashboard;
@@ -77,6 +78,7 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(BLAND_ROUTE, get(|s, h| list(Shape::Bland, s, h)))
         .route(CALLS_ROUTE, get(|s, h| list(Shape::Calls, s, h)))
         .route(OWN_ROUTE, get(|s, h| list(Shape::Own, s, h)))
+        .route(capacity::CAPACITY_ROUTE, get(capacity::capacity))
         .route(
             control::END_ROUTE,
             post(|s, p, h| control::end(control::Envelope::Agent, s, p, h)),
@@ -259,9 +261,10 @@ async fn not_found(State(edge): State<Arc<Edge>>, method: Method, uri: Uri) -> R
     edge.requests.record(None, 404, Instant::now());
     let mut message = format!(
         "no route {method} {}: callmux serves GET {BLAND_ROUTE}, GET {CALLS_ROUTE}, \
-         GET {OWN_ROUTE}, their streams (GET {}, GET {}, GET {}), POST {}, POST {}, POST {}, \
+         GET {OWN_ROUTE}, GET {}, their streams (GET {}, GET {}, GET {}), POST {}, POST {}, POST {}, \
          POST {}, POST {}, the dashboard at GET / and GET /openapi.json",
         uri.path(),
+        capacity::CAPACITY_ROUTE,
         streams::BLAND_STREAM_ROUTE,
         streams::CALLS_STREAM_ROUTE,
         streams::OWN_STREAM_ROUTE,

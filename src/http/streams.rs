@@ -194,6 +194,10 @@ async fn write(event: &Event, shape: Shape, org: &str, telemetry: &Telemetry) ->
                 })
                 .to_owned(),
         ),
+        Body::Capacity(capacity) => (
+            "capacity",
+            serde_json::to_string(&**capacity).unwrap_or_default(),
+        ),
         Body::End(reason) => ("end", serde_json::json!({ "reason": reason }).to_string()),
     };
     Sse::default()

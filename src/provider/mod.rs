@@ -2,6 +2,7 @@
 //! the settings every kind shares, and the layers that wrap listing.
 
 pub mod bland;
+pub mod capacity;
 pub mod http;
 pub mod kind;
 pub mod layers;
@@ -115,6 +116,8 @@ pub struct Backend {
     pub place: Option<Arc<dyn PlaceCall>>,
     /// `None` for a kind whose other routes are not forwarded (all but `bland`).
     pub forward: Option<Arc<dyn Forward>>,
+    /// How full the provider can get: each kind's own source of figures.
+    pub capacity: Arc<dyn capacity::ReportCapacity>,
 }
 
 /// What a backend may need from the client's request.
@@ -261,6 +264,9 @@ pub struct Common {
     pub breaker: BreakerSettings,
     /// How often an org's live streams ask this provider while anyone is subscribed.
     pub poll_interval: Duration,
+    /// Active calls at which the provider is full, as configured; `None`: no configured
+    /// limit (the kind may still know one, or default one).
+    pub max_concurrent_calls: Option<u32>,
 }
 
 /// The common settings as written, after the built-in defaults (`config/defaults.toml`).
@@ -278,6 +284,8 @@ pub struct RawCommon {
     pub circuit_failures: u64,
     pub circuit_cooldown_ms: u64,
     pub poll_interval_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_calls: Option<u64>,
 }
 
 impl RawCommon {
@@ -293,6 +301,7 @@ impl RawCommon {
         "circuit_failures",
         "circuit_cooldown_ms",
         "poll_interval_ms",
+        "max_concurrent_calls",
     ];
 
     /// Validated against the ranges; `defaults` is what a removed field would fall back to.
@@ -352,6 +361,18 @@ impl RawCommon {
                 defaults.poll_interval_ms,
                 10..=ONE_DAY_MS,
             )),
+            max_concurrent_calls: self.max_concurrent_calls.and_then(|limit| {
+                if (1..=capacity::MAX_LIMIT).contains(&limit) {
+                    return Some(limit as u32);
+                }
+                check.push(
+                    format!("{at}.max_concurrent_calls"),
+                    format!("is {limit}, outside 1..={}", capacity::MAX_LIMIT),
+                    "give the most calls the provider may carry at once, or remove it for \
+                     no configured limit",
+                );
+                None
+            }),
         }
     }
 }

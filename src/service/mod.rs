@@ -3,6 +3,7 @@
 //! providers' answers are unchanged.
 
 pub mod auth;
+pub mod capacity;
 pub mod control;
 pub mod events;
 pub mod index;
@@ -55,6 +56,8 @@ struct Built {
     backend: Backend,
     /// Places reserved by calls being placed through this provider.
     reserved: Arc<place::Reserved>,
+    /// What this provider last listed, for capacity while its list fails.
+    last_listed: Arc<capacity::LastListed>,
 }
 
 /// What one org needs at request time.
@@ -138,6 +141,7 @@ impl Built {
             listed,
             backend,
             reserved: Arc::default(),
+            last_listed: Arc::default(),
         })
     }
 }

@@ -79,6 +79,19 @@ impl Reserved {
         load.active.len() + reserved
     }
 
+    /// Calls being placed through callmux that no list has shown yet: the one count of
+    /// "being placed" on this provider, which capacity adds to what was listed. Placing on
+    /// other kinds reserves here too, so capacity counts it with no change of its own.
+    pub fn being_placed(&self) -> usize {
+        let now = Instant::now();
+        self.pending
+            .lock()
+            .expect("reservations lock")
+            .iter()
+            .filter(|p| p.seen_from.is_none() && p.until > now)
+            .count()
+    }
+
     fn release(&self, token: u64) {
         self.pending
             .lock()

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::auth::Presented;
 use super::events::outbox::{Lookup, SystemLookup};
 use super::events::Outboxes;
+use super::capacity::Capacity;
 use super::live::{self, Hub};
 use super::{ListError, Listed, Service};
 use crate::config::Config;
@@ -197,6 +198,20 @@ impl live::Source for ArcSwap<Loaded> {
 
     async fn list(&self, presented: &Presented) -> Result<Listed, ListError> {
         self.load_full().service.list(presented).await
+    }
+
+    async fn capacity(&self, state: &live::change::State) -> Option<Capacity> {
+        let loaded = self.load_full();
+        let snapshot = match state {
+            live::change::State::Listed(s) => Some(&**s),
+            live::change::State::AllFailed { .. } => None,
+        };
+        Some(
+            loaded
+                .service
+                .capacity_of(state.org(), snapshot, state.failures())
+                .await,
+        )
     }
 }
 

@@ -141,6 +141,13 @@ try {
   }, cfg.webhook, WAIT);
   assert.match(await hook.textContent(), /OK.*pending · last delivered/);
   check('the webhooks panel shows the endpoint and its last delivery');
+  const full = page.locator(`#capacity li[data-provider="${CSS.escape(cfg.capacity.full)}"][data-capacity="full"]`);
+  await full.waitFor(WAIT);
+  assert.match(await full.textContent(), /Full/);
+  const unlimited = page.locator(`#capacity li[data-provider="${CSS.escape(cfg.capacity.unlimited)}"][data-capacity="no-limit"]`);
+  await unlimited.waitFor(WAIT);
+  assert.match(await unlimited.textContent(), /no limit/);
+  check('a provider at its limit shows as full, one without a limit shows its count');
 
   const counts = await page.locator('#per-provider li').allTextContents();
   assert.ok(counts.some((c) => c.startsWith(cfg.providers.failing)), `no count for ${cfg.providers.failing}: ${counts}`);

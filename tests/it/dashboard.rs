@@ -258,7 +258,12 @@ async fn the_dashboard_signs_in_and_shows_calls_changes_health_and_ends_a_call_i
     let toml = TestConfig::new()
         .server("shutdown_grace_ms", 2000)
         .org(OrgB::key("acme", KEY).providers(&["agents", "bland", "agents-eu"]))
-        .provider(ProviderB::agent("agents", &agents.uri()).set("poll_interval_ms", POLL_MS))
+        .provider(
+            ProviderB::agent("agents", &agents.uri())
+                .set("poll_interval_ms", POLL_MS)
+                // Its two calls fill it: the capacity panel shows it full.
+                .set("max_concurrent_calls", 2),
+        )
         .provider(
             ProviderB::bland("bland", &bland.uri(), BLAND_KEY_VAR, BLAND_ORG)
                 .set("poll_interval_ms", POLL_MS),
@@ -294,6 +299,7 @@ async fn the_dashboard_signs_in_and_shows_calls_changes_health_and_ends_a_call_i
         },
         "providers": {"failing": "agents-eu"},
         "webhook": "ops",
+        "capacity": {"full": "agents", "unlimited": "bland"},
     });
     let mut node = Node(
         Command::new("node")

@@ -8,6 +8,7 @@
 mod common;
 
 mod auth;
+mod capacity;
 mod cli;
 mod clients;
 mod coalescing;

@@ -112,6 +112,7 @@ function resetData() {
   state.calls.clear();
   state.errors = [];
   state.providers.clear();
+  state.capacity = null;
   state.failingSince.clear();
   state.samples = [];
   state.openedAt = Date.now();
@@ -262,6 +263,8 @@ function dispatch(type, data) {
     for (const id of body.ended || []) state.calls.delete(id);
     if ('errors' in body) setErrors(body.errors);
     live();
+  } else if (type === 'capacity') {
+    state.capacity = body;
   } else if (type === 'end') {
     streamError('');
     stopStream();
@@ -357,6 +360,7 @@ function render() {
   renderCounts();
   renderChart();
   renderHealth();
+  renderCapacity();
   renderFilters();
   renderTable();
 }
@@ -472,6 +476,28 @@ async function refreshWebhooks() {
       el('div', { class: 'detail' }, `${w.pending} pending · last delivered ${when(w.last_success)}`),
       w.last_failure ? el('div', { class: 'hint' }, `last failure ${when(w.last_failure.at)}: ${text(w.last_failure.reason)}`) : '');
   }));
+}
+
+// Each provider's active calls against its limit, from the stream's `capacity` events.
+function renderCapacity() {
+  const providers = (state.capacity && state.capacity.providers) || [];
+  const items = providers.map((p) => {
+    const active = Number(p.active) || 0;
+    const name = el('span', { class: 'provider' }, text(p.provider));
+    if (p.limit === null || p.limit === undefined) {
+      return el('li', { 'data-provider': p.provider, 'data-capacity': 'no-limit' },
+        name, ' ', el('span', { class: 'figures' }, `${active} active · no limit`));
+    }
+    const limit = Number(p.limit) || 0;
+    const full = active >= limit;
+    const bar = el('progress', { max: String(limit), value: String(Math.min(active, limit)) });
+    bar.setAttribute('aria-label', `${p.provider}: ${active} of ${limit}`);
+    return el('li', { class: full ? 'full' : 'room', 'data-provider': p.provider, 'data-capacity': full ? 'full' : 'room' },
+      name, ' ', el('span', { class: 'figures' }, `${active} / ${limit}`), ' ',
+      full ? el('span', { class: 'badge' }, 'Full') : '', bar);
+  });
+  if (!items.length) items.push(el('li', { class: 'hint' }, 'No capacity figures yet.'));
+  $('capacity').replaceChildren(...items);
 }
 
 function setOptions(select, values, all) {

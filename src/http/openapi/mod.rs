@@ -5,6 +5,7 @@
 //! are never serialised: they exist only to describe that output. `tests/it/openapi.rs` checks
 //! real answers of every documented status, and every error code, against this document.
 
+mod capacity;
 mod control;
 mod forwarding;
 mod hooks;
@@ -36,6 +37,7 @@ fn build() -> utoipa::openapi::OpenApi {
     document.merge(hooks::HooksDoc::openapi());
     document.merge(webhooks::WebhooksDoc::openapi());
     document.merge(keys::KeysDoc::openapi());
+    document.merge(capacity::CapacityDoc::openapi());
     shared::OrgKey.modify(&mut document);
     shared::SharedRefusals.modify(&mut document);
     forwarding::BlandsOwnAnswers.modify(&mut document);

@@ -385,6 +385,7 @@ pub(super) const ROUTES: &[(&str, Envelope, bool, bool)] = &[
     ),
     ("listCalls", Envelope::List(Shape::Calls), true, true),
     ("listCallsOwn", Envelope::List(Shape::Own), true, true),
+    ("getCapacity", Envelope::List(Shape::Own), true, true),
     (
         "streamActiveCallsBland",
         Envelope::List(Shape::Bland),

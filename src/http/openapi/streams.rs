@@ -50,7 +50,8 @@ fn event(shape: &str, snapshot: &str, failed: &str) -> Schema {
             .description(Some(format!(
                 "One event of the stream of {shape}. `snapshot` is first: its `data` is byte \
                  for byte the body {shape} answers now. Then `change` whenever the list \
-                 changes. `end` is the last."
+                 changes, and `capacity` whenever a figure of the org's capacity changes. \
+                 `end` is the last."
             )))
             .item(one(
                 "snapshot",
@@ -59,6 +60,11 @@ fn event(shape: &str, snapshot: &str, failed: &str) -> Schema {
             .item(one(
                 "change",
                 format!("JSON: a `StreamChange`, items in the shape of {shape}."),
+            ))
+            .item(one(
+                "capacity",
+                "JSON: a `Capacity`, as `GET /capacity` answers; sent when a figure changes."
+                    .to_owned(),
             ))
             .item(one("end", "JSON: a `StreamEnd`.".to_owned()))
             .build(),

@@ -127,6 +127,7 @@ impl KindSettings for Settings {
             end: Some(bland.clone()),
             place: None,
             forward: Some(bland),
+            capacity: Arc::new(super::capacity::Configured(common.max_concurrent_calls)),
         })
     }
 

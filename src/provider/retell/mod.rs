@@ -1,6 +1,7 @@
 //! Kind `retell`: Retell AI's ongoing calls from `POST {base_url}/v3/list-calls`, page by
 //! page, and ending one with `POST {base_url}/v2/stop-call/{call_id}`.
 
+pub mod capacity;
 pub mod wire;
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct RetellKind;
 struct Raw {
     base_url: Option<String>,
     api_key_env: Option<String>,
+    #[serde(default)]
+    use_burst: bool,
 }
 
 /// Validated settings of a `retell` provider.
@@ -37,6 +40,8 @@ pub struct Settings {
     pub api_key_env: String,
     /// `Bearer <key>`, a sensitive header value, so `Debug` redacts it.
     pub auth: Auth,
+    /// Whether the limit is Retell's burst limit while Retell reports burst enabled.
+    pub use_burst: bool,
 }
 
 impl Kind for RetellKind {
@@ -65,6 +70,7 @@ impl Kind for RetellKind {
             base_url: base_url?,
             api_key_env: var,
             auth: Auth::Bearer(auth?),
+            use_burst: raw.use_burst,
         }))
     }
 }
@@ -94,6 +100,14 @@ impl KindSettings for Settings {
             end: Some(retell),
             place: None,
             forward: None,
+            capacity: Arc::new(capacity::RetellCapacity::new(
+                endpoint(&self.base_url, "get-concurrency"),
+                self.auth.clone(),
+                super::http::Client::new(&common.http)?,
+                common.max_concurrent_calls,
+                self.use_burst,
+                common.cache_ttl.max(common.poll_interval),
+            )),
         })
     }
 }

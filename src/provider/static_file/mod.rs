@@ -85,6 +85,7 @@ impl KindSettings for Settings {
             end: Some(file),
             place: None,
             forward: None,
+            capacity: Arc::new(super::capacity::Configured(common.max_concurrent_calls)),
         })
     }
 }

@@ -363,6 +363,7 @@ impl KindSettings for Settings {
             end: Some(twilio),
             place: None,
             forward: None,
+            capacity: Arc::new(super::capacity::Configured(common.max_concurrent_calls)),
         })
     }
 }

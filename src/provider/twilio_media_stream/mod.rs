@@ -105,12 +105,18 @@ impl KindSettings for Settings {
             id,
             url: endpoint(&self.base_url, "api/calls"),
             place_url: endpoint(&self.base_url, "api/call"),
-            max_active_calls: self.max_active_calls,
+            // `max_concurrent_calls` is `max_active_calls`'s alias: where both are set, the
+            // smaller is the limit.
+            max_active_calls: super::capacity::smaller(
+                self.max_active_calls,
+                common.max_concurrent_calls,
+            ),
             lister: Lister::new(&common.http, false)?,
         });
         Ok(Backend {
             list: server.clone(),
             end: Some(server.clone()),
+            capacity: Arc::new(super::capacity::Configured(server.max_active_calls)),
             place: self.place_calls.then_some(server as Arc<dyn PlaceCall>),
             forward: None,
         })

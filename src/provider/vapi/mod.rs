@@ -2,6 +2,7 @@
 //! by creation time, and ending a call by posting `end-call` to that call's own control URL
 //! once the URL has passed DESIGN §8's host rule.
 
+pub mod capacity;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -174,6 +175,7 @@ impl KindSettings for Settings {
             end: Some(vapi),
             place: None,
             forward: None,
+            capacity: Arc::new(capacity::VapiCapacity::new(common.max_concurrent_calls)),
         })
     }
 }

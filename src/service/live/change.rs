@@ -156,6 +156,8 @@ pub enum Body {
     /// The whole list, as the list route of the stream's shape answers it now.
     Snapshot(Arc<State>),
     Change(Change),
+    /// The org's capacity (`GET /capacity`'s body), sent when a figure changes.
+    Capacity(Arc<crate::service::capacity::Capacity>),
     /// The stream ends, and why.
     End(String),
 }

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use super::change::State;
 use super::topic::{Topic, TopicKey};
 use crate::service::auth::{AuthError, Presented};
+use crate::service::capacity::Capacity;
 use crate::service::{ListError, Listed, Version};
 
 /// How long a topic with no subscribers keeps its recent events (without polling), so a
@@ -25,6 +26,10 @@ pub trait Source: Send + Sync + 'static {
     fn poll_period(&self, org: &str) -> Option<Duration>;
     /// The org's list as `presented` may see it, as the list route answers it.
     async fn list(&self, presented: &Presented) -> Result<Listed, ListError>;
+    /// The org's capacity as of `state`, for the `capacity` event; `None`: not followed.
+    async fn capacity(&self, _state: &State) -> Option<Capacity> {
+        None
+    }
 }
 
 /// What a poller needs of the hub that started it, which it holds weakly: a hub that is
@@ -97,9 +102,13 @@ pub(super) async fn poll(topic: Arc<Topic>, hub: Weak<dyn Keeper>) {
             }
         };
         let version = next.version();
+        let capacity = hub.source().capacity(&next).await;
         // Only a change is announced, and not the one a notice already announced.
         if topic.publish(next) && noticed != Some(version) {
             hub.changed(&topic.key, version);
+        }
+        if let Some(capacity) = capacity {
+            topic.publish_capacity(capacity);
         }
     }
 }

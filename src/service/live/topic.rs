@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::change::{Body, Change, Event, EventId, State};
 use crate::service::auth::Presented;
+use crate::service::capacity::Capacity;
 use crate::service::Version;
 
 /// Events a subscriber may have queued; one that falls this far behind is disconnected
@@ -60,6 +61,9 @@ pub(super) struct Inner {
     /// The version another replica announced, until the poll it asked for: a poll that
     /// lands on it announces nothing, so notices never echo around the fleet.
     pub(super) noticed: Option<Version>,
+    /// The capacity last sent, so that a `capacity` event goes out only when a figure
+    /// changes.
+    capacity: Option<Arc<Capacity>>,
 }
 
 pub(super) struct Subscriber {
@@ -103,6 +107,7 @@ impl Topic {
                 presented,
                 ended: false,
                 noticed: None,
+                capacity: None,
             }),
             wake: Notify::new(),
             poll_now: Notify::new(),
@@ -190,6 +195,29 @@ impl Topic {
         inner.ring.push_back(event.clone());
         Self::fan_out(&mut inner, event);
         true
+    }
+
+    /// Sends every subscriber the org's capacity, if any figure differs from the last sent.
+    pub fn publish_capacity(&self, capacity: Capacity) {
+        let mut inner = self.lock();
+        if inner.ended || inner.capacity.as_deref() == Some(&capacity) {
+            return;
+        }
+        let capacity = Arc::new(capacity);
+        inner.capacity = Some(capacity.clone());
+        inner.seq += 1;
+        let event = Arc::new(Event::new(
+            EventId {
+                epoch: self.epoch,
+                seq: inner.seq,
+            },
+            Body::Capacity(capacity),
+        ));
+        if inner.ring.len() == RING {
+            inner.ring.pop_front();
+        }
+        inner.ring.push_back(event.clone());
+        Self::fan_out(&mut inner, event);
     }
 
     /// Sends `event` to every subscriber. One whose queue is full is dropped and its
