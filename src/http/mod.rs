@@ -77,7 +77,7 @@ pub fn router(live: Arc<Live>) -> Router {
         )
         .route(control::STOP_ALL_ROUTE, post(control::stop_all))
         .route(control::PLACE_ROUTE, post(control::place))
-        .route(hooks::TWILIO_HOOK_ROUTE, post(hooks::twilio))
+        .route(hooks::HOOK_ROUTE, post(hooks::hook))
         .layer(axum::middleware::from_fn_with_state(
             limits.clone(),
             bounds::enforce,
@@ -251,7 +251,7 @@ async fn not_found(State(edge): State<Arc<Edge>>, method: Method, uri: Uri) -> R
         control::STOP_ROUTE,
         control::STOP_ALL_ROUTE,
         control::PLACE_ROUTE,
-        hooks::TWILIO_HOOK_ROUTE,
+        hooks::HOOK_ROUTE,
     );
     if uri.path().starts_with("/v1/") {
         message.push_str(

@@ -1,6 +1,7 @@
 //! Kind `retell`: Retell AI's ongoing calls from `POST {base_url}/v3/list-calls`, page by
 //! page, and ending one with `POST {base_url}/v2/stop-call/{call_id}`.
 
+pub mod hook;
 pub mod wire;
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Auth, Lister, Request};
-use super::kind::{Kind, KindSettings};
+use super::kind::{Hook, Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
 
@@ -27,6 +28,7 @@ pub struct RetellKind;
 struct Raw {
     base_url: Option<String>,
     api_key_env: Option<String>,
+    webhook_key_env: Option<String>,
 }
 
 /// Validated settings of a `retell` provider.
@@ -37,6 +39,8 @@ pub struct Settings {
     pub api_key_env: String,
     /// `Bearer <key>`, a sensitive header value, so `Debug` redacts it.
     pub auth: Auth,
+    /// Retell's webhooks are taken when `webhook_key_env` is set.
+    pub webhook: Option<hook::RetellHook>,
 }
 
 impl Kind for RetellKind {
@@ -61,10 +65,15 @@ impl Kind for RetellKind {
              e.g. \"RETELL_API_KEY\" (the key is in Retell's dashboard under Settings → API Keys)",
         )?;
         let auth = check.bearer_from_env(&format!("{at}.api_key_env"), &var);
+        let webhook = raw.webhook_key_env.and_then(|var| {
+            let key = check.sensitive_header_from_env(&format!("{at}.webhook_key_env"), &var)?;
+            Some(hook::RetellHook { key_env: var, key })
+        });
         Some(Arc::new(Settings {
             base_url: base_url?,
             api_key_env: var,
             auth: Auth::Bearer(auth?),
+            webhook,
         }))
     }
 }
@@ -75,10 +84,18 @@ impl KindSettings for Settings {
     }
 
     fn summary(&self) -> String {
+        let hook = match &self.webhook {
+            Some(h) => format!("; webhooks signed with ${} (set, value hidden)", h.key_env),
+            None => String::new(),
+        };
         format!(
-            "at {}; api key from ${} (set, value hidden)",
+            "at {}; api key from ${} (set, value hidden){hook}",
             self.base_url, self.api_key_env
         )
+    }
+
+    fn hook(&self) -> Option<&dyn Hook> {
+        self.webhook.as_ref().map(|h| h as &dyn Hook)
     }
 
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {
