@@ -54,6 +54,21 @@ fn secret_setting(kind: &str) -> &'static str {
 /// nothing), polled so rarely that every change after the first snapshot comes from a
 /// webhook.
 async fn app_for(fixture: &Backend) -> (TestApp, [wiremock::MockServer; 2]) {
+    let (toml, servers) = config_for(fixture).await;
+    (spawn_app_with_env(&toml, &hook_env()).await, servers)
+}
+
+/// The environment the configs read their secrets from.
+fn hook_env() -> [(&'static str, &'static str); 3] {
+    [
+        (SECRET_VAR, SECRET),
+        (HOOK_VAR, HOOK_SECRET),
+        (OTHER_VAR, OTHER_SECRET),
+    ]
+}
+
+/// `app_for`'s config, and its two platforms.
+async fn config_for(fixture: &Backend) -> (String, [wiremock::MockServer; 2]) {
     let server = fixture.server(&[("c1", fixture.live())]).await;
     let empty = fixture.server(&[]).await;
     let setting = secret_setting(fixture.kind());
@@ -67,16 +82,7 @@ async fn app_for(fixture: &Backend) -> (TestApp, [wiremock::MockServer; 2]) {
         ("p", &lines(HOOK_VAR, &server)),
         ("q", &lines(OTHER_VAR, &empty)),
     ]);
-    let app = spawn_app_with_env(
-        &toml,
-        &[
-            (SECRET_VAR, SECRET),
-            (HOOK_VAR, HOOK_SECRET),
-            (OTHER_VAR, OTHER_SECRET),
-        ],
-    )
-    .await;
-    (app, [server, empty])
+    (toml, [server, empty])
 }
 
 async fn post(app: &TestApp, path: &str, body: &[u8], headers: &[(&str, String)]) -> (u16, String) {
@@ -343,4 +349,40 @@ async fn a_body_over_one_mib_is_413() {
     let (status, text) = post(&app, "/hooks/bland/p", &body, &headers).await;
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("1 MiB"), "{text}");
+}
+
+#[tokio::test]
+async fn a_webhook_taken_by_one_replica_moves_the_call_in_streams_on_another() {
+    let redis = RedisServer::start().await;
+    let (toml, _servers) = config_for(&BLAND).await;
+    let toml = format!("{toml}\n{}", state_toml());
+    let redis_env = redis.env();
+    let env: Vec<(&str, &str)> = hook_env()
+        .into_iter()
+        .chain(redis_env.iter().map(|(k, v)| (*k, v.as_str())))
+        .collect();
+    let a = spawn_app_with_env(&toml, &env).await;
+    let b = spawn_app_with_env(&toml, &env).await;
+    for app in [&a, &b] {
+        crate::replicas::state_becomes(app, "ok").await;
+    }
+    let mut on_b = b
+        .stream("/calls/stream", "org-key", "o", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        on_b.next_of("snapshot").await.json()["calls"][0]["call_id"],
+        "c1"
+    );
+    let body = ended_body("bland");
+    let (status, text) = post(
+        &a,
+        "/hooks/bland/p",
+        &body,
+        &signed_headers("bland", HOOK_SECRET, &body),
+    )
+    .await;
+    assert_eq!(status, 204, "{text}");
+    let change = on_b.next_of("change").await.json();
+    assert_eq!(change["ended"][0], "c1", "{change}");
 }
