@@ -386,3 +386,32 @@ async fn a_webhook_taken_by_one_replica_moves_the_call_in_streams_on_another() {
     let change = on_b.next_of("change").await.json();
     assert_eq!(change["ended"][0], "c1", "{change}");
 }
+
+#[tokio::test]
+async fn a_webhook_secret_never_shows_in_debug_check_config_or_metrics() {
+    for fixture in PLATFORMS {
+        let (toml, _servers) = config_for(fixture).await;
+        let config = load_config(&toml, &hook_env()).expect("valid config");
+        let shown = format!("{config:?}\n{}", config.summary());
+        for secret in [HOOK_SECRET, OTHER_SECRET] {
+            assert!(!shown.contains(secret), "{}: {shown}", fixture.kind());
+        }
+        assert!(
+            shown.contains(HOOK_VAR),
+            "{}: the variable is named",
+            fixture.kind()
+        );
+        let (app, _servers) = app_for(fixture).await;
+        let body = ended_body(fixture.kind());
+        let headers = signed_headers(fixture.kind(), HOOK_SECRET, &body);
+        post(
+            &app,
+            &format!("/hooks/{}/p", fixture.kind()),
+            &body,
+            &headers,
+        )
+        .await;
+        let metrics = app.metrics().await;
+        assert!(!metrics.contains(HOOK_SECRET) && !metrics.contains(&headers[0].1));
+    }
+}

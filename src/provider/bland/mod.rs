@@ -117,12 +117,22 @@ impl KindSettings for Settings {
     }
 
     fn summary(&self) -> String {
+        let hook = match &self.webhook {
+            Some(h) => format!(
+                "; webhooks signed with ${} (set, value hidden)",
+                h.secret_env
+            ),
+            None => String::new(),
+        };
         match &self.credentials {
             Some(_) => format!(
-                "at {}; own api key (hidden) and org id (hidden)",
+                "at {}; own api key (hidden) and org id (hidden){hook}",
                 self.base_url
             ),
-            None => format!("at {}; forwards the caller's Bland key", self.base_url),
+            None => format!(
+                "at {}; forwards the caller's Bland key{hook}",
+                self.base_url
+            ),
         }
     }
 
