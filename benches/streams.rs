@@ -6,7 +6,8 @@
 //! 1. at `--latency-subscribers` stream subscribers of one org polled every second, the time
 //!    from the fake upstream answering with a change to the `change` event reaching each
 //!    subscriber (one sample per subscriber per change), p50 and p99; then the same from a
-//!    signed Twilio status callback being sent, on a second org;
+//!    signed Twilio status callback being sent, on a second org, and from a signed Bland
+//!    webhook (`POST /hooks/bland/{provider_id}`) being sent, on the same org;
 //! 2. at `--subscribers` subscribers of the first org: callmux's RSS (VmRSS of the child
 //!    process) before any and with all of them, and the upstream requests over ten poll
 //!    intervals.
@@ -96,6 +97,21 @@ fn sid(n: usize) -> String {
 }
 
 /// The fake Twilio: one page per live status; the pushed org's calls all ringing.
+/// Bland's active calls: `PUSHED_CALLS` calls in progress.
+fn bland_page() -> String {
+    let calls: Vec<serde_json::Value> = (0..PUSHED_CALLS)
+        .map(|i| {
+            serde_json::json!({"call_id": bland_id(i), "from": "+18475586665",
+                "to": "+13105100966", "status": "IN_PROGRESS", "timestamp": "1758656817432"})
+        })
+        .collect();
+    serde_json::json!({"data": calls, "errors": null}).to_string()
+}
+
+fn bland_id(n: usize) -> String {
+    format!("bench-bland-{n:04}")
+}
+
 fn twilio_page(status: &str) -> String {
     let calls: Vec<serde_json::Value> = if status == "ringing" {
         (0..PUSHED_CALLS)
@@ -126,15 +142,21 @@ async fn serve_fakes(agent: Arc<Agent>) -> (SocketAddr, SocketAddr) {
             }),
         )
         .with_state(agent);
-    let twilio_app = Router::new().route(
-        &format!("/2010-04-01/Accounts/{ACCOUNT}/Calls.json"),
-        get(
-            |Query(q): Query<std::collections::HashMap<String, String>>| async move {
-                let status = q.get("Status").cloned().unwrap_or_default();
-                ([("content-type", "application/json")], twilio_page(&status))
-            },
-        ),
-    );
+    let twilio_app = Router::new()
+        .route(
+            &format!("/2010-04-01/Accounts/{ACCOUNT}/Calls.json"),
+            get(
+                |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    let status = q.get("Status").cloned().unwrap_or_default();
+                    ([("content-type", "application/json")], twilio_page(&status))
+                },
+            ),
+        )
+        // Bland's active calls, on the same fake: the calls its webhooks end.
+        .route(
+            "/v1/calls/active",
+            get(|| async { ([("content-type", "application/json")], bland_page()) }),
+        );
     let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let t = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addrs = (a.local_addr().unwrap(), t.local_addr().unwrap());
@@ -157,7 +179,7 @@ providers = ["agents"]
 
 [orgs.{PUSHED_ORG}]
 api_key_sha256 = "{digest}"
-providers = ["tw"]
+providers = ["tw", "bl"]
 
 [providers.agents]
 kind = "twilio-media-stream"
@@ -170,6 +192,14 @@ base_url = "http://{twilio}"
 account_sid = "{ACCOUNT}"
 auth_token_env = "{TOKEN_VAR}"
 public_url = "https://callmux.example.com/hooks/twilio/tw"
+poll_interval_ms = 3600000
+
+[providers.bl]
+kind = "bland"
+base_url = "http://{twilio}"
+api_key_env = "{TOKEN_VAR}"
+org_id = "bench-bland-org"
+webhook_secret_env = "{TOKEN_VAR}"
 poll_interval_ms = 3600000
 "#,
         streams = subscribers * 2 + 100,
@@ -391,6 +421,43 @@ async fn run(subscribers: usize, latency_subscribers: usize) {
                 .unwrap();
         }
     }
+    // The same subscribers, each Bland call ended by a signed Bland webhook.
+    let mut bland = Histogram::<u64>::new(3).unwrap();
+    for i in 0..PUSHED_CALLS {
+        let body = serde_json::json!({"call_id": bland_id(i), "completed": true,
+            "status": "completed", "queue_status": "complete"})
+        .to_string();
+        let mut mac =
+            <hmac::Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(TOKEN.as_bytes())
+                .unwrap();
+        hmac::Mac::update(&mut mac, body.as_bytes());
+        let signature = hex::encode(hmac::Mac::finalize(mac).into_bytes());
+        let before = changes_seen(&pushed_subs);
+        let t0 = Instant::now();
+        let answer = client
+            .post(format!("http://{addr}/hooks/bland/bl"))
+            .header("content-type", "application/json")
+            .header("x-webhook-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 204);
+        wait_until(Duration::from_secs(10), || {
+            changes_seen(&pushed_subs)
+                .iter()
+                .zip(&before)
+                .all(|(now, was)| now > was)
+        })
+        .await
+        .expect("every subscriber hears the webhook");
+        for (s, was) in pushed_subs.iter().zip(&before) {
+            let at = s.changes.lock().unwrap()[*was];
+            bland
+                .record(at.saturating_duration_since(t0).as_micros() as u64)
+                .unwrap();
+        }
+    }
     drop(pushed_subs);
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
@@ -407,6 +474,13 @@ async fn run(subscribers: usize, latency_subscribers: usize) {
         pushed.max() as f64 / 1000.0,
         pushed.len(),
         PUSHED_CALLS * 2
+    );
+    println!(
+        "{latency_subscribers} subscribers, Bland webhook sent -> event at every subscriber: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples, {PUSHED_CALLS} webhooks)",
+        ms(&bland, 0.5),
+        ms(&bland, 0.99),
+        bland.max() as f64 / 1000.0,
+        bland.len(),
     );
 
     // ---- 2. `subscribers` on one org ----

@@ -19,7 +19,7 @@ RUNS="${SMOKE_RUNS:-20000}"
 MAX_TIME="${SMOKE_MAX_TIME:-120}"
 SANITIZER="${FUZZ_SANITIZER:-address}"
 # `list_body` reads every kind's list body, the first byte picking the kind.
-read -r -a TARGETS <<<"${SMOKE_TARGETS:-list_body auth_headers config_toml twilio_callback}"
+read -r -a TARGETS <<<"${SMOKE_TARGETS:-list_body auth_headers config_toml twilio_callback retell_hook vapi_hook bland_hook}"
 
 export RUSTC_BOOTSTRAP=1
 

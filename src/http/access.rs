@@ -3,7 +3,7 @@
 
 use super::control::{END_ROUTE, PLACE_ROUTE, STOP_ALL_ROUTE, STOP_ROUTE};
 use super::dashboard::{ICON_ROUTE, PAGE_ROUTE, SCRIPT_ROUTE, STYLE_ROUTE};
-use super::hooks::TWILIO_HOOK_ROUTE;
+use super::hooks::HOOK_ROUTE;
 use super::streams::{BLAND_STREAM_ROUTE, CALLS_STREAM_ROUTE, OWN_STREAM_ROUTE};
 use super::{BLAND_ROUTE, CALLS_ROUTE, OWN_ROUTE};
 use crate::scope::Scope::{self, *};
@@ -58,8 +58,7 @@ pub const ROUTES: &[(&str, Access, Reply)] = &[
     (STOP_ALL_ROUTE, Access::Key(StopAll), Reply::Bland),
     (PLACE_ROUTE, Access::Key(Place), Reply::Agent),
     (super::me::ROUTE, Access::AnyKey, Reply::List(Shape::Own)),
-    (TWILIO_HOOK_ROUTE, Access::Signature, Reply::Bland),
-    ("/hooks/{kind}/{id}", Access::Signature, Reply::Bland),
+    (HOOK_ROUTE, Access::Signature, Reply::Bland),
     (PAGE_ROUTE, Access::Public, Reply::Bland),
     (SCRIPT_ROUTE, Access::Public, Reply::Bland),
     (STYLE_ROUTE, Access::Public, Reply::Bland),

@@ -1,116 +1,144 @@
-//! Push from platforms that push: `POST /hooks/twilio/{provider_id}`, Twilio's status
-//! callbacks for a `twilio` provider that sets `public_url` and `auth_token_env`. A signed
-//! callback moves a known call forward in every live stream at once; the next poll stays the
+//! Push from the platforms: `POST /hooks/{kind}/{provider_id}`, each kind's own webhooks
+//! (its `Hook`, reached through the kind registry) for a provider that sets what checks
+//! them. The signature header is looked for before any of the body is read; the body is
+//! capped by the kind and must arrive within `BODY_DEADLINE`. A signed event moves a known
+//! call forward in every live stream at once, on every replica; the next poll stays the
 //! authority.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::control::Envelope;
 use super::{json, Edge};
-use crate::call::CallStatus;
 use crate::error_code::ErrorCode;
-use crate::provider::twilio::{signature, Settings};
+use crate::provider::kind::{Hook, Move, Pushed, Refusal};
 
-pub const TWILIO_HOOK_ROUTE: &str = "/hooks/twilio/{provider_id}";
+pub const HOOK_ROUTE: &str = "/hooks/{kind}/{provider_id}";
 
-/// Status callbacks are small forms; anything larger is not one.
-pub const MAX_CALLBACK_BYTES: usize = 64 * 1024;
+/// A webhook body is small and sent at once: a sender that trickles it is not let hold the
+/// connection up to the request deadline.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Why a callback changed nothing, or what it did: the `outcome` label of
+/// Why a push changed nothing, or what it did: the `outcome` label of
 /// `callmux_callbacks_total`, and the answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
     Applied,
-    /// Signed and well-formed, but moved nothing: an unknown call, a replay, a step back.
+    /// Signed and well-formed, but moved nothing: an unknown call, a replay, a step back, an
+    /// event type not used.
     Ignored,
     UnknownProvider,
-    TooLarge,
-    MissingSignature,
-    BadSignature,
-    WrongAccount,
-    BadForm,
+    TooLarge(usize),
+    SlowBody,
+    Refused(Refusal),
 }
 
 impl Outcome {
-    fn name(self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
             Self::Applied => "applied",
             Self::Ignored => "ignored",
             Self::UnknownProvider => "unknown_provider",
-            Self::TooLarge => "too_large",
-            Self::MissingSignature => "missing_signature",
-            Self::BadSignature => "bad_signature",
-            Self::WrongAccount => "wrong_account",
-            Self::BadForm => "bad_form",
+            Self::TooLarge(_) => "too_large",
+            Self::SlowBody => "slow_body",
+            Self::Refused(Refusal::MissingSignature(_)) => "missing_signature",
+            Self::Refused(Refusal::BadSignature(_)) => "bad_signature",
+            Self::Refused(Refusal::WrongAccount(_)) => "wrong_account",
+            Self::Refused(Refusal::BadBody(_)) => "bad_form",
         }
     }
 
-    fn answer(self) -> Response {
+    fn answer(self, kind: &str) -> Response {
         let (status, code, message) = match self {
             Self::Applied | Self::Ignored => return StatusCode::NO_CONTENT.into_response(),
             Self::UnknownProvider => (
                 StatusCode::NOT_FOUND,
                 ErrorCode::UnknownHook,
-                "no twilio provider with this id takes status callbacks: the URL's last segment must be the id of a twilio provider that sets public_url and auth_token_env",
+                unknown_provider(kind),
             ),
-            Self::TooLarge => (
+            Self::TooLarge(max) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::BodyTooLarge,
-                "a status callback's body is at most 64 KiB",
+                format!("a {kind} webhook's body is at most {}", size(max)),
             ),
-            Self::MissingSignature => (
-                StatusCode::FORBIDDEN,
-                ErrorCode::MissingSignature,
-                "no X-Twilio-Signature header: only callbacks Twilio signed are taken",
-            ),
-            Self::BadSignature => (
-                StatusCode::FORBIDDEN,
-                ErrorCode::InvalidSignature,
-                "X-Twilio-Signature does not match: check that the provider's public_url is exactly the URL Twilio calls, auth_token_env the account's auth token, and signing_key_env (for webhooks signed with a SharedKey, which say so in X-Twilio-Webhooks-Signature-Settings) that key's secret",
-            ),
-            Self::WrongAccount => (
-                StatusCode::FORBIDDEN,
-                ErrorCode::WrongAccount,
-                "the callback's AccountSid is not this provider's account",
-            ),
-            Self::BadForm => (
+            Self::SlowBody => (
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidBody,
-                "a status callback is a form with CallSid and CallStatus",
+                format!(
+                    "the body did not arrive within {} s of the headers",
+                    BODY_DEADLINE.as_secs()
+                ),
             ),
+            Self::Refused(Refusal::MissingSignature(m)) => {
+                (StatusCode::FORBIDDEN, ErrorCode::MissingSignature, m.into())
+            }
+            Self::Refused(Refusal::BadSignature(m)) => {
+                (StatusCode::FORBIDDEN, ErrorCode::InvalidSignature, m.into())
+            }
+            Self::Refused(Refusal::WrongAccount(m)) => {
+                (StatusCode::FORBIDDEN, ErrorCode::WrongAccount, m.into())
+            }
+            Self::Refused(Refusal::BadBody(m)) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidBody, m)
+            }
         };
-        json(status, Envelope::Agent.error(code, message, None))
+        json(status, Envelope::Agent.error(code, &message, None))
     }
 }
 
-pub async fn twilio(
+fn size(bytes: usize) -> String {
+    if bytes >= 1024 * 1024 {
+        format!("{} MiB", bytes / (1024 * 1024))
+    } else {
+        format!("{} KiB", bytes / 1024)
+    }
+}
+
+/// What to fix when no provider answers at this URL.
+fn unknown_provider(kind: &str) -> String {
+    let setting = match kind {
+        "twilio" => "public_url and auth_token_env",
+        "retell" => "webhook_key_env",
+        "vapi" => "server_secret_env",
+        "bland" => "webhook_secret_env",
+        _ => {
+            return "no provider takes webhooks here: the URL is /hooks/<kind>/<provider id>, for a twilio, retell, vapi or bland provider that sets its webhook secret".into()
+        }
+    };
+    format!("no {kind} provider with this id takes webhooks: the URL's last segment must be the id of a {kind} provider that sets {setting}")
+}
+
+pub async fn hook(
     State(edge): State<Arc<Edge>>,
-    provider_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let loaded = edge.live.current();
     let config = loaded.service.config();
-    let found = provider_id.ok().and_then(|Path(id)| {
-        let spec = config.provider(&id)?;
-        let settings = spec.kind.as_any().downcast_ref::<Settings>()?;
-        let url = settings.public_url.as_ref()?;
-        let token = settings.auth_token.as_ref()?;
-        Some((spec.id.as_str(), settings, url, token))
-    });
-    // Only configured ids become labels: a caller cannot grow the metrics with made-up ones.
-    let (outcome, provider) = match found {
-        None => (Outcome::UnknownProvider, "unknown"),
-        Some((id, settings, url, token)) => (
-            callback(&edge, id, settings, url, token, uri.query(), &headers, body).await,
-            id,
-        ),
+    let (kind, id) = path.map(|Path(p)| p).unwrap_or_default();
+    let found = config
+        .provider(&id)
+        .filter(|spec| spec.kind.kind() == kind)
+        .and_then(|spec| Some((spec.id.as_str(), spec.kind.hook()?)));
+    // Only configured ids and kinds become labels: a caller cannot grow the metrics with
+    // made-up ones.
+    let (outcome, provider, kind) = match found {
+        None => (Outcome::UnknownProvider, "unknown", known_kind(&kind)),
+        Some((id, hook)) => {
+            let kind = known_kind(&kind);
+            (
+                take(&edge, id, hook, uri.query(), &headers, body).await,
+                id,
+                kind,
+            )
+        }
     };
     edge.live
         .telemetry()
@@ -119,96 +147,74 @@ pub async fn twilio(
             &[("provider", provider), ("outcome", outcome.name())],
         )
         .increment(1);
-    tracing::info!(provider, outcome = outcome.name(), "twilio status callback");
-    outcome.answer()
+    tracing::info!(provider, kind, outcome = outcome.name(), "webhook");
+    outcome.answer(kind)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn callback(
+/// `kind` as a static name, if it is a kind's (for the message and the log).
+fn known_kind(kind: &str) -> &'static str {
+    crate::provider::registry::kind(kind).map_or("unknown", |k| k.name())
+}
+
+async fn take(
     edge: &Edge,
     provider: &str,
-    settings: &Settings,
-    public_url: &url::Url,
-    token: &axum::http::HeaderValue,
+    hook: &dyn Hook,
     query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
 ) -> Outcome {
-    let Ok(body) = axum::body::to_bytes(body, MAX_CALLBACK_BYTES).await else {
-        return Outcome::TooLarge;
-    };
-    let Some(given) = headers
-        .get("x-twilio-signature")
+    if let Err(refusal) = hook.signed(headers) {
+        return Outcome::Refused(refusal);
+    }
+    let max = hook.max_body();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-    else {
-        return Outcome::MissingSignature;
-    };
-    // A webhook signed with a SharedKey says so, and which HMAC; its secret is the
-    // SharedKey's (`signing_key_env`), else the auth token, as a validator given it would.
-    let announced = match headers.get(signature::SETTINGS_HEADER).map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(text)) => Some(text),
-        Some(Err(_)) => return Outcome::BadSignature,
-    };
-    let Some(algorithm) = signature::Algorithm::announced(announced) else {
-        return Outcome::BadSignature;
-    };
-    let secret = match (announced, &settings.signing_key) {
-        (Some(_), Some((_, key))) => key,
-        _ => token,
-    };
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    // Twilio signs the URL it called: the configured one, with the query it was called with.
-    let mut signed = public_url.clone();
-    signed.set_query(query);
-    if !signature::valid(algorithm, secret.as_bytes(), &signed, &params, given) {
-        return Outcome::BadSignature;
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Outcome::TooLarge(max);
     }
-    let field = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+    let body = match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, max)).await {
+        Err(_) => return Outcome::SlowBody,
+        Ok(Err(_)) => return Outcome::TooLarge(max),
+        Ok(Ok(body)) => body,
     };
-    if field("AccountSid") != Some(settings.account_sid.as_str()) {
-        return Outcome::WrongAccount;
-    }
-    let (Some(call_sid), Some(status)) = (field("CallSid"), field("CallStatus")) else {
-        return Outcome::BadForm;
+    let pushed = Pushed {
+        query,
+        headers,
+        body: &body,
+        now: SystemTime::now(),
     };
-    let Some(status) = status_of(status) else {
-        return Outcome::Ignored;
-    };
-    let moved = edge.live.hub().push(provider, call_sid, &status);
-    if let Some(redis) = edge.live.current().service.store().redis() {
-        crate::service::live::fleet::share(redis, provider, call_sid, &status);
-    }
-    tracing::info!(
-        provider,
-        call_sid,
-        status = crate::wire::own::status(&status),
-        streams = moved,
-        "status pushed"
-    );
-    if moved > 0 {
-        Outcome::Applied
-    } else {
-        Outcome::Ignored
+    match hook.read(&pushed) {
+        Err(refusal) => Outcome::Refused(refusal),
+        Ok(None) => Outcome::Ignored,
+        Ok(Some(moved)) => {
+            if apply(edge, provider, &moved) > 0 {
+                Outcome::Applied
+            } else {
+                Outcome::Ignored
+            }
+        }
     }
 }
 
-/// A callback's `CallStatus` (Twilio's call statuses; `initiated` is the event some
-/// callbacks name before `ringing`).
-fn status_of(text: &str) -> Option<CallStatus> {
-    Some(match text {
-        "queued" | "initiated" => CallStatus::Queued,
-        "ringing" => CallStatus::Ringing,
-        "in-progress" | "answered" => CallStatus::InProgress,
-        "completed" => CallStatus::Completed,
-        "busy" => CallStatus::Busy,
-        "failed" => CallStatus::Failed,
-        "no-answer" => CallStatus::NoAnswer,
-        "canceled" => CallStatus::Canceled,
-        _ => return None,
-    })
+/// Moves the call forward in this replica's streams and tells the fleet; returns how many
+/// streams moved here.
+fn apply(edge: &Edge, provider: &str, moved: &Move) -> usize {
+    let streams = edge
+        .live
+        .hub()
+        .push(provider, &moved.call_id, &moved.status);
+    if let Some(redis) = edge.live.current().service.store().redis() {
+        crate::service::live::fleet::share(redis, provider, &moved.call_id, &moved.status);
+    }
+    tracing::info!(
+        provider,
+        call_id = moved.call_id,
+        status = crate::wire::own::status(&moved.status),
+        streams,
+        "status pushed"
+    );
+    streams
 }

@@ -24,7 +24,7 @@ const ROUTES: &[&str] = &[
     STOP_ROUTE,
     STOP_ALL_ROUTE,
     PLACE_ROUTE,
-    hooks::TWILIO_HOOK_ROUTE,
+    hooks::HOOK_ROUTE,
     dashboard::PAGE_ROUTE,
     dashboard::SCRIPT_ROUTE,
     dashboard::STYLE_ROUTE,

@@ -89,7 +89,7 @@ pub fn router(live: Arc<Live>) -> Router {
         )
         .route(control::STOP_ALL_ROUTE, post(control::stop_all))
         .route(control::PLACE_ROUTE, post(control::place))
-        .route(hooks::TWILIO_HOOK_ROUTE, post(hooks::twilio))
+        .route(hooks::HOOK_ROUTE, post(hooks::hook))
         .route(webhooks::WEBHOOKS_ROUTE, get(webhooks::list))
         .route(me::ROUTE, get(me::me))
         .layer(axum::middleware::from_fn_with_state(
@@ -272,7 +272,7 @@ async fn not_found(State(edge): State<Arc<Edge>>, method: Method, uri: Uri) -> R
         control::STOP_ROUTE,
         control::STOP_ALL_ROUTE,
         control::PLACE_ROUTE,
-        hooks::TWILIO_HOOK_ROUTE,
+        hooks::HOOK_ROUTE,
     );
     if uri.path().starts_with("/v1/") {
         message.push_str(

@@ -393,7 +393,7 @@ impl World {
             )
             .await;
         Provoked {
-            path: "/hooks/twilio/{provider_id}",
+            path: "/hooks/{kind}/{provider_id}",
             reply,
         }
     }
@@ -656,7 +656,7 @@ async fn provoke(w: &World, code: ErrorCode) -> Result<Provoked, &'static str> {
                 .collect();
             let (status, text) = crate::hooks::signed(&w.app, "tw", &owned).await;
             Provoked {
-                path: "/hooks/twilio/{provider_id}",
+                path: "/hooks/{kind}/{provider_id}",
                 reply: Reply {
                     status,
                     headers: json_headers(),

@@ -407,7 +407,10 @@ async fn no_key_token_or_signature_appears_in_the_binary_s_logs_at_trace_or_in_a
     assert_eq!(status, 401);
     drop(s);
     let logs = server.stop();
-    assert!(logs.contains("twilio status callback"), "{logs}");
+    assert!(
+        logs.contains("webhook") && logs.contains("kind=\"twilio\""),
+        "{logs}"
+    );
     for secret in [
         KEY,
         TOKEN,

@@ -30,6 +30,7 @@ mod ops;
 mod partial_failure;
 mod passthrough;
 mod place;
+mod platform_hooks;
 mod properties;
 mod reference_examples;
 mod rendering;

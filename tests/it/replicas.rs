@@ -26,7 +26,7 @@ fn on_redis(toml: &str) -> String {
 }
 
 /// What `/readyz` says of the state store, once it says `want` (bounded).
-async fn state_becomes(app: &TestApp, want: &str) -> Value {
+pub(crate) async fn state_becomes(app: &TestApp, want: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = app.get("/readyz", &[]).await;

@@ -721,7 +721,7 @@ async fn the_live_routes_are_documented_and_their_real_answers_match_the_documen
         &s.next_of("snapshot").await.json(),
     );
     // The hook's refusals.
-    let hook = "/hooks/twilio/{provider_id}";
+    let hook = "/hooks/{kind}/{provider_id}";
     let answer = app
         .http
         .post(app.url("/hooks/twilio/agents"))

@@ -4,6 +4,7 @@
 //! (`forward.rs`).
 
 mod forward;
+pub mod hook;
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use axum::http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Lister, Page, Request};
-use super::kind::{Kind, KindSettings};
+use super::kind::{Hook, Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
 use crate::wire;
@@ -31,6 +32,7 @@ struct Raw {
     base_url: Option<String>,
     api_key_env: Option<String>,
     org_id: Option<String>,
+    webhook_secret_env: Option<String>,
 }
 
 /// Validated settings of a `bland` provider.
@@ -39,6 +41,8 @@ pub struct Settings {
     pub base_url: url::Url,
     /// `None`: forward the caller's own Bland credentials.
     pub credentials: Option<Credentials>,
+    /// Bland's webhooks are taken when `webhook_secret_env` is set.
+    pub webhook: Option<hook::BlandHook>,
 }
 
 /// The provider's own Bland key and org id. The key is a sensitive header value: its `Debug`
@@ -88,12 +92,21 @@ impl Kind for BlandKind {
                 None
             }
         };
+        let webhook = raw.webhook_secret_env.and_then(|var| {
+            let secret =
+                check.sensitive_header_from_env(&format!("{at}.webhook_secret_env"), &var)?;
+            Some(hook::BlandHook {
+                secret_env: var,
+                secret,
+            })
+        });
         if check.count() > before {
             return None;
         }
         Some(Arc::new(Settings {
             base_url: base_url?,
             credentials,
+            webhook,
         }))
     }
 }
@@ -104,13 +117,27 @@ impl KindSettings for Settings {
     }
 
     fn summary(&self) -> String {
+        let hook = match &self.webhook {
+            Some(h) => format!(
+                "; webhooks signed with ${} (set, value hidden)",
+                h.secret_env
+            ),
+            None => String::new(),
+        };
         match &self.credentials {
             Some(_) => format!(
-                "at {}; own api key (hidden) and org id (hidden)",
+                "at {}; own api key (hidden) and org id (hidden){hook}",
                 self.base_url
             ),
-            None => format!("at {}; forwards the caller's Bland key", self.base_url),
+            None => format!(
+                "at {}; forwards the caller's Bland key{hook}",
+                self.base_url
+            ),
         }
+    }
+
+    fn hook(&self) -> Option<&dyn Hook> {
+        self.webhook.as_ref().map(|h| h as &dyn Hook)
     }
 
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {

@@ -2,6 +2,7 @@
 //! page, and ending one with `POST {base_url}/v2/stop-call/{call_id}`.
 
 pub mod capacity;
+pub mod hook;
 pub mod wire;
 
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Auth, Lister, Request};
-use super::kind::{Kind, KindSettings};
+use super::kind::{Hook, Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
 
@@ -30,6 +31,7 @@ struct Raw {
     api_key_env: Option<String>,
     #[serde(default)]
     use_burst: bool,
+    webhook_key_env: Option<String>,
 }
 
 /// Validated settings of a `retell` provider.
@@ -42,6 +44,8 @@ pub struct Settings {
     pub auth: Auth,
     /// Whether the limit is Retell's burst limit while Retell reports burst enabled.
     pub use_burst: bool,
+    /// Retell's webhooks are taken when `webhook_key_env` is set.
+    pub webhook: Option<hook::RetellHook>,
 }
 
 impl Kind for RetellKind {
@@ -66,11 +70,16 @@ impl Kind for RetellKind {
              e.g. \"RETELL_API_KEY\" (the key is in Retell's dashboard under Settings → API Keys)",
         )?;
         let auth = check.bearer_from_env(&format!("{at}.api_key_env"), &var);
+        let webhook = raw.webhook_key_env.and_then(|var| {
+            let key = check.sensitive_header_from_env(&format!("{at}.webhook_key_env"), &var)?;
+            Some(hook::RetellHook { key_env: var, key })
+        });
         Some(Arc::new(Settings {
             base_url: base_url?,
             api_key_env: var,
             auth: Auth::Bearer(auth?),
             use_burst: raw.use_burst,
+            webhook,
         }))
     }
 }
@@ -81,10 +90,18 @@ impl KindSettings for Settings {
     }
 
     fn summary(&self) -> String {
+        let hook = match &self.webhook {
+            Some(h) => format!("; webhooks signed with ${} (set, value hidden)", h.key_env),
+            None => String::new(),
+        };
         format!(
-            "at {}; api key from ${} (set, value hidden)",
+            "at {}; api key from ${} (set, value hidden){hook}",
             self.base_url, self.api_key_env
         )
+    }
+
+    fn hook(&self) -> Option<&dyn Hook> {
+        self.webhook.as_ref().map(|h| h as &dyn Hook)
     }
 
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {

@@ -1,6 +1,7 @@
 //! Kind `twilio`: the live calls of one Twilio account from the REST API (one list per active
 //! status, asked at once), ended by setting a call's status to `completed`.
 
+pub mod hook;
 pub mod signature;
 pub mod wire;
 
@@ -13,7 +14,7 @@ use axum::http::HeaderValue;
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Auth, Lister, Request};
-use super::kind::{Kind, KindSettings};
+use super::kind::{Hook, Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::call::Call;
 use crate::settings::{redacted_url, Check};
@@ -334,6 +335,10 @@ impl KindSettings for Settings {
             s += &format!("; webhook SharedKey secret from ${var} (set, value hidden)");
         }
         s
+    }
+
+    fn hook(&self) -> Option<&dyn Hook> {
+        (self.public_url.is_some() && self.auth_token.is_some()).then_some(self as &dyn Hook)
     }
 
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {

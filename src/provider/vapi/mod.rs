@@ -3,6 +3,7 @@
 //! once the URL has passed DESIGN §8's host rule.
 
 pub mod capacity;
+pub mod hook;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::http::{endpoint, Auth, Client, HttpSettings, Lister, Request};
-use super::kind::{Kind, KindSettings};
+use super::kind::{Hook, Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::call::{time, Text};
 use crate::settings::{Check, ONE_DAY_MS};
@@ -39,6 +40,7 @@ struct Raw {
     api_key_env: Option<String>,
     lookback_ms: Option<u64>,
     control_hosts: Option<Vec<String>>,
+    server_secret_env: Option<String>,
 }
 
 /// Validated settings of a `vapi` provider.
@@ -53,6 +55,8 @@ pub struct Settings {
     pub lookback_ms: u64,
     /// Host suffixes a control URL may be on, each starting with a dot, lowercase.
     pub control_hosts: Vec<String>,
+    /// Vapi's server messages are taken when `server_secret_env` is set.
+    pub webhook: Option<hook::VapiHook>,
 }
 
 impl Kind for VapiKind {
@@ -87,6 +91,14 @@ impl Kind for VapiKind {
             LOOKBACK_MS,
         );
         let control_hosts = control_hosts(&format!("{at}.control_hosts"), raw.control_hosts, check);
+        let webhook = raw.server_secret_env.and_then(|var| {
+            let secret =
+                check.sensitive_header_from_env(&format!("{at}.server_secret_env"), &var)?;
+            Some(hook::VapiHook {
+                secret_env: var,
+                secret,
+            })
+        });
         if check.count() > before {
             return None;
         }
@@ -96,6 +108,7 @@ impl Kind for VapiKind {
             auth: auth?,
             lookback_ms,
             control_hosts,
+            webhook,
         }))
     }
 }
@@ -155,7 +168,17 @@ impl KindSettings for Settings {
             self.api_key_env,
             self.lookback_ms,
             self.control_hosts.join(", "),
-        )
+        ) + &match &self.webhook {
+            Some(h) => format!(
+                "; server messages checked against ${} (set, value hidden)",
+                h.secret_env
+            ),
+            None => String::new(),
+        }
+    }
+
+    fn hook(&self) -> Option<&dyn Hook> {
+        self.webhook.as_ref().map(|h| h as &dyn Hook)
     }
 
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {

@@ -1,0 +1,141 @@
+//! Retell's webhooks (`POST /hooks/retell/{provider_id}`): `x-retell-signature:
+//! v=<unix ms>,d=<hex>`, an HMAC-SHA256 over the raw body followed by the timestamp's digits,
+//! keyed by the API key with the webhook badge, as Retell's SDKs verify it, within five
+//! minutes of now; `call_started` moves the call to in progress, `call_ended` and
+//! `call_analyzed` end it.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, HeaderValue};
+use serde::Deserialize;
+
+use super::wire::status_from_wire;
+use crate::call::CallStatus;
+use crate::provider::kind::{header, hex_hmac_sha256_matches, Hook, Move, Pushed, Refusal};
+
+pub const SIGNATURE_HEADER: &str = "x-retell-signature";
+
+/// Retell's SDKs refuse a signature older or newer than this.
+pub const WINDOW: Duration = Duration::from_secs(5 * 60);
+
+/// A `retell` provider's webhook key (`webhook_key_env`), marked sensitive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetellHook {
+    pub key_env: String,
+    pub key: HeaderValue,
+}
+
+#[derive(Deserialize)]
+struct Event {
+    event: String,
+    call: Option<EventCall>,
+}
+
+#[derive(Deserialize)]
+struct EventCall {
+    call_id: Option<String>,
+    call_status: Option<String>,
+}
+
+/// `v=<digits>,d=<hex>`, as the SDKs' `/v=(\d+),d=(.*)/` reads it.
+fn parse(signature: &str) -> Option<(&str, u64, &str)> {
+    let rest = signature.trim().strip_prefix("v=")?;
+    let (stamp, digest) = rest.split_once(",d=")?;
+    if stamp.is_empty() || !stamp.bytes().all(|b| b.is_ascii_digit()) || digest.is_empty() {
+        return None;
+    }
+    Some((stamp, stamp.parse().ok()?, digest))
+}
+
+impl Hook for RetellHook {
+    fn signed(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        match header(headers, SIGNATURE_HEADER) {
+            Some(_) => Ok(()),
+            None => Err(Refusal::MissingSignature(
+                "no x-retell-signature header: only webhooks Retell signed are taken",
+            )),
+        }
+    }
+
+    fn read(&self, pushed: &Pushed<'_>) -> Result<Option<Move>, Refusal> {
+        let given = header(pushed.headers, SIGNATURE_HEADER).unwrap_or("");
+        let Some((digits, millis, digest)) = parse(given) else {
+            return Err(Refusal::BadSignature(
+                "x-retell-signature is not of the form v=<unix ms>,d=<hex HMAC-SHA256>",
+            ));
+        };
+        let now = pushed
+            .now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        if now.abs_diff(u128::from(millis)) > WINDOW.as_millis() {
+            return Err(Refusal::BadSignature(
+                "x-retell-signature's timestamp is more than 5 minutes from now: a replayed webhook, or this host's clock is off (check NTP)",
+            ));
+        }
+        if !hex_hmac_sha256_matches(
+            self.key.as_bytes(),
+            &[pushed.body, digits.as_bytes()],
+            digest,
+        ) {
+            return Err(Refusal::BadSignature(
+                "x-retell-signature does not match: check that webhook_key_env holds the Retell API key with the webhook badge (Settings → API Keys)",
+            ));
+        }
+        let event: Event = serde_json::from_slice(pushed.body).map_err(|e| {
+            Refusal::BadBody(format!(
+                "a Retell webhook is a JSON object with event and call: {e}"
+            ))
+        })?;
+        let status = match event.event.as_str() {
+            "call_started" => CallStatus::InProgress,
+            "call_ended" | "call_analyzed" => ended(event.call.as_ref()),
+            _ => return Ok(None),
+        };
+        let call_id = event
+            .call
+            .and_then(|c| c.call_id)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                Refusal::BadBody(format!(
+                    "a Retell {} webhook names its call in call.call_id",
+                    event.event
+                ))
+            })?;
+        Ok(Some(Move { call_id, status }))
+    }
+}
+
+/// An ended call's status: the one its object gives when that is an end, else completed.
+fn ended(call: Option<&EventCall>) -> CallStatus {
+    call.and_then(|c| c.call_status.as_deref())
+        .map(status_from_wire)
+        .filter(|s| !s.is_active())
+        .unwrap_or(CallStatus::Completed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_sdks_form_of_the_signature_is_read() {
+        assert_eq!(
+            parse("v=1700000000000,d=ab"),
+            Some(("1700000000000", 1_700_000_000_000, "ab"))
+        );
+        for odd in [
+            "",
+            "v=,d=ab",
+            "v=12",
+            "v=12,d=",
+            "d=ab,v=12",
+            "v=-1,d=ab",
+            "v=1a,d=ab",
+            "v=99999999999999999999999,d=ab",
+        ] {
+            assert_eq!(parse(odd), None, "{odd}");
+        }
+    }
+}
