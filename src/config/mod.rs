@@ -7,6 +7,7 @@ mod load;
 mod org;
 mod passthrough;
 mod provider;
+mod route;
 mod server;
 mod summary;
 
@@ -16,4 +17,5 @@ pub use defaults::DEFAULTS;
 pub use load::{Config, ConfigError};
 pub use org::{KeySource, OrgAuth, OrgSpec};
 pub use provider::ProviderSpec;
+pub use route::{RouteSpec, Strategy, TargetSpec};
 pub use server::ServerConfig;

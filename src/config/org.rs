@@ -20,6 +20,8 @@ pub struct OrgSpec {
     /// The `bland` provider the org's other Bland routes are forwarded to: its
     /// `bland_passthrough`, else the provider it authenticates through; `None`: not forwarded.
     pub passthrough: Option<String>,
+    /// The routes the org may place calls on; the first is its default.
+    pub routes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +50,8 @@ pub(super) struct RawOrg {
     #[serde(default)]
     pub(super) providers: Vec<String>,
     bland_passthrough: Option<String>,
+    #[serde(default)]
+    routes: Vec<String>,
 }
 
 impl RawOrg {
@@ -184,6 +188,7 @@ impl RawOrg {
             auth,
             providers: self.providers,
             passthrough,
+            routes: self.routes,
         })
     }
 }

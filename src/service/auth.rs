@@ -334,6 +334,7 @@ mod tests {
             },
             providers: vec![],
             passthrough: None,
+            routes: vec![],
         };
         let shown = format!("{p:?} {:?} {:?}", p.digest, p.forwarded(&org));
         assert!(!shown.contains("super-secret-key"), "{shown}");

@@ -4,6 +4,7 @@
 //! (`forward.rs`).
 
 mod forward;
+pub mod place;
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use axum::http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Lister, Page, Request};
-use super::kind::{Kind, KindSettings};
+use super::kind::{Kind, KindSettings, TargetSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
 use crate::wire;
@@ -113,6 +114,15 @@ impl KindSettings for Settings {
         }
     }
 
+    fn target(
+        &self,
+        at: &str,
+        table: &figment::value::Value,
+        check: &mut Check<'_>,
+    ) -> Option<Arc<dyn TargetSettings>> {
+        place::target(at, table, check)
+    }
+
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {
         let bland = Arc::new(Bland {
             id,
@@ -126,6 +136,7 @@ impl KindSettings for Settings {
             list: bland.clone(),
             end: Some(bland.clone()),
             place: None,
+            places: Some(bland.clone()),
             forward: Some(bland),
         })
     }

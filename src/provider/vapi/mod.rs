@@ -2,6 +2,7 @@
 //! by creation time, and ending a call by posting `end-call` to that call's own control URL
 //! once the URL has passed DESIGN §8's host rule.
 
+pub mod place;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::http::{endpoint, Auth, Client, HttpSettings, Lister, Request};
-use super::kind::{Kind, KindSettings};
+use super::kind::{Kind, KindSettings, TargetSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::call::{time, Text};
 use crate::settings::{Check, ONE_DAY_MS};
@@ -157,6 +158,15 @@ impl KindSettings for Settings {
         )
     }
 
+    fn target(
+        &self,
+        at: &str,
+        table: &figment::value::Value,
+        check: &mut Check<'_>,
+    ) -> Option<Arc<dyn TargetSettings>> {
+        place::target(at, table, check)
+    }
+
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {
         let vapi = Arc::new(Vapi {
             id,
@@ -171,8 +181,9 @@ impl KindSettings for Settings {
         });
         Ok(Backend {
             list: vapi.clone(),
-            end: Some(vapi),
+            end: Some(vapi.clone()),
             place: None,
+            places: Some(vapi),
             forward: None,
         })
     }
