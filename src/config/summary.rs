@@ -35,7 +35,11 @@ impl Config {
             };
             let routes = match org.routes.as_slice() {
                 [] => String::new(),
-                r => format!("; places calls on routes {} (default `{}`)", r.join(", "), r[0]),
+                r => format!(
+                    "; places calls on routes {} (default `{}`)",
+                    r.join(", "),
+                    r[0]
+                ),
             };
             let _ = writeln!(
                 s,
@@ -73,7 +77,11 @@ impl Config {
                 .iter()
                 .map(|t| {
                     let own = t.settings.summary();
-                    let own = if own.is_empty() { String::new() } else { format!(" ({own})") };
+                    let own = if own.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({own})")
+                    };
                     format!("{}{own} weight {}", t.provider, t.weight)
                 })
                 .collect();

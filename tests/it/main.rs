@@ -27,6 +27,7 @@ mod ops;
 mod partial_failure;
 mod passthrough;
 mod place;
+mod placing;
 mod properties;
 mod reference_examples;
 mod rendering;
