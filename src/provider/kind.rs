@@ -95,7 +95,7 @@ impl TargetSettings for NoTargetSettings {
 
 /// The kind's own target settings out of `request`, or a refusal naming the mismatch (a
 /// request built for another kind: callmux's bug, never the platform's).
-pub fn target_of<'a, T: 'static>(request: &'a PlaceRequest) -> Result<&'a T, PlaceOutcome> {
+pub fn target_of<T: 'static>(request: &PlaceRequest) -> Result<&T, PlaceOutcome> {
     request
         .target
         .as_any()

@@ -122,15 +122,17 @@ async fn fake(at: &str, answer: ResponseTemplate, times: u64) -> MockServer {
     server
 }
 
-/// Every kind that speaks HTTP to a platform: its provider lines, target, create path and
+/// A kind that speaks HTTP to a platform: its name, provider lines, target, create path and
 /// a documented 201 answer.
-fn platforms() -> Vec<(
+type Platform = (
     &'static str,
     fn(&str) -> String,
     &'static str,
     String,
     Value,
-)> {
+);
+
+fn platforms() -> Vec<Platform> {
     vec![
         (
             "retell",
@@ -608,7 +610,7 @@ fn a_target_lacking_its_kinds_required_setting_is_refused_naming_the_field() {
             "routes.r.targets[0].provider",
         ),
         (
-            format!("kind = \"static\"\npath = \"demo/agent-calls.json\"\n"),
+            "kind = \"static\"\npath = \"demo/agent-calls.json\"\n".to_owned(),
             "agent_id = \"a\"",
             "routes.r.targets[0]",
         ),
