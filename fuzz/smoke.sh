@@ -18,8 +18,9 @@ RUNS="${SMOKE_RUNS:-20000}"
 # Wall-clock cap per target, so a slow machine still finishes in bounded time.
 MAX_TIME="${SMOKE_MAX_TIME:-120}"
 SANITIZER="${FUZZ_SANITIZER:-address}"
-# `list_body` reads every kind's list body, the first byte picking the kind.
-read -r -a TARGETS <<<"${SMOKE_TARGETS:-list_body auth_headers config_toml twilio_callback retell_hook vapi_hook bland_hook}"
+# `list_body` reads every kind's list body, `place_answer` every kind's create-call answer;
+# in both the first byte picks the kind.
+read -r -a TARGETS <<<"${SMOKE_TARGETS:-list_body place_answer auth_headers config_toml twilio_callback retell_hook vapi_hook bland_hook}"
 
 export RUSTC_BOOTSTRAP=1
 

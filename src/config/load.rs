@@ -14,6 +14,7 @@ use super::defaults::BUILT_IN;
 use super::org::{default_org, OrgSpec, RawOrg};
 use super::passthrough;
 use super::provider::{provider, ProviderSpec};
+use super::route::{self, RouteSpec};
 use super::server::{RawServer, ServerConfig};
 use super::{ConfigIssue, StateConfig};
 use crate::settings::{issue_from_figment, Check};
@@ -30,6 +31,8 @@ pub struct Config {
     pub providers: Vec<ProviderSpec>,
     /// `[state]`: what replicas share, and where.
     pub state: StateConfig,
+    /// `[routes.<id>]`, sorted by id.
+    pub routes: Vec<RouteSpec>,
 }
 
 impl Config {
@@ -43,6 +46,10 @@ impl Config {
     /// The org a Bland key alone is taken for (`server.bland_default_org`).
     pub fn bland_default_org(&self) -> Option<&OrgSpec> {
         self.org(self.server.bland_default_org.as_deref()?)
+    }
+
+    pub fn route(&self, id: &str) -> Option<&RouteSpec> {
+        self.routes.iter().find(|r| r.id == id)
     }
 
     pub fn provider(&self, id: &str) -> Option<&ProviderSpec> {
@@ -147,6 +154,9 @@ struct RawConfig {
     /// Each provider's table as written: its kind decides which fields it takes.
     #[serde(default)]
     providers: BTreeMap<String, Value>,
+    /// Each route's table as written: each target's provider's kind reads its settings.
+    #[serde(default)]
+    routes: BTreeMap<String, Value>,
 }
 
 impl RawConfig {
@@ -184,11 +194,15 @@ impl RawConfig {
                 orgs.push(org);
             }
         }
+        let route_ids: HashSet<String> = self.routes.keys().cloned().collect();
+        let routes = route::routes(self.routes, &known, &defined, check);
+        route::check_orgs(&orgs, &routes, &route_ids, check);
         Config {
             server,
             orgs,
             providers,
             state,
+            routes,
         }
     }
 }

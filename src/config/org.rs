@@ -25,6 +25,8 @@ pub struct OrgSpec {
     pub passthrough: Option<String>,
     /// `[orgs.<id>.webhooks.<name>]`, sorted by name.
     pub webhooks: Vec<WebhookSpec>,
+    /// The routes the org may place calls on; the first is its default.
+    pub routes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +51,7 @@ pub(super) struct RawOrg {
     webhooks: BTreeMap<String, RawWebhook>,
     keys: Vec<RawKey>,
     caller_scopes: Option<Vec<String>>,
+    routes: Vec<String>,
 }
 
 impl RawOrg {
@@ -219,6 +222,7 @@ impl RawOrg {
             providers: self.providers,
             passthrough,
             webhooks,
+            routes: self.routes,
         })
     }
 }

@@ -28,9 +28,17 @@ impl Config {
                 Some(p) => format!("; forwards other Bland routes to `{p}`"),
                 None => String::new(),
             };
+            let routes = match org.routes.as_slice() {
+                [] => String::new(),
+                r => format!(
+                    "; places calls on routes {} (default `{}`)",
+                    r.join(", "),
+                    r[0]
+                ),
+            };
             let _ = writeln!(
                 s,
-                "  {}: {auth}; sees {}{forwards}",
+                "  {}: {auth}; sees {}{forwards}{routes}",
                 org.id,
                 org.providers.join(", ")
             );
@@ -53,6 +61,33 @@ impl Config {
                 c.cache_ttl.as_millis(),
                 c.breaker.failures,
                 c.breaker.cooldown.as_millis(),
+            );
+        }
+        if !self.routes.is_empty() {
+            let _ = writeln!(s, "routes ({}):", self.routes.len());
+        }
+        for r in &self.routes {
+            let targets: Vec<String> = r
+                .targets
+                .iter()
+                .map(|t| {
+                    let own = t.settings.summary();
+                    let own = if own.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({own})")
+                    };
+                    format!("{}{own} weight {}", t.provider, t.weight)
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "  {}: {:?}; queue {} ms, at most {}; targets: {}",
+                r.id,
+                r.strategy,
+                r.queue_timeout.as_millis(),
+                r.max_queued,
+                targets.join(", ")
             );
         }
         s

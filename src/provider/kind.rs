@@ -9,7 +9,10 @@ use std::time::SystemTime;
 
 use axum::http::HeaderMap;
 
-use super::{Backend, Common};
+use async_trait::async_trait;
+
+use super::place::{PlaceOutcome, PlaceRequest};
+use super::{Backend, Common, RequestContext};
 use crate::call::CallStatus;
 use crate::settings::Check;
 
@@ -49,6 +52,23 @@ pub trait KindSettings: fmt::Debug + Send + Sync + DynEq {
     /// The provider's platform webhooks (`POST /hooks/{kind}/{provider_id}`), when its
     /// settings give what checks them.
     fn hook(&self) -> Option<&dyn Hook> {
+        None
+    }
+
+    /// Reads and checks a route target's settings for this provider (`table` holds only the
+    /// kind's own: `provider` and `weight` are read apart), naming fields under `at`. A kind
+    /// (or a provider) that cannot place calls says so, naming `{at}.provider`.
+    fn target(
+        &self,
+        at: &str,
+        _table: &figment::value::Value,
+        check: &mut Check<'_>,
+    ) -> Option<Arc<dyn TargetSettings>> {
+        check.push(
+            format!("{at}.provider"),
+            format!("is a `{}` provider, which cannot place calls", self.kind()),
+            "choose a provider whose kind places calls",
+        );
         None
     }
 }
@@ -122,6 +142,49 @@ pub fn hex_hmac_sha256_matches(key: &[u8], parts: &[&[u8]], given: &str) -> bool
         mac.update(part);
     }
     mac.verify_slice(&given).is_ok()
+}
+
+/// A route target's validated, kind-specific settings: what the kind needs to start a call
+/// (an agent, a from number, a TwiML URL). The kind's placer downcasts them to its own type.
+pub trait TargetSettings: fmt::Debug + Send + Sync + DynEq {
+    /// What `check-config` prints for the target.
+    fn summary(&self) -> String;
+}
+
+/// Placing a call through a provider: the one canonical request in, the one canonical
+/// outcome out. Sent once, never again after any byte went out; the kind's wire shapes stay
+/// in its own folder.
+#[async_trait]
+pub trait Places: Send + Sync {
+    async fn place(&self, ctx: &RequestContext, request: &PlaceRequest) -> PlaceOutcome;
+}
+
+/// A target table that may hold no settings of its kind's own.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoFields {}
+
+/// A target of no settings (agent servers, `static`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoTargetSettings;
+
+impl TargetSettings for NoTargetSettings {
+    fn summary(&self) -> String {
+        String::new()
+    }
+}
+
+/// The kind's own target settings out of `request`, or a refusal naming the mismatch (a
+/// request built for another kind: callmux's bug, never the platform's).
+pub fn target_of<T: 'static>(request: &PlaceRequest) -> Result<&T, PlaceOutcome> {
+    request
+        .target
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| PlaceOutcome::Refused {
+            reason: "the route target's settings are of another kind (a bug)".into(),
+            limits: None,
+        })
 }
 
 /// Settings compared across kinds, so a reload can keep a provider whose settings did not

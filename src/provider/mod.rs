@@ -6,6 +6,7 @@ pub mod capacity;
 pub mod http;
 pub mod kind;
 pub mod layers;
+pub mod place;
 pub mod registry;
 pub mod retell;
 pub mod static_file;
@@ -27,7 +28,7 @@ use crate::error_code::ErrorCode;
 use crate::settings::{Check, ONE_DAY_MS};
 
 pub use http::HttpSettings;
-pub use kind::{Kind, KindSettings};
+pub use kind::{Kind, KindSettings, Places, TargetSettings};
 pub use layers::breaker::BreakerSettings;
 
 /// An upstream's answer: shared, so concurrent requests and the cache hand out one copy.
@@ -114,6 +115,8 @@ pub struct Backend {
     pub end: Option<Arc<dyn EndCall>>,
     /// `None` for a kind (or a provider) that does not place calls.
     pub place: Option<Arc<dyn PlaceCall>>,
+    /// Placing a call for a route target; `None` for a provider that cannot.
+    pub places: Option<Arc<dyn Places>>,
     /// `None` for a kind whose other routes are not forwarded (all but `bland`).
     pub forward: Option<Arc<dyn Forward>>,
     /// How full the provider can get: each kind's own source of figures.

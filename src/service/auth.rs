@@ -514,6 +514,7 @@ mod tests {
             providers: vec![],
             passthrough: None,
             webhooks: vec![],
+            routes: vec![],
         };
         let shown = format!("{p:?} {:?} {:?}", p.digest, p.forwarded(&org));
         assert!(!shown.contains("super-secret-key"), "{shown}");

@@ -31,6 +31,7 @@ mod partial_failure;
 mod passthrough;
 mod place;
 mod platform_hooks;
+mod placing;
 mod properties;
 mod reference_examples;
 mod rendering;

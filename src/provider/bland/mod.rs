@@ -5,6 +5,7 @@
 
 mod forward;
 pub mod hook;
+pub mod place;
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use axum::http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Lister, Page, Request};
-use super::kind::{Hook, Kind, KindSettings};
+use super::kind::{Hook, Kind, KindSettings, TargetSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
 use crate::wire;
@@ -140,6 +141,15 @@ impl KindSettings for Settings {
         self.webhook.as_ref().map(|h| h as &dyn Hook)
     }
 
+    fn target(
+        &self,
+        at: &str,
+        table: &figment::value::Value,
+        check: &mut Check<'_>,
+    ) -> Option<Arc<dyn TargetSettings>> {
+        place::target(at, table, check)
+    }
+
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {
         let bland = Arc::new(Bland {
             id,
@@ -153,6 +163,7 @@ impl KindSettings for Settings {
             list: bland.clone(),
             end: Some(bland.clone()),
             place: None,
+            places: Some(bland.clone()),
             forward: Some(bland),
             capacity: Arc::new(super::capacity::Configured(common.max_concurrent_calls)),
         })

@@ -3,6 +3,7 @@
 
 pub mod capacity;
 pub mod hook;
+pub mod place;
 pub mod wire;
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Auth, Lister, Request};
-use super::kind::{Hook, Kind, KindSettings};
+use super::kind::{Hook, Kind, KindSettings, TargetSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::settings::Check;
 
@@ -104,18 +105,29 @@ impl KindSettings for Settings {
         self.webhook.as_ref().map(|h| h as &dyn Hook)
     }
 
+    fn target(
+        &self,
+        at: &str,
+        table: &figment::value::Value,
+        check: &mut Check<'_>,
+    ) -> Option<Arc<dyn TargetSettings>> {
+        place::target(at, table, check)
+    }
+
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {
         let retell = Arc::new(Retell {
             id,
             list_url: endpoint(&self.base_url, "v3/list-calls"),
             stop_url: endpoint(&self.base_url, "v2/stop-call"),
+            create_url: endpoint(&self.base_url, "v2/create-phone-call"),
             auth: self.auth.clone(),
             lister: Lister::new(&common.http, false)?,
         });
         Ok(Backend {
             list: retell.clone(),
-            end: Some(retell),
+            end: Some(retell.clone()),
             place: None,
+            places: Some(retell),
             forward: None,
             capacity: Arc::new(capacity::RetellCapacity::new(
                 endpoint(&self.base_url, "get-concurrency"),
@@ -135,6 +147,7 @@ pub struct Retell {
     list_url: reqwest::Url,
     /// The call's id is appended as one segment.
     stop_url: reqwest::Url,
+    create_url: reqwest::Url,
     auth: Auth,
     lister: Lister,
 }

@@ -1,16 +1,20 @@
 //! Kind `static`: calls from a JSON file in either list shape, read on every ask and parsed
-//! again whenever its bytes change. Ending a call records the end and drops the call from the list.
+//! again whenever its bytes change. Ending a call records the end and drops the call from the list;
+//! placing one adds it (`queued`, then `in-progress` after a second), so the demo can place calls.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::kind::{Kind, KindSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
-use crate::call::{Call, Text};
+use crate::call::{Call, CallStatus, Direction, Text};
+use crate::provider::kind::{NoFields, NoTargetSettings, Places, TargetSettings};
+use crate::provider::place::{PlaceOutcome, PlaceRequest};
 use crate::settings::Check;
 use crate::wire::{self, ParseError};
 
@@ -73,6 +77,17 @@ impl KindSettings for Settings {
         format!("from {}", self.path.display())
     }
 
+    /// A `static` target takes no settings of its own.
+    fn target(
+        &self,
+        at: &str,
+        table: &figment::value::Value,
+        check: &mut Check<'_>,
+    ) -> Option<Arc<dyn TargetSettings>> {
+        check.read::<NoFields>(at, table, &["provider", "weight"])?;
+        Some(Arc::new(NoTargetSettings))
+    }
+
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {
         let file = Arc::new(StaticFile {
             id,
@@ -82,8 +97,9 @@ impl KindSettings for Settings {
         });
         Ok(Backend {
             list: file.clone(),
-            end: Some(file),
+            end: Some(file.clone()),
             place: None,
+            places: Some(file),
             forward: None,
             capacity: Arc::new(super::capacity::Configured(common.max_concurrent_calls)),
         })
@@ -106,7 +122,14 @@ struct State {
     /// The list last handed out, less the ended calls: the same `Calls` while neither the
     /// file nor the ended set changes, so answers built from it are reused.
     listed: Option<Calls>,
+    /// Calls placed through callmux, and when.
+    placed: Vec<(Call, Instant)>,
+    /// When a placed call next turns `in-progress`: the list handed out is stale then.
+    promote_at: Option<Instant>,
 }
+
+/// How long a placed call stays `queued` before the list shows it `in-progress`.
+const QUEUED_FOR: Duration = Duration::from_secs(1);
 
 impl StaticFile {
     /// The file's bytes, read whole on every ask: a demo's or a test's file is small, and
@@ -161,7 +184,8 @@ impl ListCalls for StaticFile {
         {
             let state = self.state.lock().expect("static state lock");
             if let (Some((read, _)), Some(listed)) = (&state.read, &state.listed) {
-                if *read == body {
+                let fresh = state.promote_at.is_none_or(|t| Instant::now() < t);
+                if *read == body && fresh {
                     return Ok(listed.clone());
                 }
             }
@@ -180,15 +204,46 @@ impl State {
             .as_ref()
             .map(|(_, c)| c.as_slice())
             .unwrap_or_default();
+        let now = Instant::now();
+        self.promote_at = None;
+        let placed = self.placed.iter().map(|(call, at)| {
+            let mut call = call.clone();
+            if now.duration_since(*at) >= QUEUED_FOR {
+                call.status = CallStatus::InProgress;
+            } else {
+                let due = *at + QUEUED_FOR;
+                self.promote_at = Some(self.promote_at.map_or(due, |t| t.min(due)));
+            }
+            call
+        });
         let listed: Calls = Arc::new(
             calls
                 .iter()
-                .filter(|c| !self.ended.contains(&c.call_id))
                 .cloned()
+                .chain(placed)
+                .filter(|c| !self.ended.contains(&c.call_id))
                 .collect(),
         );
         self.listed = Some(listed.clone());
         listed
+    }
+}
+
+#[async_trait]
+impl Places for StaticFile {
+    async fn place(&self, _ctx: &RequestContext, request: &PlaceRequest) -> PlaceOutcome {
+        let call_id = format!("static-{}", uuid::Uuid::new_v4());
+        let mut call = Call::new(call_id.as_str(), self.id.clone(), CallStatus::Queued);
+        call.to = Some(Text::from(request.to.as_str()));
+        call.direction = Some(Direction::Outbound);
+        call.created_at = Some(crate::call::time::now_ms());
+        let mut state = self.state.lock().expect("static state lock");
+        state.placed.push((call, Instant::now()));
+        state.relist();
+        PlaceOutcome::Placed {
+            call_id,
+            limits: None,
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! status, asked at once), ended by setting a call's status to `completed`.
 
 pub mod hook;
+pub mod place;
 pub mod signature;
 pub mod wire;
 
@@ -14,7 +15,7 @@ use axum::http::HeaderValue;
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Auth, Lister, Request};
-use super::kind::{Hook, Kind, KindSettings};
+use super::kind::{Hook, Kind, KindSettings, TargetSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::call::Call;
 use crate::settings::{redacted_url, Check};
@@ -42,6 +43,7 @@ struct Raw {
     auth_token_env: Option<String>,
     public_url: Option<String>,
     signing_key_env: Option<String>,
+    calls_per_second: Option<u64>,
 }
 
 /// Validated settings of a `twilio` provider. `Debug` shows neither the account SID nor any
@@ -63,6 +65,8 @@ pub struct Settings {
     /// The secret of the SharedKey Twilio signs webhooks with when it announces one in
     /// `X-Twilio-Webhooks-Signature-Settings`, and the variable it came from.
     pub signing_key: Option<(String, HeaderValue)>,
+    /// Calls placed per second at most (Twilio's own pacing of the account).
+    pub calls_per_second: u64,
 }
 
 /// The variables the credentials were read from; their values are never kept here.
@@ -92,6 +96,7 @@ impl fmt::Debug for Settings {
                 &self.public_url.as_ref().map(url::Url::as_str),
             )
             .field("signing_key", &self.signing_key)
+            .field("calls_per_second", &self.calls_per_second)
             .finish()
     }
 }
@@ -155,6 +160,13 @@ impl Kind for TwilioKind {
                 None
             }
         };
+        let calls_per_second = check.ranged(
+            &format!("{at}.calls_per_second"),
+            raw.calls_per_second
+                .unwrap_or(place::DEFAULT_CALLS_PER_SECOND),
+            place::DEFAULT_CALLS_PER_SECOND,
+            1..=1000,
+        );
         let public_url = raw.public_url.and_then(|text| {
             let field = format!("{at}.public_url");
             if raw.auth_token_env.is_none() {
@@ -220,6 +232,7 @@ impl Kind for TwilioKind {
             auth_token,
             public_url,
             signing_key,
+            calls_per_second,
         }))
     }
 }
@@ -328,6 +341,12 @@ impl KindSettings for Settings {
             }
         };
         let mut s = format!("at {}; account SID (hidden); {auth}", self.base_url);
+        if self.calls_per_second != place::DEFAULT_CALLS_PER_SECOND {
+            s += &format!(
+                "; places at most {} calls per second",
+                self.calls_per_second
+            );
+        }
         if let Some(url) = &self.public_url {
             s += &format!("; status callbacks at {}", redacted_url(url.as_str()));
         }
@@ -339,6 +358,15 @@ impl KindSettings for Settings {
 
     fn hook(&self) -> Option<&dyn Hook> {
         (self.public_url.is_some() && self.auth_token.is_some()).then_some(self as &dyn Hook)
+    }
+
+    fn target(
+        &self,
+        at: &str,
+        table: &figment::value::Value,
+        check: &mut Check<'_>,
+    ) -> Option<Arc<dyn TargetSettings>> {
+        place::target(at, table, check)
     }
 
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {
@@ -362,11 +390,14 @@ impl KindSettings for Settings {
             auth: self.auth.clone(),
             listers,
             last: Mutex::new(None),
+            public_url: self.public_url.clone(),
+            pace: place::pacer(self.calls_per_second),
         });
         Ok(Backend {
             list: twilio.clone(),
-            end: Some(twilio),
+            end: Some(twilio.clone()),
             place: None,
+            places: Some(twilio),
             forward: None,
             capacity: Arc::new(super::capacity::Configured(common.max_concurrent_calls)),
         })
@@ -388,6 +419,10 @@ pub struct Twilio {
     /// The three lists last combined, and what they combined to: handed out again while all
     /// three are the very same, so snapshots built from it are reused too.
     last: Mutex<Option<([Calls; 3], Calls)>>,
+    /// Where placed calls report their status changes.
+    public_url: Option<url::Url>,
+    /// Paces placements to `calls_per_second`.
+    pace: governor::DefaultDirectRateLimiter,
 }
 
 impl Twilio {

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Lister, Page, Request};
-use super::kind::{Kind, KindSettings};
+use super::kind::{Kind, KindSettings, NoFields, NoTargetSettings, Places, TargetSettings};
+use super::place::{by_status, outcome, PlaceOutcome, PlaceRequest};
 use super::{
     Backend, Calls, Common, EndCall, EndError, ListCalls, PlaceCall, Placed, ProviderError,
     RequestContext,
@@ -100,6 +101,25 @@ impl KindSettings for Settings {
         format!("at {}{places}", self.base_url)
     }
 
+    /// An agent server takes no target settings; it must place calls (`place_calls`).
+    fn target(
+        &self,
+        at: &str,
+        table: &figment::value::Value,
+        check: &mut Check<'_>,
+    ) -> Option<Arc<dyn TargetSettings>> {
+        if !self.place_calls {
+            check.push(
+                format!("{at}.provider"),
+                "is an agent server without place_calls, so it cannot place calls",
+                "set place_calls = true on the provider, or choose another",
+            );
+            return None;
+        }
+        check.read::<NoFields>(at, table, &["provider", "weight"])?;
+        Some(Arc::new(NoTargetSettings))
+    }
+
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {
         let server = Arc::new(AgentServer {
             id,
@@ -117,7 +137,10 @@ impl KindSettings for Settings {
             list: server.clone(),
             end: Some(server.clone()),
             capacity: Arc::new(super::capacity::Configured(server.max_active_calls)),
-            place: self.place_calls.then_some(server as Arc<dyn PlaceCall>),
+            place: self
+                .place_calls
+                .then_some(server.clone() as Arc<dyn PlaceCall>),
+            places: self.place_calls.then_some(server as Arc<dyn Places>),
             forward: None,
         })
     }
@@ -207,10 +230,42 @@ impl PlaceCall for AgentServer {
         _ctx: &RequestContext,
         body: Bytes,
     ) -> Result<Placed, ProviderError> {
+        let (status, body) = self.send_place(body).await?;
+        Ok(Placed { status, body })
+    }
+}
+
+impl AgentServer {
+    /// Sends a place body to `POST {base_url}/api/call` once (only a refused connection is
+    /// tried again) and returns the server's answer, whatever its status: the one sender of
+    /// both part two's `POST /api/call` and route targets.
+    async fn send_place(&self, body: Bytes) -> Result<(u16, Bytes), ProviderError> {
         let client = self.lister.client();
         let request = Request::post(self.place_url.clone()).with_body(body, "application/json");
-        let (status, body) = client.exchange(&request, client.deadline()).await?;
-        Ok(Placed { status, body })
+        client.exchange(&request, client.deadline()).await
+    }
+}
+
+/// The agent server's place body for a route's request: `{"to", "metadata"?}` (part two's
+/// shape; its `prompt` and `webhook_url` are the agent shape's own).
+pub fn place_body(request: &PlaceRequest) -> serde_json::Value {
+    let mut body = serde_json::json!({"to": request.to});
+    if let Some(metadata) = &request.metadata {
+        body["metadata"] = serde_json::Value::Object(metadata.clone());
+    }
+    body
+}
+
+/// The agent server's answer: `call_id` from a 2xx, its refusals by the shared rules.
+pub fn read_place_answer(status: u16, body: &[u8]) -> PlaceOutcome {
+    by_status(status, body, |v| v.get("call_id")?.as_str())
+}
+
+#[async_trait]
+impl Places for AgentServer {
+    async fn place(&self, _ctx: &RequestContext, request: &PlaceRequest) -> PlaceOutcome {
+        let body = Bytes::from(place_body(request).to_string());
+        outcome(self.send_place(body).await, read_place_answer)
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod capacity;
 pub mod hook;
+pub mod place;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::http::{endpoint, Auth, Client, HttpSettings, Lister, Request};
-use super::kind::{Hook, Kind, KindSettings};
+use super::kind::{Hook, Kind, KindSettings, TargetSettings};
 use super::{Backend, Calls, Common, EndCall, EndError, ListCalls, ProviderError, RequestContext};
 use crate::call::{time, Text};
 use crate::settings::{Check, ONE_DAY_MS};
@@ -181,6 +182,15 @@ impl KindSettings for Settings {
         self.webhook.as_ref().map(|h| h as &dyn Hook)
     }
 
+    fn target(
+        &self,
+        at: &str,
+        table: &figment::value::Value,
+        check: &mut Check<'_>,
+    ) -> Option<Arc<dyn TargetSettings>> {
+        place::target(at, table, check)
+    }
+
     fn build(&self, id: Arc<str>, common: &Common) -> Result<Backend, String> {
         let vapi = Arc::new(Vapi {
             id,
@@ -195,8 +205,9 @@ impl KindSettings for Settings {
         });
         Ok(Backend {
             list: vapi.clone(),
-            end: Some(vapi),
+            end: Some(vapi.clone()),
             place: None,
+            places: Some(vapi),
             forward: None,
             capacity: Arc::new(capacity::VapiCapacity::new(common.max_concurrent_calls)),
         })
