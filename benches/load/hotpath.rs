@@ -203,8 +203,7 @@ async fn record(addr: &str, path: &str, calls: Option<usize>) -> Recorded {
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     assert_eq!(reply.status, 200, "GET {path} answered {}", reply.status);
     if let Some(n) = calls {
-        let value: serde_json::Value =
-            serde_json::from_slice(&reply.body).expect("a JSON list");
+        let value: serde_json::Value = serde_json::from_slice(&reply.body).expect("a JSON list");
         assert_eq!(value["count"].as_u64(), Some(n as u64), "GET {path}: count");
     }
     let headers = reply

@@ -150,7 +150,10 @@ pub struct Served {
 }
 
 pub fn serve(rt: &Handle, route: &str, state: Arc<Upstream>) -> Served {
-    serve_router(rt, Router::new().route(route, get(answer)).with_state(state))
+    serve_router(
+        rt,
+        Router::new().route(route, get(answer)).with_state(state),
+    )
 }
 
 /// `router` on a free loopback port, on `rt`, until the returned `Served` is dropped.
