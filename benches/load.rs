@@ -14,6 +14,9 @@
 //!
 //! `cargo bench --bench load -- capacity [--quick]`: `GET /capacity` against `GET /calls` on
 //! the same warm snapshot, in alternating rounds (`load/capacity.rs`).
+//! `cargo bench --bench load -- hotpath [--quick] [--check 0.6]`: callmux's `/healthz` and
+//! cached lists (5, 100 and 1,000 calls per provider) against a bare axum server replaying
+//! their exact bytes, at C = 1, 16, 64 (`hotpath.rs`); `--check` fails below a ratio (CI).
 //!
 //! `cargo bench --bench load -- --help`: every option.
 //!
@@ -29,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -51,6 +54,8 @@ mod common;
 mod capacity;
 #[path = "load/drive.rs"]
 mod drive;
+#[path = "load/hotpath.rs"]
+mod hotpath;
 #[path = "load/process.rs"]
 mod process;
 #[path = "load/replicas.rs"]
@@ -100,6 +105,10 @@ fn main() {
         Some(Mode::Soak(options)) => run_soak(&options),
         Some(Mode::Replicas { quick }) => replicas::run(quick || args.quick),
         Some(Mode::Capacity { quick }) => capacity::run(quick || args.quick),
+        Some(Mode::Hotpath { quick, check }) => hotpath::run(&hotpath::HotOptions {
+            quick: quick || args.quick,
+            check,
+        }),
     }
 }
 
@@ -129,6 +138,16 @@ struct Args {
 enum Mode {
     /// Many keep-alive clients while one of the three upstreams flaps; responses by kind.
     Soak(SoakOptions),
+    /// callmux's /healthz and cached lists against a bare server replaying their bytes.
+    Hotpath {
+        /// 0.25 s of warm-up and 0.75 s per cell (the CI guard).
+        #[arg(long)]
+        quick: bool,
+        /// Exit 1 when a cell's ratio to the floor is below this (after one more try), or
+        /// when any answer was not the expected one.
+        #[arg(long, value_name = "RATIO")]
+        check: Option<f64>,
+    },
     /// 1 and 3 replicas sharing state on a real redis-server, and 1 on memory.
     Replicas {
         /// One short round.

@@ -150,7 +150,14 @@ pub struct Served {
 }
 
 pub fn serve(rt: &Handle, route: &str, state: Arc<Upstream>) -> Served {
-    let router = Router::new().route(route, get(answer)).with_state(state);
+    serve_router(
+        rt,
+        Router::new().route(route, get(answer)).with_state(state),
+    )
+}
+
+/// `router` on a free loopback port, on `rt`, until the returned `Served` is dropped.
+pub fn serve_router(rt: &Handle, router: Router) -> Served {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.set_nonblocking(true).expect("non-blocking socket");
     let url = format!("http://{}", listener.local_addr().expect("local address"));

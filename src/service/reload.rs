@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use super::auth::Presented;
+use super::capacity::Capacity;
 use super::events::outbox::{Lookup, SystemLookup};
 use super::events::Outboxes;
-use super::capacity::Capacity;
 use super::live::{self, Hub};
 use super::{ListError, Listed, Service};
 use crate::config::Config;
