@@ -49,8 +49,10 @@ pub(super) struct RawOrg {
     bland_passthrough: Option<String>,
     #[serde(default)]
     webhooks: BTreeMap<String, RawWebhook>,
+    #[serde(default)]
     keys: Vec<RawKey>,
     caller_scopes: Option<Vec<String>>,
+    #[serde(default)]
     routes: Vec<String>,
 }
 

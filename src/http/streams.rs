@@ -153,9 +153,16 @@ fn sse(
         if open.done {
             return None;
         }
-        let event = match open.first.pop_front() {
-            Some(event) => event,
-            None => open.subscription.events.recv().await?,
+        // Capacity figures are callmux's own (DESIGN §15): the Bland and agent-server shapes
+        // carry only the events their clients know.
+        let event = loop {
+            let event = match open.first.pop_front() {
+                Some(event) => event,
+                None => open.subscription.events.recv().await?,
+            };
+            if open.shape == Shape::Own || !matches!(event.body, Body::Capacity(_)) {
+                break event;
+            }
         };
         open.done = matches!(event.body, Body::End(_));
         let sent = write(&event, open.shape, &open.org, &open.telemetry).await;

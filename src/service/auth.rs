@@ -234,10 +234,14 @@ pub fn identify<'c>(config: &'c Config, p: &Presented) -> Result<Identity<'c>, A
         None => match issued_key_matches(config, p) {
             Some((1, org, key)) => Ok(Identity::Verified(org, key)),
             Some(_) => Err(AuthError::MissingOrgId),
-            // A key callmux issued, wrapped in another form, goes nowhere.
-            None if wraps_issued_key(config, p) => Err(AuthError::Rejected),
             // Bland's own SDKs send the key alone.
             None => match config.bland_default_org() {
+                // A key callmux issued, wrapped in another form, is never taken for a Bland
+                // key (looked for only here, where a key alone could go to Bland).
+                Some(OrgSpec {
+                    auth: OrgAuth::Upstream { .. },
+                    ..
+                }) if wraps_issued_key(config, p) => Err(AuthError::Rejected),
                 Some(
                     org @ OrgSpec {
                         auth: OrgAuth::Upstream { provider, scopes },

@@ -400,7 +400,7 @@ pub(super) const ROUTES: &[(&str, Envelope, bool, bool)] = &[
     ("stopAllCalls", Envelope::BlandControl, true, true),
     ("forwardToBland", Envelope::Forward, true, true),
     ("forwardGetToBland", Envelope::Forward, true, true),
-    ("twilioStatusCallback", Envelope::Hook, false, true),
+    ("platformWebhook", Envelope::Hook, false, true),
     ("listWebhooks", Envelope::List(Shape::Own), true, true),
     ("whoAmI", Envelope::List(Shape::Own), true, true),
 ];

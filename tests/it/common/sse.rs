@@ -92,6 +92,17 @@ impl SseStream {
         }
     }
 
+    /// The next event about the list itself, skipping `capacity` figures (which follow a
+    /// change of count whenever they move), within 10 s each.
+    pub async fn next_about_the_list(&mut self) -> SseEvent {
+        loop {
+            let event = self.next().await;
+            if event.event != "capacity" {
+                return event;
+            }
+        }
+    }
+
     /// The next event whose kind is `kind`, skipping others, within 10 s each.
     pub async fn next_of(&mut self, kind: &str) -> SseEvent {
         loop {
