@@ -1,11 +1,7 @@
 //! Which route needs which scope: the one table every request is checked against, with the
 //! envelope each route refuses in.
 
-use super::control::{END_ROUTE, PLACE_ROUTE, STOP_ALL_ROUTE, STOP_ROUTE};
-use super::dashboard::{ICON_ROUTE, PAGE_ROUTE, SCRIPT_ROUTE, STYLE_ROUTE};
-use super::hooks::HOOK_ROUTE;
-use super::streams::{BLAND_STREAM_ROUTE, CALLS_STREAM_ROUTE, OWN_STREAM_ROUTE};
-use super::{BLAND_ROUTE, CALLS_ROUTE, OWN_ROUTE};
+use super::paths::*;
 use crate::scope::Scope::{self, *};
 use crate::wire::Shape;
 
@@ -51,13 +47,13 @@ pub const ROUTES: &[(&str, Access, Reply)] = &[
     ),
     (OWN_STREAM_ROUTE, Access::Key(Read), Reply::List(Shape::Own)),
     // Routes issues 20 and 22 add, named by path so they are covered the moment they land.
-    ("/capacity", Access::Key(Read), Reply::List(Shape::Own)),
-    ("/webhooks", Access::Key(Read), Reply::List(Shape::Own)),
+    (CAPACITY_ROUTE, Access::Key(Read), Reply::List(Shape::Own)),
+    (WEBHOOKS_ROUTE, Access::Key(Read), Reply::List(Shape::Own)),
     (END_ROUTE, Access::Key(End), Reply::Agent),
     (STOP_ROUTE, Access::Key(End), Reply::Bland),
     (STOP_ALL_ROUTE, Access::Key(StopAll), Reply::Bland),
     (PLACE_ROUTE, Access::Key(Place), Reply::Agent),
-    (super::me::ROUTE, Access::AnyKey, Reply::List(Shape::Own)),
+    (ME_ROUTE, Access::AnyKey, Reply::List(Shape::Own)),
     (HOOK_ROUTE, Access::Signature, Reply::Bland),
     (PAGE_ROUTE, Access::Public, Reply::Bland),
     (SCRIPT_ROUTE, Access::Public, Reply::Bland),

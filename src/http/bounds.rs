@@ -52,7 +52,7 @@ pub async fn enforce(
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    let shape = (super::control::Envelope::of(path), shape_for(path));
+    let shape = (super::envelope::Envelope::of(path), shape_for(path));
     let header_bytes: usize = request
         .headers()
         .iter()
@@ -118,7 +118,7 @@ pub async fn enforce(
 
 /// A refusal in the envelope of the route asked: a control route's own, else the list shape's.
 fn refuse(
-    shape: (Option<super::control::Envelope>, crate::wire::Shape),
+    shape: (Option<super::envelope::Envelope>, crate::wire::Shape),
     status: StatusCode,
     code: ErrorCode,
     message: &str,

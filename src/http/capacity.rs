@@ -7,11 +7,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
+pub use super::paths::CAPACITY_ROUTE;
 use super::{json, presented, refusal, Edge};
 use crate::service::ListError;
 use crate::wire::Shape;
-
-pub const CAPACITY_ROUTE: &str = "/capacity";
 
 pub async fn capacity(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
     let loaded = edge.live.current();

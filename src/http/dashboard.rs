@@ -3,16 +3,12 @@
 
 use std::sync::LazyLock;
 
+pub use super::paths::{ICON_ROUTE, PAGE_ROUTE, SCRIPT_ROUTE, STYLE_ROUTE};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use sha2::{Digest, Sha256};
-
-pub const PAGE_ROUTE: &str = "/";
-pub const SCRIPT_ROUTE: &str = "/dashboard/app.js";
-pub const STYLE_ROUTE: &str = "/dashboard/style.css";
-pub const ICON_ROUTE: &str = "/dashboard/icon.svg";
 
 /// Only this origin's own files; no inline script or style, no frames, no plugins, and forms
 /// and `<base>` cannot point anywhere else.

@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::access::{self, Access, Reply};
-use super::control::Envelope;
+use super::envelope::Envelope;
 use super::{challenge, json, presented, Edge};
 use crate::error_code::ErrorCode;
 use crate::scope::Scope;

@@ -13,12 +13,11 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::control::Envelope;
+use super::envelope::Envelope;
+pub use super::paths::HOOK_ROUTE;
 use super::{json, Edge};
 use crate::error_code::ErrorCode;
 use crate::provider::kind::{Hook, Move, Pushed, Refusal};
-
-pub const HOOK_ROUTE: &str = "/hooks/{kind}/{provider_id}";
 
 /// A webhook body is small and sent at once: a sender that trickles it is not let hold the
 /// connection up to the request deadline.

@@ -9,11 +9,10 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::gate::Caller;
+pub use super::paths::ME_ROUTE as ROUTE;
 use super::{json, refusal, Edge};
 use crate::service::ListError;
 use crate::wire::Shape;
-
-pub const ROUTE: &str = "/me";
 
 #[derive(Serialize)]
 struct Me<'a> {

@@ -4,7 +4,7 @@
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 
-use super::control::Envelope;
+use super::envelope::Envelope;
 use super::{json, shape_for};
 use crate::error_code::ErrorCode;
 use crate::wire::{self, ErrorItem};

@@ -7,6 +7,7 @@ pub mod capacity;
 pub mod connections;
 pub mod control;
 mod dashboard;
+pub(crate) mod envelope;
 mod gate;
 pub mod hooks;
 pub(crate) mod me;
@@ -15,6 +16,7 @@ mod metrics;
 mod openapi;
 mod ops;
 mod passthrough;
+mod paths;
 pub mod render;
 mod stream_slots;
 pub mod streams;
@@ -41,11 +43,8 @@ use crate::service::auth::Presented;
 use crate::service::reload::Live;
 use crate::service::ListError;
 use crate::wire::{self, ErrorItem, Shape, Written};
+pub use paths::{BLAND_ROUTE, CALLS_ROUTE, OWN_ROUTE};
 pub use render::with_error_items;
-
-pub const BLAND_ROUTE: &str = "/v1/calls/active";
-pub const CALLS_ROUTE: &str = "/api/calls";
-pub const OWN_ROUTE: &str = "/calls";
 
 /// What every handler shares: the configuration being served, and what the edge keeps of
 /// its own (bodies, request metrics).
@@ -81,11 +80,11 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(capacity::CAPACITY_ROUTE, get(capacity::capacity))
         .route(
             control::END_ROUTE,
-            post(|s, p, h| control::end(control::Envelope::Agent, s, p, h)),
+            post(|s, p, h| control::end(envelope::Envelope::Agent, s, p, h)),
         )
         .route(
             control::STOP_ROUTE,
-            post(|s, p, h| control::end(control::Envelope::Bland, s, p, h)),
+            post(|s, p, h| control::end(envelope::Envelope::Bland, s, p, h)),
         )
         .route(control::STOP_ALL_ROUTE, post(control::stop_all))
         .route(control::PLACE_ROUTE, post(control::place))

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 
 use super::bounds::Admitted;
-use super::control::Envelope;
+use super::envelope::Envelope;
 use super::{json, presented, Edge};
 use crate::error_code::ErrorCode;
 use crate::provider::bland::path_problem;

@@ -15,16 +15,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
 use super::connections::Disconnect;
+pub use super::paths::{BLAND_STREAM_ROUTE, CALLS_STREAM_ROUTE, OWN_STREAM_ROUTE};
 use super::{json, presented, refusal, render, with_error_items, Edge};
 use crate::error_code::ErrorCode;
 use crate::service::live::{Body, Event, Joining, State as Listing, Subscription};
 use crate::service::ListError;
 use crate::telemetry::Telemetry;
 use crate::wire::{ErrorItem, Shape};
-
-pub const BLAND_STREAM_ROUTE: &str = "/v1/calls/active/stream";
-pub const CALLS_STREAM_ROUTE: &str = "/api/calls/stream";
-pub const OWN_STREAM_ROUTE: &str = "/calls/stream";
 
 /// The open streams, at most `max_streams` (and `max_streams_per_org` per org).
 pub struct Streams {

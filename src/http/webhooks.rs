@@ -9,13 +9,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+pub use super::paths::WEBHOOKS_ROUTE;
 use super::{json, presented, refusal, Edge};
 use crate::service::auth::{self, Identity};
 use crate::service::events::EndpointView;
 use crate::service::ListError;
 use crate::wire::Shape;
-
-pub const WEBHOOKS_ROUTE: &str = "/webhooks";
 
 /// The org's endpoints with their pending count, last success and last failure. An org
 /// whose callers bring Bland keys proves the key as a list would.

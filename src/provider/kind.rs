@@ -9,10 +9,7 @@ use std::time::SystemTime;
 
 use axum::http::HeaderMap;
 
-use async_trait::async_trait;
-
-use super::place::{PlaceOutcome, PlaceRequest};
-use super::{Backend, Common, RequestContext};
+use super::{Backend, Common};
 use crate::call::CallStatus;
 use crate::settings::Check;
 
@@ -151,14 +148,6 @@ pub trait TargetSettings: fmt::Debug + Send + Sync + DynEq {
     fn summary(&self) -> String;
 }
 
-/// Placing a call through a provider: the one canonical request in, the one canonical
-/// outcome out. Sent once, never again after any byte went out; the kind's wire shapes stay
-/// in its own folder.
-#[async_trait]
-pub trait Places: Send + Sync {
-    async fn place(&self, ctx: &RequestContext, request: &PlaceRequest) -> PlaceOutcome;
-}
-
 /// A target table that may hold no settings of its kind's own.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,19 +161,6 @@ impl TargetSettings for NoTargetSettings {
     fn summary(&self) -> String {
         String::new()
     }
-}
-
-/// The kind's own target settings out of `request`, or a refusal naming the mismatch (a
-/// request built for another kind: callmux's bug, never the platform's).
-pub fn target_of<T: 'static>(request: &PlaceRequest) -> Result<&T, PlaceOutcome> {
-    request
-        .target
-        .as_any()
-        .downcast_ref::<T>()
-        .ok_or_else(|| PlaceOutcome::Refused {
-            reason: "the route target's settings are of another kind (a bug)".into(),
-            limits: None,
-        })
 }
 
 /// Settings compared across kinds, so a reload can keep a provider whose settings did not

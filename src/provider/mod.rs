@@ -28,8 +28,9 @@ use crate::error_code::ErrorCode;
 use crate::settings::{Check, ONE_DAY_MS};
 
 pub use http::HttpSettings;
-pub use kind::{Kind, KindSettings, Places, TargetSettings};
+pub use kind::{Kind, KindSettings, TargetSettings};
 pub use layers::breaker::BreakerSettings;
+pub use place::Places;
 
 /// An upstream's answer: shared, so concurrent requests and the cache hand out one copy.
 /// (`Arc<Vec<_>>` rather than `Arc<[_]>`: converting a parsed `Vec` into the latter copies

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use async_trait::async_trait;
+
 use super::kind::TargetSettings;
-use super::ProviderError;
+use super::{ProviderError, RequestContext};
 
 /// One call to place, in callmux's own terms; each kind turns it into its platform's body.
 #[derive(Debug, Clone)]
@@ -141,6 +143,27 @@ pub fn message(json: Option<&Value>, body: &[u8]) -> String {
     } else {
         shown
     }
+}
+
+/// Placing a call through a provider: the one canonical request in, the one canonical
+/// outcome out. Sent once, never again after any byte went out; the kind's wire shapes stay
+/// in its own folder.
+#[async_trait]
+pub trait Places: Send + Sync {
+    async fn place(&self, ctx: &RequestContext, request: &PlaceRequest) -> PlaceOutcome;
+}
+
+/// The kind's own target settings out of `request`, or a refusal naming the mismatch (a
+/// request built for another kind: callmux's bug, never the platform's).
+pub fn target_of<T: 'static>(request: &PlaceRequest) -> Result<&T, PlaceOutcome> {
+    request
+        .target
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| PlaceOutcome::Refused {
+            reason: "the route target's settings are of another kind (a bug)".into(),
+            limits: None,
+        })
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{IntoParams, Modify, ToSchema};
 
 use crate::error_code::{ErrorCode, Family};
-use crate::http::control::Envelope as ControlEnvelope;
+use crate::http::envelope::Envelope as ControlEnvelope;
 use crate::wire::{ErrorItem as Item, Shape};
 
 /// A `$ref` to the component schema `name`.

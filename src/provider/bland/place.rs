@@ -11,8 +11,9 @@ use serde_json::{json, Value};
 
 use super::{Bland, ORG_ID_HEADER};
 use crate::provider::http::Request;
-use crate::provider::kind::{target_of, Places, TargetSettings};
+use crate::provider::kind::TargetSettings;
 use crate::provider::place::{by_status, outcome, PlaceOutcome, PlaceRequest};
+use crate::provider::place::{target_of, Places};
 use crate::provider::RequestContext;
 use crate::settings::Check;
 

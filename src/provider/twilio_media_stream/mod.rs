@@ -9,7 +9,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::http::{endpoint, with_segment, Lister, Page, Request};
-use super::kind::{Kind, KindSettings, NoFields, NoTargetSettings, Places, TargetSettings};
+use super::kind::{Kind, KindSettings, NoFields, NoTargetSettings, TargetSettings};
+use super::place::Places;
 use super::place::{by_status, outcome, PlaceOutcome, PlaceRequest};
 use super::{
     Backend, Calls, Common, EndCall, EndError, ListCalls, PlaceCall, Placed, ProviderError,
