@@ -88,10 +88,12 @@ fn bland_keys_org() -> callmux::config::OrgSpec {
         id: ORG.to_owned(),
         auth: callmux::config::OrgAuth::Upstream {
             provider: "bland".to_owned(),
+            scopes: callmux::scope::Scopes::all(),
         },
         providers: vec!["bland".to_owned()],
         passthrough: None,
         webhooks: vec![],
+        routes: vec![],
     }
 }
 
