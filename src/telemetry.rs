@@ -27,6 +27,7 @@ const FAMILIES: &[(&str, Type, &str)] = &[
     ("callmux_callbacks_total", Type::Counter, "Twilio status callbacks received, by provider and outcome"),
     ("callmux_connections_closed_total", Type::Counter, "Client connections callmux closed, by reason: header_read_timeout (request headers not complete within header_read_timeout_ms) or idle_timeout (no request within idle_timeout_ms)"),
     ("callmux_control_actions_total", Type::Counter, "Call-control actions (ending and placing calls), by route, key name, provider and outcome"),
+    ("callmux_placements_total", Type::Counter, "Placements on routes, by route, provider (empty when none was tried) and outcome (placed, rejected, outcome_unknown, at_capacity, ...)"),
     ("callmux_passthrough_requests_total", Type::Counter, "Requests for other Bland routes, by provider and outcome"),
     ("callmux_state_up", Type::Gauge, "1 while the shared Redis state answers, 0 while this replica serves on its own"),
     ("callmux_state_failures_total", Type::Counter, "Redis operations that failed or outlasted their timeout, by operation"),

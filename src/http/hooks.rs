@@ -205,8 +205,12 @@ fn apply(edge: &Edge, provider: &str, moved: &Move) -> usize {
         .live
         .hub()
         .push(provider, &moved.call_id, &moved.status);
-    if let Some(redis) = edge.live.current().service.store().redis() {
+    let loaded = edge.live.current();
+    if let Some(redis) = loaded.service.store().redis() {
         crate::service::live::fleet::share(redis, provider, &moved.call_id, &moved.status);
+    }
+    if !moved.status.is_active() {
+        loaded.service.place_freed();
     }
     tracing::info!(
         provider,

@@ -14,6 +14,7 @@ pub mod passthrough;
 pub mod place;
 mod place_fleet;
 pub mod reload;
+pub mod route;
 pub mod shared_index;
 pub mod snapshot;
 pub mod whoami;
@@ -43,6 +44,15 @@ pub struct Service {
     store: Store,
     /// The call → provider index the fleet shares, with Redis.
     shared_index: Option<shared_index::SharedIndex>,
+    /// Placing on routes: idempotency keys and queues, kept across reloads.
+    placing: Arc<route::Placing>,
+}
+
+impl Service {
+    /// A place may have freed (a pushed end): queued placements look again.
+    pub fn place_freed(&self) {
+        self.placing.freed();
+    }
 }
 
 /// One provider as built from its settings: what requests ask, and what `/readyz` reads.
@@ -58,6 +68,8 @@ struct Built {
     reserved: Arc<place::Reserved>,
     /// What this provider last listed, for capacity while its list fails.
     last_listed: Arc<capacity::LastListed>,
+    /// Its placing failures in a row, and its cooldown.
+    cooldown: Arc<route::cooldown::Cooldown>,
 }
 
 /// What one org needs at request time.
@@ -142,6 +154,7 @@ impl Built {
             backend,
             reserved: Arc::default(),
             last_listed: Arc::default(),
+            cooldown: Arc::default(),
         })
     }
 }
@@ -202,6 +215,7 @@ impl Service {
             telemetry,
             store: store.clone(),
             shared_index: store.redis().cloned().map(shared_index::SharedIndex::new),
+            placing: previous.map_or_else(Arc::default, |p| p.placing.clone()),
         })
     }
 
@@ -303,7 +317,9 @@ impl Service {
             }
             _ => &runtime.last,
         };
-        let snapshot = slot.snapshot(&runtime.id, answers, failures).await;
+        let snapshot = slot
+            .snapshot(&runtime.id, answers, failures, || self.placing.freed())
+            .await;
         if let Some(index) = &self.shared_index {
             index.publish(&ctx, runtime.providers.iter().map(|p| p.id()), &snapshot);
         }
@@ -372,6 +388,7 @@ impl Slot {
         org: &Arc<str>,
         answers: Vec<Answer>,
         failures: Vec<ProviderFailure>,
+        changed: impl FnOnce(),
     ) -> Arc<Snapshot> {
         if let Some(hit) = self.reuse(&answers) {
             return hit;
@@ -393,7 +410,15 @@ impl Slot {
         } else {
             Snapshot::new(org, answers, failures, previous.as_deref())
         });
-        *self.last.lock().expect("snapshot lock") = Some(snapshot.clone());
+        let before = self
+            .last
+            .lock()
+            .expect("snapshot lock")
+            .replace(snapshot.clone());
+        // Other calls listed: a place may have freed for a queued placement.
+        if before.is_none_or(|b| b.version() != snapshot.version()) {
+            changed();
+        }
         snapshot
     }
 

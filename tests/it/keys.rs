@@ -126,11 +126,11 @@ async fn documented_routes(app: &TestApp) -> Vec<(String, String, String)> {
 }
 
 /// What the table says `path` needs; the forwarded `/v1/{path}` is the router's fallback.
-fn needs(path: &str) -> Access {
+fn needs(method: &str, path: &str) -> Access {
     if path == "/v1/{path}" {
         return Access::Key(access::FORWARDED);
     }
-    match access::of(path) {
+    match access::of(method, path) {
         Some((access, _)) => access,
         None => panic!("{path} is served but has no entry in http::access::ROUTES"),
     }
@@ -195,7 +195,7 @@ async fn every_route_refuses_each_key_without_its_scope_before_asking_upstream()
     };
     let mut refused = 0;
     for (path, method, id) in &routes {
-        let Access::Key(needed) = needs(path) else {
+        let Access::Key(needed) = needs(method, path) else {
             continue;
         };
         for scope in Scope::iter().filter(|s| *s != needed) {
@@ -223,7 +223,7 @@ async fn every_route_refuses_each_key_without_its_scope_before_asking_upstream()
     assert_eq!(hits(&bland).await, 0, "a refused request reached Bland");
 
     for (path, method, _) in &routes {
-        if let Access::Key(needed) = needs(path) {
+        if let Access::Key(needed) = needs(method, path) {
             let (status, _) = ask(path, method, needed).await;
             assert_ne!(
                 status, 403,

@@ -193,6 +193,12 @@ fn stop_all_calls() {}
             description = "`INVALID_BODY`, naming the field that is wrong. Nothing was sent.",
             example = json!({"success": false, "code": "INVALID_BODY",
                 "error": "field `to` is missing; give the number to call, e.g. \"+1...\""})),
+        (status = 409, body = AgentPlaceFailed,
+            description = "For an org with routes: `IDEMPOTENCY_IN_FLIGHT`, the first placement \
+                with this `idempotency-key` is still being answered."),
+        (status = 422, body = AgentPlaceFailed,
+            description = "For an org with routes: `PLACE_REJECTED`, the platform refused the \
+                call itself; or `IDEMPOTENCY_KEY_REUSED`."),
         (status = 501, body = AgentPlaceFailed,
             description = "`NOT_SUPPORTED`: no provider of the organisation places calls.",
             example = json!({"success": false, "code": "NOT_SUPPORTED", "error": "no provider \

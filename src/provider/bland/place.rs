@@ -122,6 +122,7 @@ impl Places for Bland {
             Ok(c) => c,
             Err(e) => {
                 return PlaceOutcome::Refused {
+                    code: e.code(),
                     reason: e.to_string(),
                     limits: None,
                 }

@@ -106,6 +106,7 @@ pub fn read_answer(status: u16, body: &[u8]) -> PlaceOutcome {
         .and_then(limits);
     if let Some(l) = limits.filter(|l| l.blocked) {
         return PlaceOutcome::Refused {
+            code: crate::error_code::ErrorCode::AtCapacity,
             reason: format!(
                 "answered HTTP {status}: blocked by the account's concurrency limit ({})",
                 l.concurrency_limit
@@ -116,7 +117,11 @@ pub fn read_answer(status: u16, body: &[u8]) -> PlaceOutcome {
     }
     match by_status(status, body, |v| v.get("id")?.as_str()) {
         PlaceOutcome::Placed { call_id, .. } => PlaceOutcome::Placed { call_id, limits },
-        PlaceOutcome::Refused { reason, .. } => PlaceOutcome::Refused { reason, limits },
+        PlaceOutcome::Refused { code, reason, .. } => PlaceOutcome::Refused {
+            code,
+            reason,
+            limits,
+        },
         other => other,
     }
 }
