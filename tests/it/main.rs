@@ -37,6 +37,7 @@ mod reference_examples;
 mod rendering;
 mod replicas;
 mod retell;
+mod routes;
 mod secrets;
 mod static_kind;
 mod stop_all;
