@@ -141,11 +141,10 @@ fn respond(asked: Asked, answered: Result<Answered, ControlError>) -> Response {
         Ok(Answered { kept, replayed }) => {
             let status = StatusCode::from_u16(kept.status).unwrap_or(StatusCode::OK);
             let mut response = json(status, kept.body);
-            if replayed {
-                response
-                    .headers_mut()
-                    .insert(REPLAYED, HeaderValue::from_static("true"));
-            }
+            let replayed = if replayed { "true" } else { "false" };
+            response
+                .headers_mut()
+                .insert(REPLAYED, HeaderValue::from_static(replayed));
             response
         }
         Err(e) => {

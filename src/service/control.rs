@@ -7,7 +7,7 @@ use super::auth::{self, AuthError, Identity, Presented};
 use futures::StreamExt;
 
 use super::merge::ProviderFailure;
-use super::route::Attempt;
+use super::route::attempt::Attempt;
 use super::{ListError, Service};
 use crate::error_code::ErrorCode;
 use crate::provider::{EndError, ProviderError, RequestContext};
@@ -504,8 +504,7 @@ impl Service {
         };
         match end.end_call(ctx, call_id).await {
             Ok(()) => {
-                built.reserved.ended(call_id);
-                self.placing.freed();
+                self.call_ended(owner, call_id).await;
                 Ok(())
             }
             Err(EndError::NotFound) => Err(ControlError::NotFound),

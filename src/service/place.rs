@@ -20,7 +20,7 @@ pub const MAX_PLACE_BODY_BYTES: usize = 64 * 1024;
 
 /// How long a place stays reserved after the call was sent: long enough for the agent
 /// server to list the call (it does at once), after which its list counts it.
-const HOLD: Duration = Duration::from_secs(30);
+pub const HOLD: Duration = Duration::from_secs(30);
 
 /// What `AT_CAPACITY` asks a client to wait, in seconds.
 pub const RETRY_AFTER_SECS: u64 = 5;

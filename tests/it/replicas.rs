@@ -44,7 +44,7 @@ pub(crate) async fn state_becomes(app: &TestApp, want: &str) -> Value {
 }
 
 /// An in-process replica over `redis`, once it has joined the fleet.
-async fn replica(toml: &str, redis: &RedisServer) -> TestApp {
+pub(crate) async fn replica(toml: &str, redis: &RedisServer) -> TestApp {
     let env = env_of(redis);
     let app = spawn_app_with_env(&on_redis(toml), &pairs(&env)).await;
     state_becomes(&app, "ok").await;
@@ -52,7 +52,7 @@ async fn replica(toml: &str, redis: &RedisServer) -> TestApp {
 }
 
 /// A replica as the real binary, once it has joined the fleet.
-async fn binary_replica(toml: &str, redis: &RedisServer) -> Binary {
+pub(crate) async fn binary_replica(toml: &str, redis: &RedisServer) -> Binary {
     let env = env_of(redis);
     let b = Binary::start(&on_redis(toml), &pairs(&env), &[]);
     state_becomes(&b.app, "ok").await;

@@ -47,7 +47,10 @@ async fn place(app: &TestApp, body: Value, headers: &[(&str, &str)]) -> (u16, Va
         .expect("callmux answers within 60 s")
         .unwrap();
     let status = response.status().as_u16();
-    let replayed = response.headers().get("idempotent-replayed").is_some();
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
     (status, response.json().await.unwrap(), replayed)
 }
 
@@ -530,4 +533,126 @@ async fn the_shipped_demo_route_places_a_call_that_its_list_then_shows() {
             .any(|c| c["call_id"] == placed["call_id"]),
         "{listed}"
     );
+}
+
+/// `POST /calls` as org `acme` on `app`, for tests that place through several replicas.
+async fn place_on(app: &TestApp, to: String) -> u16 {
+    place(app, json!({ "to": to }), &[]).await.0
+}
+
+#[tokio::test]
+async fn three_processes_on_one_redis_never_take_targets_past_their_limits_together() {
+    let redis = RedisServer::start().await;
+    let (a, _) = placing_agent_server(0, Duration::from_millis(20)).await;
+    let (b, _) = placing_agent_server(0, Duration::from_millis(20)).await;
+    let toml = routed(
+        &["a", "b"],
+        &["r"],
+        &format!(
+            "[routes.r]\nstrategy = \"headroom\"\ntargets = [{{ provider = \"a\" }}, {{ provider = \"b\" }}]\n{}{}",
+            agents("a", &a, Some(3)),
+            agents("b", &b, Some(4)),
+        ),
+    );
+    let fleet = [
+        crate::replicas::binary_replica(&toml, &redis).await,
+        crate::replicas::binary_replica(&toml, &redis).await,
+        crate::replicas::binary_replica(&toml, &redis).await,
+    ];
+    let answers = futures::future::join_all(
+        (0..100).map(|i| place_on(&fleet[i % 3].app, format!("+1415555{i:04}"))),
+    )
+    .await;
+    let placed = answers.iter().filter(|&&s| s == 201).count();
+    assert_eq!(placed, 7, "{answers:?}");
+    assert!(answers.iter().all(|&s| s == 201 || s == 503), "{answers:?}");
+    assert_eq!(posts(&a, "/api/call").await, 3);
+    assert_eq!(posts(&b, "/api/call").await, 4);
+}
+
+#[tokio::test]
+async fn one_idempotency_key_places_one_call_across_two_replicas() {
+    let redis = RedisServer::start().await;
+    let (server, _) = placing_agent_server(0, Duration::from_millis(100)).await;
+    let toml = routed(
+        &["agents"],
+        &["r"],
+        &format!(
+            "[routes.r]\ntargets = [{{ provider = \"agents\" }}]\n{}",
+            agents("agents", &server, None)
+        ),
+    );
+    let one = crate::replicas::replica(&toml, &redis).await;
+    let two = crate::replicas::replica(&toml, &redis).await;
+    let body = json!({"to": "+14155550123"});
+    let answers = futures::future::join_all((0..20).map(|i| {
+        let app = if i % 2 == 0 { &one } else { &two };
+        place(app, body.clone(), &[("idempotency-key", "fleet-7")])
+    }))
+    .await;
+    assert_eq!(posts(&server, "/api/call").await, 1, "{answers:?}");
+    let (status, again, replayed) = place(&two, body, &[("idempotency-key", "fleet-7")]).await;
+    assert_eq!((status, replayed), (201, true), "{again}");
+    // Nothing in Redis names the key or holds the answer in the clear.
+    for key in redis.keys().await {
+        assert!(!key.contains("fleet-7"), "{key}");
+    }
+}
+
+#[tokio::test]
+async fn every_answer_of_placing_on_a_route_matches_the_served_document() {
+    let (server, _) = placing_agent_server(0, Duration::ZERO).await;
+    let rejecting = retell(400, json!({"error_message": "Invalid to_number"})).await;
+    let failing = retell(500, json!({"error_message": "Internal error"})).await;
+    let toml = routed(
+        &["agents", "rejecting", "failing"],
+        &["r", "rejects", "fails"],
+        &format!(
+            "[routes.r]\ntargets = [{{ provider = \"agents\" }}]\n\
+             [routes.rejects]\ntargets = [{{ provider = \"rejecting\", agent_id = \"a\", from_number = \"+14155550100\" }}]\n\
+             [routes.fails]\ntargets = [{{ provider = \"failing\", agent_id = \"a\", from_number = \"+14155550100\" }}]\n\
+             {}[providers.rejecting]\n{}\n[providers.failing]\n{}\n",
+            agents("agents", &server, Some(1)),
+            RETELL.lines(&rejecting.uri(), ""),
+            RETELL.lines(&failing.uri(), ""),
+        ),
+    );
+    let app = spawn_app_with_env(&toml, &[(SECRET_VAR, SECRET)]).await;
+    let spec = crate::openapi::Spec::fetch(&app).await;
+    let ask = |body: Value, key: Option<&str>| {
+        let mut request = app
+            .http
+            .post(app.url("/calls"))
+            .header("authorization", KEY)
+            .header("x-bland-org-id", "acme")
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            Reply {
+                status: response.status().as_u16(),
+                headers: response.headers().clone(),
+                body: response.json().await.unwrap(),
+            }
+        }
+    };
+    let mut seen = Vec::new();
+    for (body, key, want) in [
+        (json!({"to": "+14155550123"}), Some("k1"), 201),
+        (json!({"to": "+14155550123"}), Some("k1"), 201),
+        (json!({"to": "+14155550124"}), Some("k1"), 422),
+        (json!({"to": "+14155550125"}), None, 503),
+        (json!({"to": "+1"}), None, 400),
+        (json!({"to": "+14155550123", "route": "x"}), None, 404),
+        (json!({"to": "+14155550123", "route": "rejects"}), None, 422),
+        (json!({"to": "+14155550123", "route": "fails"}), None, 504),
+    ] {
+        let reply = ask(body, key).await;
+        assert_eq!(reply.status, want, "{}", reply.body);
+        spec.assert_matches("/calls", &reply);
+        seen.push(reply.status);
+    }
+    assert_eq!(seen.len(), 8);
 }

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // described, never called: the handler is `crate::http::place`
 
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::shared::ControlErrorCode;
 use crate::http::paths::OWN_ROUTE;
@@ -30,17 +30,13 @@ pub(super) struct RoutesDoc;
     operation_id = "placeCallOnRoute",
     tag = "control",
     security(("orgKey" = [])),
-    params(
-        ("idempotency-key" = Option<String>, Header, description = "1 to 255 visible ASCII \
-            characters; the same key with the same body is answered once and never placed \
-            twice."),
-    ),
+    params(PlaceHeaders),
     request_body(content = PlaceOnRoute, content_type = "application/json",
         description = "At most 65,536 bytes."),
     responses(
         (status = 201, body = RoutePlaced, description = "The call was placed.",
             headers(("idempotent-replayed" = String, description = "`true` when this is a \
-                kept answer sent again.")),
+                kept answer sent again, else `false`.")),
             example = json!({"call_id": "static-5f0c…", "provider": "demo-agents",
                 "route": "demo", "status": "queued", "attempts": []})),
         (status = 400, body = PlaceRefused, description = "`INVALID_BODY`: a field or the \
@@ -69,6 +65,21 @@ pub(super) struct RoutesDoc;
     )
 )]
 fn place_on_route() {}
+
+/// The headers a placement may carry besides the org's credentials.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+struct PlaceHeaders {
+    /// 1 to 255 visible ASCII characters; the same key with the same body is answered once
+    /// and never placed twice.
+    #[param(
+        rename = "idempotency-key",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]+$"
+    )]
+    idempotency_key: Option<String>,
+}
 
 /// A placement in callmux's shape.
 #[derive(ToSchema)]

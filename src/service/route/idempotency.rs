@@ -9,7 +9,6 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::state::redis::Redis;
-use crate::state::seal::Sealer;
 
 /// How long an answer is kept.
 pub const KEPT: Duration = Duration::from_secs(24 * 60 * 60);
@@ -69,8 +68,12 @@ pub fn digest(body: &[u8]) -> [u8; 32] {
     Sha256::digest(body).into()
 }
 
-fn redis_key(org: &str, key: &str) -> String {
-    Sealer::key("idempotency", &format!("{org}\n{key}"))
+/// The key's name in Redis: an HMAC of the org and the key, so Redis never holds a client's
+/// key.
+fn redis_key(redis: &Redis, org: &str, key: &str) -> String {
+    redis
+        .sealer
+        .secret_key("idempotency", &[org.as_bytes(), key.as_bytes()])
 }
 
 /// `0` body-digest for in flight; `1` digest status body for done.
@@ -120,7 +123,7 @@ impl Keys {
         redis: Option<&Redis>,
     ) -> Begin {
         if let Some(redis) = redis {
-            let at = redis_key(org, key);
+            let at = redis_key(redis, org, key);
             let mark = encode(&Entry::InFlight { body });
             match redis.put_sealed_new(&at, &mark, IN_FLIGHT).await {
                 Some(true) => return Begin::Fresh,
@@ -164,7 +167,7 @@ impl Keys {
         let entry = Entry::Done { body, kept };
         if let Some(redis) = redis {
             redis
-                .put_sealed(&redis_key(org, key), &encode(&entry), KEPT)
+                .put_sealed(&redis_key(redis, org, key), &encode(&entry), KEPT)
                 .await;
         }
         self.memory.insert((org.clone(), key.to_owned()), entry);
@@ -174,7 +177,7 @@ impl Keys {
     /// nothing is kept for it.
     pub async fn forget(&self, org: &Arc<str>, key: &str, redis: Option<&Redis>) {
         if let Some(redis) = redis {
-            redis.del(&redis_key(org, key)).await;
+            redis.del(&redis_key(redis, org, key)).await;
         }
         self.memory.invalidate(&(org.clone(), key.to_owned()));
     }

@@ -2,8 +2,10 @@
 //! by the route's strategy and a place held on it before anything is sent, failover past
 //! refusals, the first-come queue when every target is full, and `Idempotency-Key`.
 
+pub mod attempt;
 pub mod choose;
 pub mod cooldown;
+pub mod held;
 pub mod idempotency;
 pub mod request;
 
@@ -26,6 +28,7 @@ use crate::config::{OrgSpec, RouteSpec};
 use crate::error_code::ErrorCode;
 use crate::provider::place::{PlaceOutcome, PlaceRequest};
 use crate::provider::RequestContext;
+pub use attempt::Attempt;
 use choose::Open;
 use idempotency::{Begin, Kept, Keys};
 use request::Placement;
@@ -62,14 +65,6 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// A target tried before the one that took the call (or before the answer).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Attempt {
-    pub provider: String,
-    pub error: ErrorCode,
-    pub message: String,
-}
-
 /// A call placed on a route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RoutePlaced {
@@ -97,6 +92,20 @@ pub enum Asked {
 pub struct Answered {
     pub kept: Kept,
     pub replayed: bool,
+}
+
+impl Service {
+    /// A call was ended through callmux: its held place frees at once, here and in the
+    /// fleet, and queued placements look again.
+    pub(super) async fn call_ended(&self, provider: &str, call_id: &str) {
+        if let Some(built) = self.providers.iter().find(|b| b.spec.id == provider) {
+            built.reserved.ended(call_id);
+        }
+        if let Some(redis) = self.store.redis() {
+            held::ended(redis, provider, call_id).await;
+        }
+        self.placing.freed();
+    }
 }
 
 impl Placing {
@@ -320,7 +329,7 @@ impl Service {
             let cooling = built.spec.common.placing;
             match outcome {
                 PlaceOutcome::Placed { call_id, limits } => {
-                    hold.keep(Some(&call_id));
+                    hold.keep(Some(&call_id)).await;
                     if let Some(limits) = limits {
                         built.backend.capacity.learn(&limits);
                     }
@@ -339,7 +348,7 @@ impl Service {
                     reason,
                     limits,
                 } => {
-                    hold.release();
+                    hold.release().await;
                     self.placing.freed();
                     if let Some(limits) = limits {
                         built.backend.capacity.learn(&limits);
@@ -352,7 +361,7 @@ impl Service {
                     });
                 }
                 PlaceOutcome::Rejected { message } => {
-                    hold.release();
+                    hold.release().await;
                     self.placing.freed();
                     built.cooldown.succeeded();
                     return Err(ControlError::Rejected {
@@ -363,7 +372,7 @@ impl Service {
                 }
                 PlaceOutcome::Unknown { reason } => {
                     // The call may exist: its place stays held until the hold runs out.
-                    hold.keep(None);
+                    hold.keep(None).await;
                     built.cooldown.failed(&provider, cooling, redis).await;
                     return Err(ControlError::PlaceUnknown {
                         provider,
@@ -435,7 +444,7 @@ impl Service {
         targets: &[&Built],
         tried: &[bool],
         presented: &Presented,
-    ) -> Result<Option<(usize, super::place::Hold)>, ControlError> {
+    ) -> Result<Option<(usize, held::Held)>, ControlError> {
         // The same snapshot and caches as the lists: no extra upstream ask when a list was
         // just answered.
         let snapshot = match self.list(presented).await {
@@ -493,11 +502,20 @@ impl Service {
         while let Some(at) = choose::pick(route.strategy, &open, |n| fastrand::u64(0..n)) {
             let (listed, limit) = bases[at].expect("an open target has its figures");
             let id = targets[at].spec.id.as_str();
-            let hold = targets[at].reserved.hold(listed, limit, |call| {
+            let shown = |call: &str| {
                 snapshot
                     .as_deref()
                     .is_some_and(|s| s.calls().any(|c| &*c.provider == id && c.call_id == call))
-            });
+            };
+            let hold = held::Held::take(
+                id,
+                &targets[at].reserved,
+                self.store.redis(),
+                listed,
+                limit,
+                shown,
+            )
+            .await;
             if let Some(hold) = hold {
                 return Ok(Some((at, hold)));
             }

@@ -63,6 +63,22 @@ fn metadata(fields: &Map<String, Value>) -> Result<Option<Map<String, Value>>, S
     }
 }
 
+/// Field `to`, an E.164 number: every platform a route reaches dials only those.
+fn e164_field(fields: &Map<String, Value>) -> Result<String, String> {
+    match fields.get("to") {
+        Some(Value::String(to)) if is_e164(to) => Ok(to.clone()),
+        Some(Value::String(to)) => {
+            let shown: String = to.chars().take(40).collect();
+            Err(format!(
+                "field `to` is {shown:?}, not an E.164 number; write it as + and the country \
+                 code and number, e.g. \"+14155550123\""
+            ))
+        }
+        Some(_) => Err("field `to` must be a string such as \"+14155550123\"".into()),
+        None => Err("field `to` is missing; give the number to call, e.g. \"+14155550123\"".into()),
+    }
+}
+
 /// `POST /calls`: `{"to": E.164, "route"?, "variables"?: {string: string}, "metadata"?}`.
 pub fn own(body: &[u8]) -> Result<Placement, String> {
     const EXAMPLE: &str = "{\"to\": \"+14155550123\", \"route\": \"sales\"}";
@@ -76,21 +92,7 @@ pub fn own(body: &[u8]) -> Result<Placement, String> {
              metadata"
         ));
     }
-    let to = match fields.get("to") {
-        Some(Value::String(to)) if is_e164(to) => to.clone(),
-        Some(Value::String(to)) => {
-            return Err(format!(
-                "field `to` is {to:?}, not an E.164 number; write it as + and the country \
-                 code and number, e.g. \"+14155550123\""
-            ))
-        }
-        Some(_) => return Err("field `to` must be a string such as \"+14155550123\"".into()),
-        None => {
-            return Err(
-                "field `to` is missing; give the number to call, e.g. \"+14155550123\"".into(),
-            )
-        }
-    };
+    let to = e164_field(&fields)?;
     let route = text(&fields, "route")?;
     if route.as_deref().is_some_and(str::is_empty) {
         return Err(
@@ -131,20 +133,12 @@ pub fn own(body: &[u8]) -> Result<Placement, String> {
 }
 
 /// `POST /api/call` on an org with routes: the agent servers' body (`to`, `prompt`,
-/// `webhook_url`, `metadata`), on the org's default route.
+/// `webhook_url`, `metadata`), on the org's default route; `to` must be E.164 here, as every
+/// platform a route reaches needs.
 pub fn agent(body: &[u8]) -> Result<Placement, String> {
     const EXAMPLE: &str = "{\"to\": \"+1...\"}";
     let fields = object(body, EXAMPLE)?;
-    let to = match fields.get("to") {
-        Some(Value::String(to)) if !to.trim().is_empty() => to.clone(),
-        Some(Value::String(_)) => {
-            return Err("field `to` is empty; give the number to call, e.g. \"+1...\"".into())
-        }
-        Some(_) => return Err("field `to` must be a string such as \"+1...\"".into()),
-        None => {
-            return Err("field `to` is missing; give the number to call, e.g. \"+1...\"".into())
-        }
-    };
+    let to = e164_field(&fields)?;
     Ok(Placement {
         to,
         route: None,
