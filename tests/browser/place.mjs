@@ -172,6 +172,20 @@ try {
   check(`failing over shows where the call went and the target tried before: ${await tried.textContent()}`);
   await over.close();
 
+  // At phone width the form fits: nothing scrolls sideways.
+  const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
+  const small = await phone.newPage();
+  watch(small, problems);
+  await small.goto(link(cfg.key));
+  await small.locator('#place-form').waitFor({ state: 'visible', ...WAIT });
+  await place(small, '+1', 'name=Ada');
+  await small.locator('#place-outcome[data-code="INVALID_BODY"]').waitFor(WAIT);
+  const width = await small.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 375, `the page is ${width} px wide on a 375 px phone`);
+  await small.locator('#place-form').screenshot({ path: cfg.screenshot.replace(/\.png$/, '-phone.png') });
+  check('at phone width the form and its outcome fit without scrolling sideways');
+  await phone.close();
+
   // A key without `place` never sees the form.
   const reader = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   const other = await reader.newPage();
