@@ -91,6 +91,16 @@ pub fn outcome(
     }
 }
 
+/// Sends a kind's create-call `request` once, by the client's deadline, and reads its answer
+/// with `read`: the one tail every kind's placing shares.
+pub async fn send_once(
+    client: &super::http::Client,
+    request: &super::http::Request,
+    read: impl FnOnce(u16, &[u8]) -> PlaceOutcome,
+) -> PlaceOutcome {
+    outcome(client.exchange(request, client.deadline()).await, read)
+}
+
 /// The rules every kind shares, given the answer's JSON (if it is JSON) and the kind's
 /// reading of a call id from it: a 2xx with an id is placed, without one unknown; 429 and 503
 /// are refusals; any other 4xx rejects the request with the platform's message; anything

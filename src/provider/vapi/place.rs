@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::Vapi;
 use crate::provider::http::Request;
 use crate::provider::kind::TargetSettings;
-use crate::provider::place::{by_status, outcome, Limits, PlaceOutcome, PlaceRequest};
+use crate::provider::place::{by_status, send_once, Limits, PlaceOutcome, PlaceRequest};
 use crate::provider::place::{target_of, Places};
 use crate::provider::RequestContext;
 use crate::settings::Check;
@@ -135,10 +135,6 @@ impl Places for Vapi {
         };
         let request =
             Request::post_json(self.list_url.clone(), &body(target, request)).auth(&self.auth);
-        let client = self.lister.client();
-        outcome(
-            client.exchange(&request, client.deadline()).await,
-            read_answer,
-        )
+        send_once(self.lister.client(), &request, read_answer).await
     }
 }
