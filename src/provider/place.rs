@@ -139,8 +139,8 @@ pub fn by_status(
     }
 }
 
-/// The platform's own words for a failure: the first of `message`, `error` (text, or an
-/// object's `message`) and `errors[0]` (text or its `message`) that is text, else the body's
+/// The platform's own words for a failure: the first of `message`, `error_message`
+/// (Retell's), `error` (text, or an object's `message`) and `errors[0]` (text or its `message`) that is text, else the body's
 /// start, cut to [`MESSAGE_CHARS`].
 pub fn message(json: Option<&Value>, body: &[u8]) -> String {
     let text = |v: &Value| -> Option<String> {
@@ -153,6 +153,7 @@ pub fn message(json: Option<&Value>, body: &[u8]) -> String {
     let found = json.and_then(|j| {
         j.get("message")
             .and_then(text)
+            .or_else(|| j.get("error_message").and_then(text))
             .or_else(|| j.get("error").and_then(text))
             .or_else(|| j.get("errors").and_then(|e| e.get(0)).and_then(text))
     });
