@@ -153,9 +153,9 @@ fn respond(asked: Asked, answered: Result<Answered, ControlError>) -> Response {
             challenge(&mut response);
             let retry_after = match &e {
                 ControlError::RouteFull { retry_after, .. } => Some(*retry_after),
-                ControlError::AtCapacity | ControlError::IdempotencyInFlight => {
-                    Some(RETRY_AFTER_SECS)
-                }
+                ControlError::AtCapacity
+                | ControlError::KeyFull { .. }
+                | ControlError::IdempotencyInFlight => Some(RETRY_AFTER_SECS),
                 _ => None,
             };
             if let Some(secs) = retry_after {

@@ -129,6 +129,11 @@ pub enum ControlError {
          shortly for its answer"
     )]
     IdempotencyInFlight,
+    #[error(
+        "key `{key}` has {max} placed calls active already (its max_active_placed); place \
+         again when one ends"
+    )]
+    KeyFull { key: String, max: u32 },
 }
 
 impl ControlError {
@@ -144,7 +149,7 @@ impl ControlError {
             Self::Failed { .. } => 502,
             Self::RouteNotFound(_) => 404,
             Self::Rejected { .. } | Self::IdempotencyReused => 422,
-            Self::RouteFull { .. } => 503,
+            Self::RouteFull { .. } | Self::KeyFull { .. } => 503,
             Self::IdempotencyInFlight => 409,
         }
     }
@@ -162,7 +167,7 @@ impl ControlError {
             Self::Failed { error, .. } => error.code(),
             Self::RouteNotFound(_) => ErrorCode::RouteNotFound,
             Self::Rejected { .. } => ErrorCode::PlaceRejected,
-            Self::RouteFull { .. } => ErrorCode::AtCapacity,
+            Self::RouteFull { .. } | Self::KeyFull { .. } => ErrorCode::AtCapacity,
             Self::IdempotencyReused => ErrorCode::IdempotencyKeyReused,
             Self::IdempotencyInFlight => ErrorCode::IdempotencyInFlight,
         }
@@ -194,7 +199,7 @@ impl ControlError {
             Self::Failed { .. } => "failed",
             Self::RouteNotFound(_) => "route_not_found",
             Self::Rejected { .. } => "rejected",
-            Self::RouteFull { .. } => "at_capacity",
+            Self::RouteFull { .. } | Self::KeyFull { .. } => "at_capacity",
             Self::IdempotencyReused => "idempotency_key_reused",
             Self::IdempotencyInFlight => "idempotency_in_flight",
         }

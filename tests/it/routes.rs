@@ -656,3 +656,38 @@ async fn every_answer_of_placing_on_a_route_matches_the_served_document() {
     }
     assert_eq!(seen.len(), 8);
 }
+
+#[tokio::test]
+async fn a_key_places_no_more_active_calls_than_its_max_active_placed() {
+    let (server, listed) = placing_agent_server(0, Duration::ZERO).await;
+    let toml = format!(
+        "[orgs.acme]\nproviders = [\"agents\"]\nroutes = [\"r\"]\n\
+         [[orgs.acme.keys]]\nname = \"dialer\"\nsha256 = \"{}\"\nscopes = [\"read\", \"place\", \"end\"]\nmax_active_placed = 2\n\
+         [routes.r]\ntargets = [{{ provider = \"agents\" }}]\n{}",
+        sha256_hex(KEY),
+        agents("agents", &server, None)
+    );
+    let app = spawn_app(&toml).await;
+    let mut ids = Vec::new();
+    for to in ["+14155550001", "+14155550002"] {
+        let (status, body, _) = place(&app, json!({ "to": to }), &[]).await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["call_id"].as_str().unwrap().to_owned());
+    }
+    let (status, body, _) = place(&app, json!({"to": "+14155550003"}), &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["errors"][0]["error"], "AT_CAPACITY");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`dialer`") && message.contains("max_active_placed"),
+        "{message}"
+    );
+    assert_eq!(posts(&server, "/api/call").await, 2);
+
+    // One of its calls ends (listed, then gone from the list): the key may place again.
+    let _ = app.calls(KEY, "acme").await;
+    take(&listed, &ids[0]);
+    let _ = app.calls(KEY, "acme").await;
+    let (status, body, _) = place(&app, json!({"to": "+14155550003"}), &[]).await;
+    assert_eq!(status, 201, "{body}");
+}

@@ -3,6 +3,7 @@
 //! refusals, the first-come queue when every target is full, and `Idempotency-Key`.
 
 pub mod attempt;
+pub mod by_key;
 pub mod choose;
 pub mod cooldown;
 pub mod held;
@@ -43,6 +44,8 @@ const RECHECK: Duration = Duration::from_millis(250);
 pub struct Placing {
     keys: Keys,
     queues: Mutex<HashMap<String, Arc<Queue>>>,
+    /// The calls each key placed that may be active (`max_active_placed`).
+    by_key: by_key::PlacedByKey,
     /// Notified whenever a place may have freed: a list showing other calls, an end through
     /// callmux, a pushed end, a refused placement's place released.
     freed: Notify,
@@ -187,9 +190,51 @@ impl Service {
                 return Err(e);
             }
         }
+        // The key's own bound on the calls it placed that are still active.
+        let slot = match identity
+            .key()
+            .and_then(|k| Some((k, k.limits.max_active_placed?)))
+        {
+            None => None,
+            Some((k, max)) => {
+                let runtime = &self.orgs[&org.id];
+                let latest = runtime.last.latest();
+                let listed = |provider: &str, call: &str| {
+                    latest.as_deref().is_some_and(|s| {
+                        s.calls().any(|c| {
+                            &*c.provider == provider && c.call_id == call && c.status.is_active()
+                        })
+                    })
+                };
+                match self.placing.by_key.take(&org_id, &k.name, max, listed) {
+                    Some(taken) => Some(taken),
+                    None => {
+                        let e = ControlError::KeyFull {
+                            key: k.name.to_string(),
+                            max,
+                        };
+                        self.audit_placement(&org_id, key_name, &route.id, "", &Err(&e));
+                        if let Some(key) = &key {
+                            self.placing.keys.forget(&org_id, key, redis).await;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        };
         let result = self
             .place_checked(org, route, &placement, &ctx, presented)
             .await;
+        if let Some(taken) = &slot {
+            match &result {
+                Ok(placed) => self
+                    .placing
+                    .by_key
+                    .placed(taken, &placed.provider, &placed.call_id),
+                Err(ControlError::PlaceUnknown { .. }) => self.placing.by_key.unknown(taken),
+                Err(_) => self.placing.by_key.release(taken),
+            }
+        }
         let provider = match &result {
             Ok(placed) => placed.provider.as_str(),
             Err(e) => e.provider().map_or("", |p| &**p),
