@@ -26,7 +26,7 @@ struct Inner {
 }
 
 /// How long a placed call is routed by its placement alone, with no list showing it.
-const PLACED_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
+pub(super) const PLACED_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl CallIndex {
     /// The provider that listed `call_id`, as of `snapshot` (the scope's latest).

@@ -691,3 +691,44 @@ async fn a_key_places_no_more_active_calls_than_its_max_active_placed() {
     let (status, body, _) = place(&app, json!({"to": "+14155550003"}), &[]).await;
     assert_eq!(status, 201, "{body}");
 }
+
+#[tokio::test]
+async fn a_call_placed_through_one_replica_can_be_ended_through_another_before_any_list_shows_it()
+{
+    let redis = RedisServer::start().await;
+    let server = agent_server(json!([])).await;
+    Mock::given(method("POST"))
+        .and(path("/api/call"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"success": true, "call_id": "hidden-2"})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/calls/hidden-2/end"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .mount(&server)
+        .await;
+    let toml = routed(
+        &["agents"],
+        &["r"],
+        &format!(
+            "[routes.r]\ntargets = [{{ provider = \"agents\" }}]\n{}",
+            agents("agents", &server, None)
+        ),
+    );
+    let one = crate::replicas::replica(&toml, &redis).await;
+    let two = crate::replicas::replica(&toml, &redis).await;
+    let (status, _, _) = place(&one, json!({"to": "+14155550123"}), &[]).await;
+    assert_eq!(status, 201);
+    let ended = two
+        .http
+        .post(two.url("/api/calls/hidden-2/end"))
+        .header("authorization", KEY)
+        .header("x-bland-org-id", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 200, "{}", ended.text().await.unwrap());
+    assert_eq!(posts(&server, "/api/calls/hidden-2/end").await, 1);
+}

@@ -379,7 +379,7 @@ impl Service {
                         built.backend.capacity.learn(&limits);
                     }
                     built.cooldown.succeeded();
-                    self.placed_call(org, ctx, &provider, &call_id);
+                    self.placed_call(org, ctx, &provider, &call_id).await;
                     return Ok(RoutePlaced {
                         call_id,
                         provider: provider.to_string(),
@@ -569,13 +569,22 @@ impl Service {
         Ok(None)
     }
 
-    /// A call just placed: in the org's call → provider index at once, so it can be ended
-    /// before any list shows it.
-    fn placed_call(&self, org: &OrgSpec, ctx: &RequestContext, provider: &Arc<str>, call_id: &str) {
+    /// A call just placed: in the org's call → provider index at once, here and in the
+    /// fleet's, so it can be ended through any replica before any list shows it.
+    async fn placed_call(
+        &self,
+        org: &OrgSpec,
+        ctx: &RequestContext,
+        provider: &Arc<str>,
+        call_id: &str,
+    ) {
         let runtime = &self.orgs[&org.id];
         let slot = runtime.caller_slot(ctx);
         let slot = slot.as_deref().unwrap_or(&runtime.last);
         slot.index.placed(call_id, provider.clone());
+        if let Some(shared) = &self.shared_index {
+            shared.placed(ctx, provider, call_id).await;
+        }
     }
 
     /// Logs a placement at info and counts it in `callmux_placements_total`.
