@@ -58,6 +58,8 @@ struct Built {
     reserved: Arc<place::Reserved>,
     /// What this provider last listed, for capacity while its list fails.
     last_listed: Arc<capacity::LastListed>,
+    /// What its platform pushed, laid over its answers until its next one.
+    pushes: Arc<layers::overlay::Pushes>,
 }
 
 /// What one org needs at request time.
@@ -128,7 +130,7 @@ impl From<AuthError> for ListError {
 impl Built {
     fn new(spec: &ProviderSpec, store: &Store, telemetry: &Arc<Telemetry>) -> Result<Self, String> {
         let backend = spec.kind.build(Arc::from(spec.id.as_str()), &spec.common)?;
-        let (listed, observed) = layers::wrap(
+        let (listed, observed, pushes) = layers::wrap(
             backend.list.clone(),
             &spec.common,
             spec.kind.forwards_caller_credentials(),
@@ -142,6 +144,7 @@ impl Built {
             backend,
             reserved: Arc::default(),
             last_listed: Arc::default(),
+            pushes,
         })
     }
 }
@@ -218,6 +221,24 @@ impl Service {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Lays a signed push over `provider`'s answers, until its next one; `false` if it
+    /// moves nothing (an unknown provider, a step back, a replay).
+    pub fn pushed(&self, provider: &str, moved: &crate::provider::kind::Move) -> bool {
+        self.providers
+            .iter()
+            .find(|b| b.spec.id == provider)
+            .is_some_and(|b| b.pushes.push(&Arc::from(provider), moved))
+    }
+
+    /// Where `provider`'s answer is among `org`'s, in its list's (and snapshots') order.
+    pub fn position(&self, org: &str, provider: &str) -> Option<usize> {
+        self.config
+            .org(org)?
+            .providers
+            .iter()
+            .position(|p| p == provider)
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {

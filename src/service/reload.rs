@@ -200,6 +200,14 @@ impl live::Source for ArcSwap<Loaded> {
         self.load_full().service.list(presented).await
     }
 
+    fn pushed(&self, provider: &str, moved: &crate::provider::kind::Move) -> bool {
+        self.load().service.pushed(provider, moved)
+    }
+
+    fn position(&self, org: &str, provider: &str) -> Option<usize> {
+        self.load().service.position(org, provider)
+    }
+
     async fn capacity(&self, state: &live::change::State) -> Option<Capacity> {
         let loaded = self.load_full();
         let snapshot = match state {

@@ -737,7 +737,7 @@ async fn a_call_moved_to_another_provider_in_redis_is_not_ended_there() {
 }
 
 /// Waits (bounded) until `n` replicas listen on `channel`.
-async fn subscribed(redis: &RedisServer, channel: &str, n: i64) {
+pub(crate) async fn subscribed(redis: &RedisServer, channel: &str, n: i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, listening): (String, i64) = redis::cmd("PUBSUB")

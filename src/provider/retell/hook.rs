@@ -1,16 +1,18 @@
 //! Retell's webhooks (`POST /hooks/retell/{provider_id}`): `x-retell-signature:
 //! v=<unix ms>,d=<hex>`, an HMAC-SHA256 over the raw body followed by the timestamp's digits,
 //! keyed by the API key with the webhook badge, as Retell's SDKs verify it, within five
-//! minutes of now; `call_started` moves the call to in progress, `call_ended` and
+//! minutes of now; `call_started` moves the call to in progress (adding it, with the fields
+//! its `call` object carries, if it is not listed), `call_ended` and
 //! `call_analyzed` end it.
 
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 
-use super::wire::status_from_wire;
-use crate::call::CallStatus;
+use super::wire::{call_of, status_from_wire};
+use crate::call::{Call, CallStatus};
 use crate::provider::kind::{header, hex_hmac_sha256_matches, Hook, Move, Pushed, Refusal};
 
 pub const SIGNATURE_HEADER: &str = "x-retell-signature";
@@ -28,13 +30,12 @@ pub struct RetellHook {
 #[derive(Deserialize)]
 struct Event {
     event: String,
-    call: Option<EventCall>,
+    call: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
-struct EventCall {
-    call_id: Option<String>,
-    call_status: Option<String>,
+/// A text field of the event's call object.
+fn field<'a>(call: Option<&'a serde_json::Value>, name: &str) -> Option<&'a str> {
+    call?.get(name)?.as_str()
 }
 
 /// `v=<digits>,d=<hex>`, as the SDKs' `/v=(\d+),d=(.*)/` reads it.
@@ -88,28 +89,40 @@ impl Hook for RetellHook {
                 "a Retell webhook is a JSON object with event and call: {e}"
             ))
         })?;
+        let call = event.call.as_ref();
         let status = match event.event.as_str() {
             "call_started" => CallStatus::InProgress,
-            "call_ended" | "call_analyzed" => ended(event.call.as_ref()),
+            "call_ended" | "call_analyzed" => ended(call),
             _ => return Ok(None),
         };
-        let call_id = event
-            .call
-            .and_then(|c| c.call_id)
+        let call_id = field(call, "call_id")
             .filter(|id| !id.is_empty())
             .ok_or_else(|| {
                 Refusal::BadBody(format!(
                     "a Retell {} webhook names its call in call.call_id",
                     event.event
                 ))
-            })?;
-        Ok(Some(Move { call_id, status }))
+            })?
+            .to_owned();
+        // The provider is set by the route, which knows which provider took the event.
+        let started = (event.event == "call_started").then(|| {
+            let mut started = call
+                .and_then(|c| call_of(c, &Arc::from("")))
+                .unwrap_or_else(|| Call::new(call_id.as_str(), Arc::from(""), status.clone()));
+            started.status = status.clone();
+            started
+        });
+        Ok(Some(Move {
+            call_id,
+            status,
+            started,
+        }))
     }
 }
 
 /// An ended call's status: the one its object gives when that is an end, else completed.
-fn ended(call: Option<&EventCall>) -> CallStatus {
-    call.and_then(|c| c.call_status.as_deref())
+fn ended(call: Option<&serde_json::Value>) -> CallStatus {
+    field(call, "call_status")
         .map(status_from_wire)
         .filter(|s| !s.is_active())
         .unwrap_or(CallStatus::Completed)

@@ -1,14 +1,17 @@
 //! Vapi's server messages (`POST /hooks/vapi/{provider_id}`): the server secret Vapi sends in
 //! `x-vapi-secret`, or as `authorization: Bearer <secret>`, equal (compared in constant time)
-//! to `server_secret_env`; `status-update` moves `message.call.id` to `message.status`,
+//! to `server_secret_env`; `status-update` moves `message.call.id` to `message.status` (a
+//! live one adds the call, with the fields `message.call` carries, if it is not listed),
 //! `end-of-call-report` ends it.
+
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::wire::status_from_wire;
-use crate::call::CallStatus;
+use super::wire::{call_of, status_from_wire};
+use crate::call::{Call, CallStatus};
 use crate::provider::kind::{Hook, Move, Pushed, Refusal};
 
 pub const SECRET_HEADER: &str = "x-vapi-secret";
@@ -30,12 +33,7 @@ struct Message {
     #[serde(rename = "type")]
     kind: String,
     status: Option<String>,
-    call: Option<MessageCall>,
-}
-
-#[derive(Deserialize)]
-struct MessageCall {
-    id: Option<String>,
+    call: Option<serde_json::Value>,
 }
 
 /// The secret the request carries: `x-vapi-secret`, else a Bearer `authorization`.
@@ -89,16 +87,31 @@ impl Hook for VapiHook {
         if let CallStatus::Other(_) = status {
             return Ok(None);
         }
-        let call_id = message
-            .call
-            .and_then(|c| c.id)
+        let call = message.call.as_ref();
+        let call_id = call
+            .and_then(|c| c.get("id"))
+            .and_then(|id| id.as_str())
             .filter(|id| !id.is_empty())
             .ok_or_else(|| {
                 Refusal::BadBody(format!(
                     "a Vapi {} names its call in message.call.id",
                     message.kind
                 ))
-            })?;
-        Ok(Some(Move { call_id, status }))
+            })?
+            .to_owned();
+        // A live status-update starts the call as far as callmux knows; the provider is set
+        // by the route, which knows which provider took the message.
+        let started = (message.kind == "status-update" && status.is_active()).then(|| {
+            let mut started = call
+                .and_then(|c| call_of(c, &Arc::from("")))
+                .unwrap_or_else(|| Call::new(call_id.as_str(), Arc::from(""), status.clone()));
+            started.status = status.clone();
+            started
+        });
+        Ok(Some(Move {
+            call_id,
+            status,
+            started,
+        }))
     }
 }
