@@ -77,12 +77,13 @@ impl Live {
             file_sha256,
             loaded_at: SystemTime::now(),
         }));
-        let hub = Hub::new(current.clone(), telemetry.clone(), fleet);
+        let hub = Hub::new(current.clone(), telemetry.clone(), fleet.clone());
         let lookup: Arc<dyn Lookup> = Arc::new(SystemLookup);
         let outboxes = Arc::new(Outboxes::new(
             current.load().service.config(),
             &telemetry,
             lookup,
+            fleet,
         ));
         hub.tap(outboxes.clone());
         Arc::new(Self {

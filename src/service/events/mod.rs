@@ -3,6 +3,7 @@
 //! every endpoint of the org that takes its type ([`outbox`]).
 
 pub mod outbox;
+pub mod shared;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::call::Call;
 use crate::service::live::{Change, State, Tap};
 use crate::service::merge::ProviderFailure;
+use crate::state::redis::Redis;
 use crate::telemetry::Telemetry;
 use crate::Config;
 pub use outbox::{Endpoint, EndpointView, Lookup};
@@ -34,8 +36,14 @@ pub struct Outboxes {
 }
 
 impl Outboxes {
-    /// An outbox per endpoint configured, resolving names with `lookup`.
-    pub fn new(config: &Config, telemetry: &Arc<Telemetry>, lookup: Arc<dyn Lookup>) -> Self {
+    /// An outbox per endpoint configured, resolving names with `lookup`; with `redis`, each
+    /// endpoint's pending deliveries are the fleet's, kept there.
+    pub fn new(
+        config: &Config,
+        telemetry: &Arc<Telemetry>,
+        lookup: Arc<dyn Lookup>,
+        redis: Option<Arc<Redis>>,
+    ) -> Self {
         let by_org = config
             .orgs
             .iter()
@@ -44,7 +52,15 @@ impl Outboxes {
                 let endpoints = o
                     .webhooks
                     .iter()
-                    .map(|w| Endpoint::new(&o.id, w.clone(), telemetry.clone(), lookup.clone()))
+                    .map(|w| {
+                        Endpoint::new(
+                            &o.id,
+                            w.clone(),
+                            telemetry.clone(),
+                            lookup.clone(),
+                            redis.clone(),
+                        )
+                    })
                     .collect();
                 (o.id.clone(), endpoints)
             })
