@@ -301,17 +301,7 @@ impl Service {
                 return Err(AuthError::Rejected.into());
             }
         }
-        let failures: Vec<ProviderFailure> = runtime
-            .providers
-            .iter()
-            .zip(&answers)
-            .filter_map(|(p, a)| {
-                a.as_ref().err().map(|error| ProviderFailure {
-                    provider: Arc::from(p.id()),
-                    error: error.clone(),
-                })
-            })
-            .collect();
+        let failures = failures_of(runtime, &answers);
         if failures.len() == answers.len() {
             return Err(ListError::AllFailed { failures, waited });
         }
@@ -329,6 +319,47 @@ impl Service {
             index.publish(&ctx, runtime.providers.iter().map(|p| p.id()), &snapshot);
         }
         Ok(Listed { snapshot, waited })
+    }
+}
+
+/// The failed answers among `answers`, named by their providers.
+fn failures_of(runtime: &OrgRuntime, answers: &[Answer]) -> Vec<ProviderFailure> {
+    runtime
+        .providers
+        .iter()
+        .zip(answers)
+        .filter_map(|(p, a)| {
+            a.as_ref().err().map(|error| ProviderFailure {
+                provider: Arc::from(p.id()),
+                error: error.clone(),
+            })
+        })
+        .collect()
+}
+
+impl Service {
+    /// `org`'s active calls as callmux itself sees them, with no caller (to watch an org
+    /// with webhooks while no one is subscribed). `None` for an org that is gone, or whose
+    /// callers bring their own Bland keys: there is nothing to list with but theirs.
+    pub async fn list_unattended(&self, org: &str) -> Option<Result<Listed, ListError>> {
+        let spec = self.config.org(org)?;
+        if matches!(spec.auth, OrgAuth::Upstream { .. }) {
+            return None;
+        }
+        let runtime = self.orgs.get(org)?;
+        let ctx = RequestContext {
+            org_id: runtime.id.clone(),
+            forwarded: None,
+        };
+        let started = Instant::now();
+        let answers = merge::gather(&runtime.providers, &ctx, None).await;
+        let waited = started.elapsed();
+        let failures = failures_of(runtime, &answers);
+        if failures.len() == answers.len() {
+            return Some(Err(ListError::AllFailed { failures, waited }));
+        }
+        let snapshot = runtime.last.snapshot(&runtime.id, answers, failures).await;
+        Some(Ok(Listed { snapshot, waited }))
     }
 }
 

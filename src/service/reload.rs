@@ -78,6 +78,7 @@ impl Live {
             loaded_at: SystemTime::now(),
         }));
         let hub = Hub::new(current.clone(), telemetry.clone(), fleet.clone());
+        let fleet_for_watch = fleet.clone();
         let lookup: Arc<dyn Lookup> = Arc::new(SystemLookup);
         let outboxes = Arc::new(Outboxes::new(
             current.load().service.config(),
@@ -86,6 +87,7 @@ impl Live {
             fleet,
         ));
         hub.tap(outboxes.clone());
+        super::events::watch::start(current.clone(), &outboxes, fleet_for_watch, &telemetry);
         Arc::new(Self {
             current,
             telemetry,
@@ -207,6 +209,10 @@ impl live::Source for ArcSwap<Loaded> {
 
     fn position(&self, org: &str, provider: &str) -> Option<usize> {
         self.load().service.position(org, provider)
+    }
+
+    async fn list_unattended(&self, org: &str) -> Option<Result<Listed, ListError>> {
+        self.load_full().service.list_unattended(org).await
     }
 
     async fn capacity(&self, state: &live::change::State) -> Option<Capacity> {

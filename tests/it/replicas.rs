@@ -60,7 +60,7 @@ async fn binary_replica(toml: &str, redis: &RedisServer) -> Binary {
 }
 
 /// The sum of a metric's samples whose labels include every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+pub(crate) fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter(|l| labels.iter().all(|want| l.contains(want)))

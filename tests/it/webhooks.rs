@@ -471,3 +471,64 @@ async fn with_redis_three_replicas_watching_one_change_send_one_event_per_endpoi
     };
     assert_eq!(ids(&ops), ids(&audit));
 }
+
+/// How often `app` polled `org` to watch it for its webhooks.
+async fn watch_polls(app: &TestApp, org: &str) -> f64 {
+    let label = format!("org=\"{org}\"");
+    crate::replicas::sample(
+        &app.metrics().await,
+        "callmux_webhook_watch_polls_total",
+        &[&label],
+    )
+}
+
+#[tokio::test]
+async fn an_org_with_webhooks_and_no_subscriber_is_watched_by_one_replica_of_the_fleet() {
+    let redis = RedisServer::start().await;
+    let agent = LiveAgent::start(json!([call("c1", "ringing")])).await;
+    let (ops, audit) = (Receiver::start(0).await, Receiver::start(0).await);
+    let org = unique("hooks-watched");
+    let tables = format!(
+        "{}{}",
+        webhook_table(&org, "ops", &ops.url, ""),
+        webhook_table(&org, "audit", &audit.url, "")
+    );
+    let toml = format!("{}\n{}", config(&org, &agent, &tables), state_toml());
+    let mut env: Vec<(&str, String)> = redis.env();
+    env.push(("HOOK_SECRET", WEBHOOK_SECRET.to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (a, b) = (
+        spawn_app_with_env(&toml, &env).await,
+        spawn_app_with_env(&toml, &env).await,
+    );
+    for app in [&a, &b] {
+        crate::replicas::state_becomes(app, "ok").await;
+    }
+    // No stream is open anywhere: a watcher lists the org on its own.
+    until("one replica watches the org", async || {
+        watch_polls(&a, &org).await + watch_polls(&b, &org).await >= 2.0
+    })
+    .await;
+    agent.set(json!([call("c1", "in-progress")]));
+    for receiver in [&ops, &audit] {
+        deliveries_until(receiver, "the change", |d| !d.is_empty()).await;
+    }
+    until("nothing pending on either replica", async || {
+        pending(&a, &org).await == 0 && pending(&b, &org).await == 0
+    })
+    .await;
+    for receiver in [&ops, &audit] {
+        let seen = receiver.deliveries();
+        assert_eq!(seen.len(), 1, "one delivery per endpoint: {seen:?}");
+        assert!(seen[0].verified && seen[0].accepted);
+        assert_eq!(seen[0].body["type"], "call.updated");
+        assert_eq!(seen[0].body["data"]["status"], "in-progress");
+    }
+    assert_eq!(ops.deliveries()[0].id, audit.deliveries()[0].id);
+    // One poller for the fleet: the other replica never asked.
+    let polls = [watch_polls(&a, &org).await, watch_polls(&b, &org).await];
+    assert!(
+        polls.iter().filter(|&&n| n > 0.0).count() == 1,
+        "one watcher: {polls:?}"
+    );
+}

@@ -1,9 +1,11 @@
 //! callmux's own event stream out: each change of an org's live list made into the events of
 //! DESIGN §17 (`call.*`, `provider.*`), each with an id derived from the change, queued for
-//! every endpoint of the org that takes its type ([`outbox`]).
+//! every endpoint of the org that takes its type ([`outbox`]; with Redis, the fleet's queue
+//! of [`shared`]); an org with endpoints is watched while no one is subscribed ([`watch`]).
 
 pub mod outbox;
 pub mod shared;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,6 +68,11 @@ impl Outboxes {
             })
             .collect();
         Self { by_org }
+    }
+
+    /// The orgs with endpoints.
+    pub fn orgs(&self) -> Vec<String> {
+        self.by_org.keys().cloned().collect()
     }
 
     /// The org's endpoints, in name order.

@@ -39,6 +39,10 @@ pub trait Source: Send + Sync + 'static {
     fn position(&self, _org: &str, _provider: &str) -> Option<usize> {
         None
     }
+    /// `org`'s list with no caller, to watch it for its webhooks; `None`: it cannot be.
+    async fn list_unattended(&self, _org: &str) -> Option<Result<Listed, ListError>> {
+        None
+    }
 }
 
 /// What a poller needs of the hub that started it, which it holds weakly: a hub that is
