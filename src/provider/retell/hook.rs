@@ -151,4 +151,43 @@ mod tests {
             assert_eq!(parse(odd), None, "{odd}");
         }
     }
+
+    /// Signatures made by retell-sdk's own code, and its own verdicts
+    /// (`tests/retell/vectors.json`, with the command that made it): callmux takes exactly
+    /// what the SDK's `verify` takes.
+    #[test]
+    fn signatures_are_taken_exactly_when_retell_sdks_own_verify_takes_them() {
+        let file: serde_json::Value =
+            serde_json::from_str(include_str!("../../../tests/retell/vectors.json")).unwrap();
+        let vectors = file["vectors"].as_array().unwrap();
+        assert!(vectors.len() >= 20);
+        for v in vectors {
+            let text = |f: &str| v[f].as_str().unwrap().to_owned();
+            let hook = RetellHook {
+                key_env: "RETELL_WEBHOOK_KEY".into(),
+                key: HeaderValue::from_str(&text("key")).unwrap(),
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                SIGNATURE_HEADER,
+                HeaderValue::from_str(&text("signature")).unwrap(),
+            );
+            let body = text("body");
+            let pushed = Pushed {
+                query: None,
+                headers: &headers,
+                body: body.as_bytes(),
+                now: UNIX_EPOCH + Duration::from_millis(v["now_ms"].as_u64().unwrap()),
+            };
+            let read = hook.read(&pushed);
+            // A signature taken may still carry a body that moves nothing, or none at all.
+            let taken = !matches!(read, Err(Refusal::BadSignature(_)));
+            assert_eq!(
+                taken,
+                v["sdk_verifies"].as_bool().unwrap(),
+                "{}: {read:?}",
+                text("name")
+            );
+        }
+    }
 }
