@@ -190,4 +190,64 @@ mod tests {
             );
         }
     }
+
+    fn read_signed(body: &str) -> Result<Option<Move>, Refusal> {
+        let key = "key_webhook";
+        let hook = RetellHook {
+            key_env: "RETELL_WEBHOOK_KEY".into(),
+            key: HeaderValue::from_static(key),
+        };
+        let now = std::time::SystemTime::now();
+        let ms = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .to_string();
+        let mac = {
+            use hmac::digest::KeyInit;
+            use hmac::Mac;
+            let mut mac =
+                <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes()).unwrap();
+            mac.update(body.as_bytes());
+            mac.update(ms.as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        };
+        let mut headers = HeaderMap::new();
+        let signature = format!("v={ms},d={mac}");
+        headers.insert(SIGNATURE_HEADER, HeaderValue::from_str(&signature).unwrap());
+        hook.read(&Pushed {
+            query: None,
+            headers: &headers,
+            body: body.as_bytes(),
+            now,
+        })
+    }
+
+    #[test]
+    fn call_started_carries_its_call_and_an_odd_call_object_starts_it_by_id_alone() {
+        let body = serde_json::json!({"event": "call_started", "call": {"call_id": "c2",
+            "call_status": "ongoing", "to_number": "+14155550123", "direction": "outbound",
+            "start_timestamp": 1_703_302_407_333_u64}});
+        let started = read_signed(&body.to_string())
+            .unwrap()
+            .unwrap()
+            .started
+            .unwrap();
+        assert_eq!(started.to.as_deref(), Some("+14155550123"));
+        assert_eq!(started.started_at, Some(1_703_302_407_333));
+        for call in [
+            serde_json::json!({"call_id": "c2"}),
+            serde_json::json!({"call_id": "c2", "call_status": [], "start_timestamp": "x"}),
+            serde_json::json!({"call_id": "c2", "telephony_identifier": 5, "to_number": {}}),
+        ] {
+            let body = serde_json::json!({"event": "call_started", "call": call}).to_string();
+            let moved = read_signed(&body).unwrap().unwrap();
+            let started = moved.started.unwrap();
+            assert_eq!(started.call_id, "c2");
+            assert_eq!(started.status, CallStatus::InProgress);
+        }
+        let ended = serde_json::json!({"event": "call_ended", "call": {"call_id": "c2"}});
+        let moved = read_signed(&ended.to_string()).unwrap().unwrap();
+        assert!(moved.started.is_none());
+    }
 }

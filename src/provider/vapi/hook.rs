@@ -115,3 +115,68 @@ impl Hook for VapiHook {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(body: &serde_json::Value) -> Result<Option<Move>, Refusal> {
+        let hook = VapiHook {
+            secret_env: "VAPI_SERVER_SECRET".into(),
+            secret: HeaderValue::from_static("s3cret"),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(SECRET_HEADER, HeaderValue::from_static("s3cret"));
+        let body = body.to_string();
+        hook.read(&Pushed {
+            query: None,
+            headers: &headers,
+            body: body.as_bytes(),
+            now: std::time::SystemTime::now(),
+        })
+    }
+
+    #[test]
+    fn a_live_status_update_starts_its_call_with_the_fields_of_its_call_object() {
+        let moved = read(&serde_json::json!({"message": {"type": "status-update",
+            "status": "ringing", "call": {"id": "c2", "status": "queued",
+            "type": "inboundPhoneCall", "customer": {"number": "+14155550123"},
+            "phoneNumber": {"number": "+14155550100"}}}}))
+        .unwrap()
+        .unwrap();
+        let started = moved.started.unwrap();
+        assert_eq!(started.status, CallStatus::Ringing);
+        assert_eq!(started.from.as_deref(), Some("+14155550123"));
+        assert_eq!(started.to.as_deref(), Some("+14155550100"));
+        let ended = read(&serde_json::json!({"message": {"type": "status-update",
+            "status": "ended", "call": {"id": "c2"}}}))
+        .unwrap()
+        .unwrap();
+        assert!(ended.started.is_none(), "an end starts nothing");
+    }
+
+    #[test]
+    fn a_call_object_of_odd_shape_starts_the_call_by_its_id_alone() {
+        for call in [
+            serde_json::json!({"id": "c2"}),
+            serde_json::json!({"id": "c2", "status": 7, "customer": [1, 2], "createdAt": {}}),
+            serde_json::json!({"id": "c2", "type": null, "phoneNumber": "x".repeat(100_000)}),
+        ] {
+            let body = serde_json::json!({"message": {"type": "status-update",
+                "status": "in-progress", "call": call}});
+            let moved = read(&body).unwrap().unwrap();
+            let started = moved.started.unwrap();
+            assert_eq!(started.call_id, "c2");
+            assert_eq!(started.status, CallStatus::InProgress);
+        }
+        for call in [
+            serde_json::json!({"id": 7}),
+            serde_json::json!([]),
+            serde_json::json!("c2"),
+        ] {
+            let body = serde_json::json!({"message": {"type": "status-update",
+                "status": "in-progress", "call": call}});
+            assert!(matches!(read(&body), Err(Refusal::BadBody(_))), "{body}");
+        }
+    }
+}
