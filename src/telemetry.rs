@@ -35,7 +35,8 @@ const FAMILIES: &[(&str, Type, &str)] = &[
     ("callmux_streams_open", Type::Gauge, "Live streams open now, by shape"),
     ("callmux_stream_pollers_started_total", Type::Counter, "Stream pollers started: one per org, or caller, that gained its first subscriber"),
     ("callmux_webhook_deliveries_total", Type::Counter, "Webhook delivery attempts and events, by org, endpoint and outcome: delivered, retried (an attempt failed; another follows), given_up (the last attempt failed), dropped (the endpoint's queue was full)"),
-    ("callmux_webhook_pending", Type::Gauge, "Webhook events waiting for or in a delivery attempt, by org and endpoint"),
+    ("callmux_webhook_pending", Type::Gauge, "Webhook events waiting for or in a delivery attempt, by org and endpoint (with Redis, the fleet's)"),
+    ("callmux_webhook_watch_polls_total", Type::Counter, "Lists of an org with webhooks made to watch it while no one is subscribed, by org: with Redis, by the one replica watching it for the fleet"),
     ("callmux_stream_fleet_notices_total", Type::Counter, "Live-change notices: sent (changes this replica announced to the fleet) and woken (topics polled at once on another replica's notice)"),
 ];
 

@@ -14,7 +14,9 @@ use serde::Serialize;
 use super::envelope::{to_json, Envelope};
 use super::gate::Caller;
 use super::{challenge, json, Edge};
+use crate::call::CallStatus;
 use crate::error_code::ErrorCode;
+use crate::provider::kind::Move;
 use crate::service::auth::Presented;
 use crate::service::control::ControlError;
 use crate::service::place::{MAX_PLACE_BODY_BYTES, RETRY_AFTER_SECS};
@@ -35,23 +37,25 @@ pub async fn place(
     let loaded = edge.live.current();
     let answered = match caller {
         Err(e) => Err(ControlError::Auth(e)),
-        Ok(p) => on_route(&loaded.service, Asked::Own, &p, &headers, body).await,
+        Ok(p) => on_route(&edge, &loaded.service, Asked::Own, &p, &headers, body).await,
     };
     respond(Asked::Own, answered)
 }
 
 /// `POST /api/call` for an org with routes: its default route, in the agent envelope.
 pub async fn place_agent(
+    edge: &Edge,
     service: &Service,
     presented: &Presented,
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let answered = on_route(service, Asked::Agent, presented, headers, body).await;
+    let answered = on_route(edge, service, Asked::Agent, presented, headers, body).await;
     respond(Asked::Agent, answered)
 }
 
 async fn on_route(
+    edge: &Edge,
     service: &Service,
     asked: Asked,
     presented: &Presented,
@@ -71,8 +75,27 @@ async fn on_route(
     };
     let key = headers.get(&IDEMPOTENCY_KEY).map(HeaderValue::as_bytes);
     service
-        .place_on_route(asked, presented, key, body, |result| render(asked, result))
+        .place_on_route(asked, presented, key, body, |result| {
+            if let Ok(placed) = result {
+                announce(edge, service, placed);
+            }
+            render(asked, result)
+        })
         .await
+}
+
+/// A call just placed shows at once in every list shape, `/capacity` and every stream, here
+/// and on every replica, as a started push would (until its provider's next answer).
+fn announce(edge: &Edge, service: &Service, placed: &RoutePlaced) {
+    let moved = Move {
+        call_id: placed.call_id.clone(),
+        status: CallStatus::Queued,
+        started: Some(placed.call()),
+    };
+    edge.live.hub().push(&placed.provider, &moved);
+    if let Some(redis) = service.store().redis() {
+        crate::service::live::fleet::share(redis, &placed.provider, &moved);
+    }
 }
 
 /// The answer a placement's outcome gets, as the client sees it (and a kept one is sent

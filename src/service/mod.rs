@@ -70,6 +70,8 @@ struct Built {
     last_listed: Arc<capacity::LastListed>,
     /// Its placing failures in a row, and its cooldown.
     cooldown: Arc<route::cooldown::Cooldown>,
+    /// What its platform pushed, laid over its answers until its next one.
+    pushes: Arc<layers::overlay::Pushes>,
 }
 
 /// What one org needs at request time.
@@ -140,7 +142,7 @@ impl From<AuthError> for ListError {
 impl Built {
     fn new(spec: &ProviderSpec, store: &Store, telemetry: &Arc<Telemetry>) -> Result<Self, String> {
         let backend = spec.kind.build(Arc::from(spec.id.as_str()), &spec.common)?;
-        let (listed, observed) = layers::wrap(
+        let (listed, observed, pushes) = layers::wrap(
             backend.list.clone(),
             &spec.common,
             spec.kind.forwards_caller_credentials(),
@@ -155,6 +157,7 @@ impl Built {
             reserved: Arc::default(),
             last_listed: Arc::default(),
             cooldown: Arc::default(),
+            pushes,
         })
     }
 }
@@ -234,6 +237,24 @@ impl Service {
         &self.config
     }
 
+    /// Lays a signed push over `provider`'s answers, until its next one; `false` if it
+    /// moves nothing (an unknown provider, a step back, a replay).
+    pub fn pushed(&self, provider: &str, moved: &crate::provider::kind::Move) -> bool {
+        self.providers
+            .iter()
+            .find(|b| b.spec.id == provider)
+            .is_some_and(|b| b.pushes.push(&Arc::from(provider), moved))
+    }
+
+    /// Where `provider`'s answer is among `org`'s, in its list's (and snapshots') order.
+    pub fn position(&self, org: &str, provider: &str) -> Option<usize> {
+        self.config
+            .org(org)?
+            .providers
+            .iter()
+            .position(|p| p == provider)
+    }
+
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
     }
@@ -294,17 +315,7 @@ impl Service {
                 return Err(AuthError::Rejected.into());
             }
         }
-        let failures: Vec<ProviderFailure> = runtime
-            .providers
-            .iter()
-            .zip(&answers)
-            .filter_map(|(p, a)| {
-                a.as_ref().err().map(|error| ProviderFailure {
-                    provider: Arc::from(p.id()),
-                    error: error.clone(),
-                })
-            })
-            .collect();
+        let failures = failures_of(runtime, &answers);
         if failures.len() == answers.len() {
             return Err(ListError::AllFailed { failures, waited });
         }
@@ -324,6 +335,50 @@ impl Service {
             index.publish(&ctx, runtime.providers.iter().map(|p| p.id()), &snapshot);
         }
         Ok(Listed { snapshot, waited })
+    }
+}
+
+/// The failed answers among `answers`, named by their providers.
+fn failures_of(runtime: &OrgRuntime, answers: &[Answer]) -> Vec<ProviderFailure> {
+    runtime
+        .providers
+        .iter()
+        .zip(answers)
+        .filter_map(|(p, a)| {
+            a.as_ref().err().map(|error| ProviderFailure {
+                provider: Arc::from(p.id()),
+                error: error.clone(),
+            })
+        })
+        .collect()
+}
+
+impl Service {
+    /// `org`'s active calls as callmux itself sees them, with no caller (to watch an org
+    /// with webhooks while no one is subscribed). `None` for an org that is gone, or whose
+    /// callers bring their own Bland keys: there is nothing to list with but theirs.
+    pub async fn list_unattended(&self, org: &str) -> Option<Result<Listed, ListError>> {
+        let spec = self.config.org(org)?;
+        if matches!(spec.auth, OrgAuth::Upstream { .. }) {
+            return None;
+        }
+        let runtime = self.orgs.get(org)?;
+        let ctx = RequestContext {
+            org_id: runtime.id.clone(),
+            forwarded: None,
+        };
+        let started = Instant::now();
+        let answers = merge::gather(&runtime.providers, &ctx, None).await;
+        let waited = started.elapsed();
+        let failures = failures_of(runtime, &answers);
+        if failures.len() == answers.len() {
+            return Some(Err(ListError::AllFailed { failures, waited }));
+        }
+        let snapshot = runtime
+            .last
+            .snapshot(&runtime.id, answers, failures, || self.placing.freed())
+            .await;
+        Some(Ok(Listed { snapshot, waited }))
     }
 }
 

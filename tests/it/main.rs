@@ -33,6 +33,7 @@ mod place;
 mod placing;
 mod platform_hooks;
 mod properties;
+mod pushed;
 mod reference_examples;
 mod rendering;
 mod replicas;

@@ -60,7 +60,7 @@ pub(crate) async fn binary_replica(toml: &str, redis: &RedisServer) -> Binary {
 }
 
 /// The sum of a metric's samples whose labels include every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+pub(crate) fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter(|l| labels.iter().all(|want| l.contains(want)))
@@ -737,7 +737,7 @@ async fn a_call_moved_to_another_provider_in_redis_is_not_ended_there() {
 }
 
 /// Waits (bounded) until `n` replicas listen on `channel`.
-async fn subscribed(redis: &RedisServer, channel: &str, n: i64) {
+pub(crate) async fn subscribed(redis: &RedisServer, channel: &str, n: i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, listening): (String, i64) = redis::cmd("PUBSUB")

@@ -693,14 +693,14 @@ async fn a_key_places_no_more_active_calls_than_its_max_active_placed() {
 }
 
 #[tokio::test]
-async fn a_call_placed_through_one_replica_can_be_ended_through_another_before_any_list_shows_it()
-{
+async fn a_call_placed_through_one_replica_can_be_ended_through_another_before_any_list_shows_it() {
     let redis = RedisServer::start().await;
     let server = agent_server(json!([])).await;
     Mock::given(method("POST"))
         .and(path("/api/call"))
         .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"success": true, "call_id": "hidden-2"})),
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"success": true, "call_id": "hidden-2"})),
         )
         .mount(&server)
         .await;
@@ -731,4 +731,41 @@ async fn a_call_placed_through_one_replica_can_be_ended_through_another_before_a
         .unwrap();
     assert_eq!(ended.status(), 200, "{}", ended.text().await.unwrap());
     assert_eq!(posts(&server, "/api/calls/hidden-2/end").await, 1);
+}
+
+#[tokio::test]
+async fn a_placed_call_reaches_open_streams_as_added_at_once() {
+    // An agent server that places calls but never lists them, polled rarely: only the
+    // placement itself can tell the stream.
+    let server = agent_server(json!([])).await;
+    Mock::given(method("POST"))
+        .and(path("/api/call"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"success": true, "call_id": "new-1"})),
+        )
+        .mount(&server)
+        .await;
+    let toml = routed(
+        &["agents"],
+        &["r"],
+        &format!(
+            "[routes.r]\ntargets = [{{ provider = \"agents\" }}]\n{}poll_interval_ms = 3600000\n",
+            agents("agents", &server, None)
+        ),
+    );
+    let app = spawn_app(&toml).await;
+    let mut stream = app
+        .stream("/calls/stream", KEY, "acme", None)
+        .await
+        .unwrap();
+    assert_eq!(stream.next_about_the_list().await.event, "snapshot");
+    let (status, _, _) = place(&app, json!({"to": "+14155550123"}), &[]).await;
+    assert_eq!(status, 201);
+    let added = stream.next_about_the_list().await;
+    assert_eq!(added.event, "change", "{added:?}");
+    let call = &added.json()["added"][0];
+    assert_eq!(call["call_id"], "new-1");
+    assert_eq!(call["provider"], "agents");
+    assert_eq!(call["to"], "+14155550123");
+    assert_eq!(call["status"], "queued");
 }

@@ -78,6 +78,24 @@ pub struct RoutePlaced {
     pub status: &'static str,
     /// The targets tried before, in order; empty when the first took it.
     pub attempts: Vec<Attempt>,
+    /// The number called: not in the answer, but in the call every view shows at once.
+    #[serde(skip)]
+    pub to: String,
+}
+
+impl RoutePlaced {
+    /// The placed call as the lists show it until its platform lists it itself.
+    pub fn call(&self) -> crate::call::Call {
+        let mut call = crate::call::Call::new(
+            self.call_id.as_str(),
+            Arc::from(self.provider.as_str()),
+            crate::call::CallStatus::Queued,
+        );
+        call.to = Some(crate::call::Text::from(self.to.as_str()));
+        call.direction = Some(crate::call::Direction::Outbound);
+        call.created_at = Some(crate::call::time::now_ms());
+        call
+    }
 }
 
 /// Which shape the placement came in.
@@ -386,6 +404,7 @@ impl Service {
                         route: route.id.clone(),
                         status: "queued",
                         attempts,
+                        to: placement.to.clone(),
                     });
                 }
                 PlaceOutcome::Refused {
