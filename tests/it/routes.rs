@@ -769,3 +769,72 @@ async fn a_placed_call_reaches_open_streams_as_added_at_once() {
     assert_eq!(call["to"], "+14155550123");
     assert_eq!(call["status"], "queued");
 }
+
+#[tokio::test]
+async fn a_vapi_placement_teaches_capacity_the_account_s_limit() {
+    let vapi = vapi(
+        201,
+        json!({"id": "vapi-call-1", "orgId": "org", "type": "outboundPhoneCall", "status": "queued",
+            "subscriptionLimits": {"concurrencyBlocked": false, "concurrencyLimit": 25,
+                "remainingConcurrentCalls": 24}}),
+    )
+    .await;
+    let toml = routed(
+        &["vapi"],
+        &["r"],
+        &format!(
+            "[routes.r]\ntargets = [{{ provider = \"vapi\", assistant_id = \"asst_1\", phone_number_id = \"pn_1\" }}]\n\
+             [providers.vapi]\n{}\n",
+            VAPI.lines(&vapi.uri(), ""),
+        ),
+    );
+    let app = spawn_app_with_env(&toml, &[(SECRET_VAR, SECRET)]).await;
+    let creds = [("authorization", KEY), ("x-bland-org-id", "acme")];
+    let before = app.get("/capacity", &creds).await.body;
+    assert_eq!(before["providers"][0]["limit"], 10, "{before}");
+    assert_eq!(before["providers"][0]["source"], "configured");
+    let (status, body, _) = place(&app, json!({"to": "+14155550123"}), &[]).await;
+    assert_eq!(status, 201, "{body}");
+    let after = app.get("/capacity", &creds).await.body;
+    assert_eq!(after["providers"][0]["limit"], 25, "{after}");
+    assert_eq!(after["providers"][0]["source"], "platform");
+}
+
+#[tokio::test]
+async fn a_cooldown_one_replica_starts_is_seen_by_the_other() {
+    let redis = RedisServer::start().await;
+    let refusing = retell(429, json!({"error_message": "Concurrency limit reached"})).await;
+    let (next, _) = placing_agent_server(0, Duration::ZERO).await;
+    let toml = routed(
+        &["refusing", "next"],
+        &["r"],
+        &format!(
+            "[routes.r]\ntargets = [\
+             {{ provider = \"refusing\", agent_id = \"agent_123\", from_number = \"+14155550100\" }}, \
+             {{ provider = \"next\" }}]\n[providers.refusing]\n{}cooldown_failures = 1\ncooldown_ms = 600000\n{}",
+            RETELL.lines(&refusing.uri(), ""),
+            agents("next", &next, None),
+        ),
+    );
+    let env = [redis.env(), vec![(SECRET_VAR, SECRET.to_owned())]].concat();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let toml = format!("{toml}\n{}", state_toml());
+    let one = spawn_app_with_env(&toml, &env).await;
+    let two = spawn_app_with_env(&toml, &env).await;
+    crate::replicas::state_becomes(&one, "ok").await;
+    crate::replicas::state_becomes(&two, "ok").await;
+    let (status, body, _) = place(&one, json!({"to": "+14155550123"}), &[]).await;
+    assert_eq!(
+        (status, body["attempts"].as_array().unwrap().len()),
+        (201, 1),
+        "{body}"
+    );
+    let (status, body, _) = place(&two, json!({"to": "+14155550123"}), &[]).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["attempts"].as_array().unwrap().len(),
+        0,
+        "the other replica tried a provider the fleet cools down: {body}"
+    );
+    assert_eq!(posts(&refusing, "/v2/create-phone-call").await, 1);
+}
