@@ -110,6 +110,25 @@ pub struct Move {
     pub started: Option<Call>,
 }
 
+impl Move {
+    /// A status move; one that `starts` the call also adds it, with what the event's body
+    /// carried (`call`), else with its id alone. The provider is set by the route, which
+    /// knows which provider took the event.
+    pub fn new(call_id: String, status: CallStatus, starts: bool, call: Option<Call>) -> Self {
+        let started = starts.then(|| {
+            let mut started =
+                call.unwrap_or_else(|| Call::new(call_id.as_str(), Arc::from(""), status.clone()));
+            started.status = status.clone();
+            started
+        });
+        Self {
+            call_id,
+            status,
+            started,
+        }
+    }
+}
+
 /// Why a pushed request moved nothing; each message names what was wrong and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {

@@ -36,7 +36,8 @@ pub struct ProviderCapacity {
     /// `limit - active`, never below 0; `null` without a limit.
     pub headroom: Option<u64>,
     pub source: Source,
-    /// Whether callmux places calls through this provider.
+    /// Whether callmux places calls through this provider: an agent server with
+    /// `place_calls`, or the target of a route.
     pub places_calls: bool,
     /// When a provider cooling down after failed placements takes them again (ISO 8601);
     /// `null` while it is not cooling down.
@@ -158,7 +159,12 @@ impl Service {
                 limit,
                 headroom: limit.map(|l| l.saturating_sub(active)),
                 source: figures.source,
-                places_calls: b.backend.places.is_some(),
+                places_calls: b.backend.place.is_some()
+                    || self
+                        .config
+                        .routes
+                        .iter()
+                        .any(|r| r.targets.iter().any(|t| t.provider == id)),
                 cooling_until: b
                     .cooldown
                     .until_ms()

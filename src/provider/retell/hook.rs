@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 
 use super::wire::{call_of, status_from_wire};
-use crate::call::{Call, CallStatus};
+use crate::call::CallStatus;
 use crate::provider::kind::{header, hex_hmac_sha256_matches, Hook, Move, Pushed, Refusal};
 
 pub const SIGNATURE_HEADER: &str = "x-retell-signature";
@@ -104,19 +104,11 @@ impl Hook for RetellHook {
                 ))
             })?
             .to_owned();
-        // The provider is set by the route, which knows which provider took the event.
-        let started = (event.event == "call_started").then(|| {
-            let mut started = call
-                .and_then(|c| call_of(c, &Arc::from("")))
-                .unwrap_or_else(|| Call::new(call_id.as_str(), Arc::from(""), status.clone()));
-            started.status = status.clone();
-            started
-        });
-        Ok(Some(Move {
-            call_id,
-            status,
-            started,
-        }))
+        let starts = event.event == "call_started";
+        let call = call
+            .filter(|_| starts)
+            .and_then(|c| call_of(c, &Arc::from("")));
+        Ok(Some(Move::new(call_id, status, starts, call)))
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::wire::{call_of, status_from_wire};
-use crate::call::{Call, CallStatus};
+use crate::call::CallStatus;
 use crate::provider::kind::{Hook, Move, Pushed, Refusal};
 
 pub const SECRET_HEADER: &str = "x-vapi-secret";
@@ -99,20 +99,12 @@ impl Hook for VapiHook {
                 ))
             })?
             .to_owned();
-        // A live status-update starts the call as far as callmux knows; the provider is set
-        // by the route, which knows which provider took the message.
-        let started = (message.kind == "status-update" && status.is_active()).then(|| {
-            let mut started = call
-                .and_then(|c| call_of(c, &Arc::from("")))
-                .unwrap_or_else(|| Call::new(call_id.as_str(), Arc::from(""), status.clone()));
-            started.status = status.clone();
-            started
-        });
-        Ok(Some(Move {
-            call_id,
-            status,
-            started,
-        }))
+        // A live status-update starts the call as far as callmux knows.
+        let starts = message.kind == "status-update" && status.is_active();
+        let call = call
+            .filter(|_| starts)
+            .and_then(|c| call_of(c, &Arc::from("")));
+        Ok(Some(Move::new(call_id, status, starts, call)))
     }
 }
 
