@@ -78,18 +78,21 @@ impl ReportCapacity for Configured {
     }
 }
 
-/// A limit configured with a default, that the platform's answers may lower or raise once
-/// they carry one (Vapi: `subscriptionLimits.concurrencyLimit` in a `POST /call` answer).
+/// A limit the platform's answers teach (Vapi: `subscriptionLimits.concurrencyLimit` in a
+/// `POST /call` answer). Until one does, the configured limit, else the kind's default; once
+/// one does, the smaller of it and a configured limit (a default yields to it).
 #[derive(Debug)]
 pub struct Learned {
-    configured: u32,
+    configured: Option<u32>,
+    default: u32,
     learned: Mutex<Option<u32>>,
 }
 
 impl Learned {
-    pub fn new(configured: u32) -> Self {
+    pub fn new(configured: Option<u32>, default: u32) -> Self {
         Self {
             configured,
+            default,
             learned: Mutex::new(None),
         }
     }
@@ -107,14 +110,16 @@ impl Learned {
 impl ReportCapacity for Learned {
     async fn figures(&self) -> Figures {
         let learned = *self.learned.lock().expect("learned limit lock");
+        let (limit, source) = match (self.configured, learned) {
+            (Some(c), Some(l)) if c <= l => (c, Source::Configured),
+            (_, Some(l)) => (l, Source::Platform),
+            (Some(c), None) => (c, Source::Configured),
+            (None, None) => (self.default, Source::Configured),
+        };
         Figures {
             reported_active: None,
-            limit: Some(learned.unwrap_or(self.configured)),
-            source: if learned.is_some() {
-                Source::Platform
-            } else {
-                Source::Configured
-            },
+            limit: Some(limit),
+            source,
             error: None,
         }
     }
@@ -154,7 +159,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_learned_limit_replaces_the_configured_one_and_bad_figures_keep_it() {
-        let vapi = Learned::new(10);
+        let vapi = Learned::new(None, 10);
         assert_eq!(vapi.figures().await.limit, Some(10));
         assert_eq!(vapi.figures().await.source, Source::Configured);
         vapi.learn("subscriptionLimits.concurrencyLimit", 25)
@@ -168,6 +173,22 @@ mod tests {
             assert!(e.to_string().contains("concurrencyLimit"), "{e}");
             assert_eq!(vapi.figures().await.limit, Some(25));
         }
+    }
+
+    #[tokio::test]
+    async fn a_configured_limit_below_the_learned_one_wins() {
+        let vapi = Learned::new(Some(5), 10);
+        vapi.learn("subscriptionLimits.concurrencyLimit", 25)
+            .unwrap();
+        let figures = vapi.figures().await;
+        assert_eq!(
+            (figures.limit, figures.source),
+            (Some(5), Source::Configured)
+        );
+        vapi.learn("subscriptionLimits.concurrencyLimit", 3)
+            .unwrap();
+        let figures = vapi.figures().await;
+        assert_eq!((figures.limit, figures.source), (Some(3), Source::Platform));
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub struct VapiCapacity(Learned);
 
 impl VapiCapacity {
     pub fn new(configured: Option<u32>) -> Self {
-        Self(Learned::new(configured.unwrap_or(DEFAULT_LIMIT)))
+        Self(Learned::new(configured, DEFAULT_LIMIT))
     }
 
     /// Takes the limit a placement's answer carried. An answer without a
