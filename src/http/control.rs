@@ -115,7 +115,7 @@ pub async fn place(
         Err(e) => Err(ControlError::Auth(e)),
         // An org with routes places on its default route (DESIGN §16).
         Ok(p) if loaded.service.places_on_routes(&p) => {
-            return super::place::place_agent(&edge, &loaded.service, &p, &headers, body).await
+            return super::place::place_agent(edge.clone(), p, headers, body).await
         }
         // Read only once the service has identified the caller.
         Ok(p) => {

@@ -34,54 +34,61 @@ pub async fn place(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let loaded = edge.live.current();
     let answered = match caller {
         Err(e) => Err(ControlError::Auth(e)),
-        Ok(p) => on_route(&edge, &loaded.service, Asked::Own, &p, &headers, body).await,
+        Ok(p) => on_route(edge, Asked::Own, p, headers, body).await,
     };
     respond(Asked::Own, answered)
 }
 
 /// `POST /api/call` for an org with routes: its default route, in the agent envelope.
 pub async fn place_agent(
-    edge: &Edge,
-    service: &Service,
-    presented: &Presented,
-    headers: &HeaderMap,
+    edge: Arc<Edge>,
+    presented: Presented,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let answered = on_route(edge, service, Asked::Agent, presented, headers, body).await;
+    let answered = on_route(edge, Asked::Agent, presented, headers, body).await;
     respond(Asked::Agent, answered)
 }
 
+/// Places on a task of its own: a client that goes away mid-placement cancels nothing, so
+/// the place held, the idempotency key and the audit line all learn what became of the call.
 async fn on_route(
-    edge: &Edge,
-    service: &Service,
+    edge: Arc<Edge>,
     asked: Asked,
-    presented: &Presented,
-    headers: &HeaderMap,
+    presented: Presented,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Answered, ControlError> {
-    // Read only once the service has identified the caller.
-    let body = async {
-        axum::body::to_bytes(body, MAX_PLACE_BODY_BYTES)
-            .await
-            .map_err(|_| {
-                ControlError::InvalidBody(format!(
-                    "the body is over {MAX_PLACE_BODY_BYTES} bytes, or was cut off; send \
-                     {{\"to\": \"+14155550123\"}} with at most a route, variables and metadata"
-                ))
+    let placing = tokio::spawn(async move {
+        let loaded = edge.live.current();
+        let service = &loaded.service;
+        // Read only once the service has identified the caller.
+        let body = async {
+            axum::body::to_bytes(body, MAX_PLACE_BODY_BYTES)
+                .await
+                .map_err(|_| {
+                    ControlError::InvalidBody(format!(
+                        "the body is over {MAX_PLACE_BODY_BYTES} bytes, or was cut off; send \
+                         {{\"to\": \"+14155550123\"}} with at most a route, variables and \
+                         metadata"
+                    ))
+                })
+        };
+        let key = headers.get(&IDEMPOTENCY_KEY).map(HeaderValue::as_bytes);
+        service
+            .place_on_route(asked, &presented, key, body, |result| {
+                if let Ok(placed) = result {
+                    announce(&edge, service, placed);
+                }
+                render(asked, result)
             })
-    };
-    let key = headers.get(&IDEMPOTENCY_KEY).map(HeaderValue::as_bytes);
-    service
-        .place_on_route(asked, presented, key, body, |result| {
-            if let Ok(placed) = result {
-                announce(edge, service, placed);
-            }
-            render(asked, result)
-        })
+            .await
+    });
+    placing
         .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// A call just placed shows at once in every list shape, `/capacity` and every stream, here

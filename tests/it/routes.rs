@@ -838,3 +838,37 @@ async fn a_cooldown_one_replica_starts_is_seen_by_the_other() {
     );
     assert_eq!(posts(&refusing, "/v2/create-phone-call").await, 1);
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_mid_placement_cancels_nothing_and_its_retry_gets_the_answer() {
+    let (server, _) = placing_agent_server(0, Duration::from_millis(800)).await;
+    let toml = routed(
+        &["agents"],
+        &["r"],
+        &format!(
+            "[routes.r]\ntargets = [{{ provider = \"agents\" }}]\n{}",
+            agents("agents", &server, None)
+        ),
+    );
+    let app = spawn_app(&toml).await;
+    let body = json!({"to": "+14155550123"});
+    let impatient = app
+        .http
+        .post(app.url("/calls"))
+        .header("authorization", KEY)
+        .header("x-bland-org-id", "acme")
+        .header("idempotency-key", "gone-1")
+        .timeout(Duration::from_millis(200))
+        .json(&body)
+        .send()
+        .await;
+    assert!(impatient.is_err(), "the client gave up before the answer");
+    let mut last = (0, Value::Null, false);
+    until("the abandoned placement's answer to be kept", async || {
+        last = place(&app, body.clone(), &[("idempotency-key", "gone-1")]).await;
+        last.0 == 201
+    })
+    .await;
+    assert!(last.2, "the answer is the kept one: {}", last.1);
+    assert_eq!(posts(&server, "/api/call").await, 1);
+}
