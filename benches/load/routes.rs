@@ -250,30 +250,55 @@ fn line(label: &str, c: usize, t: &Tally) -> String {
     )
 }
 
-/// Pairs of cells measured in turn, round after round, the order flipped each round so that
-/// neither side always runs first; pooled over the rounds.
-async fn paired(sizes: &Sizes, c: usize, a: (&str, &Ask), b: (&str, &Ask)) -> (Tally, Tally) {
-    let (mut first, mut second) = (Tally::new(), Tally::new());
-    let (mut first_s, mut second_s) = (0.0, 0.0);
+/// One side of a comparison: what it sends, and the callmux whose CPU time it reads.
+struct Side<'a> {
+    label: &'a str,
+    ask: &'a Ask,
+    callmux: Option<u32>,
+}
+
+/// What one side got, pooled over the rounds, and the CPU its callmux used meanwhile.
+struct Pooled {
+    tally: Tally,
+    cpu_ticks: u64,
+}
+
+impl Pooled {
+    /// callmux's CPU time (user and system) per measured request, in µs.
+    fn cpu_us_per_request(&self) -> f64 {
+        self.cpu_ticks as f64 / TICKS_PER_SEC * 1e6 / self.tally.requests() as f64
+    }
+}
+
+/// Cells measured in turn, round after round, the order rotated each round so that no side
+/// always runs first; pooled over the rounds.
+async fn in_turn(sizes: &Sizes, c: usize, sides: &[Side<'_>]) -> Vec<Pooled> {
+    let mut pooled: Vec<Pooled> = sides
+        .iter()
+        .map(|_| Pooled {
+            tally: Tally::new(),
+            cpu_ticks: 0,
+        })
+        .collect();
+    let mut seconds = vec![0.0; sides.len()];
     let measured = (sizes.measured)(c);
     for round in 0..sizes.rounds {
-        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for side in order {
-            let (label, ask) = if side == 0 { a } else { b };
-            let t = measure(ask, c, sizes.warmup_each, measured).await;
-            eprintln!("round {}: {}", round + 1, line(label, c, &t));
-            let (pool, secs) = if side == 0 {
-                (&mut first, &mut first_s)
-            } else {
-                (&mut second, &mut second_s)
-            };
-            *secs += t.elapsed.as_secs_f64();
-            pool.absorb(t);
+        for k in 0..sides.len() {
+            let at = (k + round) % sides.len();
+            let side = &sides[at];
+            let cpu = || side.callmux.and_then(cpu_ticks).unwrap_or(0);
+            let before = cpu();
+            let t = measure(side.ask, c, sizes.warmup_each, measured).await;
+            pooled[at].cpu_ticks += cpu().saturating_sub(before);
+            eprintln!("round {}: {}", round + 1, line(side.label, c, &t));
+            seconds[at] += t.elapsed.as_secs_f64();
+            pooled[at].tally.absorb(t);
         }
     }
-    first.elapsed = Duration::from_secs_f64(first_s);
-    second.elapsed = Duration::from_secs_f64(second_s);
-    (first, second)
+    for (p, s) in pooled.iter_mut().zip(seconds) {
+        p.tally.elapsed = Duration::from_secs_f64(s);
+    }
+    pooled
 }
 
 fn loadavg() -> String {
@@ -307,7 +332,9 @@ pub fn run(quick: bool) {
     }
 }
 
-/// 1. `POST /calls` through callmux against the same body straight to the fake.
+/// Scenario 1, placing: `POST /calls` through callmux against the same body straight to the
+/// fake; and through a callmux whose lists are cached, to show the share of the list that
+/// each placement asks for.
 fn placing(servers: &Runtime, load: &Runtime, sizes: &Sizes) -> Vec<String> {
     let (_fake, served) = Fake::start(servers.handle(), None);
     println!();
@@ -315,28 +342,57 @@ fn placing(servers: &Runtime, load: &Runtime, sizes: &Sizes) -> Vec<String> {
     let direct = Ask::place(format!("{}{FAKE_PLACE}", served.url), 200);
     let mut out = Vec::new();
     for c in CONCURRENCIES {
-        // A fresh callmux for each concurrency: its held places (the fake never lists the
+        // Fresh callmuxes for each concurrency: their held places (the fake never lists the
         // calls, so each is held for place::HOLD) start from none.
-        let callmux = start_callmux(&route_toml(&served, None), &[]);
-        let via = Ask::place(callmux.url(PLACE_ROUTE), 201);
-        let (d, v) = load.block_on(paired(
-            sizes,
-            c,
-            ("straight to the fake", &direct),
-            ("through callmux", &via),
-        ));
-        println!("{}", line("straight to the fake", c, &d));
-        println!("{}", line("through callmux", c, &v));
+        let plain = start_callmux(&route_toml(&served, None), &[]);
+        let cached_toml = route_toml(&served, None).replace(
+            "place_calls = true\n",
+            "place_calls = true\ncache_ttl_ms = 1000\n",
+        );
+        let cached = start_callmux(&cached_toml, &[]);
+        let via = Ask::place(plain.url(PLACE_ROUTE), 201);
+        let via_cached = Ask::place(cached.url(PLACE_ROUTE), 201);
+        let sides = [
+            Side {
+                label: "straight to the fake",
+                ask: &direct,
+                callmux: None,
+            },
+            Side {
+                label: "through callmux",
+                ask: &via,
+                callmux: Some(plain.pid()),
+            },
+            Side {
+                label: "through callmux, cached",
+                ask: &via_cached,
+                callmux: Some(cached.pid()),
+            },
+        ];
+        let pooled = load.block_on(in_turn(sizes, c, &sides));
+        for (side, p) in sides.iter().zip(&pooled) {
+            let cpu = match side.callmux {
+                Some(_) => format!("  callmux CPU {:.0} µs/req", p.cpu_us_per_request()),
+                None => String::new(),
+            };
+            println!("{}{cpu}", line(side.label, c, &p.tally));
+        }
+        let (d, v, k) = (&pooled[0].tally, &pooled[1].tally, &pooled[2].tally);
         let added50 = v.quantile_ms(0.5) - d.quantile_ms(0.5);
         let added99 = v.quantile_ms(0.99) - d.quantile_ms(0.99);
         println!("  C={c}: callmux adds {added50:+.3} ms at p50, {added99:+.3} ms at p99");
-        println!("  callmux: {}", log_report(&callmux));
+        println!(
+            "  C={c}: with cache_ttl_ms = 1000, {:+.3} ms at p50",
+            k.quantile_ms(0.5) - d.quantile_ms(0.5)
+        );
+        println!("  callmux: {}", log_report(&plain));
+        println!("  callmux, cached: {}", log_report(&cached));
+        let bad = not_ok(d) + not_ok(v) + not_ok(k);
         out.push(verdict(
-            added50 <= PLACE_TARGET_MS && not_ok(&d) + not_ok(&v) == 0,
+            added50 <= PLACE_TARGET_MS && bad == 0,
             format!(
                 "placing, C={c}: callmux adds {added50:+.3} ms at p50 over the fake alone \
-                 (target: at most +{PLACE_TARGET_MS} ms; {} not ok)",
-                not_ok(&d) + not_ok(&v)
+                 (target: at most +{PLACE_TARGET_MS} ms; {bad} not ok)"
             ),
         ));
     }
@@ -477,24 +533,36 @@ fn replays(servers: &Runtime, load: &Runtime, sizes: &Sizes) -> Vec<String> {
         let placed = first.once(&client(LOAD_REQUEST_TIMEOUT)).await;
         assert_eq!(placed, OK, "the first placement");
         for c in CONCURRENCIES {
-            let (h, r) = paired(
-                sizes,
-                c,
-                ("GET /healthz", &health),
-                ("replayed POST /calls", &replay),
-            )
-            .await;
-            println!("{}", line("GET /healthz", c, &h));
-            println!("{}", line("replayed POST /calls", c, &r));
+            let sides = [
+                Side {
+                    label: "GET /healthz",
+                    ask: &health,
+                    callmux: Some(callmux.pid()),
+                },
+                Side {
+                    label: "replayed POST /calls",
+                    ask: &replay,
+                    callmux: Some(callmux.pid()),
+                },
+            ];
+            let pooled = in_turn(sizes, c, &sides).await;
+            let (h, r) = (&pooled[0].tally, &pooled[1].tally);
+            for (side, p) in sides.iter().zip(&pooled) {
+                let cpu = p.cpu_us_per_request();
+                println!(
+                    "{}  callmux CPU {cpu:.0} µs/req",
+                    line(side.label, c, &p.tally)
+                );
+            }
             if c == 1 {
                 let p50 = r.quantile_ms(0.5);
                 out.push(verdict(
-                    p50 < REPLAY_TARGET_MS && not_ok(&r) == 0,
+                    p50 < REPLAY_TARGET_MS && not_ok(r) == 0,
                     format!(
                         "idempotent replay, C=1: p50 {p50:.3} ms (GET /healthz {:.3} ms; target: \
                          under {REPLAY_TARGET_MS} ms; {} not ok)",
                         h.quantile_ms(0.5),
-                        not_ok(&r)
+                        not_ok(r)
                     ),
                 ));
             }
