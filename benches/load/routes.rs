@@ -261,12 +261,14 @@ struct Side<'a> {
 struct Pooled {
     tally: Tally,
     cpu_ticks: u64,
+    /// Every request sent while the CPU time was read, warm-up ones too.
+    sent: usize,
 }
 
 impl Pooled {
-    /// callmux's CPU time (user and system) per measured request, in µs.
+    /// callmux's CPU time (user and system) per request sent, in µs.
     fn cpu_us_per_request(&self) -> f64 {
-        self.cpu_ticks as f64 / TICKS_PER_SEC * 1e6 / self.tally.requests() as f64
+        self.cpu_ticks as f64 / TICKS_PER_SEC * 1e6 / self.sent as f64
     }
 }
 
@@ -278,6 +280,7 @@ async fn in_turn(sizes: &Sizes, c: usize, sides: &[Side<'_>]) -> Vec<Pooled> {
         .map(|_| Pooled {
             tally: Tally::new(),
             cpu_ticks: 0,
+            sent: 0,
         })
         .collect();
     let mut seconds = vec![0.0; sides.len()];
@@ -290,6 +293,7 @@ async fn in_turn(sizes: &Sizes, c: usize, sides: &[Side<'_>]) -> Vec<Pooled> {
             let before = cpu();
             let t = measure(side.ask, c, sizes.warmup_each, measured).await;
             pooled[at].cpu_ticks += cpu().saturating_sub(before);
+            pooled[at].sent += measured + c * sizes.warmup_each;
             eprintln!("round {}: {}", round + 1, line(side.label, c, &t));
             seconds[at] += t.elapsed.as_secs_f64();
             pooled[at].tally.absorb(t);
