@@ -17,6 +17,8 @@
 //! `cargo bench --bench load -- hotpath [--quick] [--check 0.6]`: callmux's `/healthz` and
 //! cached lists (5, 100 and 1,000 calls per provider) against a bare axum server replaying
 //! their exact bytes, at C = 1, 16, 64 (`hotpath.rs`); `--check` fails below a ratio (CI).
+//! `cargo bench --bench load -- routes [--quick]`: placing on a route against the fake agent
+//! server alone, a queued placement's wake, and idempotent replays (`load/routes.rs`).
 //!
 //! `cargo bench --bench load -- --help`: every option.
 //!
@@ -60,6 +62,8 @@ mod hotpath;
 mod process;
 #[path = "load/replicas.rs"]
 mod replicas;
+#[path = "load/routes.rs"]
+mod routes;
 #[path = "load/soak.rs"]
 mod soak;
 #[path = "load/table.rs"]
@@ -105,6 +109,7 @@ fn main() {
         Some(Mode::Soak(options)) => run_soak(&options),
         Some(Mode::Replicas { quick }) => replicas::run(quick || args.quick),
         Some(Mode::Capacity { quick }) => capacity::run(quick || args.quick),
+        Some(Mode::Routes { quick }) => routes::run(quick || args.quick),
         Some(Mode::Hotpath { quick, check }) => hotpath::run(&hotpath::HotOptions {
             quick: quick || args.quick,
             check,
@@ -157,6 +162,12 @@ enum Mode {
     /// `GET /capacity` against `GET /calls` on the same warm snapshot.
     Capacity {
         /// Short rounds.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Placing on a route: overhead over the platform alone, queue wake, idempotent replay.
+    Routes {
+        /// One short round.
         #[arg(long)]
         quick: bool,
     },
