@@ -28,6 +28,9 @@ struct Inner {
 /// How long a placed call is routed by its placement alone, with no list showing it.
 pub(super) const PLACED_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How many placed calls are kept before the lapsed ones are pruned.
+const PLACED_PRUNE_FROM: usize = 1_024;
+
 impl CallIndex {
     /// The provider that listed `call_id`, as of `snapshot` (the scope's latest).
     pub fn owner(&self, snapshot: &Snapshot, call_id: &str) -> Option<Arc<str>> {
@@ -49,9 +52,12 @@ impl CallIndex {
     pub fn placed(&self, call_id: &str, provider: Arc<str>) {
         let mut inner = self.inner.lock().expect("index lock");
         let now = std::time::Instant::now();
-        inner
-            .placed
-            .retain(|_, (_, at)| now.duration_since(*at) < PLACED_KEPT);
+        // Pruned only once many are kept, so a placement does not scan them all.
+        if inner.placed.len() >= PLACED_PRUNE_FROM {
+            inner
+                .placed
+                .retain(|_, (_, at)| now.duration_since(*at) < PLACED_KEPT);
+        }
         inner.placed.insert(Text::from(call_id), (provider, now));
     }
 }

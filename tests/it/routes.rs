@@ -674,6 +674,8 @@ async fn a_key_places_no_more_active_calls_than_its_max_active_placed() {
         assert_eq!(status, 201, "{body}");
         ids.push(body["call_id"].as_str().unwrap().to_owned());
     }
+    // A dashboard lists them meanwhile.
+    let _ = app.calls(KEY, "acme").await;
     let (status, body, _) = place(&app, json!({"to": "+14155550003"}), &[]).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["errors"][0]["error"], "AT_CAPACITY");

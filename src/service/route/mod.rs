@@ -10,7 +10,7 @@ pub mod held;
 pub mod idempotency;
 pub mod request;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -350,7 +350,9 @@ impl Service {
             let freed = pin!(self.placing.freed.notified());
             let mut freed = freed;
             freed.as_mut().enable();
-            let chosen = self.choose(route, &targets, &tried, presented).await?;
+            let chosen = self
+                .choose(org, ctx, route, &targets, &tried, presented)
+                .await?;
             let Some((at, hold)) = chosen else {
                 if tried.iter().all(|&t| t) || route.queue_timeout.is_zero() {
                     return Err(self.full(route, &targets, attempts));
@@ -504,26 +506,41 @@ impl Service {
     /// The target to try now, with a place held on it; `None` when none has room.
     async fn choose(
         &self,
+        org: &OrgSpec,
+        ctx: &RequestContext,
         route: &RouteSpec,
         targets: &[&Built],
         tried: &[bool],
         presented: &Presented,
     ) -> Result<Option<(usize, held::Held)>, ControlError> {
-        // The same snapshot and caches as the lists: no extra upstream ask when a list was
-        // just answered.
-        let snapshot = match self.list(presented).await {
-            Ok(listed) => Some(listed.snapshot),
-            Err(ListError::Auth(e)) => return Err(e.into()),
-            Err(ListError::AllFailed { .. }) => None,
-        };
         let redis = self.store.redis().map(|r| &**r);
-        let mut open = Vec::with_capacity(targets.len());
-        let mut bases = Vec::with_capacity(targets.len());
+        let mut left = Vec::with_capacity(targets.len());
         for (at, built) in targets.iter().enumerate() {
-            bases.push(None);
-            if tried[at] || built.cooldown.cooling(&built.spec.id, redis).await {
-                continue;
+            if !tried[at] && !built.cooldown.cooling(&built.spec.id, redis).await {
+                left.push((at, built.backend.capacity.figures().await));
             }
+        }
+        // Headroom needs the calls listed now: the lists' own snapshot and caches, so no
+        // extra upstream ask when a list was just answered. A target without a limit needs
+        // no count, so a route none of whose targets has one asks no one, and reads open
+        // circuits from the last snapshot.
+        let snapshot = if left.iter().any(|(_, f)| f.limit.is_some()) {
+            match self.list(presented).await {
+                Ok(listed) => Some(listed.snapshot),
+                Err(ListError::Auth(e)) => return Err(e.into()),
+                Err(ListError::AllFailed { .. }) => None,
+            }
+        } else {
+            let runtime = &self.orgs[&org.id];
+            match runtime.caller_slot(ctx) {
+                Some(slot) => slot.latest(),
+                None => runtime.last.latest(),
+            }
+        };
+        let mut open = Vec::with_capacity(left.len());
+        let mut bases = vec![None; targets.len()];
+        for (at, figures) in left {
+            let built = targets[at];
             let id = built.spec.id.as_str();
             let failure = snapshot
                 .as_deref()
@@ -531,30 +548,35 @@ impl Service {
             if failure.is_some_and(|f| f.error.code() == ErrorCode::CircuitOpen) {
                 continue;
             }
-            let figures = built.backend.capacity.figures().await;
+            // The calls the provider lists now, once, for the count and the holds.
+            let shown: HashSet<&str> = match (&snapshot, figures.limit) {
+                (Some(s), Some(_)) => s
+                    .calls()
+                    .filter(|c| &*c.provider == id)
+                    .map(|c| &*c.call_id)
+                    .collect(),
+                _ => HashSet::new(),
+            };
             let listed: u64 = match (&snapshot, failure) {
-                (Some(s), None) => figures.reported_active.map_or_else(
-                    || s.calls().filter(|c| &*c.provider == id).count() as u64,
-                    u64::from,
-                ),
+                (Some(_), None) => figures
+                    .reported_active
+                    .map_or(shown.len() as u64, u64::from),
                 _ => built
                     .last_listed
                     .get()
                     .max(figures.reported_active.map_or(0, u64::from)),
             };
-            let held = match &snapshot {
-                Some(s) => built
-                    .reserved
-                    .unlisted(|call| s.calls().any(|c| &*c.provider == id && c.call_id == call)),
-                None => built.reserved.being_placed(),
-            } as u64;
-            let headroom = figures
-                .limit
-                .map(|l| u64::from(l).saturating_sub(listed + held));
+            let headroom = figures.limit.map(|l| {
+                let held = match &snapshot {
+                    Some(_) => built.reserved.unlisted(|call| shown.contains(call)),
+                    None => built.reserved.being_placed(),
+                } as u64;
+                u64::from(l).saturating_sub(listed + held)
+            });
             if headroom == Some(0) {
                 continue;
             }
-            bases[at] = Some((listed, figures.limit));
+            bases[at] = Some((listed, figures.limit, shown));
             open.push(Open {
                 at,
                 headroom,
@@ -564,20 +586,14 @@ impl Service {
         // Held in the strategy's order: a target whose last place another placement took
         // meanwhile is passed over for the next.
         while let Some(at) = choose::pick(route.strategy, &open, |n| fastrand::u64(0..n)) {
-            let (listed, limit) = bases[at].expect("an open target has its figures");
-            let id = targets[at].spec.id.as_str();
-            let shown = |call: &str| {
-                snapshot
-                    .as_deref()
-                    .is_some_and(|s| s.calls().any(|c| &*c.provider == id && c.call_id == call))
-            };
+            let (listed, limit, shown) = bases[at].take().expect("an open target has its figures");
             let hold = held::Held::take(
-                id,
+                &targets[at].spec.id,
                 &targets[at].reserved,
                 self.store.redis(),
                 listed,
                 limit,
-                shown,
+                |call| shown.contains(call),
             )
             .await;
             if let Some(hold) = hold {
