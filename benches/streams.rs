@@ -171,6 +171,7 @@ fn config(port: u16, agent: SocketAddr, twilio: SocketAddr, subscribers: usize) 
         r#"[server]
 bind = "127.0.0.1:{port}"
 max_streams = {streams}
+max_streams_per_org = {streams}
 max_connections = {connections}
 
 [orgs.{POLLED_ORG}]

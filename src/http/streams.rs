@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use super::stream_slots::{Place, Slots};
 use axum::extract::State;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event as Sse, KeepAlive};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Extension;
+use bytes::Bytes;
+use futures::StreamExt;
 
 use super::connections::Disconnect;
 pub use super::paths::{BLAND_STREAM_ROUTE, CALLS_STREAM_ROUTE, OWN_STREAM_ROUTE};
@@ -113,6 +115,7 @@ struct Open {
     first: VecDeque<Arc<Event>>,
     subscription: Subscription,
     telemetry: Arc<Telemetry>,
+    keepalive: Duration,
     _place: Place,
     done: bool,
 }
@@ -125,6 +128,14 @@ impl Drop for Open {
             .decrement(1.0);
     }
 }
+
+/// What is sent when nothing was for `keepalive`: a comment, which clients ignore.
+const KEEPALIVE: &[u8] = b": keepalive\n\n";
+
+/// One event on the wire in up to four pieces, each shared: a snapshot's list is the list
+/// route's own body (head and tail), sent between this subscriber's `event:` and `id:`
+/// lines and the blank line that ends the event, and never copied per subscriber.
+type Pieces = [Bytes; 4];
 
 fn sse(
     shape: Shape,
@@ -143,6 +154,7 @@ fn sse(
         first: std::mem::take(&mut subscription.first).into(),
         subscription,
         telemetry,
+        keepalive,
         _place: place,
         done: false,
     };
@@ -155,78 +167,119 @@ fn sse(
         let event = loop {
             let event = match open.first.pop_front() {
                 Some(event) => event,
-                None => open.subscription.events.recv().await?,
+                None => {
+                    match tokio::time::timeout(open.keepalive, open.subscription.events.recv())
+                        .await
+                    {
+                        Ok(event) => event?,
+                        Err(_) => return Some((keepalive_pieces(), open)),
+                    }
+                }
             };
             if open.shape == Shape::Own || !matches!(event.body, Body::Capacity(_)) {
                 break event;
             }
         };
         open.done = matches!(event.body, Body::End(_));
-        let sent = write(&event, open.shape, &open.org, &open.telemetry).await;
-        Some((Ok::<_, Infallible>(sent), open))
+        let pieces = write(&event, open.shape, &open.org, &open.telemetry).await;
+        Some((pieces, open))
+    })
+    .flat_map(|pieces| {
+        futures::stream::iter(
+            pieces
+                .into_iter()
+                .filter(|piece| !piece.is_empty())
+                .map(Ok::<_, Infallible>),
+        )
     });
-    let mut response = axum::response::Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(keepalive).text("keepalive"))
-        .into_response();
+    let mut response = Response::new(axum::body::Body::from_stream(events));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Proxies that buffer (nginx) would hold events back.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
-        .headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+}
+
+fn keepalive_pieces() -> Pieces {
+    [
+        Bytes::from_static(KEEPALIVE),
+        Bytes::new(),
+        Bytes::new(),
+        Bytes::new(),
+    ]
 }
 
 /// One event on the wire: `event:` its kind, `id:`, and `data:` in the stream's shape.
-async fn write(event: &Event, shape: Shape, org: &str, telemetry: &Telemetry) -> Sse {
-    let (name, data) = match &event.body {
-        // Each subscriber's snapshot is its own event, but its text is the list's body,
-        // written once per snapshot and shape.
-        Body::Snapshot(state) => ("snapshot", snapshot_text(state, shape, telemetry).await),
-        Body::Change(change) => (
-            "change",
-            event
-                .data(shape, |_| {
-                    let body = with_error_items(&change.failures, |errors| {
-                        shape.write_change(
-                            &change.added,
-                            &change.updated,
-                            &change.ended,
-                            org,
-                            errors,
-                        )
-                    });
-                    text(body)
-                })
-                .to_owned(),
-        ),
-        Body::Capacity(capacity) => (
-            "capacity",
-            serde_json::to_string(&**capacity).unwrap_or_default(),
-        ),
-        Body::End(reason) => ("end", serde_json::json!({ "reason": reason }).to_string()),
-    };
-    Sse::default()
-        .event(name)
-        .id(event.id.to_string())
-        .data(data)
-}
-
-/// The body the list route of `shape` answers for `state`: the list, or (every provider
-/// failed) the 502's error envelope.
-async fn snapshot_text(state: &Listing, shape: Shape, telemetry: &Telemetry) -> String {
-    match state {
-        Listing::Listed(snapshot) => {
-            let body = render::snapshot_body(snapshot, shape, telemetry).await;
-            text([&body.head[..], &body.tail[..]].concat())
-        }
-        Listing::AllFailed { failures, .. } => text(with_error_items(failures, |errors| {
-            shape.write_error(errors)
+async fn write(event: &Event, shape: Shape, org: &str, telemetry: &Telemetry) -> Pieces {
+    let whole = |frame: Bytes| [frame, Bytes::new(), Bytes::new(), Bytes::new()];
+    match &event.body {
+        // Each subscriber's snapshot is its own event, but its data is the list's body,
+        // written once per snapshot and shape and shared.
+        Body::Snapshot(state) => match &**state {
+            Listing::Listed(snapshot) => {
+                let body = render::snapshot_body(snapshot, shape, telemetry).await;
+                if one_line(&body.head) && one_line(&body.tail) {
+                    let head = format!("event: snapshot\nid: {}\ndata: ", event.id);
+                    [
+                        Bytes::from(head),
+                        body.head,
+                        body.tail,
+                        Bytes::from_static(b"\n\n"),
+                    ]
+                } else {
+                    whole(frame("snapshot", event, &[&body.head, &body.tail]))
+                }
+            }
+            Listing::AllFailed { failures, .. } => {
+                let data = with_error_items(failures, |errors| shape.write_error(errors));
+                whole(frame("snapshot", event, &[&data]))
+            }
+        },
+        Body::Change(change) => whole(event.frame(shape, |event| {
+            let data = with_error_items(&change.failures, |errors| {
+                shape.write_change(&change.added, &change.updated, &change.ended, org, errors)
+            });
+            frame("change", event, &[&data])
+        })),
+        Body::Capacity(capacity) => whole(event.frame(shape, |event| {
+            let data = serde_json::to_vec(&**capacity).unwrap_or_default();
+            frame("capacity", event, &[&data])
+        })),
+        Body::End(reason) => whole(event.frame(shape, |event| {
+            let data = serde_json::json!({ "reason": reason }).to_string();
+            frame("end", event, &[data.as_bytes()])
         })),
     }
 }
 
-/// The writers write UTF-8 JSON on one line; SSE data is text.
-fn text(body: Vec<u8>) -> String {
-    String::from_utf8(body).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+/// Whether `data` can follow one `data:` field as it is. The writers write JSON on one line,
+/// so it always can; anything else is split into lines as SSE requires.
+fn one_line(data: &[u8]) -> bool {
+    !data.contains(&b'\n') && !data.contains(&b'\r')
+}
+
+/// An event's whole frame: `event: {name}`, `id:`, a `data:` field for each line of `data`
+/// (given in parts, read as one), and the blank line that ends it.
+fn frame(name: &str, event: &Event, data: &[&[u8]]) -> Bytes {
+    let length: usize = data.iter().map(|part| part.len()).sum();
+    let mut frame = Vec::with_capacity(length + name.len() + 48);
+    frame.extend_from_slice(b"event: ");
+    frame.extend_from_slice(name.as_bytes());
+    frame.extend_from_slice(b"\nid: ");
+    frame.extend_from_slice(event.id.to_string().as_bytes());
+    frame.extend_from_slice(b"\ndata: ");
+    for part in data {
+        // Each line its own field, as SSE requires (a lone `\r` ends a line too).
+        for line in part.split_inclusive(|&byte| byte == b'\n' || byte == b'\r') {
+            frame.extend_from_slice(line);
+            if matches!(line.last(), Some(b'\n' | b'\r')) {
+                frame.extend_from_slice(b"data: ");
+            }
+        }
+    }
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
 }
 
 fn unavailable(shape: Shape, message: &str) -> Response {

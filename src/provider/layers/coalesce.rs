@@ -116,10 +116,17 @@ impl ListCalls for Coalesced {
             Some(f) if self.per_caller => Some(f.digest()),
             _ => None,
         };
+        // A cached answer first: the ask below is a large future, built and moved into the
+        // cache's machinery on every call that reaches it, hit or miss. Boxed, so that this
+        // function's own state (moved whole when it is boxed) holds a pointer, not the ask.
+        if let Some(cached) = self.answers.get(&key).await {
+            self.shared.increment(1);
+            return Ok(cached.calls);
+        }
         let entry = self
             .answers
             .entry(key)
-            .or_try_insert_with(self.ask(key, ctx))
+            .or_try_insert_with(Box::pin(self.ask(key, ctx)))
             .await
             .map_err(|e: Arc<ProviderError>| (*e).clone())?;
         // Fresh: this request's own ask filled the entry. Otherwise it shared another's

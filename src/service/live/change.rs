@@ -162,13 +162,14 @@ pub enum Body {
     End(String),
 }
 
-/// One event, shared by every subscriber it goes to; each shape's text is written once, by
-/// the first stream of that shape that sends it.
+/// One event, shared by every subscriber it goes to; each shape's frame is written once, by
+/// the first stream of that shape that sends it, and then sent by every stream of that shape
+/// as the same bytes.
 #[derive(Debug)]
 pub struct Event {
     pub id: EventId,
     pub body: Body,
-    rendered: [OnceLock<String>; Shape::ALL.len()],
+    framed: [OnceLock<bytes::Bytes>; Shape::ALL.len()],
 }
 
 impl Event {
@@ -176,13 +177,15 @@ impl Event {
         Self {
             id,
             body,
-            rendered: Default::default(),
+            framed: Default::default(),
         }
     }
 
-    /// This event's `data` in `shape`, written by `render` the first time it is asked for.
-    pub fn data(&self, shape: Shape, render: impl FnOnce(&Body) -> String) -> &str {
-        self.rendered[shape as usize].get_or_init(|| render(&self.body))
+    /// This event's frame in `shape`, written by `frame` the first time it is asked for.
+    pub fn frame(&self, shape: Shape, frame: impl FnOnce(&Self) -> bytes::Bytes) -> bytes::Bytes {
+        self.framed[shape as usize]
+            .get_or_init(|| frame(self))
+            .clone()
     }
 }
 
