@@ -119,9 +119,9 @@ impl ListCalls for Coalesced {
         // A cached answer first: the ask below is a large future, built and moved into the
         // cache's machinery on every call that reaches it, hit or miss. Boxed, so that this
         // function's own state (moved whole when it is boxed) holds a pointer, not the ask.
-        if let Some(cached) = self.answers.get(&key).await {
+        if let Some((fresh, asked)) = self.answers.get(&key).await {
             self.shared.increment(1);
-            return Ok(cached.calls);
+            return Ok(self.pushes.lay(key, fresh.calls, asked));
         }
         let entry = self
             .answers
