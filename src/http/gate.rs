@@ -61,7 +61,7 @@ pub async fn gate(
     let Ok(p) = presented(request.headers()) else {
         return next.run(request).await;
     };
-    if let Err(e) = check(&edge, &p, scope) {
+    if let Err(e) = check(&edge, &p, scope).await {
         return refused(reply, &e);
     }
     request.extensions_mut().insert(p);
@@ -70,7 +70,7 @@ pub async fn gate(
 
 /// The scope and rate check for `p` on a route that needs `scope`: `Ok` when the caller
 /// may go on, or when the credentials themselves are wrong (the route refuses those).
-pub(super) fn check(edge: &Edge, p: &Presented, scope: Scope) -> Result<(), AuthError> {
+pub(super) async fn check(edge: &Edge, p: &Presented, scope: Scope) -> Result<(), AuthError> {
     let loaded = edge.live.current();
     let Ok(identity) = auth::identify(loaded.service.config(), p) else {
         return Ok(());
@@ -83,7 +83,8 @@ pub(super) fn check(edge: &Edge, p: &Presented, scope: Scope) -> Result<(), Auth
             Spend::Request
         };
         if let Some(org) = loaded.service.org_id(&identity.org().id) {
-            edge.live.rates().take(org, key, spend)?;
+            let fleet = loaded.service.store().redis();
+            edge.live.rates().take(fleet, org, key, spend).await?;
         }
     }
     Ok(())

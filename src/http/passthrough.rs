@@ -123,7 +123,7 @@ async fn answer(edge: &Arc<Edge>, loaded: &Loaded, parts: &Parts, body: Body) ->
         Err(e) => return Answer::auth(&e),
     };
     // The scope and the key's rates, before Bland is asked anything (even about the key).
-    if let Err(e) = super::gate::check(edge, &presented, super::access::FORWARDED) {
+    if let Err(e) = super::gate::check(edge, &presented, super::access::FORWARDED).await {
         return Answer {
             response: super::gate::refused(super::access::Reply::Bland, &e),
             org: None,

@@ -8,6 +8,7 @@ pub mod control;
 pub mod events;
 pub mod index;
 pub mod limits;
+pub mod limits_fleet;
 pub mod live;
 pub mod merge;
 pub mod passthrough;

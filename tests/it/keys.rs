@@ -307,6 +307,72 @@ async fn a_key_is_admitted_at_its_rate_and_refused_beyond_it_with_retry_after() 
 }
 
 #[tokio::test]
+async fn three_processes_on_one_redis_together_admit_a_keys_rate_and_name_no_key_in_redis() {
+    let redis = RedisServer::start().await;
+    let agents = agent_server(json!([])).await;
+    let keys = format!(
+        "[[orgs.acme.keys]]\nname = \"dialer\"\nsha256 = \"{}\"\nscopes = [\"read\"]\nrequests_per_second = 20\n",
+        sha256_hex("fleet-dialer-secret"),
+    );
+    let toml = keyed("acme", &["agents"], &keys)
+        + &TestConfig::new()
+            .provider(ProviderB::agent("agents", &agents.uri()).set("cache_ttl_ms", 60_000))
+            .toml()
+        + "\n"
+        + &state_toml();
+    let env = redis.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let fleet: Vec<Binary> = (0..3).map(|_| Binary::start(&toml, &env, &[])).collect();
+    for b in &fleet {
+        crate::replicas::state_becomes(&b.app, "ok").await;
+    }
+    let started = Instant::now();
+    let clients = (0..6).map(|c| {
+        let app = &fleet[c % fleet.len()].app;
+        async move {
+            let (mut admitted, mut limited) = (0u32, 0u32);
+            while started.elapsed() < Duration::from_secs(3) {
+                let r = app.calls("fleet-dialer-secret", "acme").await;
+                match r.status {
+                    200 => admitted += 1,
+                    429 => {
+                        limited += 1;
+                        assert_eq!(r.body["errors"][0]["error"], "RATE_LIMITED");
+                        assert!(r.headers.contains_key("retry-after"));
+                    }
+                    other => panic!("{other}: {:?}", r.body),
+                }
+            }
+            (admitted, limited)
+        }
+    });
+    let counts = futures::future::join_all(clients).await;
+    let admitted: u32 = counts.iter().map(|c| c.0).sum();
+    let limited: u32 = counts.iter().map(|c| c.1).sum();
+    // The fleet together: a burst of one second's worth, then 20 a second, not 3 × that.
+    let expected = 20.0 + 20.0 * started.elapsed().as_secs_f64();
+    let ratio = f64::from(admitted) / expected;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "three processes admitted {admitted}, expected about {expected:.0} ({limited} refused)"
+    );
+    // The cells are in Redis under names that show neither the key, its digest nor its name.
+    let names = redis.keys().await;
+    let cells: Vec<&String> = names
+        .iter()
+        .filter(|k| k.starts_with("callmux:1:rate:"))
+        .collect();
+    assert_eq!(cells.len(), 1, "{names:?}");
+    let digest = sha256_hex("fleet-dialer-secret");
+    for name in &names {
+        assert!(
+            !name.contains("dialer") && !name.contains(&digest[..16]),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_reload_ends_only_the_streams_of_a_removed_or_changed_key_and_a_new_key_works_at_once() {
     let agent = LiveAgent::start(json!([agent_call("a", "+1555", "ringing", "outbound")])).await;
     let org = unique("keys");
