@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::keys::KeyDigest;
 use crate::settings::{Check, ONE_DAY_MS};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,18 @@ pub struct ServerConfig {
     /// The org a request with a key and no `x-bland-org-id` is taken for when the key is no
     /// callmux key: an org whose callers bring their Bland keys, as Bland's SDKs send them.
     pub bland_default_org: Option<String>,
+    /// Where `/metrics` is served: its own listener, or (`None`) the API listener.
+    pub metrics_bind: Option<SocketAddr>,
+    /// The bearer token `/metrics` asks for, as a digest, and the variable it came from;
+    /// `None` with no `metrics_bind` either: the API listener answers loopback peers only.
+    pub metrics_token: Option<MetricsToken>,
+}
+
+/// `metrics_token_env`'s token, held as its digest (compared in constant time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsToken {
+    pub env: String,
+    pub digest: KeyDigest,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -55,6 +68,10 @@ pub(super) struct RawServer {
     forward_max_request_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bland_default_org: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metrics_bind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metrics_token_env: Option<String>,
 }
 
 impl RawServer {
@@ -67,6 +84,34 @@ impl RawServer {
                 "use an address such as 127.0.0.1:8080 (or 0.0.0.0:8080 to listen on every interface)",
             );
             defaults.bind.parse().expect("default bind address parses")
+        });
+        let metrics_bind = self.metrics_bind.as_deref().and_then(|text| {
+            let parsed = text.parse::<SocketAddr>().ok();
+            if parsed.is_none() {
+                check.push(
+                    "server.metrics_bind",
+                    format!("`{text}` is not an IP:port address"),
+                    "use an address such as 127.0.0.1:9464, or leave it out to serve /metrics on the API listener",
+                );
+            }
+            parsed.filter(|addr| {
+                let same = *addr == bind && addr.port() != 0;
+                if same {
+                    check.push(
+                        "server.metrics_bind",
+                        format!("`{text}` is the API listener's own address (server.bind)"),
+                        "give /metrics another port, or leave metrics_bind out",
+                    );
+                }
+                !same
+            })
+        });
+        let metrics_token = self.metrics_token_env.as_deref().and_then(|var| {
+            let token = check.secret_from_env("server.metrics_token_env", var)?;
+            Some(MetricsToken {
+                env: var.to_string(),
+                digest: KeyDigest::of(&token),
+            })
         });
         let mut n = |field: &str, value: u64, default: u64, range| {
             check.ranged(&format!("server.{field}"), value, default, range)
@@ -149,6 +194,8 @@ impl RawServer {
                 1..=1024 * 1024 * 1024,
             ) as usize,
             bland_default_org: self.bland_default_org,
+            metrics_bind,
+            metrics_token,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod hooks;
 pub(crate) mod me;
 mod methods;
 mod metrics;
+pub mod metrics_access;
 mod openapi;
 mod ops;
 mod passthrough;
@@ -116,7 +117,11 @@ pub fn router(live: Arc<Live>) -> Router {
         .merge(dashboard::routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route(
+            "/metrics",
+            get(metrics_access::metrics)
+                .with_state(metrics_access::Metrics::on_api(&server, telemetry.clone())),
+        )
         .route("/openapi.json", get(openapi::document))
         // After every route: it is given to each route added so far.
         .method_not_allowed_fallback(methods::not_allowed)
