@@ -13,6 +13,10 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// How long a Bland key accepted by its upstream is trusted without asking again.
     pub auth_cache_ttl: Duration,
+    /// How long a key Bland rejected is refused without asking again (zero: never kept).
+    pub auth_rejection_ttl: Duration,
+    /// Keys one client address may have checked by Bland per second (a burst of as many).
+    pub unverified_keys_per_second: std::num::NonZeroU32,
     pub max_concurrent_requests: usize,
     pub request_timeout: Duration,
     pub max_header_bytes: usize,
@@ -55,6 +59,8 @@ pub struct MetricsToken {
 pub(super) struct RawServer {
     bind: String,
     auth_cache_ttl_ms: u64,
+    auth_rejection_ttl_ms: u64,
+    unverified_keys_per_second: u64,
     max_concurrent_requests: u64,
     request_timeout_ms: u64,
     max_header_bytes: u64,
@@ -143,6 +149,19 @@ impl RawServer {
                 defaults.auth_cache_ttl_ms,
                 0..=ONE_DAY_MS,
             )),
+            auth_rejection_ttl: ms(n(
+                "auth_rejection_ttl_ms",
+                self.auth_rejection_ttl_ms,
+                defaults.auth_rejection_ttl_ms,
+                0..=ONE_DAY_MS,
+            )),
+            unverified_keys_per_second: std::num::NonZeroU32::new(n(
+                "unverified_keys_per_second",
+                self.unverified_keys_per_second,
+                defaults.unverified_keys_per_second,
+                1..=1_000_000,
+            ) as u32)
+            .expect("the range starts at 1"),
             shutdown_grace: ms(n(
                 "shutdown_grace_ms",
                 self.shutdown_grace_ms,

@@ -21,6 +21,7 @@ mod paths;
 pub mod render;
 mod stream_slots;
 pub mod streams;
+mod unverified;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub struct Edge {
     pub live: Arc<Live>,
     requests: Arc<metrics::RequestMetrics>,
     streams: streams::Streams,
+    /// Bland keys yet to be checked, by client address.
+    unverified: unverified::Unverified,
 }
 
 /// The whole service. The list routes sit behind the request bounds; `/healthz`, `/readyz`
@@ -67,6 +70,7 @@ pub fn router(live: Arc<Live>) -> Router {
             server.max_streams_per_org,
             server.stream_keepalive,
         ),
+        unverified: unverified::Unverified::new(server.unverified_keys_per_second),
         live,
     });
     let limits = Arc::new(bounds::Bounds::new(
