@@ -19,6 +19,7 @@ mod ops;
 mod passthrough;
 mod paths;
 pub mod render;
+mod sign_in;
 mod stream_slots;
 pub mod streams;
 mod unverified;
@@ -56,6 +57,8 @@ pub struct Edge {
     streams: streams::Streams,
     /// Bland keys yet to be checked, by client address.
     unverified: unverified::Unverified,
+    /// The dashboard's single-use sign-in links.
+    sign_in: crate::service::sign_in::Links,
 }
 
 /// The whole service. The list routes sit behind the request bounds; `/healthz`, `/readyz`
@@ -71,6 +74,9 @@ pub fn router(live: Arc<Live>) -> Router {
             server.stream_keepalive,
         ),
         unverified: unverified::Unverified::new(server.unverified_keys_per_second),
+        sign_in: crate::service::sign_in::Links::new(
+            live.current().service.store().redis().cloned(),
+        ),
         live,
     });
     let limits = Arc::new(bounds::Bounds::new(
@@ -96,6 +102,8 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(hooks::HOOK_ROUTE, post(hooks::hook))
         .route(webhooks::WEBHOOKS_ROUTE, get(webhooks::list))
         .route(me::ROUTE, get(me::me))
+        .route(sign_in::ME_LINK_ROUTE, post(sign_in::link))
+        .route(sign_in::SIGN_IN_ROUTE, post(sign_in::exchange))
         .layer(axum::middleware::from_fn_with_state(
             limits.clone(),
             bounds::enforce,

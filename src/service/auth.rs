@@ -163,6 +163,12 @@ impl Presented {
     /// The client's own headers, to forward to the Bland provider that vouches for `org`:
     /// its `x-bland-org-id` as sent, or else (a Bland key alone, taken for the server's
     /// `bland_default_org`) that org's id, so Bland still checks the key is that org's.
+    /// The `authorization` header as sent, for a sign-in link to hand back once to the
+    /// dashboard that holds the link (never logged, never stored outside memory in clear).
+    pub(crate) fn authorization(&self) -> &HeaderValue {
+        &self.authorization
+    }
+
     pub fn forwarded(&self, org: &OrgSpec) -> Option<ForwardedCredentials> {
         self.org_id
             .clone()

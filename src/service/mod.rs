@@ -16,6 +16,7 @@ pub mod place;
 mod place_fleet;
 pub mod reload;
 pub mod shared_index;
+pub mod sign_in;
 pub mod snapshot;
 pub mod whoami;
 

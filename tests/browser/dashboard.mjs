@@ -268,6 +268,33 @@ try {
   check('a reload of the tab stays signed in (sessionStorage)');
   await phone.close();
 
+  // ------------------------------------------------------------- a single-use sign-in link
+  const minted = await fetch(`${cfg.base}/me/link`, {
+    method: 'POST', headers: { authorization: cfg.key, 'x-bland-org-id': cfg.org },
+  });
+  assert.equal(minted.status, 201);
+  const { link: tokenLink, token } = await minted.json();
+  assert.ok(!tokenLink.includes(cfg.key), 'the link carries the key');
+  const linked = await browser.newContext({ viewport: { width: 1024, height: 700 } });
+  const tab = await linked.newPage();
+  watch(tab, problems);
+  await tab.goto(`${cfg.base}${tokenLink}`);
+  await tab.locator('#connection[data-live="yes"]').waitFor(WAIT);
+  const after = await exposure(tab);
+  noKeyExposed(after, cfg.key);
+  assert.ok(!after.href.includes(token), `the token is in the address: ${after.href}`);
+  assert.equal(JSON.parse(after.session).org, cfg.org);
+  await linked.close();
+  const again = await browser.newContext();
+  const second = await again.newPage();
+  await second.goto(`${cfg.base}${tokenLink}`);
+  const spent = second.locator('#sign-in-error');
+  await spent.waitFor({ state: 'visible', ...WAIT });
+  assert.match(await spent.textContent(), /Sign-in link refused: .*used already.* \(AUTH_FAILURE\)/);
+  assert.equal((await exposure(second)).session, null);
+  await again.close();
+  check('a single-use #token= link signs in once, leaving neither key nor token in the address; used again it is refused');
+
   assert.deepEqual(problems, [], 'the page logged errors');
   check('no script errors and no Content-Security-Policy violations');
 } finally {

@@ -434,3 +434,136 @@ async fn a_reload_ends_only_the_streams_of_a_removed_or_changed_key_and_a_new_ke
     assert_eq!(app.app.calls("kiosk-secret", &org).await.status, 200);
     assert_eq!(app.app.calls("tv-secret", &org).await.status, 401);
 }
+
+/// `POST path` with these headers, the answer's status, headers and JSON body.
+async fn post(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = app.http.post(app.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("callmux answers");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.json().await.expect("a JSON body");
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn link_keys() -> String {
+    keyed(
+        "acme",
+        &["agents"],
+        &format!(
+            "[[orgs.acme.keys]]\nname = \"wallboard\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n\
+             [[orgs.acme.keys]]\nname = \"ender\"\nsha256 = \"{}\"\nscopes = [\"end\"]\n",
+            sha256_hex("wall-secret"),
+            sha256_hex("end-secret"),
+        ),
+    ) + &TestConfig::new()
+        .provider(ProviderB::agent("agents", "http://127.0.0.1:9"))
+        .toml()
+}
+
+#[tokio::test]
+async fn a_sign_in_link_carries_a_token_not_the_key_and_signs_in_once() {
+    let app = spawn_app(&link_keys()).await;
+    let as_wallboard = [("authorization", "wall-secret"), ("x-bland-org-id", "acme")];
+    let minted = post(&app, "/me/link", &as_wallboard).await;
+    assert_eq!(minted.status, 201, "{:#}", minted.body);
+    assert_eq!(minted.headers["cache-control"], "no-store");
+    let token = minted.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(minted.body["link"], format!("/#token={token}"));
+    assert_eq!(minted.body["expires_in_secs"], 300);
+    assert_eq!(minted.body["key"], "wallboard");
+    assert!(!minted.body.to_string().contains("wall-secret"));
+    assert_eq!(token.len(), 64);
+
+    let used = post(&app, "/sign-in", &[("x-callmux-sign-in", &token)]).await;
+    assert_eq!(used.status, 200, "{:#}", used.body);
+    assert_eq!(
+        used.body,
+        json!({"org": "acme", "authorization": "wall-secret"})
+    );
+    assert_eq!(used.headers["cache-control"], "no-store");
+    // What it handed back signs in.
+    let me = app
+        .get(
+            "/me",
+            &[("authorization", "wall-secret"), ("x-bland-org-id", "acme")],
+        )
+        .await;
+    assert_eq!(me.status, 200, "{:#}", me.body);
+
+    for headers in [
+        vec![("x-callmux-sign-in", token.as_str())],
+        vec![("x-callmux-sign-in", "0123456789abcdef")],
+        vec![],
+    ] {
+        let again = post(&app, "/sign-in", &headers).await;
+        assert_eq!(again.status, 401, "{headers:?}: {:#}", again.body);
+        assert_eq!(again.body["errors"][0]["error"], "AUTH_FAILURE");
+        assert_eq!(again.headers["www-authenticate"], "Bearer");
+    }
+
+    // Minting needs `read`, and a key that proves nothing mints nothing.
+    let ender = post(
+        &app,
+        "/me/link",
+        &[("authorization", "end-secret"), ("x-bland-org-id", "acme")],
+    )
+    .await;
+    assert_eq!(ender.status, 403, "{:#}", ender.body);
+    assert_eq!(ender.body["errors"][0]["error"], "FORBIDDEN");
+    let wrong = post(
+        &app,
+        "/me/link",
+        &[("authorization", "nope"), ("x-bland-org-id", "acme")],
+    )
+    .await;
+    assert_eq!(wrong.status, 401, "{:#}", wrong.body);
+}
+
+#[tokio::test]
+async fn a_sign_in_link_minted_on_one_replica_is_used_once_on_another_and_redis_holds_no_key() {
+    let redis = RedisServer::start().await;
+    let toml = format!("{}\n{}", link_keys(), state_toml());
+    let env = redis.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let one = spawn_app_with_env(&toml, &env).await;
+    let other = spawn_app_with_env(&toml, &env).await;
+    for app in [&one, &other] {
+        crate::replicas::state_becomes(app, "ok").await;
+    }
+    let minted = post(
+        &one,
+        "/me/link",
+        &[("authorization", "wall-secret"), ("x-bland-org-id", "acme")],
+    )
+    .await;
+    let token = minted.body["token"].as_str().unwrap().to_owned();
+    // Redis holds neither the key nor the token, in names or values.
+    let mut client = redis.client().await;
+    for name in redis.keys().await {
+        let value: Vec<u8> = redis::cmd("DUMP")
+            .arg(&name)
+            .query_async(&mut client)
+            .await
+            .unwrap();
+        let value = String::from_utf8_lossy(&value);
+        for secret in ["wall-secret", token.as_str(), &sha256_hex("wall-secret")] {
+            assert!(
+                !name.contains(secret) && !value.contains(secret),
+                "{name} holds {secret}"
+            );
+        }
+    }
+    let used = post(&other, "/sign-in", &[("x-callmux-sign-in", &token)]).await;
+    assert_eq!(used.status, 200, "{:#}", used.body);
+    assert_eq!(used.body["authorization"], "wall-secret");
+    // Spent for the whole fleet, the replica that minted it included.
+    let again = post(&one, "/sign-in", &[("x-callmux-sign-in", &token)]).await;
+    assert_eq!(again.status, 401, "{:#}", again.body);
+}

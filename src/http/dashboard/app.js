@@ -22,6 +22,8 @@ const HEADER_SAFE = /^[\x20-\x7e]+$/;
 
 const $ = (id) => document.getElementById(id);
 let fragmentProblem = '';
+// A sign-in link's single-use token (`#token=...`), exchanged once the page is set up.
+let linkToken = '';
 
 const state = {
   session: null,
@@ -60,15 +62,49 @@ function clearSession() {
   sessionStorage.removeItem(STORE);
 }
 
-// `#org=...&key=...` signs in at once; the fragment leaves the address bar before anything else.
+// `#token=...` (a single-use sign-in link) or `#org=...&key=...` signs in at once; the
+// fragment leaves the address bar before anything else.
 function takeFragment() {
   const params = new URLSearchParams(location.hash.slice(1));
-  if (!params.has('org') && !params.has('key')) return;
+  if (!params.has('org') && !params.has('key') && !params.has('token')) return;
   history.replaceState(null, '', location.pathname + location.search);
+  if (params.has('token')) {
+    linkToken = (params.get('token') || '').trim();
+    if (!HEADER_SAFE.test(linkToken)) {
+      linkToken = '';
+      fragmentProblem = 'The sign-in link is damaged: ask for a new one.';
+    }
+    return;
+  }
   const org = (params.get('org') || '').trim();
   const key = params.get('key') || '';
   if (org && key && HEADER_SAFE.test(org) && HEADER_SAFE.test(key)) saveSession(org, key);
   else fragmentProblem = 'The link must carry both #org=... and key=..., in plain ASCII.';
+}
+
+// Exchanges a sign-in link's token, once, for the org and key it stands for.
+async function useLink(token) {
+  let response;
+  try {
+    response = await fetch('/sign-in', { method: 'POST', headers: { 'x-callmux-sign-in': token }, cache: 'no-store' });
+  } catch (e) {
+    return showSignIn(`The sign-in link could not be used: callmux is unreachable (${e.message}).`);
+  }
+  if (!response.ok) {
+    const { code, message } = await errorOf(response);
+    return showSignIn(`Sign-in link refused: ${message} (${code}).`);
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // not JSON: refused below
+  }
+  if (!body || typeof body.org !== 'string' || typeof body.authorization !== 'string'
+      || !HEADER_SAFE.test(body.org) || !HEADER_SAFE.test(body.authorization)) {
+    return showSignIn('The sign-in link was answered with something that is not a session.');
+  }
+  signIn(body.org, body.authorization);
 }
 
 function headers() {
@@ -688,7 +724,9 @@ function start() {
   }, 1000);
   setInterval(refreshWebhooks, WEBHOOKS_EVERY_MS);
   state.session = readSession();
-  if (state.session) {
+  if (linkToken) {
+    useLink(linkToken);
+  } else if (state.session) {
     showBoard();
     connect();
     refreshWebhooks();
