@@ -1,7 +1,7 @@
 // callmux dashboard: signs in with an org id and key kept in this tab's sessionStorage, reads
 // GET /calls/stream with fetch() (EventSource cannot send headers), and draws counts, a chart,
-// provider health and the calls table from it. Everything an upstream sent is set as text
-// (textContent), never as markup.
+// provider health and the calls table from it, offering only what GET /me says the key may
+// do. Everything an upstream sent is set as text (textContent), never as markup.
 'use strict';
 
 const STORE = 'callmux.session';
@@ -39,6 +39,9 @@ const state = {
   backoff: BACKOFF_MIN_MS,
   retryTimer: null,
   confirming: null,
+  // What the signed-in key may do, from GET /me; null until it has answered, and meanwhile
+  // nothing that needs a scope is shown.
+  scopes: null,
 };
 
 // ---------------------------------------------------------------- the session
@@ -107,6 +110,35 @@ async function useLink(token) {
   signIn(body.org, body.authorization);
 }
 
+// ---------------------------------------------------------------- what the key may do
+
+function may(scope) {
+  return Array.isArray(state.scopes) && state.scopes.includes(scope);
+}
+
+// Every element marked data-scope="<scope>" (End call, the place-a-call form, stop-all) is
+// shown only to a key holding that scope.
+function applyScopes() {
+  for (const node of document.querySelectorAll('[data-scope]')) node.hidden = !may(node.dataset.scope);
+}
+
+// Asks GET /me what the key may do; on each connect, so a key whose scopes a reload changed
+// is shown what it may do now.
+async function refreshScopes() {
+  const session = state.session;
+  let body = null;
+  try {
+    const response = await fetch('/me', { headers: headers(), cache: 'no-store' });
+    if (response.ok) body = await response.json();
+  } catch {
+    // unreachable: the stream says so; keep what is known
+  }
+  if (state.session !== session) return;
+  if (body && Array.isArray(body.scopes)) state.scopes = body.scopes.filter((s) => typeof s === 'string');
+  applyScopes();
+  renderTable();
+}
+
 function headers() {
   return { authorization: state.session.key, 'x-bland-org-id': state.session.org };
 }
@@ -145,6 +177,8 @@ function signOut() {
 }
 
 function resetData() {
+  state.scopes = null;
+  applyScopes();
   state.calls.clear();
   state.errors = [];
   state.providers.clear();
@@ -206,6 +240,7 @@ async function connect() {
     }
     return retry(`The stream was refused: ${message} (${code}, HTTP ${response.status}).`);
   }
+  refreshScopes();
   let reason = 'The stream closed.';
   try {
     await read(response, controller);
@@ -602,10 +637,14 @@ function renderTable() {
       if (k === 'status') td.dataset.status = String(c.status ?? 'unknown');
       return td;
     });
-    const end = el('button', { type: 'button', class: 'end', 'data-call-id': c.call_id }, 'End call');
-    end.setAttribute('aria-label', `End call ${c.call_id}`);
-    end.addEventListener('click', () => confirmEnd(c.call_id));
-    cells.push(el('td', { 'data-label': '' }, end));
+    if (may('end')) {
+      const end = el('button', { type: 'button', class: 'end', 'data-call-id': c.call_id, 'data-scope': 'end' }, 'End call');
+      end.setAttribute('aria-label', `End call ${c.call_id}`);
+      end.addEventListener('click', () => confirmEnd(c.call_id));
+      cells.push(el('td', { 'data-label': '' }, end));
+    } else {
+      cells.push(el('td', { 'data-label': '' }));
+    }
     const tr = el('tr', { 'data-call-id': c.call_id }, ...cells);
     return tr;
   }));
