@@ -149,6 +149,7 @@ async fn main() {
                 spec(format!("e{i}"), &url),
                 telemetry.clone(),
                 Arc::new(SystemLookup),
+                None,
             )
         })
         .collect();

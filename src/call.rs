@@ -102,6 +102,20 @@ impl CallStatus {
             Self::Completed | Self::Failed | Self::Busy | Self::NoAnswer | Self::Canceled
         )
     }
+
+    /// Whether a pushed status may replace this one: calls only move forward (queued,
+    /// ringing, in progress, ended), since a webhook carries no order and may be replayed.
+    pub fn moves_to(&self, to: &CallStatus) -> bool {
+        fn rank(s: &CallStatus) -> u8 {
+            match s {
+                CallStatus::Queued => 0,
+                CallStatus::Ringing | CallStatus::Other(_) => 1,
+                CallStatus::InProgress => 2,
+                _ => 3,
+            }
+        }
+        rank(to) > rank(self)
+    }
 }
 
 /// Reading and writing the times upstreams send, held as Unix epoch milliseconds.

@@ -82,6 +82,14 @@ pub enum ErrorCode {
     AtCapacity,
     /// The upstream may or may not have acted: no answer in time, or the connection broke (504).
     OutcomeUnknown,
+    /// The placement names a route the org may not use, or the org has none (404).
+    RouteNotFound,
+    /// The platform refused the call itself, e.g. a number it will not dial (422).
+    PlaceRejected,
+    /// The `Idempotency-Key` was used before with another body (422).
+    IdempotencyKeyReused,
+    /// The first placement with this `Idempotency-Key` is still being answered (409).
+    IdempotencyInFlight,
 
     // Bodies, forwarding and callbacks.
     /// A body callmux cannot take: a placement's field, a broken forwarded body, a callback
@@ -171,6 +179,10 @@ impl ErrorCode {
                             | AtCapacity
                             | OutcomeUnknown
                             | InvalidBody
+                            | RouteNotFound
+                            | PlaceRejected
+                            | IdempotencyKeyReused
+                            | IdempotencyInFlight
                     )
             }
             Family::Forward => {

@@ -27,6 +27,7 @@ const FAMILIES: &[(&str, Type, &str)] = &[
     ("callmux_callbacks_total", Type::Counter, "Twilio status callbacks received, by provider and outcome"),
     ("callmux_connections_closed_total", Type::Counter, "Client connections callmux closed, by reason: header_read_timeout (request headers not complete within header_read_timeout_ms) or idle_timeout (no request within idle_timeout_ms)"),
     ("callmux_control_actions_total", Type::Counter, "Call-control actions (ending and placing calls), by route, key name, provider and outcome"),
+    ("callmux_placements_total", Type::Counter, "Placements on routes, by route, provider (empty when none was tried) and outcome (placed, rejected, outcome_unknown, at_capacity, ...)"),
     ("callmux_passthrough_requests_total", Type::Counter, "Requests for other Bland routes, by provider and outcome"),
     ("callmux_state_up", Type::Gauge, "1 while the shared Redis state answers, 0 while this replica serves on its own"),
     ("callmux_state_failures_total", Type::Counter, "Redis operations that failed or outlasted their timeout, by operation"),
@@ -34,7 +35,8 @@ const FAMILIES: &[(&str, Type, &str)] = &[
     ("callmux_streams_open", Type::Gauge, "Live streams open now, by shape"),
     ("callmux_stream_pollers_started_total", Type::Counter, "Stream pollers started: one per org, or caller, that gained its first subscriber"),
     ("callmux_webhook_deliveries_total", Type::Counter, "Webhook delivery attempts and events, by org, endpoint and outcome: delivered, retried (an attempt failed; another follows), given_up (the last attempt failed), dropped (the endpoint's queue was full)"),
-    ("callmux_webhook_pending", Type::Gauge, "Webhook events waiting for or in a delivery attempt, by org and endpoint"),
+    ("callmux_webhook_pending", Type::Gauge, "Webhook events waiting for or in a delivery attempt, by org and endpoint (with Redis, the fleet's)"),
+    ("callmux_webhook_watch_polls_total", Type::Counter, "Lists of an org with webhooks made to watch it while no one is subscribed, by org: with Redis, by the one replica watching it for the fleet"),
     ("callmux_stream_fleet_notices_total", Type::Counter, "Live-change notices: sent (changes this replica announced to the fleet) and woken (topics polled at once on another replica's notice)"),
 ];
 

@@ -207,14 +207,11 @@ pub(super) fn validate(
             }
             v => v.and_then(NonZeroU32::new),
         };
-        if key.max_active_placed.is_some() {
-            // Refused rather than taken and ignored: an operator must never believe a limit
-            // holds that this build does not enforce.
+        if key.max_active_placed == Some(0) {
             check.push(
                 at("max_active_placed"),
-                "is not enforced by this build of callmux yet",
-                "remove it; bound the key's placing with calls_per_second, and each agent \
-                 server with its max_active_calls",
+                "is 0, which would refuse every placement",
+                "give at least 1, or remove it for no limit",
             );
         }
         let limits = KeyLimits {

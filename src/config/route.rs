@@ -168,7 +168,7 @@ fn target(
     };
     let weight = match own.remove("weight") {
         None => 1,
-        Some(v) => match v.to_u128().and_then(|n| u64::try_from(n).ok()) {
+        Some(v) => match v.to_i128().and_then(|n| u64::try_from(n).ok()) {
             Some(n) => check.ranged(&format!("{at}.weight"), n, 1, 1..=MAX_WEIGHT) as u32,
             None => {
                 check.push(

@@ -68,13 +68,29 @@ pub const ROUTES: &[(&str, Access, Reply)] = &[
     ("/openapi.json", Access::Public, Reply::Bland),
 ];
 
+/// Routes whose path another method serves too, with what this method needs; looked up
+/// before [`ROUTES`].
+pub const BY_METHOD: &[(&str, &str, Access, Reply)] = &[(
+    "POST",
+    OWN_ROUTE,
+    Access::Key(Place),
+    Reply::List(Shape::Own),
+)];
+
 /// What Bland's other `/v1/` routes need, forwarded (the router's fallback, not a route).
 pub const FORWARDED: Scope = Forward;
 
-/// The access and envelope of the route routed under `path`; `None`: not in the table.
-pub fn of(path: &str) -> Option<(Access, Reply)> {
-    ROUTES
+/// The access and envelope of the route routed under `path` for `method`; `None`: not in
+/// the table.
+pub fn of(method: &str, path: &str) -> Option<(Access, Reply)> {
+    BY_METHOD
         .iter()
-        .find(|(route, ..)| *route == path)
-        .map(|&(_, access, reply)| (access, reply))
+        .find(|(m, route, ..)| *m == method && *route == path)
+        .map(|&(_, _, access, reply)| (access, reply))
+        .or_else(|| {
+            ROUTES
+                .iter()
+                .find(|(route, ..)| *route == path)
+                .map(|&(_, access, reply)| (access, reply))
+        })
 }

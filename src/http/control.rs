@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 
@@ -102,11 +102,21 @@ pub async fn stop_all(State(edge): State<Arc<Edge>>, Caller(caller): Caller) -> 
     json(status, body)
 }
 
-/// `POST /api/call`: the chosen agent server's own answer, `"provider"` added.
-pub async fn place(State(edge): State<Arc<Edge>>, Caller(caller): Caller, body: Body) -> Response {
+/// `POST /api/call`: the chosen agent server's own answer, `"provider"` added; for an org
+/// with routes, a placement on its default route.
+pub async fn place(
+    State(edge): State<Arc<Edge>>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let loaded = edge.live.current();
     let result = match caller {
         Err(e) => Err(ControlError::Auth(e)),
+        // An org with routes places on its default route (DESIGN §16).
+        Ok(p) if loaded.service.places_on_routes(&p) => {
+            return super::place::place_agent(&edge, &loaded.service, &p, &headers, body).await
+        }
         // Read only once the service has identified the caller.
         Ok(p) => {
             let body = async {

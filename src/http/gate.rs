@@ -44,7 +44,7 @@ pub async fn gate(
     next: Next,
 ) -> Response {
     let path = matched.as_ref().map_or("", MatchedPath::as_str);
-    let Some((access, reply)) = access::of(path) else {
+    let Some((access, reply)) = access::of(request.method().as_str(), path) else {
         // Fails closed: a route nobody gave a scope serves no one.
         let message = format!(
             "the route {path} has no entry in callmux's scope table; this is a bug in callmux"

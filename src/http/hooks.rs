@@ -1,9 +1,9 @@
 //! Push from the platforms: `POST /hooks/{kind}/{provider_id}`, each kind's own webhooks
 //! (its `Hook`, reached through the kind registry) for a provider that sets what checks
 //! them. The signature header is looked for before any of the body is read; the body is
-//! capped by the kind and must arrive within `BODY_DEADLINE`. A signed event moves a known
-//! call forward in every live stream at once, on every replica; the next poll stays the
-//! authority.
+//! capped by the kind and must arrive within `BODY_DEADLINE`. A signed event moves a call
+//! forward (or adds the call a started event brings) in every view at once, on every
+//! replica: laid over the provider's answers until its next one, which stays the authority.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -188,8 +188,13 @@ async fn take(
     match hook.read(&pushed) {
         Err(refusal) => Outcome::Refused(refusal),
         Ok(None) => Outcome::Ignored,
-        Ok(Some(moved)) => {
-            if apply(edge, provider, &moved) > 0 {
+        Ok(Some(mut moved)) => {
+            if let Some(call) = &mut moved.started {
+                call.provider = Arc::from(provider);
+                call.call_id = moved.call_id.as_str().into();
+                call.status = moved.status.clone();
+            }
+            if apply(edge, provider, &moved) {
                 Outcome::Applied
             } else {
                 Outcome::Ignored
@@ -198,22 +203,24 @@ async fn take(
     }
 }
 
-/// Moves the call forward in this replica's streams and tells the fleet; returns how many
-/// streams moved here.
-fn apply(edge: &Edge, provider: &str, moved: &Move) -> usize {
-    let streams = edge
-        .live
-        .hub()
-        .push(provider, &moved.call_id, &moved.status);
-    if let Some(redis) = edge.live.current().service.store().redis() {
-        crate::service::live::fleet::share(redis, provider, &moved.call_id, &moved.status);
+/// Lays the move over the provider's answers and this replica's streams, and tells the
+/// fleet; returns whether anything moved here. An end frees a place for queued placements.
+fn apply(edge: &Edge, provider: &str, moved: &Move) -> bool {
+    let (streams, laid) = edge.live.hub().push(provider, moved);
+    let loaded = edge.live.current();
+    if let Some(redis) = loaded.service.store().redis() {
+        crate::service::live::fleet::share(redis, provider, moved);
+    }
+    if !moved.status.is_active() {
+        loaded.service.place_freed();
     }
     tracing::info!(
         provider,
         call_id = moved.call_id,
         status = crate::wire::own::status(&moved.status),
+        started = moved.started.is_some(),
         streams,
         "status pushed"
     );
-    streams
+    laid || streams > 0
 }

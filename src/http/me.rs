@@ -1,5 +1,5 @@
-//! `GET /me`: the caller's org, key name and scopes in callmux's own shape, so the
-//! dashboard offers only what the key may do.
+//! `GET /me`: the caller's org, key name, scopes and the org's routes in callmux's own shape,
+//! so the dashboard offers only what the key may do.
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ struct Me<'a> {
     org: &'a str,
     key: &'a str,
     scopes: Vec<&'static str>,
+    routes: &'a [String],
 }
 
 pub async fn me(State(edge): State<Arc<Edge>>, Caller(caller): Caller) -> Response {
@@ -34,6 +35,7 @@ pub async fn me(State(edge): State<Arc<Edge>>, Caller(caller): Caller) -> Respon
                 org: &c.org,
                 key: &c.key,
                 scopes: c.scopes.names(),
+                routes: &c.routes,
             })
             .expect("strings serialise"),
         ),

@@ -18,6 +18,7 @@ mod openapi;
 mod ops;
 mod passthrough;
 mod paths;
+pub mod place;
 pub mod render;
 mod sign_in;
 mod stream_slots;
@@ -87,7 +88,10 @@ pub fn router(live: Arc<Live>) -> Router {
     let lists = Router::new()
         .route(BLAND_ROUTE, get(|s, h| list(Shape::Bland, s, h)))
         .route(CALLS_ROUTE, get(|s, h| list(Shape::Calls, s, h)))
-        .route(OWN_ROUTE, get(|s, h| list(Shape::Own, s, h)))
+        .route(
+            OWN_ROUTE,
+            get(|s, h| list(Shape::Own, s, h)).post(place::place),
+        )
         .route(capacity::CAPACITY_ROUTE, get(capacity::capacity))
         .route(
             control::END_ROUTE,

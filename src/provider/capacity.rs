@@ -43,6 +43,10 @@ pub trait ReportCapacity: Send + Sync {
     /// The provider's figures now. Kinds that ask their platform do it here, no more often
     /// than their own cache allows.
     async fn figures(&self) -> Figures;
+
+    /// Takes the figures a placement's answer carried (Vapi's `subscriptionLimits`); most
+    /// kinds learn nothing from placing.
+    fn learn(&self, _limits: &super::place::Limits) {}
 }
 
 /// The smaller of two optional limits: where both are known the smaller wins.

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use axum::http::HeaderMap;
 
 use super::{Backend, Common};
-use crate::call::CallStatus;
+use crate::call::{Call, CallStatus};
 use crate::settings::Check;
 
 /// A backend kind: reads and checks its own part of a provider's table.
@@ -105,6 +105,9 @@ pub struct Pushed<'a> {
 pub struct Move {
     pub call_id: String,
     pub status: CallStatus,
+    /// For a started event, the call as its body carries it (its provider set by whoever
+    /// knows which provider took it): a call not listed yet is added with these fields.
+    pub started: Option<Call>,
 }
 
 /// Why a pushed request moved nothing; each message names what was wrong and how to fix it.

@@ -271,6 +271,16 @@ pub struct Common {
     /// Active calls at which the provider is full, as configured; `None`: no configured
     /// limit (the kind may still know one, or default one).
     pub max_concurrent_calls: Option<u32>,
+    /// When a provider stops taking placements for a while after failing them.
+    pub placing: PlacingCooldown,
+}
+
+/// `cooldown_failures` placements failed in a row cool a provider down for `cooldown`: every
+/// route passes it over meanwhile (DESIGN §16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlacingCooldown {
+    pub failures: u32,
+    pub cooldown: Duration,
 }
 
 /// The common settings as written, after the built-in defaults (`config/defaults.toml`).
@@ -290,6 +300,8 @@ pub struct RawCommon {
     pub poll_interval_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_calls: Option<u64>,
+    pub cooldown_failures: u64,
+    pub cooldown_ms: u64,
 }
 
 impl RawCommon {
@@ -306,6 +318,8 @@ impl RawCommon {
         "circuit_cooldown_ms",
         "poll_interval_ms",
         "max_concurrent_calls",
+        "cooldown_failures",
+        "cooldown_ms",
     ];
 
     /// Validated against the ranges; `defaults` is what a removed field would fall back to.
@@ -365,6 +379,20 @@ impl RawCommon {
                 defaults.poll_interval_ms,
                 10..=ONE_DAY_MS,
             )),
+            placing: PlacingCooldown {
+                failures: n(
+                    "cooldown_failures",
+                    self.cooldown_failures,
+                    defaults.cooldown_failures,
+                    1..=1_000_000,
+                ) as u32,
+                cooldown: Duration::from_millis(n(
+                    "cooldown_ms",
+                    self.cooldown_ms,
+                    defaults.cooldown_ms,
+                    0..=ONE_DAY_MS,
+                )),
+            },
             max_concurrent_calls: self.max_concurrent_calls.and_then(|limit| {
                 if (1..=capacity::MAX_LIMIT).contains(&limit) {
                     return Some(limit as u32);

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 
 use super::kind::TargetSettings;
 use super::{ProviderError, RequestContext};
+use crate::error_code::ErrorCode;
 
 /// One call to place, in callmux's own terms; each kind turns it into its platform's body.
 #[derive(Debug, Clone)]
@@ -22,6 +23,10 @@ pub struct PlaceRequest {
     pub variables: BTreeMap<String, String>,
     /// Sent on to platforms that keep metadata with the call.
     pub metadata: Option<Map<String, Value>>,
+    /// The agent's instructions and where its Twilio webhooks go: the agent servers' own
+    /// fields (`POST /api/call`), sent only to agent-server targets.
+    pub prompt: Option<String>,
+    pub webhook_url: Option<String>,
     /// The route target's own settings, of the provider's kind.
     pub target: Arc<dyn TargetSettings>,
 }
@@ -38,6 +43,9 @@ pub enum PlaceOutcome {
     /// Refused before the call existed (no room, rate limited, not reachable): another
     /// target may be tried.
     Refused {
+        /// What kind of refusal, as `attempts` report it: `UPSTREAM_UNREACHABLE`,
+        /// `UPSTREAM_RATE_LIMITED` (429) or `AT_CAPACITY` (503, or the platform's own).
+        code: ErrorCode,
         reason: String,
         limits: Option<Limits>,
     },
@@ -73,6 +81,7 @@ pub fn outcome(
     match sent {
         Ok((status, body)) => read(status, &body),
         Err(e @ ProviderError::Unreachable(_)) => PlaceOutcome::Refused {
+            code: e.code(),
             reason: e.to_string(),
             limits: None,
         },
@@ -80,6 +89,16 @@ pub fn outcome(
             reason: e.to_string(),
         },
     }
+}
+
+/// Sends a kind's create-call `request` once, by the client's deadline, and reads its answer
+/// with `read`: the one tail every kind's placing shares.
+pub async fn send_once(
+    client: &super::http::Client,
+    request: &super::http::Request,
+    read: impl FnOnce(u16, &[u8]) -> PlaceOutcome,
+) -> PlaceOutcome {
+    outcome(client.exchange(request, client.deadline()).await, read)
 }
 
 /// The rules every kind shares, given the answer's JSON (if it is JSON) and the kind's
@@ -103,6 +122,11 @@ pub fn by_status(
             },
         },
         429 | 503 => PlaceOutcome::Refused {
+            code: if status == 429 {
+                ErrorCode::UpstreamRateLimited
+            } else {
+                ErrorCode::AtCapacity
+            },
             reason: format!("answered HTTP {status}: {}", message(json.as_ref(), body)),
             limits: None,
         },
@@ -115,8 +139,8 @@ pub fn by_status(
     }
 }
 
-/// The platform's own words for a failure: the first of `message`, `error` (text, or an
-/// object's `message`) and `errors[0]` (text or its `message`) that is text, else the body's
+/// The platform's own words for a failure: the first of `message`, `error_message`
+/// (Retell's), `error` (text, or an object's `message`) and `errors[0]` (text or its `message`) that is text, else the body's
 /// start, cut to [`MESSAGE_CHARS`].
 pub fn message(json: Option<&Value>, body: &[u8]) -> String {
     let text = |v: &Value| -> Option<String> {
@@ -129,6 +153,7 @@ pub fn message(json: Option<&Value>, body: &[u8]) -> String {
     let found = json.and_then(|j| {
         j.get("message")
             .and_then(text)
+            .or_else(|| j.get("error_message").and_then(text))
             .or_else(|| j.get("error").and_then(text))
             .or_else(|| j.get("errors").and_then(|e| e.get(0)).and_then(text))
     });
@@ -161,6 +186,7 @@ pub fn target_of<T: 'static>(request: &PlaceRequest) -> Result<&T, PlaceOutcome>
         .as_any()
         .downcast_ref::<T>()
         .ok_or_else(|| PlaceOutcome::Refused {
+            code: ErrorCode::InternalError,
             reason: "the route target's settings are of another kind (a bug)".into(),
             limits: None,
         })

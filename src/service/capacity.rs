@@ -64,6 +64,16 @@ pub struct CapacityError {
 #[derive(Debug)]
 pub(super) struct LastListed(AtomicU64);
 
+impl LastListed {
+    /// The last count listed; 0 if never listed.
+    pub(super) fn get(&self) -> u64 {
+        match self.0.load(Ordering::Relaxed) {
+            u64::MAX => 0,
+            n => n,
+        }
+    }
+}
+
 impl Default for LastListed {
     fn default() -> Self {
         Self(AtomicU64::new(u64::MAX))
@@ -124,10 +134,7 @@ impl Service {
                     b.last_listed.0.store(n, Ordering::Relaxed);
                     n
                 }
-                _ => match b.last_listed.0.load(Ordering::Relaxed) {
-                    u64::MAX => 0,
-                    n => n,
-                },
+                _ => b.last_listed.get(),
             };
             for error in failed.map(|f| &f.error).into_iter().chain(&figures.error) {
                 errors.push(CapacityError {
@@ -136,8 +143,13 @@ impl Service {
                     message: error.to_string(),
                 });
             }
-            let active = figures.reported_active.map_or(listed, u64::from)
-                + b.reserved.being_placed() as u64;
+            let held = match (snapshot, failed) {
+                (Some(s), None) => b
+                    .reserved
+                    .unlisted(|call| s.calls().any(|c| &*c.provider == id && c.call_id == call)),
+                _ => b.reserved.being_placed(),
+            };
+            let active = figures.reported_active.map_or(listed, u64::from) + held as u64;
             let limit = figures.limit.map(u64::from);
             providers.push(ProviderCapacity {
                 provider: id.to_owned(),
@@ -146,8 +158,11 @@ impl Service {
                 limit,
                 headroom: limit.map(|l| l.saturating_sub(active)),
                 source: figures.source,
-                places_calls: b.backend.place.is_some(),
-                cooling_until: None,
+                places_calls: b.backend.places.is_some(),
+                cooling_until: b
+                    .cooldown
+                    .until_ms()
+                    .and_then(crate::call::time::to_iso8601),
             });
         }
         let total = Total {

@@ -7,6 +7,7 @@ use super::auth::{self, AuthError, Identity, Presented};
 use futures::StreamExt;
 
 use super::merge::ProviderFailure;
+use super::route::attempt::Attempt;
 use super::{ListError, Service};
 use crate::error_code::ErrorCode;
 use crate::provider::{EndError, ProviderError, RequestContext};
@@ -94,6 +95,45 @@ pub enum ControlError {
         provider: Arc<str>,
         error: ProviderError,
     },
+    #[error("{0}")]
+    RouteNotFound(String),
+    #[error("provider `{provider}` rejected the call: {message}")]
+    Rejected {
+        provider: Arc<str>,
+        message: String,
+        attempts: Vec<Attempt>,
+    },
+    #[error(
+        "provider `{provider}` {reason}, so whether the call was placed is unknown; it is not \
+         sent anywhere else: list the calls to see"
+    )]
+    PlaceUnknown {
+        provider: Arc<str>,
+        reason: String,
+        attempts: Vec<Attempt>,
+    },
+    #[error("route `{route}` has no target with room: {why}; try again later")]
+    RouteFull {
+        route: String,
+        why: String,
+        attempts: Vec<Attempt>,
+        /// Seconds, for `retry-after`.
+        retry_after: u64,
+    },
+    #[error(
+        "this Idempotency-Key was used with another body; use a new key for another placement"
+    )]
+    IdempotencyReused,
+    #[error(
+        "the first placement with this Idempotency-Key has not been answered yet; retry \
+         shortly for its answer"
+    )]
+    IdempotencyInFlight,
+    #[error(
+        "key `{key}` has {max} placed calls active already (its max_active_placed); place \
+         again when one ends"
+    )]
+    KeyFull { key: String, max: u32 },
 }
 
 impl ControlError {
@@ -105,8 +145,12 @@ impl ControlError {
             Self::NoPlacer => 501,
             Self::AtCapacity => 503,
             Self::NotSupported { .. } => 501,
-            Self::OutcomeUnknown { .. } => 504,
+            Self::OutcomeUnknown { .. } | Self::PlaceUnknown { .. } => 504,
             Self::Failed { .. } => 502,
+            Self::RouteNotFound(_) => 404,
+            Self::Rejected { .. } | Self::IdempotencyReused => 422,
+            Self::RouteFull { .. } | Self::KeyFull { .. } => 503,
+            Self::IdempotencyInFlight => 409,
         }
     }
 
@@ -119,8 +163,13 @@ impl ControlError {
             Self::NoPlacer => ErrorCode::NotSupported,
             Self::AtCapacity => ErrorCode::AtCapacity,
             Self::NotSupported { .. } => ErrorCode::NotSupported,
-            Self::OutcomeUnknown { .. } => ErrorCode::OutcomeUnknown,
+            Self::OutcomeUnknown { .. } | Self::PlaceUnknown { .. } => ErrorCode::OutcomeUnknown,
             Self::Failed { error, .. } => error.code(),
+            Self::RouteNotFound(_) => ErrorCode::RouteNotFound,
+            Self::Rejected { .. } => ErrorCode::PlaceRejected,
+            Self::RouteFull { .. } | Self::KeyFull { .. } => ErrorCode::AtCapacity,
+            Self::IdempotencyReused => ErrorCode::IdempotencyKeyReused,
+            Self::IdempotencyInFlight => ErrorCode::IdempotencyInFlight,
         }
     }
 
@@ -129,6 +178,8 @@ impl ControlError {
         match self {
             Self::NotSupported { provider }
             | Self::OutcomeUnknown { provider, .. }
+            | Self::PlaceUnknown { provider, .. }
+            | Self::Rejected { provider, .. }
             | Self::Failed { provider, .. } => Some(provider),
             _ => None,
         }
@@ -144,8 +195,23 @@ impl ControlError {
             Self::NoPlacer => "not_supported",
             Self::AtCapacity => "at_capacity",
             Self::NotSupported { .. } => "not_supported",
-            Self::OutcomeUnknown { .. } => "outcome_unknown",
+            Self::OutcomeUnknown { .. } | Self::PlaceUnknown { .. } => "outcome_unknown",
             Self::Failed { .. } => "failed",
+            Self::RouteNotFound(_) => "route_not_found",
+            Self::Rejected { .. } => "rejected",
+            Self::RouteFull { .. } | Self::KeyFull { .. } => "at_capacity",
+            Self::IdempotencyReused => "idempotency_key_reused",
+            Self::IdempotencyInFlight => "idempotency_in_flight",
+        }
+    }
+
+    /// The targets a placement tried before this answer.
+    pub fn attempts(&self) -> &[Attempt] {
+        match self {
+            Self::Rejected { attempts, .. }
+            | Self::PlaceUnknown { attempts, .. }
+            | Self::RouteFull { attempts, .. } => attempts,
+            _ => &[],
         }
     }
 }
@@ -442,7 +508,10 @@ impl Service {
             });
         };
         match end.end_call(ctx, call_id).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.call_ended(owner, call_id).await;
+                Ok(())
+            }
             Err(EndError::NotFound) => Err(ControlError::NotFound),
             Err(EndError::Failed(error)) if error.outcome_unknown() => {
                 Err(ControlError::OutcomeUnknown {

@@ -21,7 +21,12 @@ struct Inner {
     /// The snapshot the index was last brought up to date from.
     from: Option<Version>,
     owners: HashMap<Text, Arc<str>>,
+    /// Calls placed through callmux, until a list shows them or [`PLACED_KEPT`] passes.
+    placed: HashMap<Text, (Arc<str>, std::time::Instant)>,
 }
+
+/// How long a placed call is routed by its placement alone, with no list showing it.
+pub(super) const PLACED_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl CallIndex {
     /// The provider that listed `call_id`, as of `snapshot` (the scope's latest).
@@ -30,7 +35,24 @@ impl CallIndex {
         if inner.from != Some(snapshot.version()) {
             inner.update(snapshot);
         }
-        inner.owners.get(call_id).cloned()
+        if let Some(owner) = inner.owners.get(call_id) {
+            return Some(owner.clone());
+        }
+        inner
+            .placed
+            .get(call_id)
+            .filter(|(_, at)| at.elapsed() < PLACED_KEPT)
+            .map(|(owner, _)| owner.clone())
+    }
+
+    /// A call just placed through `provider`: routed there at once, before any list shows it.
+    pub fn placed(&self, call_id: &str, provider: Arc<str>) {
+        let mut inner = self.inner.lock().expect("index lock");
+        let now = std::time::Instant::now();
+        inner
+            .placed
+            .retain(|_, (_, at)| now.duration_since(*at) < PLACED_KEPT);
+        inner.placed.insert(Text::from(call_id), (provider, now));
     }
 }
 

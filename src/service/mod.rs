@@ -15,6 +15,7 @@ pub mod passthrough;
 pub mod place;
 mod place_fleet;
 pub mod reload;
+pub mod route;
 pub mod shared_index;
 pub mod sign_in;
 pub mod snapshot;
@@ -45,6 +46,15 @@ pub struct Service {
     store: Store,
     /// The call → provider index the fleet shares, with Redis.
     shared_index: Option<shared_index::SharedIndex>,
+    /// Placing on routes: idempotency keys and queues, kept across reloads.
+    placing: Arc<route::Placing>,
+}
+
+impl Service {
+    /// A place may have freed (a pushed end): queued placements look again.
+    pub fn place_freed(&self) {
+        self.placing.freed();
+    }
 }
 
 /// One provider as built from its settings: what requests ask, and what `/readyz` reads.
@@ -60,6 +70,10 @@ struct Built {
     reserved: Arc<place::Reserved>,
     /// What this provider last listed, for capacity while its list fails.
     last_listed: Arc<capacity::LastListed>,
+    /// Its placing failures in a row, and its cooldown.
+    cooldown: Arc<route::cooldown::Cooldown>,
+    /// What its platform pushed, laid over its answers until its next one.
+    pushes: Arc<layers::overlay::Pushes>,
 }
 
 /// What one org needs at request time.
@@ -130,7 +144,7 @@ impl From<AuthError> for ListError {
 impl Built {
     fn new(spec: &ProviderSpec, store: &Store, telemetry: &Arc<Telemetry>) -> Result<Self, String> {
         let backend = spec.kind.build(Arc::from(spec.id.as_str()), &spec.common)?;
-        let (listed, observed) = layers::wrap(
+        let (listed, observed, pushes) = layers::wrap(
             backend.list.clone(),
             &spec.common,
             spec.kind.forwards_caller_credentials(),
@@ -144,6 +158,8 @@ impl Built {
             backend,
             reserved: Arc::default(),
             last_listed: Arc::default(),
+            cooldown: Arc::default(),
+            pushes,
         })
     }
 }
@@ -208,6 +224,7 @@ impl Service {
             telemetry,
             store: store.clone(),
             shared_index: store.redis().cloned().map(shared_index::SharedIndex::new),
+            placing: previous.map_or_else(Arc::default, |p| p.placing.clone()),
         })
     }
 
@@ -224,6 +241,24 @@ impl Service {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Lays a signed push over `provider`'s answers, until its next one; `false` if it
+    /// moves nothing (an unknown provider, a step back, a replay).
+    pub fn pushed(&self, provider: &str, moved: &crate::provider::kind::Move) -> bool {
+        self.providers
+            .iter()
+            .find(|b| b.spec.id == provider)
+            .is_some_and(|b| b.pushes.push(&Arc::from(provider), moved))
+    }
+
+    /// Where `provider`'s answer is among `org`'s, in its list's (and snapshots') order.
+    pub fn position(&self, org: &str, provider: &str) -> Option<usize> {
+        self.config
+            .org(org)?
+            .providers
+            .iter()
+            .position(|p| p == provider)
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
@@ -298,17 +333,7 @@ impl Service {
                 return Err(AuthError::Rejected.into());
             }
         }
-        let failures: Vec<ProviderFailure> = runtime
-            .providers
-            .iter()
-            .zip(&answers)
-            .filter_map(|(p, a)| {
-                a.as_ref().err().map(|error| ProviderFailure {
-                    provider: Arc::from(p.id()),
-                    error: error.clone(),
-                })
-            })
-            .collect();
+        let failures = failures_of(runtime, &answers);
         if failures.len() == answers.len() {
             return Err(ListError::AllFailed { failures, waited });
         }
@@ -321,11 +346,57 @@ impl Service {
             }
             _ => &runtime.last,
         };
-        let snapshot = slot.snapshot(&runtime.id, answers, failures).await;
+        let snapshot = slot
+            .snapshot(&runtime.id, answers, failures, || self.placing.freed())
+            .await;
         if let Some(index) = &self.shared_index {
             index.publish(&ctx, runtime.providers.iter().map(|p| p.id()), &snapshot);
         }
         Ok(Listed { snapshot, waited })
+    }
+}
+
+/// The failed answers among `answers`, named by their providers.
+fn failures_of(runtime: &OrgRuntime, answers: &[Answer]) -> Vec<ProviderFailure> {
+    runtime
+        .providers
+        .iter()
+        .zip(answers)
+        .filter_map(|(p, a)| {
+            a.as_ref().err().map(|error| ProviderFailure {
+                provider: Arc::from(p.id()),
+                error: error.clone(),
+            })
+        })
+        .collect()
+}
+
+impl Service {
+    /// `org`'s active calls as callmux itself sees them, with no caller (to watch an org
+    /// with webhooks while no one is subscribed). `None` for an org that is gone, or whose
+    /// callers bring their own Bland keys: there is nothing to list with but theirs.
+    pub async fn list_unattended(&self, org: &str) -> Option<Result<Listed, ListError>> {
+        let spec = self.config.org(org)?;
+        if matches!(spec.auth, OrgAuth::Upstream { .. }) {
+            return None;
+        }
+        let runtime = self.orgs.get(org)?;
+        let ctx = RequestContext {
+            org_id: runtime.id.clone(),
+            forwarded: None,
+        };
+        let started = Instant::now();
+        let answers = merge::gather(&runtime.providers, &ctx, None).await;
+        let waited = started.elapsed();
+        let failures = failures_of(runtime, &answers);
+        if failures.len() == answers.len() {
+            return Some(Err(ListError::AllFailed { failures, waited }));
+        }
+        let snapshot = runtime
+            .last
+            .snapshot(&runtime.id, answers, failures, || self.placing.freed())
+            .await;
+        Some(Ok(Listed { snapshot, waited }))
     }
 }
 
@@ -390,6 +461,7 @@ impl Slot {
         org: &Arc<str>,
         answers: Vec<Answer>,
         failures: Vec<ProviderFailure>,
+        changed: impl FnOnce(),
     ) -> Arc<Snapshot> {
         if let Some(hit) = self.reuse(&answers) {
             return hit;
@@ -411,7 +483,15 @@ impl Slot {
         } else {
             Snapshot::new(org, answers, failures, previous.as_deref())
         });
-        *self.last.lock().expect("snapshot lock") = Some(snapshot.clone());
+        let before = self
+            .last
+            .lock()
+            .expect("snapshot lock")
+            .replace(snapshot.clone());
+        // Other calls listed: a place may have freed for a queued placement.
+        if before.is_none_or(|b| b.version() != snapshot.version()) {
+            changed();
+        }
         snapshot
     }
 

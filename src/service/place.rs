@@ -20,7 +20,7 @@ pub const MAX_PLACE_BODY_BYTES: usize = 64 * 1024;
 
 /// How long a place stays reserved after the call was sent: long enough for the agent
 /// server to list the call (it does at once), after which its list counts it.
-const HOLD: Duration = Duration::from_secs(30);
+pub const HOLD: Duration = Duration::from_secs(30);
 
 /// What `AT_CAPACITY` asks a client to wait, in seconds.
 pub const RETRY_AFTER_SECS: u64 = 5;
@@ -92,6 +92,64 @@ impl Reserved {
             .count()
     }
 
+    /// Held places whose calls `listed` does not show: reserved and not answered yet, or
+    /// placed and not listed yet. A held call once listed and then no longer listed has
+    /// ended, and holds nothing.
+    pub fn unlisted(&self, listed: impl Fn(&str) -> bool) -> usize {
+        let now = Instant::now();
+        let mut pending = self.pending.lock().expect("reservations lock");
+        pending.retain(|p| p.until > now);
+        let mut held = 0;
+        for p in pending.iter_mut() {
+            match &p.call_id {
+                Some(id) if listed(id) => p.seen_from = Some(p.seen_from.unwrap_or(now)),
+                _ if p.seen_from.is_none() => held += 1,
+                _ => {}
+            }
+        }
+        held
+    }
+
+    /// Reserves a place for a route's placement if the provider has room: `listed` calls
+    /// (as capacity counts them) plus the held places no list shows are under `limit`.
+    /// Checked and taken under one lock, so concurrent placements never pass the limit.
+    pub fn hold(
+        self: &Arc<Self>,
+        listed_count: u64,
+        limit: Option<u32>,
+        listed: impl Fn(&str) -> bool,
+    ) -> Option<Hold> {
+        let now = Instant::now();
+        let mut pending = self.pending.lock().expect("reservations lock");
+        pending.retain(|p| p.until > now);
+        let held = pending
+            .iter()
+            .filter(|p| p.seen_from.is_none() && !p.call_id.as_deref().is_some_and(&listed))
+            .count() as u64;
+        if limit.is_some_and(|max| listed_count + held >= u64::from(max)) {
+            return None;
+        }
+        let token = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        pending.push(Pending {
+            token,
+            call_id: None,
+            seen_from: None,
+            until: now + HOLD,
+        });
+        Some(Hold {
+            reserved: self.clone(),
+            token,
+        })
+    }
+
+    /// A call placed through callmux was ended through callmux: its place is free at once.
+    pub fn ended(&self, call_id: &str) {
+        self.pending
+            .lock()
+            .expect("reservations lock")
+            .retain(|p| p.call_id.as_deref() != Some(call_id));
+    }
+
     fn release(&self, token: u64) {
         self.pending
             .lock()
@@ -104,6 +162,26 @@ impl Reserved {
         if let Some(p) = pending.iter_mut().find(|p| p.token == token) {
             p.call_id = call_id;
         }
+    }
+}
+
+/// A place held for one route placement: released if the target refused before the call
+/// existed, kept (until a list shows the call, or `HOLD` passes) once it may exist.
+#[derive(Debug)]
+pub struct Hold {
+    reserved: Arc<Reserved>,
+    token: u64,
+}
+
+impl Hold {
+    /// The target refused: nothing holds the place.
+    pub fn release(self) {
+        self.reserved.release(self.token);
+    }
+
+    /// The call exists (or may): the place stays held, known by `call_id` once there is one.
+    pub fn keep(self, call_id: Option<&str>) {
+        self.reserved.placed(self.token, call_id.map(Text::from));
     }
 }
 

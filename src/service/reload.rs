@@ -77,14 +77,17 @@ impl Live {
             file_sha256,
             loaded_at: SystemTime::now(),
         }));
-        let hub = Hub::new(current.clone(), telemetry.clone(), fleet);
+        let hub = Hub::new(current.clone(), telemetry.clone(), fleet.clone());
+        let fleet_for_watch = fleet.clone();
         let lookup: Arc<dyn Lookup> = Arc::new(SystemLookup);
         let outboxes = Arc::new(Outboxes::new(
             current.load().service.config(),
             &telemetry,
             lookup,
+            fleet,
         ));
         hub.tap(outboxes.clone());
+        super::events::watch::start(current.clone(), &outboxes, fleet_for_watch, &telemetry);
         Arc::new(Self {
             current,
             telemetry,
@@ -198,6 +201,18 @@ impl live::Source for ArcSwap<Loaded> {
 
     async fn list(&self, presented: &Presented) -> Result<Listed, ListError> {
         self.load_full().service.list(presented).await
+    }
+
+    fn pushed(&self, provider: &str, moved: &crate::provider::kind::Move) -> bool {
+        self.load().service.pushed(provider, moved)
+    }
+
+    fn position(&self, org: &str, provider: &str) -> Option<usize> {
+        self.load().service.position(org, provider)
+    }
+
+    async fn list_unattended(&self, org: &str) -> Option<Result<Listed, ListError>> {
+        self.load_full().service.list_unattended(org).await
     }
 
     async fn capacity(&self, state: &live::change::State) -> Option<Capacity> {

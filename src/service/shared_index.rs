@@ -112,6 +112,23 @@ impl SharedIndex {
         });
     }
 
+    /// Named by an HMAC of the scope and a call placed through callmux.
+    fn placed_key(&self, scope: &Scope, call_id: &str) -> String {
+        let caller: &[u8] = scope.1.as_ref().map_or(&[], |d| &d[..]);
+        self.redis
+            .sealer
+            .secret_key("placed", &[scope.0.as_bytes(), caller, call_id.as_bytes()])
+    }
+
+    /// A call just placed through `provider`: every replica routes it there at once, before
+    /// any list shows it (for [`super::index::PLACED_KEPT`]).
+    pub async fn placed(&self, ctx: &RequestContext, provider: &str, call_id: &str) {
+        let key = self.placed_key(&Self::scope(ctx), call_id);
+        self.redis
+            .put_sealed(&key, provider.as_bytes(), super::index::PLACED_KEPT)
+            .await;
+    }
+
     /// The provider among `providers` (the org's) whose published list holds `call_id`.
     pub async fn owner(
         &self,
@@ -138,6 +155,14 @@ impl SharedIndex {
                 Err(_) => self.redis.rejected("index", Rejected::Decode),
             }
         }
-        None
+        let placed = self
+            .redis
+            .get_sealed("placed", &self.placed_key(&scope, call_id))
+            .await?;
+        let placed = std::str::from_utf8(&placed).ok()?;
+        providers
+            .iter()
+            .find(|p| p.as_str() == placed)
+            .map(|p| Arc::from(p.as_str()))
     }
 }

@@ -9,7 +9,8 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
 use super::merge::{self, Answer, Position, ProviderFailure};
-use crate::call::{Call, CallStatus};
+use crate::call::Call;
+use crate::provider::kind::Move;
 use crate::wire::{Shape, Written};
 
 /// A digest of a snapshot's content: the same calls (every field, in order) and the same
@@ -121,39 +122,40 @@ impl Snapshot {
         &self.failures
     }
 
-    /// This snapshot with the status of `call_id` as `provider` reported it replaced by
-    /// `status`, merged again from the same answers (the others shared, not copied); `None`
-    /// if no answer of `provider` lists that call, or `allowed(from, to)` refuses the move.
-    pub fn with_status(
-        &self,
-        provider: &str,
-        call_id: &str,
-        status: &CallStatus,
-        allowed: impl Fn(&CallStatus, &CallStatus) -> bool,
-    ) -> Option<Snapshot> {
+    /// This snapshot with `moved` laid over the answer of `provider` (the `at`th of the
+    /// org's, if it is one of them), merged again from the same answers (the others shared,
+    /// not copied): a listed call moves forward, and a started call not listed is added.
+    /// `None` if nothing moves.
+    pub fn with_move(&self, provider: &str, at: Option<usize>, moved: &Move) -> Option<Snapshot> {
         let mut answers = self.answers.clone();
-        for answer in answers.iter_mut() {
-            let Ok(calls) = answer else { continue };
-            let Some(at) = calls
-                .iter()
-                .position(|c| c.call_id == call_id && &*c.provider == provider)
-            else {
-                continue;
-            };
-            if !allowed(&calls[at].status, status) {
-                return None;
-            }
-            let mut moved = Vec::clone(calls);
-            moved[at].status = status.clone();
-            *answer = Ok(Arc::new(moved));
-            return Some(Snapshot::new(
-                self.org.clone(),
-                answers,
-                self.failures.clone(),
-                Some(self),
-            ));
+        let listed = answers.iter().position(|answer| {
+            answer.as_ref().is_ok_and(|calls| {
+                calls
+                    .iter()
+                    .any(|c| c.call_id == moved.call_id && &*c.provider == provider)
+            })
+        });
+        let (i, calls) = match (listed, at) {
+            (Some(i), _) => (i, answers[i].as_ref().ok()?),
+            (None, Some(i)) if moved.started.is_some() => (i, answers.get(i)?.as_ref().ok()?),
+            _ => return None,
+        };
+        let mut next = Vec::clone(calls);
+        match next
+            .iter_mut()
+            .find(|c| c.call_id == moved.call_id && &*c.provider == provider)
+        {
+            Some(call) if call.status.moves_to(&moved.status) => call.status = moved.status.clone(),
+            Some(_) => return None,
+            None => next.push(moved.started.clone()?),
         }
-        None
+        answers[i] = Ok(Arc::new(next));
+        Some(Snapshot::new(
+            self.org.clone(),
+            answers,
+            self.failures.clone(),
+            Some(self),
+        ))
     }
 
     /// Whether this snapshot was built from exactly these answers: an unchanged upstream

@@ -1,5 +1,5 @@
-//! Who the caller is, as proved: the org, the key's name and its scopes, for a client (the
-//! dashboard) to show only what the key may do.
+//! Who the caller is, as proved: the org, the key's name, its scopes and the org's routes, for
+//! a client (the dashboard) to show only what the key may do.
 
 use std::sync::Arc;
 
@@ -13,6 +13,8 @@ pub struct Caller {
     pub org: Arc<str>,
     pub key: Arc<str>,
     pub scopes: Scopes,
+    /// The routes the org may place calls on, its default first.
+    pub routes: Vec<String>,
 }
 
 impl Service {
@@ -25,6 +27,7 @@ impl Service {
             org: self.orgs[&identity.org().id].id.clone(),
             key: Arc::from(identity.key_name()),
             scopes: identity.scopes(),
+            routes: identity.org().routes.clone(),
         })
     }
 }

@@ -211,6 +211,21 @@ impl Redis {
         self.cmd::<()>("set", cmd).await.is_some()
     }
 
+    /// Writes `payload` sealed for `key`, kept for `ttl`, only if `key` holds nothing:
+    /// `Some(true)` if written, `Some(false)` if taken already, `None` if Redis failed.
+    pub async fn put_sealed_new(&self, key: &str, payload: &[u8], ttl: Duration) -> Option<bool> {
+        let sealed = self.sealer.seal(key, payload);
+        let cmd = redis::cmd("SET")
+            .arg(key)
+            .arg(sealed)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .clone();
+        let set: Option<String> = self.cmd("set", cmd).await?;
+        Some(set.is_some())
+    }
+
     pub async fn del(&self, key: &str) -> bool {
         self.cmd::<()>("del", redis::cmd("DEL").arg(key).clone())
             .await

@@ -19,6 +19,9 @@ fn serve_shipped(env: &[(&str, &str)]) -> Binary {
 
 /// The demo org, pointed at the shipped `agents` provider through the environment.
 const DEMO_SEES_AGENTS: (&str, &str) = ("CALLMUX_ORGS__DEMO__PROVIDERS", r#"["agents"]"#);
+/// The demo's route places on the demo's own providers: an org that no longer lists them
+/// drops the route too.
+const DEMO_NO_ROUTES: (&str, &str) = ("CALLMUX_ORGS__DEMO__ROUTES", "[]");
 
 #[tokio::test]
 async fn the_shipped_config_shows_the_five_demo_calls_in_both_shapes_with_nothing_else_running() {
@@ -61,6 +64,7 @@ async fn environment_variables_override_the_shipped_config() {
     .await;
     let server = serve_shipped(&[
         DEMO_SEES_AGENTS,
+        DEMO_NO_ROUTES,
         ("CALLMUX_PROVIDERS__AGENTS__BASE_URL", &agents.uri()),
     ]);
     let resp = reqwest::Client::new()
@@ -108,6 +112,7 @@ async fn sigterm_lets_an_in_flight_request_finish_then_refuses_new_connections()
         .await;
     let mut server = serve_shipped(&[
         DEMO_SEES_AGENTS,
+        DEMO_NO_ROUTES,
         ("CALLMUX_PROVIDERS__AGENTS__BASE_URL", &slow.uri()),
     ]);
     let in_flight = tokio::spawn(
@@ -153,6 +158,7 @@ async fn after_sigterm_the_process_exits_within_its_grace_bound_even_with_a_requ
     let (hung, asked) = counted_silent_server().await;
     let mut server = serve_shipped(&[
         DEMO_SEES_AGENTS,
+        DEMO_NO_ROUTES,
         ("CALLMUX_PROVIDERS__AGENTS__BASE_URL", &hung),
         ("CALLMUX_PROVIDERS__AGENTS__TIMEOUT_MS", "60000"),
         ("CALLMUX_SERVER__SHUTDOWN_GRACE_MS", "300"),

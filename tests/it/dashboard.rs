@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
 
 use crate::common::*;
 
@@ -156,6 +158,31 @@ impl Browser {
             chromium,
             script: browser.join("dashboard.mjs"),
         }
+    }
+
+    /// Runs another script of `tests/browser` with `scenario`, its output shown as it comes,
+    /// and asserts that it passed.
+    fn run(&self, script: &str, scenario: &serde_json::Value) {
+        let mut node = Node(
+            Command::new("node")
+                .arg(self.script.with_file_name(script))
+                .arg(scenario.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("node starts"),
+        );
+        let mut said = Vec::new();
+        for line in BufReader::new(node.0.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            eprintln!("browser: {line}");
+            said.push(line);
+        }
+        let status = node.0.wait().unwrap();
+        assert!(
+            status.success() && said.last().map(String::as_str) == Some("passed"),
+            "{script} failed ({status}); its output is above"
+        );
     }
 }
 
@@ -384,4 +411,90 @@ async fn the_dashboard_signs_in_and_shows_calls_changes_health_and_ends_a_call_i
         std::fs::write(&docs, &png).unwrap();
         eprintln!("screenshot written to {}", docs.display());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_browser,
+    ignore = "built with CALLMUX_SKIP_BROWSER=1: the headless Chromium test is left out on purpose"
+)]
+async fn the_dashboard_places_a_call_on_the_shipped_demo_route_and_shows_its_outcome_in_headless_chromium(
+) {
+    let browser = Browser::ready();
+    // The shipped file as it is, plus a read-only key for the demo org, to see the form hidden.
+    let read_only = "demo-wallboard-key";
+    let keys = format!(
+        r#"[{{name = "wallboard", sha256 = "{}", scopes = ["read"]}}]"#,
+        sha256_hex(read_only)
+    );
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("providers.toml");
+    let server = Binary::start(&shipped, &[("CALLMUX_ORGS__DEMO__KEYS", &keys)], &[]);
+
+    // And an org whose default route has one target, an agent server refusing with 429, and
+    // whose other route fails over from it to a static provider: the attempts are shown.
+    let busy = agent_server(json!([])).await;
+    Mock::given(method("POST"))
+        .and(path("/api/call"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .set_body_json(json!({"success": false, "error": "All lines are busy"})),
+        )
+        .mount(&busy)
+        .await;
+    let calls = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/agent-calls.json");
+    let toml = format!(
+        "[orgs.acme]\napi_key_sha256 = \"{}\"\nproviders = [\"agents-busy\", \"spare\"]\n\
+         routes = [\"busy\", \"failover\"]\n\n\
+         [providers.agents-busy]\nkind = \"twilio-media-stream\"\nbase_url = \"{}\"\n\
+         place_calls = true\nretries = 0\ncooldown_ms = 0\n\n\
+         [providers.spare]\nkind = \"static\"\npath = {:?}\n\n\
+         [routes.busy]\ntargets = [{{ provider = \"agents-busy\" }}]\n\n\
+         [routes.failover]\ntargets = [{{ provider = \"agents-busy\" }}, {{ provider = \"spare\" }}]\n",
+        sha256_hex(KEY),
+        busy.uri(),
+        calls.display().to_string(),
+    );
+    let failover = Server::start(&toml, &[], "127.0.0.1:0".parse().unwrap()).await;
+
+    let scenario = json!({
+        "base": server.url(""),
+        "org": "demo",
+        "key": "demo-key",
+        "readOnlyKey": read_only,
+        "chromium": browser.chromium,
+        "screenshot": Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-place.png"),
+        "failover": {
+            "base": format!("http://{}", failover.addr),
+            "org": "acme",
+            "key": KEY,
+            "refusing": "agents-busy",
+            "taking": "spare",
+        },
+    });
+    // The script drives a browser for a while: off the runtime's threads.
+    tokio::task::spawn_blocking(move || browser.run("place.mjs", &scenario))
+        .await
+        .unwrap();
+    // What callmux itself lists: each number placed as often as the script placed it, the
+    // retried submission once.
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(server.url("/api/calls"))
+        .header("authorization", "demo-key")
+        .header("x-bland-org-id", "demo")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let to = |number: &str| {
+        listed["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["to_number"] == number)
+            .count()
+    };
+    assert_eq!((to("+14155550123"), to("+14155550124")), (1, 2), "{listed}");
+    failover.stop().await;
 }

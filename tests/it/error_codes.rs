@@ -3,6 +3,8 @@
 //! `ErrorCode` enum: a new code has no arm in [`provoke`] until it is given a scenario, and its
 //! answer fails the document until the document lists it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use callmux::error_code::ErrorCode;
@@ -32,6 +34,8 @@ struct World {
     app: TestApp,
     slow: TestApp,
     _upstreams: Vec<MockServer>,
+    /// How many requests the routed org's silent place target has read.
+    silent_reads: Arc<AtomicUsize>,
 }
 
 /// An upstream that answers a 200 whose body breaks off before its declared length.
@@ -123,6 +127,15 @@ async fn world() -> World {
         .mount(&vapi)
         .await;
     let bland = bland_server(BLAND_KEY, "bland-org", json!([])).await;
+    let rejecting = agent_server(json!([])).await;
+    Mock::given(method("POST"))
+        .and(at("/api/call"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_json(json!({"error": "Invalid phone number"})),
+        )
+        .mount(&rejecting)
+        .await;
+    let (hanging, silent_reads) = counted_silent_server().await;
 
     let silent = silent_server().await;
     let refused = refused_url().await;
@@ -175,6 +188,33 @@ async fn world() -> World {
         [orgs.hooked]
         api_key_sha256 = "{key}"
         providers = ["tw"]
+
+        [orgs.routed]
+        api_key_sha256 = "{key}"
+        providers = ["rejecting"]
+        routes = ["rejects"]
+
+        [orgs.hangs]
+        api_key_sha256 = "{key}"
+        providers = ["hanging"]
+        routes = ["hangs"]
+
+        [routes.rejects]
+        targets = [{{ provider = "rejecting" }}]
+
+        [routes.hangs]
+        targets = [{{ provider = "hanging" }}]
+
+        [providers.rejecting]
+        kind = "twilio-media-stream"
+        base_url = "{rejecting}"
+        place_calls = true
+
+        [providers.hanging]
+        kind = "twilio-media-stream"
+        base_url = "{hanging}"
+        place_calls = true
+        timeout_ms = 5000
 
         [providers.agents]
         kind = "twilio-media-stream"
@@ -277,6 +317,7 @@ async fn world() -> World {
         full = full.uri(),
         slow_end = slow_end.uri(),
         tw = crate::twilio::token_lines(&agents.uri()),
+        rejecting = rejecting.uri(),
     ));
     let mut env = vec![("BLAND_KEY", BLAND_KEY), ("VAPI_KEY", VAPI_KEY)];
     env.extend_from_slice(crate::twilio::ENV);
@@ -293,8 +334,9 @@ async fn world() -> World {
         slow,
         _upstreams: vec![
             agents, full, slow_end, rejected, limited, failing, circuit, bad, large, reported,
-            endless, vapi, bland,
+            endless, vapi, bland, rejecting,
         ],
+        silent_reads,
     }
 }
 
@@ -411,6 +453,7 @@ async fn provoke(w: &World, code: ErrorCode) -> Result<Provoked, &'static str> {
     use ErrorCode::*;
     let end = "/api/calls/{call_id}/end";
     let place = "/api/call";
+    let calls = "/calls";
     Ok(match code {
         UpstreamTimeout => w.list("timeout").await,
         UpstreamUnreachable => w.list("unreachable").await,
@@ -604,6 +647,72 @@ async fn provoke(w: &World, code: ErrorCode) -> Result<Provoked, &'static str> {
             .await
         }
         OutcomeUnknown => w.post(end, "/api/calls/s1/end", "slowend", None).await,
+        RouteNotFound => {
+            let body = br#"{"to": "+14155550123", "route": "nope"}"#.to_vec();
+            w.post(calls, calls, "routed", Some(("application/json", body)))
+                .await
+        }
+        PlaceRejected => {
+            let body = br#"{"to": "+14155550123", "route": "rejects"}"#.to_vec();
+            w.post(calls, calls, "routed", Some(("application/json", body)))
+                .await
+        }
+        IdempotencyKeyReused => {
+            let mut headers = creds("routed").to_vec();
+            headers.push(("idempotency-key", "reused-1".to_owned()));
+            let mut reply = None;
+            for to in ["+14155550123", "+14155550124"] {
+                let body = format!(r#"{{"to": "{to}", "route": "rejects"}}"#).into_bytes();
+                reply = Some(
+                    w.ask(
+                        &w.app,
+                        reqwest::Method::POST,
+                        calls,
+                        &headers,
+                        Some(("application/json", body)),
+                    )
+                    .await,
+                );
+            }
+            Provoked {
+                path: calls,
+                reply: reply.unwrap(),
+            }
+        }
+        IdempotencyInFlight => {
+            let mut headers = creds("hangs").to_vec();
+            headers.push(("idempotency-key", "in-flight-1".to_owned()));
+            let before = w.silent_reads.load(Ordering::SeqCst);
+            let body = br#"{"to": "+14155550123", "route": "hangs"}"#.to_vec();
+            let first = {
+                let request = w
+                    .app
+                    .http
+                    .post(w.app.url(calls))
+                    .header("content-type", "application/json")
+                    .body(body.clone());
+                let request = headers
+                    .iter()
+                    .fold(request, |r, (name, value)| r.header(*name, value));
+                tokio::spawn(request.send())
+            };
+            // The first is in flight once the target has been asked anything.
+            until("the first placement to reach its target", async || {
+                w.silent_reads.load(Ordering::SeqCst) > before
+            })
+            .await;
+            let reply = w
+                .ask(
+                    &w.app,
+                    reqwest::Method::POST,
+                    calls,
+                    &headers,
+                    Some(("application/json", body)),
+                )
+                .await;
+            first.abort();
+            Provoked { path: calls, reply }
+        }
         InvalidBody => {
             w.post(
                 place,

@@ -21,6 +21,11 @@ fn public_url(provider: &str) -> String {
 /// An org seeing twilio providers `ids` at `base_url`, each taking callbacks at its own
 /// public URL, polled so rarely that nothing in a test comes from a poll after the first.
 pub(crate) fn config(org: &str, ids: &[&str], base_url: &str) -> String {
+    config_cached(org, ids, base_url, 0)
+}
+
+/// `config`, with answers kept `cache_ttl_ms`.
+fn config_cached(org: &str, ids: &[&str], base_url: &str, cache_ttl_ms: u64) -> String {
     let mut c = TestConfig::new().org(OrgB::key(org, KEY).providers(ids));
     for id in ids {
         c = c.provider(
@@ -28,7 +33,8 @@ pub(crate) fn config(org: &str, ids: &[&str], base_url: &str) -> String {
                 .set("account_sid", ACCOUNT)
                 .set("auth_token_env", "TWILIO_TEST_AUTH_TOKEN")
                 .set("public_url", public_url(id).as_str())
-                .set("poll_interval_ms", 3_600_000),
+                .set("poll_interval_ms", 3_600_000)
+                .set("cache_ttl_ms", cache_ttl_ms),
         );
     }
     c.toml()
@@ -159,6 +165,66 @@ async fn a_signed_callback_reaches_every_subscriber_at_once_without_asking_twili
     assert_eq!(status, 204);
     let change = own.next_of("change").await.json();
     assert_eq!(change["ended"][0], sid(1).as_str());
+    assert_eq!(
+        hits(&twilio).await,
+        asked,
+        "a callback made callmux ask Twilio"
+    );
+}
+
+#[tokio::test]
+async fn a_signed_callback_shows_in_every_list_shape_without_asking_twilio() {
+    let org = unique("pushed_lists");
+    let twilio = twilio_server(&[(
+        "ringing",
+        vec![twilio_call(&sid(1), "ringing", "outbound-api")],
+    )])
+    .await;
+    let app =
+        spawn_app_with_env(&config_cached(&org, &["tw"], &twilio.uri(), 3_600_000), ENV).await;
+    let auth = [("authorization", KEY), ("x-bland-org-id", org.as_str())];
+    let statuses = async |app: &TestApp| {
+        let mut seen = Vec::new();
+        for route in ["/calls", "/api/calls", "/v1/calls/active"] {
+            let body = app.get(route, &auth).await.body;
+            let calls = body.get("data").or(body.get("calls")).cloned();
+            let calls = calls
+                .and_then(|c| c.as_array().cloned())
+                .unwrap_or_default();
+            seen.push(
+                calls
+                    .iter()
+                    .map(|c| c["status"].clone())
+                    .collect::<Vec<Value>>(),
+            );
+        }
+        seen
+    };
+    assert_eq!(
+        statuses(&app).await,
+        [
+            vec![Value::from("ringing")],
+            vec![Value::from("ringing")],
+            // Bland's shape has no ringing of its own.
+            vec![Value::from("QUEUED")]
+        ]
+    );
+    let asked = hits(&twilio).await;
+
+    let (status, _) = signed(&app, "tw", &callback(&sid(1), "in-progress")).await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        statuses(&app).await,
+        [
+            vec![Value::from("in-progress")],
+            vec![Value::from("in-progress")],
+            vec![Value::from("IN_PROGRESS")]
+        ]
+    );
+    let (status, _) = signed(&app, "tw", &callback(&sid(1), "completed")).await;
+    assert_eq!(status, 204);
+    let none: Vec<Value> = Vec::new();
+    assert_eq!(statuses(&app).await, [none.clone(), none.clone(), none]);
     assert_eq!(
         hits(&twilio).await,
         asked,

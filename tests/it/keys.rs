@@ -126,11 +126,11 @@ async fn documented_routes(app: &TestApp) -> Vec<(String, String, String)> {
 }
 
 /// What the table says `path` needs; the forwarded `/v1/{path}` is the router's fallback.
-fn needs(path: &str) -> Access {
+fn needs(method: &str, path: &str) -> Access {
     if path == "/v1/{path}" {
         return Access::Key(access::FORWARDED);
     }
-    match access::of(path) {
+    match access::of(method, path) {
         Some((access, _)) => access,
         None => panic!("{path} is served but has no entry in http::access::ROUTES"),
     }
@@ -195,7 +195,7 @@ async fn every_route_refuses_each_key_without_its_scope_before_asking_upstream()
     };
     let mut refused = 0;
     for (path, method, id) in &routes {
-        let Access::Key(needed) = needs(path) else {
+        let Access::Key(needed) = needs(method, path) else {
             continue;
         };
         for scope in Scope::iter().filter(|s| *s != needed) {
@@ -223,7 +223,7 @@ async fn every_route_refuses_each_key_without_its_scope_before_asking_upstream()
     assert_eq!(hits(&bland).await, 0, "a refused request reached Bland");
 
     for (path, method, _) in &routes {
-        if let Access::Key(needed) = needs(path) {
+        if let Access::Key(needed) = needs(method, path) {
             let (status, _) = ask(path, method, needed).await;
             assert_ne!(
                 status, 403,
@@ -234,15 +234,19 @@ async fn every_route_refuses_each_key_without_its_scope_before_asking_upstream()
 }
 
 #[tokio::test]
-async fn me_names_the_key_and_its_scopes_never_the_key() {
+async fn me_names_the_key_its_scopes_and_the_orgs_routes_default_first_never_the_key() {
     let keys = format!(
-        "[[orgs.acme.keys]]\nname = \"wallboard\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n",
+        "routes = [\"sales\", \"backup\"]\n\
+         [[orgs.acme.keys]]\nname = \"wallboard\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n",
         sha256_hex("wall-secret")
     );
+    let route = |id: &str| format!("[routes.{id}]\ntargets = [{{ provider = \"agents\" }}]\n");
     let toml = keyed("acme", &["agents"], &keys)
         + &TestConfig::new()
-            .provider(ProviderB::agent("agents", "http://127.0.0.1:9"))
-            .toml();
+            .provider(ProviderB::agent("agents", "http://127.0.0.1:9").set("place_calls", true))
+            .toml()
+        + &route("sales")
+        + &route("backup");
     let app = spawn_app(&toml).await;
     let me = app
         .get(
@@ -253,8 +257,11 @@ async fn me_names_the_key_and_its_scopes_never_the_key() {
     assert_eq!(me.status, 200);
     assert_eq!(
         me.body,
-        json!({"org": "acme", "key": "wallboard", "scopes": ["read"]})
+        json!({"org": "acme", "key": "wallboard", "scopes": ["read"], "routes": ["sales", "backup"]})
     );
+    crate::openapi::Spec::fetch(&app)
+        .await
+        .assert_matches("/me", &me);
     let wrong = app
         .get(
             "/me",

@@ -82,6 +82,8 @@ fn placer(provider: &str, target: &str) -> (Backend, PlaceRequest) {
         to: "+14155550123".into(),
         variables: BTreeMap::from([("name".to_owned(), "Ada".to_owned())]),
         metadata: json!({"lead": "42"}).as_object().cloned(),
+        prompt: None,
+        webhook_url: None,
         target: config.route("r").unwrap().targets[0].settings.clone(),
     };
     (backend, request)

@@ -14,8 +14,8 @@ use serde_json::json;
 use crate::common::kinds::{Backend, Fixture, BLAND, RETELL, SECRET, SECRET_VAR, VAPI};
 use crate::common::*;
 
-const HOOK_VAR: &str = "HOOK_TEST_SECRET";
-const HOOK_SECRET: &str = "whook-SECRET-7c1f0e93ab24d5";
+pub(crate) const HOOK_VAR: &str = "HOOK_TEST_SECRET";
+pub(crate) const HOOK_SECRET: &str = "whook-SECRET-7c1f0e93ab24d5";
 const OTHER_VAR: &str = "HOOK_TEST_OTHER_SECRET";
 const OTHER_SECRET: &str = "whook-OTHER-SECRET-0b8e27c4";
 
@@ -27,7 +27,7 @@ fn hex_hmac(key: &str, parts: &[&[u8]]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-fn now_ms() -> u128 {
+pub(crate) fn now_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -35,7 +35,7 @@ fn now_ms() -> u128 {
 }
 
 /// Retell's `x-retell-signature` for `body` at `millis`, as retell-sdk's `sign` makes it.
-fn retell_signature(key: &str, body: &[u8], millis: u128) -> String {
+pub(crate) fn retell_signature(key: &str, body: &[u8], millis: u128) -> String {
     let digits = millis.to_string();
     format!("v={digits},d={}", hex_hmac(key, &[body, digits.as_bytes()]))
 }
@@ -59,7 +59,7 @@ async fn app_for(fixture: &Backend) -> (TestApp, [wiremock::MockServer; 2]) {
 }
 
 /// The environment the configs read their secrets from.
-fn hook_env() -> [(&'static str, &'static str); 3] {
+pub(crate) fn hook_env() -> [(&'static str, &'static str); 3] {
     [
         (SECRET_VAR, SECRET),
         (HOOK_VAR, HOOK_SECRET),
@@ -69,13 +69,21 @@ fn hook_env() -> [(&'static str, &'static str); 3] {
 
 /// `app_for`'s config, and its two platforms.
 async fn config_for(fixture: &Backend) -> (String, [wiremock::MockServer; 2]) {
+    config_with(fixture, "").await
+}
+
+/// `config_for`'s config with `extra` lines in each provider's table.
+pub(crate) async fn config_with(
+    fixture: &Backend,
+    extra: &str,
+) -> (String, [wiremock::MockServer; 2]) {
     let server = fixture.server(&[("c1", fixture.live())]).await;
     let empty = fixture.server(&[]).await;
     let setting = secret_setting(fixture.kind());
     let lines = |var: &str, server: &wiremock::MockServer| {
         fixture.lines(
             &server.uri(),
-            &format!("{setting} = \"{var}\"\npoll_interval_ms = 3600000"),
+            &format!("{setting} = \"{var}\"\npoll_interval_ms = 3600000\n{extra}"),
         )
     };
     let toml = kinds::org_toml(&[
@@ -85,7 +93,12 @@ async fn config_for(fixture: &Backend) -> (String, [wiremock::MockServer; 2]) {
     (toml, [server, empty])
 }
 
-async fn post(app: &TestApp, path: &str, body: &[u8], headers: &[(&str, String)]) -> (u16, String) {
+pub(crate) async fn post(
+    app: &TestApp,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, String)],
+) -> (u16, String) {
     let mut request = app
         .http
         .post(app.url(path))
@@ -102,7 +115,7 @@ async fn post(app: &TestApp, path: &str, body: &[u8], headers: &[(&str, String)]
 }
 
 /// The body each platform sends when call `c1` ends.
-fn ended_body(kind: &str) -> Vec<u8> {
+pub(crate) fn ended_body(kind: &str) -> Vec<u8> {
     match kind {
         "retell" => json!({"event": "call_ended", "call": {"call_id": "c1", "call_type": "phone_call", "agent_id": "agent_1", "call_status": "ended", "end_timestamp": 1_703_302_428_855_u64, "disconnection_reason": "user_hangup"}}),
         "vapi" => json!({"message": {"type": "end-of-call-report", "endedReason": "customer-ended-call", "call": {"id": "c1", "orgId": "org-1"}, "timestamp": 1_703_302_428_855_u64}}),
@@ -113,7 +126,7 @@ fn ended_body(kind: &str) -> Vec<u8> {
 }
 
 /// The headers a platform signs `body` with for the provider whose secret is `secret`.
-fn signed_headers(kind: &str, secret: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+pub(crate) fn signed_headers(kind: &str, secret: &str, body: &[u8]) -> Vec<(&'static str, String)> {
     match kind {
         "retell" => vec![(
             "x-retell-signature",
@@ -124,7 +137,7 @@ fn signed_headers(kind: &str, secret: &str, body: &[u8]) -> Vec<(&'static str, S
     }
 }
 
-const PLATFORMS: [&Backend; 3] = [&RETELL, &VAPI, &BLAND];
+pub(crate) const PLATFORMS: [&Backend; 3] = [&RETELL, &VAPI, &BLAND];
 
 #[tokio::test]
 async fn a_signed_end_event_from_each_platform_ends_the_call_in_the_stream_at_once() {

@@ -44,7 +44,7 @@ pub(crate) async fn state_becomes(app: &TestApp, want: &str) -> Value {
 }
 
 /// An in-process replica over `redis`, once it has joined the fleet.
-async fn replica(toml: &str, redis: &RedisServer) -> TestApp {
+pub(crate) async fn replica(toml: &str, redis: &RedisServer) -> TestApp {
     let env = env_of(redis);
     let app = spawn_app_with_env(&on_redis(toml), &pairs(&env)).await;
     state_becomes(&app, "ok").await;
@@ -52,7 +52,7 @@ async fn replica(toml: &str, redis: &RedisServer) -> TestApp {
 }
 
 /// A replica as the real binary, once it has joined the fleet.
-async fn binary_replica(toml: &str, redis: &RedisServer) -> Binary {
+pub(crate) async fn binary_replica(toml: &str, redis: &RedisServer) -> Binary {
     let env = env_of(redis);
     let b = Binary::start(&on_redis(toml), &pairs(&env), &[]);
     state_becomes(&b.app, "ok").await;
@@ -60,7 +60,7 @@ async fn binary_replica(toml: &str, redis: &RedisServer) -> Binary {
 }
 
 /// The sum of a metric's samples whose labels include every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+pub(crate) fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter(|l| labels.iter().all(|want| l.contains(want)))
@@ -738,7 +738,7 @@ async fn a_call_moved_to_another_provider_in_redis_is_not_ended_there() {
 }
 
 /// Waits (bounded) until `n` replicas listen on `channel`.
-async fn subscribed(redis: &RedisServer, channel: &str, n: i64) {
+pub(crate) async fn subscribed(redis: &RedisServer, channel: &str, n: i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, listening): (String, i64) = redis::cmd("PUBSUB")

@@ -316,3 +316,219 @@ async fn the_signing_secret_never_appears_in_get_webhooks_or_metrics() {
     spec.assert_matches("/webhooks", &listed);
     spec.assert_matches("/webhooks", &refused);
 }
+
+/// `/webhooks`' pending count of endpoint `ops` on `app`.
+async fn pending(app: &TestApp, org: &str) -> Value {
+    let listed = app
+        .get(
+            "/webhooks",
+            &[("authorization", KEY), ("x-bland-org-id", org)],
+        )
+        .await;
+    listed.body["webhooks"][0]["pending"].clone()
+}
+
+#[tokio::test]
+async fn with_redis_a_replica_killed_mid_delivery_loses_nothing_and_each_event_is_delivered_once() {
+    let redis = RedisServer::start().await;
+    let agent = LiveAgent::start(json!([])).await;
+    let receiver = Receiver::holding().await;
+    let org = unique("hooks-fleet");
+    // Attempts time out in 3 s, so a claim's lease runs out 8 s after it was taken.
+    let table = webhook_table(
+        &org,
+        "ops",
+        &receiver.url,
+        "timeout_ms = 3000\nretry_delays_ms = [200, 200, 200, 200, 200]",
+    );
+    let toml = format!("{}\n{}", config(&org, &agent, &table), state_toml());
+    let mut env: Vec<(&str, String)> = redis.env();
+    env.push(("HOOK_SECRET", WEBHOOK_SECRET.to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    // Replica a alone watches the org, sees three calls start, and claims their events;
+    // the endpoint holds each delivery unanswered.
+    let mut a = Binary::start(&toml, &env, &[]);
+    crate::replicas::state_becomes(&a.app, "ok").await;
+    let mut stream = a
+        .app
+        .stream("/calls/stream", KEY, &org, None)
+        .await
+        .unwrap();
+    stream.next_of("snapshot").await;
+    agent.set(json!([
+        call("c1", "ringing"),
+        call("c2", "ringing"),
+        call("c3", "ringing")
+    ]));
+    until("a holds three deliveries", async || {
+        receiver.held().len() >= 3
+    })
+    .await;
+    let mut held = receiver.held();
+    held.sort();
+    held.dedup();
+    assert_eq!(held.len(), 3, "one id per change: {held:?}");
+
+    // Two more replicas, then a is killed while its three attempts are in flight.
+    let b = Binary::start(&toml, &env, &[]);
+    let c = Binary::start(&toml, &env, &[]);
+    for replica in [&b, &c] {
+        crate::replicas::state_becomes(&replica.app, "ok").await;
+    }
+    a.signal("KILL");
+    assert!(a.exit_within(Duration::from_secs(30)).await.is_some());
+    receiver.release();
+
+    let seen = deliveries_until(&receiver, "the others deliver what a held", |d| {
+        held.iter()
+            .all(|id| d.iter().any(|x| &x.id == id && x.accepted))
+    })
+    .await;
+    assert!(seen.iter().all(|d| d.verified), "{seen:?}");
+    for id in &held {
+        let answered = seen.iter().filter(|d| &d.id == id && d.accepted).count();
+        assert_eq!(answered, 1, "{id} answered once: {seen:?}");
+    }
+    let mut calls: Vec<&str> = seen
+        .iter()
+        .map(|d| d.body["data"]["call_id"].as_str().unwrap())
+        .collect();
+    calls.sort();
+    assert_eq!(calls, ["c1", "c2", "c3"], "{seen:?}");
+    until("nothing pending on either replica", async || {
+        pending(&b.app, &org).await == 0 && pending(&c.app, &org).await == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_redis_three_replicas_watching_one_change_send_one_event_per_endpoint() {
+    let redis = RedisServer::start().await;
+    let agent = LiveAgent::start(json!([])).await;
+    let (ops, audit) = (Receiver::start(0).await, Receiver::start(0).await);
+    let org = unique("hooks-three");
+    let tables = format!(
+        "{}{}",
+        webhook_table(&org, "ops", &ops.url, ""),
+        webhook_table(&org, "audit", &audit.url, "")
+    );
+    let toml = format!("{}\n{}", config(&org, &agent, &tables), state_toml());
+    let mut env: Vec<(&str, String)> = redis.env();
+    env.push(("HOOK_SECRET", WEBHOOK_SECRET.to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut replicas = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let app = spawn_app_with_env(&toml, &env).await;
+        crate::replicas::state_becomes(&app, "ok").await;
+        let mut stream = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+        stream.next_of("snapshot").await;
+        streams.push(stream);
+        replicas.push(app);
+    }
+    agent.set(json!([call("c1", "ringing"), call("c2", "ringing")]));
+    for stream in &mut streams {
+        stream.next_of("change").await;
+    }
+    for receiver in [&ops, &audit] {
+        deliveries_until(receiver, "both calls started", |d| d.len() >= 2).await;
+    }
+    until("nothing pending on any replica", async || {
+        for app in &replicas {
+            let listed = app
+                .get(
+                    "/webhooks",
+                    &[("authorization", KEY), ("x-bland-org-id", &org)],
+                )
+                .await;
+            let endpoints = listed.body["webhooks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if endpoints.iter().any(|e| e["pending"] != 0) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    for receiver in [&ops, &audit] {
+        let seen = receiver.deliveries();
+        assert!(seen.iter().all(|d| d.verified && d.accepted), "{seen:?}");
+        let mut calls: Vec<&str> = seen
+            .iter()
+            .map(|d| d.body["data"]["call_id"].as_str().unwrap())
+            .collect();
+        calls.sort();
+        assert_eq!(calls, ["c1", "c2"], "each change once: {seen:?}");
+    }
+    // One id per change, the same for every endpoint.
+    let ids = |r: &Receiver| {
+        let mut ids: Vec<String> = r.deliveries().into_iter().map(|d| d.id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&ops), ids(&audit));
+}
+
+/// How often `app` polled `org` to watch it for its webhooks.
+async fn watch_polls(app: &TestApp, org: &str) -> f64 {
+    let label = format!("org=\"{org}\"");
+    crate::replicas::sample(
+        &app.metrics().await,
+        "callmux_webhook_watch_polls_total",
+        &[&label],
+    )
+}
+
+#[tokio::test]
+async fn an_org_with_webhooks_and_no_subscriber_is_watched_by_one_replica_of_the_fleet() {
+    let redis = RedisServer::start().await;
+    let agent = LiveAgent::start(json!([call("c1", "ringing")])).await;
+    let (ops, audit) = (Receiver::start(0).await, Receiver::start(0).await);
+    let org = unique("hooks-watched");
+    let tables = format!(
+        "{}{}",
+        webhook_table(&org, "ops", &ops.url, ""),
+        webhook_table(&org, "audit", &audit.url, "")
+    );
+    let toml = format!("{}\n{}", config(&org, &agent, &tables), state_toml());
+    let mut env: Vec<(&str, String)> = redis.env();
+    env.push(("HOOK_SECRET", WEBHOOK_SECRET.to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (a, b) = (
+        spawn_app_with_env(&toml, &env).await,
+        spawn_app_with_env(&toml, &env).await,
+    );
+    for app in [&a, &b] {
+        crate::replicas::state_becomes(app, "ok").await;
+    }
+    // No stream is open anywhere: a watcher lists the org on its own.
+    until("one replica watches the org", async || {
+        watch_polls(&a, &org).await + watch_polls(&b, &org).await >= 2.0
+    })
+    .await;
+    agent.set(json!([call("c1", "in-progress")]));
+    for receiver in [&ops, &audit] {
+        deliveries_until(receiver, "the change", |d| !d.is_empty()).await;
+    }
+    until("nothing pending on either replica", async || {
+        pending(&a, &org).await == 0 && pending(&b, &org).await == 0
+    })
+    .await;
+    for receiver in [&ops, &audit] {
+        let seen = receiver.deliveries();
+        assert_eq!(seen.len(), 1, "one delivery per endpoint: {seen:?}");
+        assert!(seen[0].verified && seen[0].accepted);
+        assert_eq!(seen[0].body["type"], "call.updated");
+        assert_eq!(seen[0].body["data"]["status"], "in-progress");
+    }
+    assert_eq!(ops.deliveries()[0].id, audit.deliveries()[0].id);
+    // One poller for the fleet: the other replica never asked.
+    let polls = [watch_polls(&a, &org).await, watch_polls(&b, &org).await];
+    assert!(
+        polls.iter().filter(|&&n| n > 0.0).count() == 1,
+        "one watcher: {polls:?}"
+    );
+}

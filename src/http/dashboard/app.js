@@ -1,7 +1,8 @@
 // callmux dashboard: signs in with an org id and key kept in this tab's sessionStorage, reads
 // GET /calls/stream with fetch() (EventSource cannot send headers), and draws counts, a chart,
-// provider health and the calls table from it, offering only what GET /me says the key may
-// do. Everything an upstream sent is set as text (textContent), never as markup.
+// provider health and the calls table from it; places calls with POST /calls when the key may
+// (GET /me), and offers only what the key may do. Everything an upstream sent is set as text
+// (textContent), never as markup.
 'use strict';
 
 const STORE = 'callmux.session';
@@ -42,6 +43,9 @@ const state = {
   // What the signed-in key may do, from GET /me; null until it has answered, and meanwhile
   // nothing that needs a scope is shown.
   scopes: null,
+  // The place-a-call form's submission: its body and the Idempotency-Key it is sent with.
+  submission: null,
+  placing: false,
 };
 
 // ---------------------------------------------------------------- the session
@@ -110,35 +114,6 @@ async function useLink(token) {
   signIn(body.org, body.authorization);
 }
 
-// ---------------------------------------------------------------- what the key may do
-
-function may(scope) {
-  return Array.isArray(state.scopes) && state.scopes.includes(scope);
-}
-
-// Every element marked data-scope="<scope>" (End call, the place-a-call form, stop-all) is
-// shown only to a key holding that scope.
-function applyScopes() {
-  for (const node of document.querySelectorAll('[data-scope]')) node.hidden = !may(node.dataset.scope);
-}
-
-// Asks GET /me what the key may do; on each connect, so a key whose scopes a reload changed
-// is shown what it may do now.
-async function refreshScopes() {
-  const session = state.session;
-  let body = null;
-  try {
-    const response = await fetch('/me', { headers: headers(), cache: 'no-store' });
-    if (response.ok) body = await response.json();
-  } catch {
-    // unreachable: the stream says so; keep what is known
-  }
-  if (state.session !== session) return;
-  if (body && Array.isArray(body.scopes)) state.scopes = body.scopes.filter((s) => typeof s === 'string');
-  applyScopes();
-  renderTable();
-}
-
 function headers() {
   return { authorization: state.session.key, 'x-bland-org-id': state.session.org };
 }
@@ -177,8 +152,6 @@ function signOut() {
 }
 
 function resetData() {
-  state.scopes = null;
-  applyScopes();
   state.calls.clear();
   state.errors = [];
   state.providers.clear();
@@ -190,6 +163,11 @@ function resetData() {
   state.backoff = BACKOFF_MIN_MS;
   $('updated').textContent = '';
   $('action').hidden = true;
+  // What the form offers waits for the next GET /me, so a key without `place` never sees it.
+  applyScopes([]);
+  $('place-form').reset();
+  $('place-outcome').hidden = true;
+  state.submission = null;
   streamError('');
   render();
 }
@@ -217,6 +195,8 @@ function streamError(message) {
 
 async function connect() {
   stopStream();
+  // Asked again at each (re)connection: a reloaded config may have changed the key or routes.
+  refreshMe();
   const controller = new AbortController();
   state.controller = controller;
   setConnection('◌ Connecting…', false);
@@ -240,7 +220,6 @@ async function connect() {
     }
     return retry(`The stream was refused: ${message} (${code}, HTTP ${response.status}).`);
   }
-  refreshScopes();
   let reason = 'The stream closed.';
   try {
     await read(response, controller);
@@ -719,6 +698,171 @@ async function endCall(id) {
   refocus(id);
 }
 
+// ---------------------------------------------------------------- what the key may do
+
+function may(scope) {
+  return Array.isArray(state.scopes) && state.scopes.includes(scope);
+}
+
+// Shows each element marked `data-scope` (the place-a-call form, a stop-all control) only to
+// a key that holds that scope, and End call in each row only to a key with `end`.
+function applyScopes(scopes) {
+  state.scopes = scopes;
+  for (const node of document.querySelectorAll('[data-scope]')) node.hidden = !may(node.dataset.scope);
+  renderTable();
+}
+
+// GET /me: the key's scopes and the org's routes. A refusal is left to the stream, which signs
+// out on a refused key; anything else leaves the page as it was.
+async function refreshMe() {
+  const session = state.session;
+  if (!session) return;
+  let body;
+  try {
+    const response = await fetch('/me', { headers: headers(), cache: 'no-store' });
+    if (!response.ok) return;
+    body = await response.json();
+  } catch {
+    return;
+  }
+  if (state.session !== session) return;
+  const list = (v) => (Array.isArray(v) ? v.map(String) : []);
+  applyScopes(list(body.scopes));
+  setRoutes(list(body.routes));
+}
+
+// ---------------------------------------------------------------- placing a call
+
+// The org's routes, its default first; the form is shown only to an org that has one.
+function setRoutes(routes) {
+  const select = $('place-route');
+  const chosen = select.value;
+  select.replaceChildren(...routes.map((r, i) => el('option', { value: r }, i === 0 ? `${r} (default)` : r)));
+  if (routes.includes(chosen)) select.value = chosen;
+  $('place-form').dataset.routes = routes.length ? 'some' : 'none';
+}
+
+// `name=value` a line, blank lines skipped; a line the user must fix is said before anything
+// is sent. A Map, so that a name such as `__proto__` stays a plain name.
+function parseVariables(textValue) {
+  const variables = new Map();
+  const lines = textValue.split(/\r\n|\r|\n/);
+  for (const [i, line] of lines.entries()) {
+    if (!line.trim()) continue;
+    const eq = line.indexOf('=');
+    const name = eq < 0 ? '' : line.slice(0, eq).trim();
+    if (!name) throw new Error(`Variables, line ${i + 1}: write name=value, one a line (not "${line.trim()}").`);
+    if (variables.has(name)) throw new Error(`Variables, line ${i + 1}: "${name}" is given twice; keep one.`);
+    variables.set(name, line.slice(eq + 1).trim());
+  }
+  return variables;
+}
+
+// A version 4 UUID from getRandomValues, which (unlike randomUUID) works on plain http too.
+function newKey() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+function placeOutcome(outcome, summary, attempts, data) {
+  const box = $('place-outcome');
+  box.hidden = false;
+  box.className = `notice ${outcome === 'placed' ? 'ok' : 'failing'}`;
+  for (const k of ['callId', 'provider', 'code']) delete box.dataset[k];
+  Object.assign(box.dataset, { outcome, ...data });
+  $('place-summary').textContent = summary;
+  $('place-attempts').replaceChildren(...(Array.isArray(attempts) ? attempts : []).map((a) =>
+    el('li', { 'data-provider': text(a && a.provider) },
+      el('span', { class: 'provider' }, text(a && a.provider)), ': ', el('code', {}, text(a && a.error)), ' ', text(a && a.message))));
+}
+
+function placeBusy(busy) {
+  state.placing = busy;
+  const button = $('place-submit');
+  button.disabled = busy;
+  button.setAttribute('aria-busy', String(busy));
+  button.textContent = busy ? 'Placing…' : 'Place call';
+}
+
+async function placeCall(e) {
+  e.preventDefault();
+  if (!state.session || state.placing) return;
+  let variables;
+  try {
+    variables = parseVariables($('place-variables').value);
+  } catch (err) {
+    placeOutcome('unsent', `✕ Not sent: ${err.message}`, [], {});
+    $('place-variables').focus();
+    return;
+  }
+  const request = { to: $('place-to').value.trim(), route: $('place-route').value };
+  if (variables.size) request.variables = Object.fromEntries(variables);
+  const body = JSON.stringify(request);
+  // One Idempotency-Key per submission, sent again while the user retries the same request,
+  // so a retry after a lost or unknown answer never places the call twice; a new one once the
+  // details change or an answer settled the submission.
+  if (!state.submission || state.submission.body !== body) state.submission = { body, key: newKey() };
+  const submission = state.submission;
+  placeBusy(true);
+  let response;
+  let answer = null;
+  try {
+    response = await fetch('/calls', {
+      method: 'POST',
+      headers: { ...headers(), 'content-type': 'application/json', 'idempotency-key': submission.key },
+      body,
+      cache: 'no-store',
+    });
+    answer = await response.json().catch(() => null);
+  } catch (err) {
+    placeOutcome('unknown', `? No answer from callmux (${err.message}): the call may or may not have been placed. `
+      + 'Place call again to retry; the same request key goes with it, so it is never placed twice.', [], {});
+    return;
+  } finally {
+    placeBusy(false);
+  }
+  if (state.submission !== submission) return;
+  const replayed = response.headers.get('idempotent-replayed') === 'true'
+    ? ' This submission was answered before: callmux sent that answer again and placed nothing more.' : '';
+  if (response.status === 201 && answer && typeof answer.call_id === 'string') {
+    state.submission = null;
+    $('place-to').value = '';
+    const tried = Array.isArray(answer.attempts) ? answer.attempts : [];
+    const after = tried.length ? ` after ${tried.length} other target${tried.length === 1 ? '' : 's'} refused (below)` : ', the first target tried';
+    placeOutcome('placed', `✓ Placed call ${answer.call_id} on ${text(answer.provider)}${after}, route ${text(answer.route)}, ${text(answer.status)}. `
+      + `It shows in the list below as the provider reports it.${replayed}`, tried, { callId: answer.call_id, provider: text(answer.provider) });
+    return;
+  }
+  const item = answer && Array.isArray(answer.errors) && answer.errors[0];
+  const code = (item && item.error) || `HTTP_${response.status}`;
+  const message = (item && item.message) || response.statusText || 'no message';
+  const where = item && item.provider ? ` at ${item.provider}` : '';
+  const wait = response.headers.get('retry-after');
+  const later = wait ? ` Try again in ${wait} s.` : '';
+  // An answer that settles the submission (a refusal of the request, or callmux saying the
+  // outcome is unknown, which the user judges from the list) drops its key, so placing again
+  // is a new request; one worth retrying as it is (in flight, rate limited, full, a server
+  // error) keeps the key, and the retry is never placed twice.
+  const settled = code === 'OUTCOME_UNKNOWN'
+    || (response.status >= 400 && response.status < 500 && ![409, 429].includes(response.status));
+  if (settled) state.submission = null;
+  const data = { code, ...(item && item.provider ? { provider: String(item.provider) } : {}) };
+  if (code === 'OUTCOME_UNKNOWN') {
+    placeOutcome('unknown', `? Outcome unknown${where}: ${message} (${code}). The call may exist: look for it in the list before placing it again.${replayed}`,
+      answer && answer.attempts, data);
+  } else {
+    placeOutcome('refused', `✕ Not placed${where}: ${message} (${code}).${later}${replayed}`, answer && answer.attempts, data);
+  }
+  if (refusesKey(code)) {
+    clearSession();
+    resetData();
+    showSignIn(`Sign-in refused: ${message} (${code}). Check the org id and key.`);
+  }
+}
+
 // ---------------------------------------------------------------- wiring
 
 function sortBy(key) {
@@ -741,6 +885,7 @@ function start() {
     signIn(org, key);
   });
   $('sign-out').addEventListener('click', signOut);
+  $('place-form').addEventListener('submit', placeCall);
   for (const th of document.querySelectorAll('#calls-table th[data-key]')) {
     th.querySelector('button').addEventListener('click', () => sortBy(th.dataset.key));
   }

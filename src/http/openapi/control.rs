@@ -193,6 +193,12 @@ fn stop_all_calls() {}
             description = "`INVALID_BODY`, naming the field that is wrong. Nothing was sent.",
             example = json!({"success": false, "code": "INVALID_BODY",
                 "error": "field `to` is missing; give the number to call, e.g. \"+1...\""})),
+        (status = 409, body = AgentPlaceFailed,
+            description = "For an org with routes: `IDEMPOTENCY_IN_FLIGHT`, the first placement \
+                with this `idempotency-key` is still being answered."),
+        (status = 422, body = AgentPlaceFailed,
+            description = "For an org with routes: `PLACE_REJECTED`, the platform refused the \
+                call itself; or `IDEMPOTENCY_KEY_REUSED`."),
         (status = 501, body = AgentPlaceFailed,
             description = "`NOT_SUPPORTED`: no provider of the organisation places calls.",
             example = json!({"success": false, "code": "NOT_SUPPORTED", "error": "no provider \
@@ -230,10 +236,11 @@ fn place_call() {}
 /// The body of `POST /api/call`, as the agent server takes it.
 #[derive(ToSchema)]
 struct PlaceCallBody {
-    /// The number to call, e.g. `+1234567890`. callmux refuses one that is empty or only
-    /// whitespace (400 `INVALID_BODY`); described as holding a visible ASCII character, so
-    /// that every value a tool makes from it is one callmux takes.
-    #[schema(min_length = 1, pattern = "[!-~]")]
+    /// The number to call, E.164 (e.g. `+14155550123`). For an org with routes anything
+    /// else is refused (400 `INVALID_BODY`), as every platform a route reaches needs it; an
+    /// org placing on its agent servers alone (part two) passes on any `to` that is not
+    /// empty or only whitespace.
+    #[schema(pattern = r"^\+[1-9][0-9]{1,14}$")]
     to: String,
     /// The agent's instructions for this call.
     prompt: Option<String>,

@@ -18,8 +18,9 @@ pub(super) struct KeysDoc;
 
 /// Who this key is
 ///
-/// The caller's org, the name its key was issued under and the scopes it holds, so a client
-/// (the dashboard) offers only what the key may do. Any valid key may ask; a caller's own
+/// The caller's org, the name its key was issued under, the scopes it holds and the routes its
+/// org may place calls on (`POST /calls`), so a client (the dashboard) offers only what the
+/// key may do. Any valid key may ask; a caller's own
 /// Bland key is checked by Bland first, as a list would be, and is named `bland-caller`.
 #[utoipa::path(
     get,
@@ -29,8 +30,9 @@ pub(super) struct KeysDoc;
     security(("orgKey" = [])),
     params(ListHeaders),
     responses(
-        (status = 200, body = Me, description = "The key's org, name and scopes.",
-            example = json!({"org": "acme", "key": "wallboard", "scopes": ["read"]})),
+        (status = 200, body = Me, description = "The key's org, name and scopes, and the org's routes.",
+            example = json!({"org": "acme", "key": "dialer", "scopes": ["read", "place"],
+                "routes": ["sales"]})),
     )
 )]
 fn who_am_i() {}
@@ -112,6 +114,9 @@ struct Me {
     key: String,
     /// What the key may do.
     scopes: Vec<Scope>,
+    /// The routes the org may place calls on (`route` in `POST /calls`), its default first;
+    /// empty for an org without routes.
+    routes: Vec<String>,
 }
 
 /// One power a key may hold.

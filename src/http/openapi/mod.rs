@@ -11,6 +11,7 @@ mod forwarding;
 mod hooks;
 mod keys;
 mod lists;
+mod routes;
 mod shared;
 mod streams;
 mod webhooks;
@@ -38,6 +39,7 @@ fn build() -> utoipa::openapi::OpenApi {
     document.merge(webhooks::WebhooksDoc::openapi());
     document.merge(keys::KeysDoc::openapi());
     document.merge(capacity::CapacityDoc::openapi());
+    document.merge(routes::RoutesDoc::openapi());
     shared::OrgKey.modify(&mut document);
     shared::SharedRefusals.modify(&mut document);
     forwarding::BlandsOwnAnswers.modify(&mut document);

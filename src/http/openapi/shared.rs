@@ -193,6 +193,8 @@ pub(super) enum Envelope {
     Forward,
     /// The Twilio callback: no key, and the request bounds' refusals in Bland's list envelope.
     Hook,
+    /// `POST /calls`: callmux's own envelope; the shared refusals as the own list writes them.
+    Place,
 }
 
 /// Whether `code` is the request bounds' (`bounds::enforce`), which answer in the list
@@ -224,6 +226,7 @@ impl Envelope {
             Self::Hook => "BlandRefused",
             Self::Forward if of_the_bounds(code) => "BlandRefused",
             Self::Forward => "BlandForwardRefused",
+            Self::Place => "PlaceRefused",
         }
     }
 
@@ -246,6 +249,7 @@ impl Envelope {
                 .error(code, message, None)
                 .into_bytes(),
             Self::List(shape) => shape.write_error(&[item]),
+            Self::Place => Shape::Own.write_error(&[item]),
             Self::Forward | Self::Hook => Shape::Bland.write_error(&[item]),
         };
         serde_json::from_slice(&bytes).expect("the writers write JSON")
@@ -396,6 +400,7 @@ pub(super) const ROUTES: &[(&str, Envelope, bool, bool)] = &[
     ("streamCallsOwn", Envelope::List(Shape::Own), true, false),
     ("endCall", Envelope::Agent { place: false }, true, true),
     ("placeCall", Envelope::Agent { place: true }, true, true),
+    ("placeCallOnRoute", Envelope::Place, true, true),
     ("stopCall", Envelope::BlandControl, true, true),
     ("stopAllCalls", Envelope::BlandControl, true, true),
     ("forwardToBland", Envelope::Forward, true, true),

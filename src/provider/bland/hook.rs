@@ -55,7 +55,11 @@ impl Hook for BlandHook {
             .filter(|id| !id.is_empty())
             .ok_or_else(|| Refusal::BadBody("a Bland webhook names its call in call_id".into()))?;
         let status = ended(&event);
-        Ok(status.map(|status| Move { call_id, status }))
+        Ok(status.map(|status| Move {
+            call_id,
+            status,
+            started: None,
+        }))
     }
 }
 

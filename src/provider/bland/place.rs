@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::{Bland, ORG_ID_HEADER};
 use crate::provider::http::Request;
 use crate::provider::kind::TargetSettings;
-use crate::provider::place::{by_status, outcome, PlaceOutcome, PlaceRequest};
+use crate::provider::place::{by_status, send_once, PlaceOutcome, PlaceRequest};
 use crate::provider::place::{target_of, Places};
 use crate::provider::RequestContext;
 use crate::settings::Check;
@@ -122,6 +122,7 @@ impl Places for Bland {
             Ok(c) => c,
             Err(e) => {
                 return PlaceOutcome::Refused {
+                    code: e.code(),
                     reason: e.to_string(),
                     limits: None,
                 }
@@ -130,10 +131,6 @@ impl Places for Bland {
         let request = Request::post_json(self.calls_url.clone(), &body(target, request))
             .header(axum::http::header::AUTHORIZATION, authorization.clone())
             .header(ORG_ID_HEADER, org_id.clone());
-        let client = self.lister.client();
-        outcome(
-            client.exchange(&request, client.deadline()).await,
-            read_answer,
-        )
+        send_once(self.lister.client(), &request, read_answer).await
     }
 }

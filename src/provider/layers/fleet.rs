@@ -70,6 +70,8 @@ pub struct Fresh {
     pub calls: Calls,
     pub life: Duration,
     pub source: Source,
+    /// When the replica that asked stored it (Unix ms), for an answer read from the fleet.
+    pub stored_at: Option<u64>,
 }
 
 /// One provider's fleet level.
@@ -116,6 +118,7 @@ impl Fleet {
             calls,
             life: self.ttl,
             source: Source::Upstream,
+            stored_at: None,
         }
     }
 
@@ -225,12 +228,13 @@ impl Fleet {
         value: Vec<u8>,
         pttl: i64,
     ) -> Option<Fresh> {
-        let (_, calls) = self.decode(caller, key, &value)?;
+        let (_, stored_at, calls) = self.decode(caller, key, &value)?;
         let left = Duration::from_millis(pttl.max(0) as u64);
         Some(Fresh {
             calls,
             life: left.min(self.ttl),
             source: Source::Fleet,
+            stored_at: Some(stored_at),
         })
     }
 
@@ -291,7 +295,9 @@ impl Fleet {
                 })
                 .await?;
             let awaited = holder.clone().or_else(|| now_holding.clone());
-            if let Some((token, calls)) = value.and_then(|v| self.decode(caller, key, &v)) {
+            if let Some((token, stored_at, calls)) =
+                value.and_then(|v| self.decode(caller, key, &v))
+            {
                 // With a TTL any stored answer is fresh; without one, only that of the ask
                 // this replica waited on.
                 if !self.ttl.is_zero() || awaited.as_deref() == Some(&token[..]) {
@@ -299,6 +305,7 @@ impl Fleet {
                         calls,
                         life: self.ttl,
                         source: Source::Fleet,
+                        stored_at: Some(stored_at),
                     });
                 }
             }
@@ -320,7 +327,7 @@ impl Fleet {
         caller: Option<[u8; 32]>,
         key: &str,
         value: &[u8],
-    ) -> Option<([u8; TOKEN], Calls)> {
+    ) -> Option<([u8; TOKEN], u64, Calls)> {
         let payload = self.redis.open("answer", key, value)?;
         if payload.len() < TOKEN + STORED_AT {
             self.redis.rejected("answer", Rejected::Decode);
@@ -338,7 +345,7 @@ impl Fleet {
         let version: [u8; 32] = Sha256::digest(json).into();
         if let Some((v, calls)) = self.last.get(&caller) {
             if v == version {
-                return Some((token, calls));
+                return Some((token, stored_at, calls));
             }
         }
         let Ok(mut calls) = serde_json::from_slice::<Vec<Call>>(json) else {
@@ -351,6 +358,6 @@ impl Fleet {
         }
         let calls = Arc::new(calls);
         self.last.insert(caller, (version, calls.clone()));
-        Some((token, calls))
+        Some((token, stored_at, calls))
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::Retell;
 use crate::provider::http::Request;
 use crate::provider::kind::TargetSettings;
-use crate::provider::place::{by_status, outcome, PlaceOutcome, PlaceRequest};
+use crate::provider::place::{by_status, send_once, PlaceOutcome, PlaceRequest};
 use crate::provider::place::{target_of, Places};
 use crate::provider::RequestContext;
 use crate::settings::Check;
@@ -91,10 +91,6 @@ impl Places for Retell {
         };
         let request =
             Request::post_json(self.create_url.clone(), &body(target, request)).auth(&self.auth);
-        let client = self.lister.client();
-        outcome(
-            client.exchange(&request, client.deadline()).await,
-            read_answer,
-        )
+        send_once(self.lister.client(), &request, read_answer).await
     }
 }

@@ -112,6 +112,14 @@ impl<'de> WireCall<'de> for CallIn<'de> {
     }
 }
 
+/// One call object as a webhook carries it (the shape the list's items have), read as the
+/// list reads it; `None` if it lacks what a listed call needs (its id and status).
+pub fn call_of(object: &serde_json::Value, provider: &Arc<str>) -> Option<Call> {
+    CallIn::deserialize(object)
+        .ok()
+        .map(|call| call.into_call(provider))
+}
+
 /// Epoch milliseconds written as plain decimal digits (a JSON number arrives here as its
 /// text). A sign, a fraction, an exponent or a time past [`LATEST_MS`] is not a time
 /// callmux can use, so the call is kept and its time is unknown.

@@ -75,6 +75,7 @@ impl Hook for Settings {
         Ok(status_of(status).map(|status| Move {
             call_id: call_sid.to_string(),
             status,
+            started: None,
         }))
     }
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::Twilio;
 use crate::provider::http::Request;
 use crate::provider::kind::TargetSettings;
-use crate::provider::place::{by_status, outcome, PlaceOutcome, PlaceRequest};
+use crate::provider::place::{by_status, send_once, PlaceOutcome, PlaceRequest};
 use crate::provider::place::{target_of, Places};
 use crate::provider::RequestContext;
 use crate::settings::{redacted_url, Check};
@@ -129,10 +129,6 @@ impl Places for Twilio {
         let form = form(target, request, self.public_url.as_ref());
         let request = Request::post_form(self.list_url.clone(), &form).auth(&self.auth);
         self.pace.until_ready().await;
-        let client = self.listers[0].client();
-        outcome(
-            client.exchange(&request, client.deadline()).await,
-            read_answer,
-        )
+        send_once(self.listers[0].client(), &request, read_answer).await
     }
 }

@@ -247,10 +247,16 @@ impl AgentServer {
     }
 }
 
-/// The agent server's place body for a route's request: `{"to", "metadata"?}` (part two's
-/// shape; its `prompt` and `webhook_url` are the agent shape's own).
+/// The agent server's place body for a route's request: `{"to", "prompt"?, "webhook_url"?,
+/// "metadata"?}`, part two's shape.
 pub fn place_body(request: &PlaceRequest) -> serde_json::Value {
     let mut body = serde_json::json!({"to": request.to});
+    if let Some(prompt) = &request.prompt {
+        body["prompt"] = prompt.as_str().into();
+    }
+    if let Some(url) = &request.webhook_url {
+        body["webhook_url"] = url.as_str().into();
+    }
     if let Some(metadata) = &request.metadata {
         body["metadata"] = serde_json::Value::Object(metadata.clone());
     }

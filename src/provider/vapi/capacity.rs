@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use crate::provider::capacity::{Figures, Learned, ReportCapacity};
+use crate::provider::place::Limits;
 use crate::provider::ProviderError;
 
 /// Vapi's default concurrency per account.
@@ -28,8 +29,7 @@ impl VapiCapacity {
         Self(Learned::new(configured.unwrap_or(DEFAULT_LIMIT)))
     }
 
-    /// Takes the limit a placement's answer carried. (Placing through Vapi arrives with the
-    /// routes; this is where its answer's `subscriptionLimits` goes.) An answer without a
+    /// Takes the limit a placement's answer carried. An answer without a
     /// limit changes nothing; a bad one is refused, naming the field, and the limit kept.
     pub fn update(&self, limits: &SubscriptionLimits) -> Result<(), ProviderError> {
         match limits.concurrency_limit {
@@ -43,6 +43,16 @@ impl VapiCapacity {
 impl ReportCapacity for VapiCapacity {
     async fn figures(&self) -> Figures {
         self.0.figures().await
+    }
+
+    fn learn(&self, limits: &Limits) {
+        let update = SubscriptionLimits {
+            concurrency_limit: limits.concurrency_limit.map(i64::from),
+            ..SubscriptionLimits::default()
+        };
+        if let Err(e) = self.update(&update) {
+            tracing::warn!(error = %e, "Vapi's concurrency limit was not taken");
+        }
     }
 }
 

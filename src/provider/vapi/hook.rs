@@ -1,14 +1,17 @@
 //! Vapi's server messages (`POST /hooks/vapi/{provider_id}`): the server secret Vapi sends in
 //! `x-vapi-secret`, or as `authorization: Bearer <secret>`, equal (compared in constant time)
-//! to `server_secret_env`; `status-update` moves `message.call.id` to `message.status`,
+//! to `server_secret_env`; `status-update` moves `message.call.id` to `message.status` (a
+//! live one adds the call, with the fields `message.call` carries, if it is not listed),
 //! `end-of-call-report` ends it.
+
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::wire::status_from_wire;
-use crate::call::CallStatus;
+use super::wire::{call_of, status_from_wire};
+use crate::call::{Call, CallStatus};
 use crate::provider::kind::{Hook, Move, Pushed, Refusal};
 
 pub const SECRET_HEADER: &str = "x-vapi-secret";
@@ -30,12 +33,7 @@ struct Message {
     #[serde(rename = "type")]
     kind: String,
     status: Option<String>,
-    call: Option<MessageCall>,
-}
-
-#[derive(Deserialize)]
-struct MessageCall {
-    id: Option<String>,
+    call: Option<serde_json::Value>,
 }
 
 /// The secret the request carries: `x-vapi-secret`, else a Bearer `authorization`.
@@ -89,16 +87,96 @@ impl Hook for VapiHook {
         if let CallStatus::Other(_) = status {
             return Ok(None);
         }
-        let call_id = message
-            .call
-            .and_then(|c| c.id)
+        let call = message.call.as_ref();
+        let call_id = call
+            .and_then(|c| c.get("id"))
+            .and_then(|id| id.as_str())
             .filter(|id| !id.is_empty())
             .ok_or_else(|| {
                 Refusal::BadBody(format!(
                     "a Vapi {} names its call in message.call.id",
                     message.kind
                 ))
-            })?;
-        Ok(Some(Move { call_id, status }))
+            })?
+            .to_owned();
+        // A live status-update starts the call as far as callmux knows; the provider is set
+        // by the route, which knows which provider took the message.
+        let started = (message.kind == "status-update" && status.is_active()).then(|| {
+            let mut started = call
+                .and_then(|c| call_of(c, &Arc::from("")))
+                .unwrap_or_else(|| Call::new(call_id.as_str(), Arc::from(""), status.clone()));
+            started.status = status.clone();
+            started
+        });
+        Ok(Some(Move {
+            call_id,
+            status,
+            started,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(body: &serde_json::Value) -> Result<Option<Move>, Refusal> {
+        let hook = VapiHook {
+            secret_env: "VAPI_SERVER_SECRET".into(),
+            secret: HeaderValue::from_static("s3cret"),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(SECRET_HEADER, HeaderValue::from_static("s3cret"));
+        let body = body.to_string();
+        hook.read(&Pushed {
+            query: None,
+            headers: &headers,
+            body: body.as_bytes(),
+            now: std::time::SystemTime::now(),
+        })
+    }
+
+    #[test]
+    fn a_live_status_update_starts_its_call_with_the_fields_of_its_call_object() {
+        let moved = read(&serde_json::json!({"message": {"type": "status-update",
+            "status": "ringing", "call": {"id": "c2", "status": "queued",
+            "type": "inboundPhoneCall", "customer": {"number": "+14155550123"},
+            "phoneNumber": {"number": "+14155550100"}}}}))
+        .unwrap()
+        .unwrap();
+        let started = moved.started.unwrap();
+        assert_eq!(started.status, CallStatus::Ringing);
+        assert_eq!(started.from.as_deref(), Some("+14155550123"));
+        assert_eq!(started.to.as_deref(), Some("+14155550100"));
+        let ended = read(&serde_json::json!({"message": {"type": "status-update",
+            "status": "ended", "call": {"id": "c2"}}}))
+        .unwrap()
+        .unwrap();
+        assert!(ended.started.is_none(), "an end starts nothing");
+    }
+
+    #[test]
+    fn a_call_object_of_odd_shape_starts_the_call_by_its_id_alone() {
+        for call in [
+            serde_json::json!({"id": "c2"}),
+            serde_json::json!({"id": "c2", "status": 7, "customer": [1, 2], "createdAt": {}}),
+            serde_json::json!({"id": "c2", "type": null, "phoneNumber": "x".repeat(100_000)}),
+        ] {
+            let body = serde_json::json!({"message": {"type": "status-update",
+                "status": "in-progress", "call": call}});
+            let moved = read(&body).unwrap().unwrap();
+            let started = moved.started.unwrap();
+            assert_eq!(started.call_id, "c2");
+            assert_eq!(started.status, CallStatus::InProgress);
+        }
+        for call in [
+            serde_json::json!({"id": 7}),
+            serde_json::json!([]),
+            serde_json::json!("c2"),
+        ] {
+            let body = serde_json::json!({"message": {"type": "status-update",
+                "status": "in-progress", "call": call}});
+            assert!(matches!(read(&body), Err(Refusal::BadBody(_))), "{body}");
+        }
     }
 }

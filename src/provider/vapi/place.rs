@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::Vapi;
 use crate::provider::http::Request;
 use crate::provider::kind::TargetSettings;
-use crate::provider::place::{by_status, outcome, Limits, PlaceOutcome, PlaceRequest};
+use crate::provider::place::{by_status, send_once, Limits, PlaceOutcome, PlaceRequest};
 use crate::provider::place::{target_of, Places};
 use crate::provider::RequestContext;
 use crate::settings::Check;
@@ -106,6 +106,7 @@ pub fn read_answer(status: u16, body: &[u8]) -> PlaceOutcome {
         .and_then(limits);
     if let Some(l) = limits.filter(|l| l.blocked) {
         return PlaceOutcome::Refused {
+            code: crate::error_code::ErrorCode::AtCapacity,
             reason: format!(
                 "answered HTTP {status}: blocked by the account's concurrency limit ({})",
                 l.concurrency_limit
@@ -116,7 +117,11 @@ pub fn read_answer(status: u16, body: &[u8]) -> PlaceOutcome {
     }
     match by_status(status, body, |v| v.get("id")?.as_str()) {
         PlaceOutcome::Placed { call_id, .. } => PlaceOutcome::Placed { call_id, limits },
-        PlaceOutcome::Refused { reason, .. } => PlaceOutcome::Refused { reason, limits },
+        PlaceOutcome::Refused { code, reason, .. } => PlaceOutcome::Refused {
+            code,
+            reason,
+            limits,
+        },
         other => other,
     }
 }
@@ -130,10 +135,6 @@ impl Places for Vapi {
         };
         let request =
             Request::post_json(self.list_url.clone(), &body(target, request)).auth(&self.auth);
-        let client = self.lister.client();
-        outcome(
-            client.exchange(&request, client.deadline()).await,
-            read_answer,
-        )
+        send_once(self.lister.client(), &request, read_answer).await
     }
 }

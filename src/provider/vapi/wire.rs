@@ -67,6 +67,14 @@ pub fn parse_page_with(
     from_body(body, seed, readers)
 }
 
+/// One Call object as a server message carries it (`message.call`), read as the list reads
+/// it; `None` if it lacks what a listed call needs (its id and status).
+pub fn call_of(object: &serde_json::Value, provider: &Arc<str>) -> Option<Call> {
+    CallIn::deserialize(object)
+        .ok()
+        .map(|call| call.into_call(provider).0)
+}
+
 /// The fields callmux reads of Vapi's Call object; the rest (assistant, messages, costs,
 /// artifacts, `monitor.listenUrl`) are skipped unread.
 #[derive(Deserialize)]

@@ -1,8 +1,11 @@
 //! callmux's own event stream out: each change of an org's live list made into the events of
 //! DESIGN §17 (`call.*`, `provider.*`), each with an id derived from the change, queued for
-//! every endpoint of the org that takes its type ([`outbox`]).
+//! every endpoint of the org that takes its type ([`outbox`]; with Redis, the fleet's queue
+//! of [`shared`]); an org with endpoints is watched while no one is subscribed ([`watch`]).
 
 pub mod outbox;
+pub mod shared;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::call::Call;
 use crate::service::live::{Change, State, Tap};
 use crate::service::merge::ProviderFailure;
+use crate::state::redis::Redis;
 use crate::telemetry::Telemetry;
 use crate::Config;
 pub use outbox::{Endpoint, EndpointView, Lookup};
@@ -34,8 +38,14 @@ pub struct Outboxes {
 }
 
 impl Outboxes {
-    /// An outbox per endpoint configured, resolving names with `lookup`.
-    pub fn new(config: &Config, telemetry: &Arc<Telemetry>, lookup: Arc<dyn Lookup>) -> Self {
+    /// An outbox per endpoint configured, resolving names with `lookup`; with `redis`, each
+    /// endpoint's pending deliveries are the fleet's, kept there.
+    pub fn new(
+        config: &Config,
+        telemetry: &Arc<Telemetry>,
+        lookup: Arc<dyn Lookup>,
+        redis: Option<Arc<Redis>>,
+    ) -> Self {
         let by_org = config
             .orgs
             .iter()
@@ -44,12 +54,25 @@ impl Outboxes {
                 let endpoints = o
                     .webhooks
                     .iter()
-                    .map(|w| Endpoint::new(&o.id, w.clone(), telemetry.clone(), lookup.clone()))
+                    .map(|w| {
+                        Endpoint::new(
+                            &o.id,
+                            w.clone(),
+                            telemetry.clone(),
+                            lookup.clone(),
+                            redis.clone(),
+                        )
+                    })
                     .collect();
                 (o.id.clone(), endpoints)
             })
             .collect();
         Self { by_org }
+    }
+
+    /// The orgs with endpoints.
+    pub fn orgs(&self) -> Vec<String> {
+        self.by_org.keys().cloned().collect()
     }
 
     /// The org's endpoints, in name order.

@@ -1,12 +1,14 @@
-//! One endpoint's deliveries: a bounded queue in memory, sent by one worker with a few
-//! attempts in flight, each signed as Standard Webhooks says (the `standardwebhooks` crate),
+//! One endpoint's deliveries: a bounded queue in memory (or, with Redis, the fleet's queue
+//! of [`super::shared`]), sent by one worker with a few attempts in flight, each signed as Standard Webhooks says (the `standardwebhooks` crate),
 //! retried on the endpoint's schedule with jitter, and given up after the last. Every
 //! connect resolves the host again and refuses a non-public address unless the endpoint
 //! allows private ones; redirects are not followed and answers' bodies are never read, so a
 //! slow, silent or huge endpoint holds up only its own queue.
 
-use std::collections::{HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -16,9 +18,11 @@ use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::shared::{Claimed, Settle, SharedQueue};
 use super::OutEvent;
 use crate::config::WebhookSpec;
 use crate::provider::vapi::is_public;
+use crate::state::redis::Redis;
 use crate::telemetry::Telemetry;
 
 /// Attempts one endpoint has in flight at once: a slow endpoint delays its own events, a
@@ -29,6 +33,9 @@ const IN_FLIGHT: usize = 16;
 const RECENT: usize = 4096;
 /// How long an idle worker sleeps before looking whether its endpoint is still served.
 const IDLE: Duration = Duration::from_secs(60);
+/// With Redis, how often an idle worker looks for events other replicas queued or left
+/// (their own replica wakes it at once for the ones it queues).
+const SHARED_IDLE: Duration = Duration::from_secs(1);
 
 /// How host names are resolved before each connect (tests give their own; nothing in them
 /// resolves a public name).
@@ -82,9 +89,34 @@ struct Pending {
     due: Instant,
 }
 
+/// A retry waiting for its time, ordered by it (then by when it was queued).
+struct Later(Instant, u64, Pending);
+
+impl PartialEq for Later {
+    fn eq(&self, other: &Self) -> bool {
+        (self.0, self.1) == (other.0, other.1)
+    }
+}
+impl Eq for Later {}
+impl PartialOrd for Later {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Later {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0, self.1).cmp(&(other.0, other.1))
+    }
+}
+
 #[derive(Default)]
 struct Queue {
-    waiting: VecDeque<Pending>,
+    /// Due now, oldest first: new events.
+    ready: VecDeque<Pending>,
+    /// Retries, soonest first: taking the due ones costs a heap pop each, so many retries
+    /// waiting do not make every take a scan of them all.
+    later: BinaryHeap<Reverse<Later>>,
+    queued: u64,
     in_flight: usize,
     recent: HashSet<String>,
     recent_order: VecDeque<String>,
@@ -113,6 +145,9 @@ pub struct Endpoint {
     wake: Notify,
     started: OnceLock<()>,
     telemetry: Arc<Telemetry>,
+    /// With Redis: the fleet's queue, and its pending count as last read.
+    shared: Option<SharedQueue>,
+    shared_pending: AtomicUsize,
 }
 
 /// How one attempt went.
@@ -127,6 +162,7 @@ impl Endpoint {
         spec: WebhookSpec,
         telemetry: Arc<Telemetry>,
         lookup: Arc<dyn Lookup>,
+        redis: Option<Arc<Redis>>,
     ) -> Arc<Self> {
         // Validated at config time; a key that still fails here sends nothing, and says so.
         let signer = standardwebhooks::Webhook::new(spec.secret.expose_secret().trim()).ok();
@@ -141,7 +177,8 @@ impl Endpoint {
             }))
             .build()
             .ok();
-        Arc::new(Self {
+        let shared = redis.map(|r| SharedQueue::new(r, org, &spec.name, spec.timeout));
+        let endpoint = Arc::new(Self {
             org: org.to_owned(),
             spec,
             signer,
@@ -150,7 +187,24 @@ impl Endpoint {
             wake: Notify::new(),
             started: OnceLock::new(),
             telemetry,
-        })
+            shared,
+            shared_pending: AtomicUsize::new(0),
+        });
+        // With Redis, events other replicas queued (or left when they died) are sent by
+        // whichever replica is up, so every replica works from the start.
+        if endpoint.shared.is_some() && tokio::runtime::Handle::try_current().is_ok() {
+            endpoint.start();
+        }
+        endpoint
+    }
+
+    fn start(self: &Arc<Self>) {
+        if self.started.set(()).is_ok() {
+            match self.shared {
+                Some(_) => tokio::spawn(work_shared(Arc::downgrade(self))),
+                None => tokio::spawn(work(Arc::downgrade(self))),
+            };
+        }
     }
 
     pub fn spec(&self) -> &WebhookSpec {
@@ -180,7 +234,14 @@ impl Endpoint {
                 "callmux_webhook_pending",
                 &[("org", &self.org), ("endpoint", &self.spec.name)],
             )
-            .set((q.waiting.len() + q.in_flight) as f64);
+            .set(self.pending(q) as f64);
+    }
+
+    fn pending(&self, q: &Queue) -> usize {
+        match self.shared {
+            Some(_) => self.shared_pending.load(Ordering::Relaxed),
+            None => q.ready.len() + q.later.len() + q.in_flight,
+        }
     }
 
     /// Queues `event` (once per id); at `max_pending`, the oldest waiting event is dropped
@@ -196,20 +257,50 @@ impl Endpoint {
                 q.recent.remove(&old);
             }
         }
-        if q.waiting.len() + q.in_flight >= self.spec.max_pending && q.waiting.pop_front().is_some()
-        {
-            self.count("dropped");
+        if self.shared.is_some() {
+            drop(q);
+            let (endpoint, event) = (self.clone(), event.clone());
+            tokio::spawn(async move {
+                let Some(shared) = &endpoint.shared else {
+                    return;
+                };
+                match shared.add(&event, endpoint.spec.max_pending).await {
+                    Some((queued, dropped)) => {
+                        if dropped {
+                            endpoint.count("dropped");
+                        }
+                        if queued {
+                            endpoint.wake.notify_one();
+                        }
+                    }
+                    None => {
+                        tracing::warn!(org = %endpoint.org, endpoint = %endpoint.spec.name, event = %event.id, "webhook event not queued: the state store did not answer")
+                    }
+                }
+            });
+            self.start();
+            return;
         }
-        q.waiting.push_back(Pending {
+        if q.ready.len() + q.later.len() + q.in_flight >= self.spec.max_pending {
+            let oldest = q.ready.pop_front().is_some() || {
+                let mut all = std::mem::take(&mut q.later).into_vec();
+                let first = (0..all.len()).min_by_key(|&i| all[i].0 .1);
+                let dropped = first.map(|i| all.swap_remove(i)).is_some();
+                q.later = all.into();
+                dropped
+            };
+            if oldest {
+                self.count("dropped");
+            }
+        }
+        q.ready.push_back(Pending {
             event: event.clone(),
             attempts: 0,
             due: Instant::now(),
         });
         self.gauge(&q);
         drop(q);
-        if self.started.set(()).is_ok() {
-            tokio::spawn(work(Arc::downgrade(self)));
-        }
+        self.start();
         self.wake.notify_one();
     }
 
@@ -220,26 +311,28 @@ impl Endpoint {
             name: self.spec.name.clone(),
             url: crate::settings::redacted_url(self.spec.url.as_str()),
             events: self.spec.events.clone(),
-            pending: q.waiting.len() + q.in_flight,
+            pending: self.pending(&q),
             last_success: q.last_success,
             last_failure: q.last_failure.clone(),
         }
     }
 
-    /// The due events this worker may start now, or when the next one falls due.
+    /// The due events this worker may start now, or when the next one falls due: retries
+    /// whose time came join the new events, oldest first.
     fn take_due(&self) -> Result<Vec<Pending>, Option<Instant>> {
         let mut q = self.queue();
         let now = Instant::now();
+        while q.later.peek().is_some_and(|Reverse(l)| l.0 <= now) {
+            let Some(Reverse(Later(_, _, p))) = q.later.pop() else {
+                break;
+            };
+            q.ready.push_back(p);
+        }
         let mut taken = Vec::new();
-        let mut i = 0;
-        while i < q.waiting.len() && q.in_flight < IN_FLIGHT {
-            if q.waiting[i].due <= now {
-                let p = q.waiting.remove(i).expect("index in range");
-                q.in_flight += 1;
-                taken.push(p);
-            } else {
-                i += 1;
-            }
+        while q.in_flight < IN_FLIGHT {
+            let Some(p) = q.ready.pop_front() else { break };
+            q.in_flight += 1;
+            taken.push(p);
         }
         if !taken.is_empty() {
             return Ok(taken);
@@ -247,7 +340,7 @@ impl Endpoint {
         if q.in_flight >= IN_FLIGHT {
             return Err(None);
         }
-        Err(q.waiting.iter().map(|p| p.due).min())
+        Err(q.later.peek().map(|Reverse(l)| l.0))
     }
 
     /// One attempt: signed at its own time, sent, and judged by the status alone.
@@ -286,36 +379,80 @@ impl Endpoint {
         }
     }
 
+    /// Records how attempt number `attempts` of `event` went (its outcome counted, the
+    /// last success or failure noted); the delay before the next attempt, or `None` when
+    /// there is none (delivered, or given up after the last).
+    fn judge(
+        &self,
+        q: &mut Queue,
+        event: &OutEvent,
+        attempts: usize,
+        outcome: Outcome,
+    ) -> Option<Duration> {
+        match outcome {
+            Outcome::Delivered => {
+                q.last_success = Some(SystemTime::now());
+                self.count("delivered");
+                None
+            }
+            Outcome::Failed(why) => {
+                tracing::info!(org = %self.org, endpoint = %self.spec.name, event = %event.id, attempt = attempts, why = %why, "webhook delivery failed");
+                q.last_failure = Some((SystemTime::now(), why));
+                match self.spec.retry_delays.get(attempts - 1) {
+                    Some(delay) => {
+                        self.count("retried");
+                        Some(jittered(*delay))
+                    }
+                    None => {
+                        tracing::warn!(org = %self.org, endpoint = %self.spec.name, event = %event.id, "webhook delivery given up after the last retry");
+                        self.count("given_up");
+                        None
+                    }
+                }
+            }
+        }
+    }
+
     /// Records how `p`'s attempt went: delivered, retried after the next delay (with up to
     /// 10 % jitter), or given up after the last.
     fn settle(&self, mut p: Pending, outcome: Outcome) {
         let mut q = self.queue();
         q.in_flight -= 1;
         p.attempts += 1;
-        match outcome {
-            Outcome::Delivered => {
-                q.last_success = Some(SystemTime::now());
-                self.count("delivered");
-            }
-            Outcome::Failed(why) => {
-                tracing::info!(org = %self.org, endpoint = %self.spec.name, event = %p.event.id, attempt = p.attempts, why = %why, "webhook delivery failed");
-                q.last_failure = Some((SystemTime::now(), why));
-                match self.spec.retry_delays.get(p.attempts - 1) {
-                    Some(delay) => {
-                        self.count("retried");
-                        let jitter = delay.mul_f64(fastrand::f64() * 0.1);
-                        p.due = Instant::now() + *delay + jitter;
-                        q.waiting.push_back(p);
-                    }
-                    None => {
-                        tracing::warn!(org = %self.org, endpoint = %self.spec.name, event = %p.event.id, "webhook delivery given up after the last retry");
-                        self.count("given_up");
-                    }
-                }
-            }
+        if let Some(delay) = self.judge(&mut q, &p.event, p.attempts, outcome) {
+            p.due = Instant::now() + delay;
+            q.queued += 1;
+            let seq = q.queued;
+            q.later.push(Reverse(Later(p.due, seq, p)));
         }
         self.gauge(&q);
     }
+
+    /// [`Endpoint::settle`] for an event claimed from the fleet's queue: it is retried from
+    /// there, by whichever replica claims it when due.
+    async fn settle_shared(&self, shared: &SharedQueue, c: Claimed, outcome: Outcome) {
+        let attempts = c.attempts + 1;
+        let next = {
+            let mut q = self.queue();
+            q.in_flight -= 1;
+            self.judge(&mut q, &c.event, attempts, outcome)
+        };
+        let how = match next {
+            Some(delay) => Settle::Retry {
+                due_ms: crate::call::time::now_ms() + delay.as_millis() as u64,
+                attempts,
+            },
+            None => Settle::Done,
+        };
+        if !shared.settle(&c.event, how).await {
+            tracing::info!(org = %self.org, endpoint = %self.spec.name, event = %c.event.id, "webhook delivery's claim had lapsed: another replica has the event");
+        }
+    }
+}
+
+/// `delay` and up to 10 % more, so retries of many events do not arrive together.
+fn jittered(delay: Duration) -> Duration {
+    delay + delay.mul_f64(fastrand::f64() * 0.1)
 }
 
 /// Why a send failed, without the URL (it may hold a capability): the innermost cause.
@@ -361,6 +498,51 @@ async fn work(endpoint: std::sync::Weak<Endpoint>) {
                     () = wake => {}
                 }
             }
+        }
+    }
+}
+
+/// The endpoint's worker with Redis: claims the fleet's due events, at most `IN_FLIGHT` in
+/// flight here, and sleeps until the soonest falls due (at most `SHARED_IDLE`, to find what
+/// other replicas queued or left) or this replica queues one. Ends within `SHARED_IDLE`
+/// once the endpoint is dropped.
+async fn work_shared(endpoint: std::sync::Weak<Endpoint>) {
+    loop {
+        let Some(e) = endpoint.upgrade() else { return };
+        let Some(shared) = &e.shared else { return };
+        let free = IN_FLIGHT.saturating_sub(e.queue().in_flight);
+        let claimed = shared.claim(free).await;
+        let got = !claimed.is_empty();
+        for c in claimed {
+            e.queue().in_flight += 1;
+            let e = e.clone();
+            tokio::spawn(async move {
+                let outcome = e.attempt(&c.event).await;
+                if let Some(shared) = &e.shared {
+                    e.settle_shared(shared, c, outcome).await;
+                }
+                e.wake.notify_one();
+            });
+        }
+        let soonest = match shared.pending().await {
+            Some((count, soonest)) => {
+                e.shared_pending.store(count, Ordering::Relaxed);
+                e.gauge(&e.queue());
+                soonest
+            }
+            None => None,
+        };
+        if got {
+            continue;
+        }
+        let wait = soonest
+            .map(|due| Duration::from_millis(due.saturating_sub(crate::call::time::now_ms())))
+            .unwrap_or(SHARED_IDLE)
+            .min(SHARED_IDLE);
+        let wake = e.wake.notified();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = wake => {}
         }
     }
 }
@@ -426,6 +608,7 @@ mod tests {
             spec(&url, false),
             Arc::new(Telemetry::default()),
             Arc::new(ToLoopback(addr)),
+            None,
         );
         let Outcome::Failed(why) = endpoint.attempt(&event("evt_1")).await else {
             panic!("sent to a loopback address");
@@ -444,6 +627,7 @@ mod tests {
             spec(&url, true),
             Arc::new(Telemetry::default()),
             Arc::new(ToLoopback(addr)),
+            None,
         );
         // Every slot taken, so the worker starts nothing while the queue is looked at.
         {
@@ -454,9 +638,53 @@ mod tests {
             endpoint.enqueue(&event(id));
         }
         let q = endpoint.queue();
-        let waiting: Vec<&str> = q.waiting.iter().map(|p| p.event.id.as_str()).collect();
+        let waiting: Vec<&str> = q.ready.iter().map(|p| p.event.id.as_str()).collect();
         // max_pending 2 counts the in-flight ones too: at least the newest is kept, the
         // oldest dropped, and "a" queued once.
         assert_eq!(waiting, ["c"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_events_go_first_and_due_retries_follow_soonest_first() {
+        let (addr, _) = listening().await;
+        let url = format!("http://hooks.example.test:{}/in", addr.port());
+        let endpoint = Endpoint::new(
+            "acme",
+            spec(&url, true),
+            Arc::new(Telemetry::default()),
+            Arc::new(ToLoopback(addr)),
+            None,
+        );
+        let start = Instant::now();
+        {
+            let mut q = endpoint.queue();
+            for (id, secs) in [("r30", 30), ("r10", 10), ("r20", 20)] {
+                q.queued += 1;
+                let due = start + Duration::from_secs(secs);
+                let p = Pending {
+                    event: event(id),
+                    attempts: 1,
+                    due,
+                };
+                let seq = q.queued;
+                q.later.push(Reverse(Later(due, seq, p)));
+            }
+            q.ready.push_back(Pending {
+                event: event("new"),
+                attempts: 0,
+                due: start,
+            });
+        }
+        let ids = |taken: Vec<Pending>| -> Vec<String> {
+            taken.into_iter().map(|p| p.event.id).collect()
+        };
+        assert_eq!(ids(endpoint.take_due().unwrap()), ["new"]);
+        assert_eq!(
+            endpoint.take_due().err(),
+            Some(Some(start + Duration::from_secs(10)))
+        );
+        tokio::time::advance(Duration::from_secs(25)).await;
+        assert_eq!(ids(endpoint.take_due().unwrap()), ["r10", "r20"]);
+        assert_eq!(endpoint.queue().later.len(), 1);
     }
 }

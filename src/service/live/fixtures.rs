@@ -132,6 +132,16 @@ impl Source for Upstream {
         *self.period.lock().unwrap()
     }
 
+    /// Every push moves something, as far as the answers know.
+    fn pushed(&self, _provider: &str, _moved: &crate::provider::kind::Move) -> bool {
+        true
+    }
+
+    /// The one org lists one provider, `p`.
+    fn position(&self, _org: &str, provider: &str) -> Option<usize> {
+        (provider == "p").then_some(0)
+    }
+
     async fn list(&self, _: &Presented) -> Result<Listed, ListError> {
         self.asked.lock().unwrap().push(Instant::now());
         let answer = self.answer.lock().unwrap().clone();

@@ -1,5 +1,6 @@
 //! Live changes shared by a fleet (`[state] backend = "redis"`), over Redis pub/sub. A status
-//! callback taken by one replica moves the call forward in every replica's streams at once.
+//! callback taken by one replica moves the call forward (or adds the call a started event
+//! brings) in every replica's lists and streams at once.
 //! A change one replica's poller finds is announced with a notice (the topic, named by an
 //! HMAC, and the new version): the replicas following that topic poll at once instead of at
 //! their own interval. A message is sealed like every value, so a stranger who can publish
@@ -18,7 +19,8 @@ use std::sync::{Arc, Weak};
 use serde::{Deserialize, Serialize};
 
 use super::topic::TopicKey;
-use crate::call::CallStatus;
+use crate::call::{Call, CallStatus};
+use crate::provider::kind::Move;
 use crate::service::Version;
 use crate::state::redis::Redis;
 use crate::state::seal::{Rejected, Sealer};
@@ -27,8 +29,8 @@ use crate::telemetry::Telemetry;
 /// What the fleet's messages act on: this replica's hub, held weakly, so that listening
 /// ends with it.
 pub(super) trait Follower: Send + Sync {
-    /// Moves `call_id` forward to `status` in every topic listing it; returns how many moved.
-    fn push(&self, provider: &str, call_id: &str, status: &CallStatus) -> usize;
+    /// Lays `moved` over `provider`'s answers and every topic; returns how many topics moved.
+    fn push(&self, provider: &str, moved: &Move) -> usize;
     /// Makes every subscribed topic that `is_it` names, and that is not at `version`
     /// already, poll at once; returns how many.
     fn noticed(&self, is_it: &dyn Fn(&TopicKey) -> bool, version: Version) -> usize;
@@ -41,6 +43,9 @@ struct Pushed {
     provider: String,
     call_id: String,
     status: CallStatus,
+    /// The call a started event brings, with its fields.
+    #[serde(default)]
+    started: Option<Call>,
 }
 
 fn channel() -> String {
@@ -93,12 +98,13 @@ fn notices(telemetry: &Telemetry, what: &'static str) -> metrics::Counter {
 }
 
 /// Tells the fleet of a push this replica applied.
-pub fn share(redis: &Arc<Redis>, provider: &str, call_id: &str, status: &CallStatus) {
+pub fn share(redis: &Arc<Redis>, provider: &str, moved: &Move) {
     let pushed = Pushed {
         origin: redis.origin,
         provider: provider.to_string(),
-        call_id: call_id.to_string(),
-        status: status.clone(),
+        call_id: moved.call_id.clone(),
+        status: moved.status.clone(),
+        started: moved.started.clone(),
     };
     let Ok(payload) = serde_json::to_vec(&pushed) else {
         return;
@@ -162,7 +168,12 @@ fn on_pushed(hub: &dyn Follower, me: Replica<'_>, payload: &[u8]) -> Result<usiz
     if pushed.origin == me.origin {
         return Ok(0);
     }
-    Ok(hub.push(&pushed.provider, &pushed.call_id, &pushed.status))
+    let moved = Move {
+        call_id: pushed.call_id,
+        status: pushed.status,
+        started: pushed.started,
+    };
+    Ok(hub.push(&pushed.provider, &moved))
 }
 
 /// Another replica's poller found a change: the topics it names poll at once. Returns how
@@ -202,8 +213,12 @@ mod tests {
     }
 
     impl Follower for Hub {
-        fn push(&self, provider: &str, call_id: &str, status: &CallStatus) -> usize {
-            let push = (provider.to_owned(), call_id.to_owned(), status.clone());
+        fn push(&self, provider: &str, moved: &Move) -> usize {
+            let push = (
+                provider.to_owned(),
+                moved.call_id.clone(),
+                moved.status.clone(),
+            );
             self.pushed.lock().unwrap().push(push);
             1
         }
@@ -236,6 +251,7 @@ mod tests {
             provider: "p".into(),
             call_id: "c1".into(),
             status: CallStatus::InProgress,
+            started: None,
         })
         .unwrap()
     }

@@ -9,8 +9,8 @@ use super::change::{EventId, State};
 use super::fleet::{self, Follower};
 use super::poller::{self, Keeper, Source};
 use super::topic::{Subscription, Tap, Topic, TopicKey};
-use crate::call::CallStatus;
 use crate::config::{Config, OrgAuth};
+use crate::provider::kind::Move;
 use crate::scope::Scope;
 use crate::service::auth::{self, AuthError, Identity, Presented};
 use crate::service::{Service, Version};
@@ -194,25 +194,33 @@ impl Hub {
         topic.end(reason);
     }
 
-    /// A pushed status of `call_id` on `provider`: every topic whose list has that call in a
-    /// state before `status` is re-merged from its last answers with the call moved forward,
-    /// and its subscribers see it at once; nothing is asked of any upstream. Returns how
-    /// many topics changed.
-    pub fn push(&self, provider: &str, call_id: &str, status: &CallStatus) -> usize {
-        let mut moved = 0;
+    /// A signed push for `provider`'s call: laid over the provider's answers (so every list
+    /// and `/capacity` show it until the provider's next answer), and every topic whose
+    /// list has that call in a state before it, or lacks the call a started event brings,
+    /// is re-merged from its last answers with the move and its subscribers see it at once;
+    /// nothing is asked of any upstream. Returns how many topics changed, and whether the
+    /// answers' overlay did.
+    pub fn push(&self, provider: &str, moved: &Move) -> (usize, bool) {
+        // What moves no answer served here moves no stream either: a late started event
+        // of an ended call adds nothing back.
+        if !self.source.pushed(provider, moved) {
+            return (0, false);
+        }
+        let mut changed = 0;
         for topic in self.all_topics() {
             let state = topic.lock().state.clone();
             let State::Listed(snapshot) = &*state else {
                 continue;
             };
-            let Some(next) = snapshot.with_status(provider, call_id, status, forward) else {
+            let at = self.source.position(&topic.key.org, provider);
+            let Some(next) = snapshot.with_move(provider, at, moved) else {
                 continue;
             };
             if topic.publish(State::Listed(Arc::new(next))) {
-                moved += 1;
+                changed += 1;
             }
         }
-        moved
+        (changed, true)
     }
 }
 
@@ -243,8 +251,8 @@ impl Keeper for Hub {
 }
 
 impl Follower for Hub {
-    fn push(&self, provider: &str, call_id: &str, status: &CallStatus) -> usize {
-        Hub::push(self, provider, call_id, status)
+    fn push(&self, provider: &str, moved: &Move) -> usize {
+        Hub::push(self, provider, moved).0
     }
 
     fn noticed(&self, is_it: &dyn Fn(&TopicKey) -> bool, version: Version) -> usize {
@@ -267,20 +275,6 @@ impl Follower for Hub {
         }
         woken
     }
-}
-
-/// Whether a status may replace another: calls only move forward (queued, ringing, in
-/// progress, ended), since a callback carries no time and may be replayed.
-fn forward(from: &CallStatus, to: &CallStatus) -> bool {
-    fn rank(s: &CallStatus) -> u8 {
-        match s {
-            CallStatus::Queued => 0,
-            CallStatus::Ringing | CallStatus::Other(_) => 1,
-            CallStatus::InProgress => 2,
-            _ => 3,
-        }
-    }
-    rank(to) > rank(from)
 }
 
 /// Why a reload ends `topic`'s streams, if it does: the key that follows it was removed or
@@ -335,7 +329,15 @@ mod tests {
         drain, hub, key, listed, no_kick, presented, subscribe, Answer, Upstream,
     };
     use super::*;
-    use crate::call::CallStatus::{InProgress, Queued, Ringing};
+    use crate::call::CallStatus::{self, Completed, InProgress, Queued, Ringing};
+
+    fn moved(call_id: &str, status: CallStatus) -> Move {
+        Move {
+            call_id: call_id.into(),
+            status,
+            started: None,
+        }
+    }
 
     const PERIOD: Duration = Duration::from_secs(1);
 
@@ -344,18 +346,34 @@ mod tests {
         let up = Upstream::new(PERIOD, Answer::Calls(vec![]));
         let hub = hub(&up);
         let mut s = subscribe(&hub, Joining::Fresh(listed(&[("c1", Ringing)])));
-        assert_eq!(hub.push("p", "c1", &InProgress), 1);
+        assert_eq!(hub.push("p", &moved("c1", InProgress)).0, 1);
         let events = drain(&mut s.events);
         assert!(
             matches!(&events[..], [e] if matches!(&e.body, Body::Change(c) if c.updated[0].status == InProgress)),
             "{events:?}"
         );
         // A replayed or late callback moves nothing back; another call or provider is not this one.
-        assert_eq!(hub.push("p", "c1", &Queued), 0);
-        assert_eq!(hub.push("p", "c1", &InProgress), 0);
-        assert_eq!(hub.push("q", "c1", &crate::call::CallStatus::Completed), 0);
-        assert_eq!(hub.push("p", "c2", &InProgress), 0);
+        assert_eq!(hub.push("p", &moved("c1", Queued)).0, 0);
+        assert_eq!(hub.push("p", &moved("c1", InProgress)).0, 0);
+        assert_eq!(hub.push("q", &moved("c1", Completed)).0, 0);
+        assert_eq!(hub.push("p", &moved("c2", InProgress)).0, 0);
         assert!(drain(&mut s.events).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_started_push_adds_its_call_to_the_providers_answer_once() {
+        let up = Upstream::new(PERIOD, Answer::Calls(vec![]));
+        let hub = hub(&up);
+        let mut s = subscribe(&hub, Joining::Fresh(listed(&[("c1", Ringing)])));
+        let mut started = moved("c2", InProgress);
+        started.started = Some(crate::call::Call::new("c2", Arc::from("p"), InProgress));
+        assert_eq!(hub.push("p", &started).0, 1);
+        let events = drain(&mut s.events);
+        assert!(
+            matches!(&events[..], [e] if matches!(&e.body, Body::Change(c) if c.added[0].call_id == "c2")),
+            "{events:?}"
+        );
+        assert_eq!(hub.push("p", &started).0, 0, "a replay adds nothing");
     }
 
     #[tokio::test]

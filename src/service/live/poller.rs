@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use super::change::State;
 use super::topic::{Topic, TopicKey};
+use crate::provider::kind::Move;
 use crate::service::auth::{AuthError, Presented};
 use crate::service::capacity::Capacity;
 use crate::service::{ListError, Listed, Version};
@@ -28,6 +29,18 @@ pub trait Source: Send + Sync + 'static {
     async fn list(&self, presented: &Presented) -> Result<Listed, ListError>;
     /// The org's capacity as of `state`, for the `capacity` event; `None`: not followed.
     async fn capacity(&self, _state: &State) -> Option<Capacity> {
+        None
+    }
+    /// Lays a signed push over `provider`'s answers; whether it moved anything.
+    fn pushed(&self, _provider: &str, _moved: &Move) -> bool {
+        false
+    }
+    /// Where `provider`'s answer is among `org`'s, in its snapshots' order.
+    fn position(&self, _org: &str, _provider: &str) -> Option<usize> {
+        None
+    }
+    /// `org`'s list with no caller, to watch it for its webhooks; `None`: it cannot be.
+    async fn list_unattended(&self, _org: &str) -> Option<Result<Listed, ListError>> {
         None
     }
 }

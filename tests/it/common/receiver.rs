@@ -30,6 +30,9 @@ struct Inner {
     verifier: standardwebhooks::Webhook,
     refuse_first: Mutex<usize>,
     seen: Mutex<Vec<Delivery>>,
+    /// While set, deliveries are noted in `held` and never answered.
+    holding: std::sync::atomic::AtomicBool,
+    held: Mutex<Vec<String>>,
 }
 
 /// A receiving endpoint; `url` is where callmux sends.
@@ -42,10 +45,23 @@ pub struct Receiver {
 impl Receiver {
     /// An endpoint that answers 500 to its first `refuse_first` deliveries, then 204.
     pub async fn start(refuse_first: usize) -> Self {
+        Self::serve(refuse_first, false).await
+    }
+
+    /// An endpoint that holds every delivery unanswered (noting its id) until
+    /// [`Receiver::release`], then answers 204.
+    #[allow(dead_code, reason = "the integration tests', not the benchmarks'")]
+    pub async fn holding() -> Self {
+        Self::serve(0, true).await
+    }
+
+    async fn serve(refuse_first: usize, holding: bool) -> Self {
         let inner = Arc::new(Inner {
             verifier: standardwebhooks::Webhook::new(WEBHOOK_SECRET).unwrap(),
             refuse_first: Mutex::new(refuse_first),
             seen: Mutex::new(Vec::new()),
+            holding: holding.into(),
+            held: Mutex::new(Vec::new()),
         });
         let app = axum::Router::new()
             .route("/hook", post(take))
@@ -62,9 +78,32 @@ impl Receiver {
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.inner.seen.lock().unwrap().clone()
     }
+
+    /// The ids of the deliveries held unanswered so far.
+    #[allow(dead_code, reason = "the integration tests', not the benchmarks'")]
+    pub fn held(&self) -> Vec<String> {
+        self.inner.held.lock().unwrap().clone()
+    }
+
+    /// From now on, answers deliveries (those held stay unanswered).
+    #[allow(dead_code, reason = "the integration tests', not the benchmarks'")]
+    pub fn release(&self) {
+        self.inner
+            .holding
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 async fn take(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    if inner.holding.load(std::sync::atomic::Ordering::SeqCst) {
+        let id = headers.get("webhook-id").and_then(|v| v.to_str().ok());
+        inner
+            .held
+            .lock()
+            .unwrap()
+            .push(id.unwrap_or_default().to_owned());
+        return std::future::pending().await;
+    }
     let verified = inner.verifier.verify(&body, &headers).is_ok();
     let accepted = {
         let mut left = inner.refuse_first.lock().unwrap();
