@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::service::auth::AuthError;
@@ -33,10 +33,10 @@ impl Unverified {
             self.limiter.retain_recent();
         }
         taken.map_err(|not| {
-            let wait = not.wait_time_from(DefaultClock::default().now());
+            let wait = not.wait_time_from(crate::service::limits::CLOCK.now());
             AuthError::TooManyUnverified {
                 per_second: self.per_second.get(),
-                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                retry_after_secs: crate::service::limits::retry_after_secs(wait),
             }
         })
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -14,6 +14,10 @@ use super::limits_fleet::{self, Cell, Taken};
 use crate::config::KeySpec;
 use crate::service::auth::AuthError;
 use crate::state::redis::Redis;
+
+/// The clock a refusal's wait is read from: one for the process, since making a clock costs
+/// far more than reading one, and only a refusal needs it.
+pub(crate) static CLOCK: LazyLock<DefaultClock> = LazyLock::new(DefaultClock::default);
 
 /// What a request spends of its key's rates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +64,14 @@ fn refusal(key: &KeySpec, what: &'static str, per_second: u32, wait: Duration) -
         key: key.name.clone(),
         what,
         per_second,
-        retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        retry_after_secs: retry_after_secs(wait),
     }
+}
+
+/// Whole seconds to wait, rounded up and at least one: a refusal read a moment after its
+/// check may find the wait already over, and `retry-after: 0` would invite a retry storm.
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl KeyRates {
@@ -117,13 +127,12 @@ impl KeyRates {
         let refuse = |what, per_second: Option<NonZeroU32>, wait: Duration| {
             refusal(key, what, per_second.map_or(0, NonZeroU32::get), wait)
         };
-        let now = DefaultClock::default().now();
         if let Some(cell) = &cells.requests {
             cell.check().map_err(|not| {
                 refuse(
                     "requests",
                     limits.requests_per_second,
-                    not.wait_time_from(now),
+                    not.wait_time_from(CLOCK.now()),
                 )
             })?;
         }
@@ -133,7 +142,7 @@ impl KeyRates {
                     refuse(
                         "calls placed",
                         limits.calls_per_second,
-                        not.wait_time_from(now),
+                        not.wait_time_from(CLOCK.now()),
                     )
                 })?;
             }
