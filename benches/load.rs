@@ -14,6 +14,8 @@
 //!
 //! `cargo bench --bench load -- capacity [--quick]`: `GET /capacity` against `GET /calls` on
 //! the same warm snapshot, in alternating rounds (`load/capacity.rs`).
+//! `cargo bench --bench load -- keys [--quick]`: a warm list with a limited key against the
+//! default key, on memory and on a real `redis-server` (`load/keys.rs`).
 //! `cargo bench --bench load -- hotpath [--quick] [--check 0.6]`: callmux's `/healthz` and
 //! cached lists (5, 100 and 1,000 calls per provider) against a bare axum server replaying
 //! their exact bytes, at C = 1, 16, 64 (`hotpath.rs`); `--check` fails below a ratio (CI).
@@ -58,6 +60,8 @@ mod capacity;
 mod drive;
 #[path = "load/hotpath.rs"]
 mod hotpath;
+#[path = "load/keys.rs"]
+mod keys;
 #[path = "load/process.rs"]
 mod process;
 #[path = "load/replicas.rs"]
@@ -110,6 +114,7 @@ fn main() {
         Some(Mode::Replicas { quick }) => replicas::run(quick || args.quick),
         Some(Mode::Capacity { quick }) => capacity::run(quick || args.quick),
         Some(Mode::Routes { quick }) => routes::run(quick || args.quick),
+        Some(Mode::Keys { quick }) => keys::run(quick || args.quick),
         Some(Mode::Hotpath { quick, check }) => hotpath::run(&hotpath::HotOptions {
             quick: quick || args.quick,
             check,
@@ -167,6 +172,12 @@ enum Mode {
     },
     /// Placing on a route: overhead over the platform alone, queue wake, idempotent replay.
     Routes {
+        /// One short round.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// A warm list with a key's rate limiter (memory, Redis) against the default key's.
+    Keys {
         /// One short round.
         #[arg(long)]
         quick: bool,

@@ -35,6 +35,11 @@ pub async fn serve(
         idle_timeout: config.idle_timeout,
         max_connections: config.max_connections,
     };
+    // `/metrics` on a listener of its own, when asked for: it lives as long as the API's.
+    let _metrics = match config.metrics_bind {
+        Some(addr) => Some(serve_metrics(addr, &live, limits).await?),
+        None => None,
+    };
     let (signalled, on_signal) = tokio::sync::oneshot::channel();
     let hub_of = live.clone();
     let server = http::connections::serve(
@@ -65,5 +70,43 @@ pub async fn serve(
             tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace expired; exiting with requests in flight");
             Ok(())
         }
+    }
+}
+
+/// Binds `[server] metrics_bind` and serves `/metrics` there until the returned guard drops.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    live: &Arc<Live>,
+    limits: http::connections::ConnectionLimits,
+) -> std::io::Result<AbortOnDrop> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen on [server] metrics_bind {addr}: {e}; free the port or choose \
+                 another"
+            ),
+        )
+    })?;
+    let bound = listener.local_addr()?;
+    tracing::info!("callmux metrics on http://{bound}/metrics");
+    let router = http::metrics_access::own_listener(
+        &live.current().service.config().server,
+        live.telemetry().clone(),
+    );
+    let telemetry = live.telemetry().clone();
+    Ok(AbortOnDrop(tokio::spawn(async move {
+        let _ =
+            http::connections::serve(listener, router, limits, &telemetry, std::future::pending())
+                .await;
+    })))
+}
+
+/// Ends a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

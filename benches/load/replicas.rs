@@ -76,7 +76,7 @@ fn median(results: &[Measured], setup: Setup, figure: fn(&Measured) -> f64) -> f
 }
 
 /// Waits until a replica's `/readyz` says its store is `ok` (it has joined the fleet).
-async fn joined(replica: &Binary) {
+pub async fn joined(replica: &Binary) {
     let url = replica.url("/readyz");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

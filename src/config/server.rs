@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::keys::KeyDigest;
 use crate::settings::{Check, ONE_DAY_MS};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +13,10 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// How long a Bland key accepted by its upstream is trusted without asking again.
     pub auth_cache_ttl: Duration,
+    /// How long a key Bland rejected is refused without asking again (zero: never kept).
+    pub auth_rejection_ttl: Duration,
+    /// Keys one client address may have checked by Bland per second (a burst of as many).
+    pub unverified_keys_per_second: std::num::NonZeroU32,
     pub max_concurrent_requests: usize,
     pub request_timeout: Duration,
     pub max_header_bytes: usize,
@@ -35,6 +40,18 @@ pub struct ServerConfig {
     /// The org a request with a key and no `x-bland-org-id` is taken for when the key is no
     /// callmux key: an org whose callers bring their Bland keys, as Bland's SDKs send them.
     pub bland_default_org: Option<String>,
+    /// Where `/metrics` is served: its own listener, or (`None`) the API listener.
+    pub metrics_bind: Option<SocketAddr>,
+    /// The bearer token `/metrics` asks for, as a digest, and the variable it came from;
+    /// `None` with no `metrics_bind` either: the API listener answers loopback peers only.
+    pub metrics_token: Option<MetricsToken>,
+}
+
+/// `metrics_token_env`'s token, held as its digest (compared in constant time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsToken {
+    pub env: String,
+    pub digest: KeyDigest,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -42,6 +59,8 @@ pub struct ServerConfig {
 pub(super) struct RawServer {
     bind: String,
     auth_cache_ttl_ms: u64,
+    auth_rejection_ttl_ms: u64,
+    unverified_keys_per_second: u64,
     max_concurrent_requests: u64,
     request_timeout_ms: u64,
     max_header_bytes: u64,
@@ -55,6 +74,10 @@ pub(super) struct RawServer {
     forward_max_request_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bland_default_org: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metrics_bind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metrics_token_env: Option<String>,
 }
 
 impl RawServer {
@@ -67,6 +90,34 @@ impl RawServer {
                 "use an address such as 127.0.0.1:8080 (or 0.0.0.0:8080 to listen on every interface)",
             );
             defaults.bind.parse().expect("default bind address parses")
+        });
+        let metrics_bind = self.metrics_bind.as_deref().and_then(|text| {
+            let parsed = text.parse::<SocketAddr>().ok();
+            if parsed.is_none() {
+                check.push(
+                    "server.metrics_bind",
+                    format!("`{text}` is not an IP:port address"),
+                    "use an address such as 127.0.0.1:9464, or leave it out to serve /metrics on the API listener",
+                );
+            }
+            parsed.filter(|addr| {
+                let same = *addr == bind && addr.port() != 0;
+                if same {
+                    check.push(
+                        "server.metrics_bind",
+                        format!("`{text}` is the API listener's own address (server.bind)"),
+                        "give /metrics another port, or leave metrics_bind out",
+                    );
+                }
+                !same
+            })
+        });
+        let metrics_token = self.metrics_token_env.as_deref().and_then(|var| {
+            let token = check.secret_from_env("server.metrics_token_env", var)?;
+            Some(MetricsToken {
+                env: var.to_string(),
+                digest: KeyDigest::of(&token),
+            })
         });
         let mut n = |field: &str, value: u64, default: u64, range| {
             check.ranged(&format!("server.{field}"), value, default, range)
@@ -98,6 +149,19 @@ impl RawServer {
                 defaults.auth_cache_ttl_ms,
                 0..=ONE_DAY_MS,
             )),
+            auth_rejection_ttl: ms(n(
+                "auth_rejection_ttl_ms",
+                self.auth_rejection_ttl_ms,
+                defaults.auth_rejection_ttl_ms,
+                0..=ONE_DAY_MS,
+            )),
+            unverified_keys_per_second: std::num::NonZeroU32::new(n(
+                "unverified_keys_per_second",
+                self.unverified_keys_per_second,
+                defaults.unverified_keys_per_second,
+                1..=1_000_000,
+            ) as u32)
+            .expect("the range starts at 1"),
             shutdown_grace: ms(n(
                 "shutdown_grace_ms",
                 self.shutdown_grace_ms,
@@ -149,6 +213,8 @@ impl RawServer {
                 1..=1024 * 1024 * 1024,
             ) as usize,
             bland_default_org: self.bland_default_org,
+            metrics_bind,
+            metrics_token,
         }
     }
 }

@@ -11,6 +11,12 @@ impl Config {
         use fmt::Write;
         let mut s = String::new();
         let _ = writeln!(s, "server: bind {}", self.server.bind);
+        if let Some(addr) = self.server.metrics_bind {
+            let _ = writeln!(s, "metrics: on their own listener, {addr}");
+        }
+        if let Some(token) = &self.server.metrics_token {
+            let _ = writeln!(s, "metrics: a bearer token from ${} (not shown)", token.env);
+        }
         if let Some(org) = &self.server.bland_default_org {
             let _ = writeln!(s, "a Bland key without x-bland-org-id is org `{org}`'s");
         }

@@ -54,6 +54,9 @@ pub const ROUTES: &[(&str, Access, Reply)] = &[
     (STOP_ALL_ROUTE, Access::Key(StopAll), Reply::Bland),
     (PLACE_ROUTE, Access::Key(Place), Reply::Agent),
     (ME_ROUTE, Access::AnyKey, Reply::List(Shape::Own)),
+    (ME_LINK_ROUTE, Access::Key(Read), Reply::List(Shape::Own)),
+    // Proved by the single-use token it carries, not a key.
+    (SIGN_IN_ROUTE, Access::Public, Reply::List(Shape::Own)),
     (HOOK_ROUTE, Access::Signature, Reply::Bland),
     (PAGE_ROUTE, Access::Public, Reply::Bland),
     (SCRIPT_ROUTE, Access::Public, Reply::Bland),

@@ -29,6 +29,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -101,7 +102,7 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = accept_within(&listener, &permits) => accepted,
         };
-        let Some((stream, permit)) = accepted else {
+        let Some((stream, peer, permit)) = accepted else {
             continue;
         };
         let activity = Arc::new(Activity::new());
@@ -112,6 +113,7 @@ pub async fn serve(
         let service = Routed {
             inner: TowerToHyperService::new(router.clone()),
             activity: activity.clone(),
+            peer,
         };
         let conn = graceful.watch(http.serve_connection(io, service));
         let closed = closed.clone();
@@ -130,14 +132,14 @@ pub async fn serve(
 async fn accept_within(
     listener: &TcpListener,
     permits: &Arc<Semaphore>,
-) -> Option<(TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+) -> Option<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
     let permit = permits
         .clone()
         .acquire_owned()
         .await
         .expect("the connection semaphore is never closed");
     match listener.accept().await {
-        Ok((stream, _peer)) => Some((stream, permit)),
+        Ok((stream, peer)) => Some((stream, peer, permit)),
         Err(e) => {
             accept_error(e).await;
             None
@@ -348,10 +350,12 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// The router, telling the connection's activity when a head has been read.
+/// The router, telling the connection's activity when a head has been read, and handing
+/// each request its peer's address (`ConnectInfo`).
 struct Routed {
     inner: TowerToHyperService<axum::Router>,
     activity: Arc<Activity>,
+    peer: SocketAddr,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Routed {
@@ -364,6 +368,9 @@ impl hyper::service::Service<Request<Incoming>> for Routed {
         request
             .extensions_mut()
             .insert(Disconnect(self.activity.clone()));
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         let done = AnswerDone(self.activity.clone());
         let answer = hyper::service::Service::call(&self.inner, request);
         Box::pin(async move {

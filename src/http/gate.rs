@@ -3,9 +3,10 @@
 //! upstream. The credentials it read are handed on, so a request is digested once.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -16,7 +17,7 @@ use super::envelope::Envelope;
 use super::{challenge, json, presented, Edge};
 use crate::error_code::ErrorCode;
 use crate::scope::Scope;
-use crate::service::auth::{self, AuthError, Presented};
+use crate::service::auth::{self, AuthError, Identity, Presented, Standing};
 use crate::service::limits::Spend;
 use crate::wire::ErrorItem;
 
@@ -61,21 +62,40 @@ pub async fn gate(
     let Ok(p) = presented(request.headers()) else {
         return next.run(request).await;
     };
-    if let Err(e) = check(&edge, &p, scope) {
+    let peer = peer_of(request.extensions());
+    if let Err(e) = check(&edge, &p, scope, peer).await {
         return refused(reply, &e);
     }
     request.extensions_mut().insert(p);
     next.run(request).await
 }
 
+/// The client's address, as the connection gave it.
+pub(super) fn peer_of(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 /// The scope and rate check for `p` on a route that needs `scope`: `Ok` when the caller
-/// may go on, or when the credentials themselves are wrong (the route refuses those).
-pub(super) fn check(edge: &Edge, p: &Presented, scope: Scope) -> Result<(), AuthError> {
+/// may go on, or when the credentials themselves are wrong (the route refuses those). A
+/// Bland key that Bland has yet to check is counted against its client address `peer`.
+pub(super) async fn check(
+    edge: &Edge,
+    p: &Presented,
+    scope: Scope,
+    peer: Option<IpAddr>,
+) -> Result<(), AuthError> {
     let loaded = edge.live.current();
     let Ok(identity) = auth::identify(loaded.service.config(), p) else {
         return Ok(());
     };
     identity.may(scope)?;
+    if let (Identity::ViaUpstream(org, ..), Some(peer)) = (&identity, peer) {
+        if loaded.service.verdicts().standing(&org.id, p).await == Standing::Unknown {
+            edge.unverified.take(peer)?;
+        }
+    }
     if let Some(key) = identity.key() {
         let spend = if scope == Scope::Place {
             Spend::Placing
@@ -83,7 +103,8 @@ pub(super) fn check(edge: &Edge, p: &Presented, scope: Scope) -> Result<(), Auth
             Spend::Request
         };
         if let Some(org) = loaded.service.org_id(&identity.org().id) {
-            edge.live.rates().take(org, key, spend)?;
+            let fleet = loaded.service.store().redis();
+            edge.live.rates().take(fleet, org, key, spend).await?;
         }
     }
     Ok(())
@@ -94,13 +115,10 @@ pub(super) fn refused(reply: Reply, e: &AuthError) -> Response {
     let status = StatusCode::from_u16(e.status()).expect("auth statuses are valid");
     tracing::info!(code = e.code().as_str(), reason = %e, "request refused");
     let mut response = refuse(reply, status, e.code(), &e.to_string());
-    if let AuthError::RateLimited {
-        retry_after_secs, ..
-    } = e
-    {
+    if let Some(secs) = e.retry_after_secs() {
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     challenge(&mut response);
     response

@@ -13,14 +13,17 @@ pub mod hooks;
 pub(crate) mod me;
 mod methods;
 mod metrics;
+pub mod metrics_access;
 mod openapi;
 mod ops;
 mod passthrough;
 mod paths;
 pub mod place;
 pub mod render;
+mod sign_in;
 mod stream_slots;
 pub mod streams;
+mod unverified;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -53,6 +56,10 @@ pub struct Edge {
     pub live: Arc<Live>,
     requests: Arc<metrics::RequestMetrics>,
     streams: streams::Streams,
+    /// Bland keys yet to be checked, by client address.
+    unverified: unverified::Unverified,
+    /// The dashboard's single-use sign-in links.
+    sign_in: crate::service::sign_in::Links,
 }
 
 /// The whole service. The list routes sit behind the request bounds; `/healthz`, `/readyz`
@@ -66,6 +73,10 @@ pub fn router(live: Arc<Live>) -> Router {
             server.max_streams,
             server.max_streams_per_org,
             server.stream_keepalive,
+        ),
+        unverified: unverified::Unverified::new(server.unverified_keys_per_second),
+        sign_in: crate::service::sign_in::Links::new(
+            live.current().service.store().redis().cloned(),
         ),
         live,
     });
@@ -95,6 +106,8 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(hooks::HOOK_ROUTE, post(hooks::hook))
         .route(webhooks::WEBHOOKS_ROUTE, get(webhooks::list))
         .route(me::ROUTE, get(me::me))
+        .route(sign_in::ME_LINK_ROUTE, post(sign_in::link))
+        .route(sign_in::SIGN_IN_ROUTE, post(sign_in::exchange))
         .layer(axum::middleware::from_fn_with_state(
             limits.clone(),
             bounds::enforce,
@@ -120,7 +133,11 @@ pub fn router(live: Arc<Live>) -> Router {
         .merge(dashboard::routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route(
+            "/metrics",
+            get(metrics_access::metrics)
+                .with_state(metrics_access::Metrics::on_api(&server, telemetry.clone())),
+        )
         .route("/openapi.json", get(openapi::document))
         // After every route: it is given to each route added so far.
         .method_not_allowed_fallback(methods::not_allowed)

@@ -1,12 +1,12 @@
-//! Endpoints for operators: liveness, readiness, Prometheus metrics. No auth; no secrets and
-//! no call data in any of them.
+//! Endpoints for operators: liveness and readiness (`/metrics` has its rule in
+//! `metrics_access`). No auth; no secrets and no call data in either.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde_json::json;
 
 use super::{json, Edge};
@@ -45,16 +45,4 @@ pub async fn readyz(State(edge): State<Arc<Edge>>) -> Response {
         "state": loaded.service.store().health(),
     });
     json(StatusCode::OK, body.to_string())
-}
-
-/// Prometheus text exposition.
-pub async fn metrics(State(edge): State<Arc<Edge>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        )],
-        edge.live.telemetry().render(),
-    )
-        .into_response()
 }

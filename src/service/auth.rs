@@ -57,15 +57,36 @@ pub enum AuthError {
         per_second: u32,
         retry_after_secs: u64,
     },
+    #[error(
+        "this client address has sent more than {per_second} keys a second that Bland has \
+         yet to check; retry after {retry_after_secs} s"
+    )]
+    TooManyUnverified {
+        per_second: u32,
+        retry_after_secs: u64,
+    },
 }
 
 impl AuthError {
+    /// When to try again, for a refusal that has one.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited {
+                retry_after_secs, ..
+            }
+            | Self::TooManyUnverified {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             Self::MissingOrgId => 400,
             Self::Unavailable { .. } => 502,
             Self::Forbidden { .. } => 403,
-            Self::RateLimited { .. } => 429,
+            Self::RateLimited { .. } | Self::TooManyUnverified { .. } => 429,
             _ => 401,
         }
     }
@@ -75,7 +96,7 @@ impl AuthError {
             Self::MissingOrgId => ErrorCode::MissingOrgId,
             Self::Unavailable { .. } => ErrorCode::AuthUnavailable,
             Self::Forbidden { .. } => ErrorCode::Forbidden,
-            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::RateLimited { .. } | Self::TooManyUnverified { .. } => ErrorCode::RateLimited,
             _ => ErrorCode::AuthFailure,
         }
     }
@@ -142,6 +163,12 @@ impl Presented {
     /// The client's own headers, to forward to the Bland provider that vouches for `org`:
     /// its `x-bland-org-id` as sent, or else (a Bland key alone, taken for the server's
     /// `bland_default_org`) that org's id, so Bland still checks the key is that org's.
+    /// The `authorization` header as sent, for a sign-in link to hand back once to the
+    /// dashboard that holds the link (never logged, never stored outside memory in clear).
+    pub(crate) fn authorization(&self) -> &HeaderValue {
+        &self.authorization
+    }
+
     pub fn forwarded(&self, org: &OrgSpec) -> Option<ForwardedCredentials> {
         self.org_id
             .clone()
@@ -341,74 +368,133 @@ fn tokens(text: &str) -> Vec<String> {
     found
 }
 
-/// Bland keys the upstream accepted lately, by (org, key digest). Only acceptances are kept:
-/// a rejected key is asked about again every time. With a fleet, an acceptance is shared
-/// under a key that is an HMAC of (org, digest), its value sealed and holding when it
-/// expires, so a value planted in Redis is never taken for an acceptance.
+/// Bland keys the upstream accepted or rejected lately, by (org, key digest). An acceptance
+/// is kept `auth_cache_ttl_ms`, a rejection `auth_rejection_ttl_ms`, so a made-up key sent
+/// again and again costs Bland one ask. With a fleet, each is shared under a key that is an
+/// HMAC of (what, org, digest), its value sealed and holding when it expires, so a value
+/// planted in Redis is never taken for an acceptance.
 pub struct Verdicts {
     accepted: moka::sync::Cache<(Arc<str>, KeyDigest), ()>,
+    rejected: moka::sync::Cache<(Arc<str>, KeyDigest), ()>,
     ttl: Duration,
+    rejection_ttl: Duration,
     fleet: Option<Arc<Redis>>,
 }
 
-/// What a shared acceptance holds: the Unix time in milliseconds it expires at.
-const ACCEPTED_UNTIL: usize = 8;
+/// What a shared verdict holds: the Unix time in milliseconds it expires at.
+const VERDICT_UNTIL: usize = 8;
+
+/// What callmux knows of a Bland key lately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Accepted,
+    Rejected,
+    /// Bland has to be asked.
+    Unknown,
+}
 
 impl Verdicts {
-    pub fn new(ttl: Duration, fleet: Option<Arc<Redis>>) -> Self {
-        Self {
-            accepted: moka::sync::Cache::builder()
+    pub fn new(ttl: Duration, rejection_ttl: Duration, fleet: Option<Arc<Redis>>) -> Self {
+        let cache = |ttl: Duration| {
+            moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build()
+        };
+        Self {
+            accepted: cache(ttl),
+            rejected: cache(rejection_ttl),
             ttl,
-            fleet: fleet.filter(|_| !ttl.is_zero()),
+            rejection_ttl,
+            fleet,
         }
     }
 
-    fn fleet_key(redis: &Redis, org: &str, p: &Presented) -> String {
+    fn fleet_key(redis: &Redis, kind: &str, org: &str, p: &Presented) -> String {
         redis
             .sealer
-            .secret_key("verdict", &[org.as_bytes(), p.digest.as_bytes()])
+            .secret_key(kind, &[org.as_bytes(), p.digest.as_bytes()])
+    }
+
+    fn id(org: &str, p: &Presented) -> (Arc<str>, KeyDigest) {
+        (Arc::from(org), p.digest.clone())
     }
 
     pub async fn is_accepted(&self, org: &str, p: &Presented) -> bool {
-        if self
-            .accepted
-            .contains_key(&(Arc::from(org), p.digest.clone()))
-        {
+        if self.accepted.contains_key(&Self::id(org, p)) {
             return true;
         }
+        !self.ttl.is_zero() && self.shared("verdict", org, p).await
+    }
+
+    /// Whether the key was accepted or rejected lately, here or (with a fleet) anywhere.
+    pub async fn standing(&self, org: &str, p: &Presented) -> Standing {
+        if self.is_accepted(org, p).await {
+            Standing::Accepted
+        } else if self.is_rejected(org, p).await {
+            Standing::Rejected
+        } else {
+            Standing::Unknown
+        }
+    }
+
+    pub async fn is_rejected(&self, org: &str, p: &Presented) -> bool {
+        if self.rejection_ttl.is_zero() {
+            return false;
+        }
+        self.rejected.contains_key(&Self::id(org, p)) || self.shared("rejected", org, p).await
+    }
+
+    /// Whether the fleet holds an unexpired verdict of `kind` on the key.
+    async fn shared(&self, kind: &'static str, org: &str, p: &Presented) -> bool {
         let Some(redis) = &self.fleet else {
             return false;
         };
-        let key = Self::fleet_key(redis, org, p);
-        let Some(payload) = redis.get_sealed("verdict", &key).await else {
+        let key = Self::fleet_key(redis, kind, org, p);
+        let Some(payload) = redis.get_sealed(kind, &key).await else {
             return false;
         };
-        match <[u8; ACCEPTED_UNTIL]>::try_from(payload.as_slice()) {
+        match <[u8; VERDICT_UNTIL]>::try_from(payload.as_slice()) {
             Ok(until) => crate::call::time::now_ms() < u64::from_be_bytes(until),
             Err(_) => {
-                redis.rejected("verdict", Rejected::Decode);
+                redis.rejected(kind, Rejected::Decode);
                 false
             }
         }
     }
 
-    pub async fn accept(&self, org: &str, p: &Presented) {
-        self.accepted.insert((Arc::from(org), p.digest.clone()), ());
-        if let Some(redis) = &self.fleet {
-            let until = crate::call::time::now_ms() + self.ttl.as_millis() as u64;
-            let key = Self::fleet_key(redis, org, p);
-            redis.put_sealed(&key, &until.to_be_bytes(), self.ttl).await;
+    async fn share(&self, kind: &'static str, org: &str, p: &Presented, ttl: Duration) {
+        if let (Some(redis), false) = (&self.fleet, ttl.is_zero()) {
+            let until = crate::call::time::now_ms() + ttl.as_millis() as u64;
+            let key = Self::fleet_key(redis, kind, org, p);
+            redis.put_sealed(&key, &until.to_be_bytes(), ttl).await;
         }
     }
 
-    pub async fn forget(&self, org: &str, p: &Presented) {
-        self.accepted
-            .invalidate(&(Arc::from(org), p.digest.clone()));
+    async fn unshare(&self, kind: &'static str, org: &str, p: &Presented) {
         if let Some(redis) = &self.fleet {
-            redis.del(&Self::fleet_key(redis, org, p)).await;
+            redis.del(&Self::fleet_key(redis, kind, org, p)).await;
+        }
+    }
+
+    pub async fn accept(&self, org: &str, p: &Presented) {
+        if !self.ttl.is_zero() {
+            self.accepted.insert(Self::id(org, p), ());
+        }
+        self.share("verdict", org, p, self.ttl).await;
+        // A key Bland has just accepted is no longer refused anywhere.
+        if !self.rejection_ttl.is_zero() && self.rejected.remove(&Self::id(org, p)).is_some() {
+            self.unshare("rejected", org, p).await;
+        }
+    }
+
+    /// Bland rejected the key: it is no longer trusted, and refused for a while unasked.
+    pub async fn reject(&self, org: &str, p: &Presented) {
+        self.accepted.invalidate(&Self::id(org, p));
+        self.unshare("verdict", org, p).await;
+        if !self.rejection_ttl.is_zero() {
+            self.rejected.insert(Self::id(org, p), ());
+            self.share("rejected", org, p, self.rejection_ttl).await;
         }
     }
 }

@@ -1,16 +1,23 @@
-//! Each key's own rates (`requests_per_second`, `calls_per_second`) as GCRA cells held in
-//! memory with `governor`, kept across reloads for keys that did not change.
+//! Each key's own rates (`requests_per_second`, `calls_per_second`) as GCRA cells: on Redis
+//! for the whole fleet when the state is shared (`limits_fleet`), else (and while Redis is
+//! down) held in memory with `governor`, kept across reloads for keys that did not change.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+use super::limits_fleet::{self, Cell, Taken};
 use crate::config::KeySpec;
 use crate::service::auth::AuthError;
+use crate::state::redis::Redis;
+
+/// The clock a refusal's wait is read from: one for the process, since making a clock costs
+/// far more than reading one, and only a refusal needs it.
+pub(crate) static CLOCK: LazyLock<DefaultClock> = LazyLock::new(DefaultClock::default);
 
 /// What a request spends of its key's rates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,30 +59,80 @@ pub struct KeyRates {
     cells: RwLock<ByKey>,
 }
 
+fn refusal(key: &KeySpec, what: &'static str, per_second: u32, wait: Duration) -> AuthError {
+    AuthError::RateLimited {
+        key: key.name.clone(),
+        what,
+        per_second,
+        retry_after_secs: retry_after_secs(wait),
+    }
+}
+
+/// Whole seconds to wait, rounded up and at least one: a refusal read a moment after its
+/// check may find the wait already over, and `retry-after: 0` would invite a retry storm.
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 impl KeyRates {
-    /// Takes what `spend` costs from `key`'s cells, or says when to retry. A key without
-    /// limits costs one branch.
-    pub fn take(&self, org: &Arc<str>, key: &KeySpec, spend: Spend) -> Result<(), AuthError> {
+    /// Takes what `spend` costs from `key`'s cells, or says when to retry: on `redis` when
+    /// given (the fleet's cells), in this process's memory without it or while it is down,
+    /// so a replica cut off from Redis limits each key to its rate on its own. A key without
+    /// limits costs a branch or two.
+    pub async fn take(
+        &self,
+        redis: Option<&Arc<Redis>>,
+        org: &Arc<str>,
+        key: &KeySpec,
+        spend: Spend,
+    ) -> Result<(), AuthError> {
+        let limits = &key.limits;
+        let mut cells = Vec::with_capacity(2);
+        if let Some(per_second) = limits.requests_per_second {
+            cells.push(Cell {
+                what: "requests",
+                per_second,
+            });
+        }
+        if let (Spend::Placing, Some(per_second)) = (spend, limits.calls_per_second) {
+            cells.push(Cell {
+                what: "calls placed",
+                per_second,
+            });
+        }
+        if cells.is_empty() {
+            return Ok(());
+        }
+        if let Some(redis) = redis {
+            match limits_fleet::take(redis, org, key, &cells).await {
+                Some(Taken::Admitted) => return Ok(()),
+                Some(Taken::Refused { index, wait }) => {
+                    let cell = &cells[index];
+                    return Err(refusal(key, cell.what, cell.per_second.get(), wait));
+                }
+                None => {}
+            }
+        }
+        self.take_here(org, key, spend)
+    }
+
+    /// [`KeyRates::take`] in this process's memory.
+    pub fn take_here(&self, org: &Arc<str>, key: &KeySpec, spend: Spend) -> Result<(), AuthError> {
         let limits = &key.limits;
         let placing = spend == Spend::Placing && limits.calls_per_second.is_some();
         if limits.requests_per_second.is_none() && !placing {
             return Ok(());
         }
         let cells = self.cells_of(org, key);
-        let refuse =
-            |what, per_second: Option<NonZeroU32>, wait: Duration| AuthError::RateLimited {
-                key: key.name.clone(),
-                what,
-                per_second: per_second.map_or(0, NonZeroU32::get),
-                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-            };
-        let now = DefaultClock::default().now();
+        let refuse = |what, per_second: Option<NonZeroU32>, wait: Duration| {
+            refusal(key, what, per_second.map_or(0, NonZeroU32::get), wait)
+        };
         if let Some(cell) = &cells.requests {
             cell.check().map_err(|not| {
                 refuse(
                     "requests",
                     limits.requests_per_second,
-                    not.wait_time_from(now),
+                    not.wait_time_from(CLOCK.now()),
                 )
             })?;
         }
@@ -85,7 +142,7 @@ impl KeyRates {
                     refuse(
                         "calls placed",
                         limits.calls_per_second,
-                        not.wait_time_from(now),
+                        not.wait_time_from(CLOCK.now()),
                     )
                 })?;
             }
@@ -153,9 +210,9 @@ mod tests {
         let org = Arc::from("acme");
         let k = key(3, None);
         for _ in 0..3 {
-            rates.take(&org, &k, Spend::Request).unwrap();
+            rates.take_here(&org, &k, Spend::Request).unwrap();
         }
-        match rates.take(&org, &k, Spend::Request) {
+        match rates.take_here(&org, &k, Spend::Request) {
             Err(AuthError::RateLimited {
                 retry_after_secs, ..
             }) => assert_eq!(retry_after_secs, 1),
@@ -168,12 +225,12 @@ mod tests {
         let rates = KeyRates::default();
         let org = Arc::from("acme");
         let k = key(100, Some(1));
-        rates.take(&org, &k, Spend::Placing).unwrap();
-        let refused = rates.take(&org, &k, Spend::Placing).unwrap_err();
+        rates.take_here(&org, &k, Spend::Placing).unwrap();
+        let refused = rates.take_here(&org, &k, Spend::Placing).unwrap_err();
         assert!(refused.to_string().contains("calls placed"), "{refused}");
-        rates.take(&org, &k, Spend::Request).unwrap();
+        rates.take_here(&org, &k, Spend::Request).unwrap();
         let changed = key(100, Some(2));
-        rates.take(&org, &changed, Spend::Placing).unwrap();
+        rates.take_here(&org, &changed, Spend::Placing).unwrap();
         rates.reloaded(|_, _| false);
         assert_eq!(rates.held(), 0);
     }

@@ -8,6 +8,7 @@ pub mod control;
 pub mod events;
 pub mod index;
 pub mod limits;
+pub mod limits_fleet;
 pub mod live;
 pub mod merge;
 pub mod passthrough;
@@ -16,6 +17,7 @@ mod place_fleet;
 pub mod reload;
 pub mod route;
 pub mod shared_index;
+pub mod sign_in;
 pub mod snapshot;
 pub mod whoami;
 
@@ -28,7 +30,7 @@ use crate::provider::layers::{self, observe::Observed, observe::Outcome};
 use crate::provider::{Backend, ListCalls, ProviderError, RequestContext};
 use crate::state::Store;
 use crate::telemetry::Telemetry;
-use auth::{AuthError, Identity, Presented, Verdicts};
+use auth::{AuthError, Identity, Presented, Standing, Verdicts};
 use merge::{Answer, ProviderFailure};
 pub use snapshot::{Snapshot, Version};
 
@@ -211,7 +213,11 @@ impl Service {
             })
             .collect();
         Ok(Self {
-            verdicts: Verdicts::new(config.server.auth_cache_ttl, store.redis().cloned()),
+            verdicts: Verdicts::new(
+                config.server.auth_cache_ttl,
+                config.server.auth_rejection_ttl,
+                store.redis().cloned(),
+            ),
             config,
             orgs,
             providers: built,
@@ -260,6 +266,11 @@ impl Service {
     }
 
     /// The store this replica shares state through.
+    /// What Bland said lately of the keys callers brought.
+    pub fn verdicts(&self) -> &Verdicts {
+        &self.verdicts
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -284,12 +295,19 @@ impl Service {
                     .iter()
                     .position(|p| p == provider)
                     .expect("config validation puts the auth provider in the org's list");
-                if !self.verdicts.is_accepted(&org.id, presented).await {
+                let standing = self.verdicts.standing(&org.id, presented).await;
+                if standing == Standing::Rejected {
+                    return Err(AuthError::Rejected.into());
+                }
+                if standing == Standing::Unknown {
                     let started = Instant::now();
                     let answer = runtime.providers[at].active_calls(&ctx).await;
                     waited += started.elapsed();
                     match &answer {
-                        Err(ProviderError::Rejected(_)) => return Err(AuthError::Rejected.into()),
+                        Err(ProviderError::Rejected(_)) => {
+                            self.verdicts.reject(&org.id, presented).await;
+                            return Err(AuthError::Rejected.into());
+                        }
                         Err(error) => {
                             return Err(AuthError::Unavailable {
                                 provider: provider.to_string(),
@@ -311,7 +329,7 @@ impl Service {
         waited += started.elapsed();
         if let Some(at) = authority {
             if let Err(ProviderError::Rejected(_)) = answers[at] {
-                self.verdicts.forget(&org.id, presented).await;
+                self.verdicts.reject(&org.id, presented).await;
                 return Err(AuthError::Rejected.into());
             }
         }

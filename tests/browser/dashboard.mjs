@@ -54,6 +54,19 @@ function watch(page, problems) {
   });
 }
 
+// Elements marked with each scope, as the lead's place-a-call form (data-scope="place") and a
+// stop-all button would be: the page must show each only to a key holding its scope.
+const SCOPES = ['read', 'end', 'stop_all', 'place'];
+const addProbes = (scopes) => document.addEventListener('DOMContentLoaded', () => {
+  for (const scope of scopes) {
+    const probe = document.createElement('div');
+    probe.id = `probe-${scope}`;
+    probe.dataset.scope = scope;
+    probe.textContent = `needs ${scope}`;
+    document.body.append(probe);
+  }
+});
+
 // Node has no CSS.escape; the ids the test uses need only quotes escaped.
 globalThis.CSS = { escape: (s) => s.replace(/["\\]/g, '\\$&') };
 
@@ -78,6 +91,7 @@ try {
       return real(url, init);
     };
   });
+  await desk.addInitScript(addProbes, SCOPES);
   const page = await desk.newPage();
   watch(page, problems);
   await page.goto(cfg.base);
@@ -101,6 +115,9 @@ try {
   await row(page, cfg.calls.ringing).waitFor(WAIT);
   assert.equal(await page.locator('#org-name').textContent(), cfg.org);
   check('the form signs in and the stream goes live');
+  for (const scope of SCOPES) await page.locator(`#probe-${scope}`).waitFor({ state: 'visible', ...WAIT });
+  await row(page, cfg.calls.ringing).locator('button.end').waitFor({ state: 'visible', ...WAIT });
+  check('a key with every scope is offered End call and every element marked with a scope');
 
   // An upstream's markup is shown as its text.
   const hostile = row(page, cfg.calls.hostile.id).locator('td[data-col="from"]');
@@ -260,13 +277,57 @@ try {
 
   const width = await small.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(width <= 375, `the page is ${width} px wide on a 375 px phone`);
-  assert.equal(await row(small, cfg.calls.ringing).locator('button.end').isVisible(), true);
+  await row(small, cfg.calls.ringing).locator('button.end').waitFor({ state: 'visible', ...WAIT });
   check('at phone width nothing scrolls sideways and End call is at hand');
 
   await small.reload();
   await small.locator('#connection[data-live="yes"]').waitFor(WAIT);
   check('a reload of the tab stays signed in (sessionStorage)');
   await phone.close();
+
+  // ------------------------------------------------------------- a read-only key
+  const wall = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  await wall.addInitScript(addProbes, SCOPES);
+  const tv = await wall.newPage();
+  watch(tv, problems);
+  await tv.goto(`${cfg.base}/#org=${encodeURIComponent(cfg.org)}&key=${encodeURIComponent(cfg.readonly)}`);
+  await tv.locator('#connection[data-live="yes"]').waitFor(WAIT);
+  await row(tv, cfg.calls.ringing).waitFor(WAIT);
+  await tv.locator('#probe-read').waitFor({ state: 'visible', ...WAIT });
+  for (const scope of ['end', 'stop_all', 'place']) {
+    await tv.locator(`#probe-${scope}`).waitFor({ state: 'hidden', ...WAIT });
+  }
+  assert.equal(await tv.locator('button.end').count(), 0, 'a read-only key is offered End call');
+  assert.ok(await tv.locator('#calls-body tr').count() > 0);
+  await wall.close();
+  check('a read-only key sees the calls, no End call, and nothing marked end, stop_all or place');
+
+  // ------------------------------------------------------------- a single-use sign-in link
+  const minted = await fetch(`${cfg.base}/me/link`, {
+    method: 'POST', headers: { authorization: cfg.key, 'x-bland-org-id': cfg.org },
+  });
+  assert.equal(minted.status, 201);
+  const { link: tokenLink, token } = await minted.json();
+  assert.ok(!tokenLink.includes(cfg.key), 'the link carries the key');
+  const linked = await browser.newContext({ viewport: { width: 1024, height: 700 } });
+  const tab = await linked.newPage();
+  watch(tab, problems);
+  await tab.goto(`${cfg.base}${tokenLink}`);
+  await tab.locator('#connection[data-live="yes"]').waitFor(WAIT);
+  const after = await exposure(tab);
+  noKeyExposed(after, cfg.key);
+  assert.ok(!after.href.includes(token), `the token is in the address: ${after.href}`);
+  assert.equal(JSON.parse(after.session).org, cfg.org);
+  await linked.close();
+  const again = await browser.newContext();
+  const second = await again.newPage();
+  await second.goto(`${cfg.base}${tokenLink}`);
+  const spent = second.locator('#sign-in-error');
+  await spent.waitFor({ state: 'visible', ...WAIT });
+  assert.match(await spent.textContent(), /Sign-in link refused: .*used already.* \(AUTH_FAILURE\)/);
+  assert.equal((await exposure(second)).session, null);
+  await again.close();
+  check('a single-use #token= link signs in once, leaving neither key nor token in the address; used again it is refused');
 
   assert.deepEqual(problems, [], 'the page logged errors');
   check('no script errors and no Content-Security-Policy violations');

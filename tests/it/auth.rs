@@ -393,3 +393,98 @@ fn bland_default_org_must_name_an_org_that_takes_bland_keys() {
         );
     }
 }
+
+/// Org `BLAND_ORG` authenticating through Bland at `bland`, with these `[server]` settings.
+fn bland_keyed(bland: &MockServer, server: &[(&str, u64)]) -> String {
+    let mut config = TestConfig::new()
+        .org(OrgB::bland_keys(BLAND_ORG, "bland").providers(&["bland"]))
+        .provider(ProviderB::bland_forwarding("bland", &bland.uri()));
+    for (key, value) in server {
+        config = config.server(key, *value);
+    }
+    config.toml()
+}
+
+#[tokio::test]
+async fn a_made_up_key_sent_again_and_again_costs_bland_one_ask() {
+    let bland = bland_server(BLAND_CUSTOMER_KEY, BLAND_ORG, json!([])).await;
+    let app = spawn_app(&bland_keyed(&bland, &[])).await;
+    for _ in 0..45 {
+        let r = app.bland("made-up-key", BLAND_ORG).await;
+        assert_eq!(r.status, 401, "{:#}", r.body);
+        assert_eq!(r.body["errors"][0]["error"], "AUTH_FAILURE");
+    }
+    assert_eq!(hits(&bland).await, 1, "Bland was asked more than once");
+    // The real key is still asked about, and let in.
+    assert_eq!(app.bland(BLAND_CUSTOMER_KEY, BLAND_ORG).await.status, 200);
+    assert_eq!(hits(&bland).await, 2);
+}
+
+#[tokio::test]
+async fn made_up_keys_from_one_address_cost_bland_at_most_its_unverified_rate() {
+    let bland = bland_server(BLAND_CUSTOMER_KEY, BLAND_ORG, json!([])).await;
+    let app = spawn_app(&bland_keyed(&bland, &[("unverified_keys_per_second", 3)])).await;
+    // A key Bland accepted is not counted again while it is trusted.
+    assert_eq!(app.bland(BLAND_CUSTOMER_KEY, BLAND_ORG).await.status, 200);
+    let started = std::time::Instant::now();
+    let (mut refused, mut limited) = (0, 0);
+    for n in 0..45 {
+        let r = app.bland(&format!("made-up-key-{n}"), BLAND_ORG).await;
+        match r.status {
+            401 => refused += 1,
+            429 => {
+                limited += 1;
+                assert_eq!(r.body["errors"][0]["error"], "RATE_LIMITED");
+                let message = r.body["errors"][0]["message"].as_str().unwrap();
+                assert!(message.contains("3 keys a second"), "{message}");
+                assert!(!message.contains("made-up"), "{message}");
+                let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!((1..=2).contains(&wait), "{wait}");
+            }
+            other => panic!("{other}: {:#}", r.body),
+        }
+    }
+    let asked = hits(&bland).await - 1;
+    // A burst of three (less the real key's one), then three a second.
+    let most = 3 + (3.0 * started.elapsed().as_secs_f64()).ceil() as usize;
+    assert_eq!(
+        asked, refused,
+        "each refused key cost one ask, no limited one did"
+    );
+    assert!(
+        asked <= most,
+        "Bland asked {asked} times, at most {most} allowed"
+    );
+    assert!(limited >= 45 - most, "{limited} limited");
+    assert_eq!(app.bland(BLAND_CUSTOMER_KEY, BLAND_ORG).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_key_bland_rejected_through_one_replica_costs_the_other_no_ask() {
+    let redis = RedisServer::start().await;
+    let bland = bland_server(BLAND_CUSTOMER_KEY, BLAND_ORG, json!([])).await;
+    let toml = format!("{}\n{}", bland_keyed(&bland, &[]), state_toml());
+    let env = redis.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let one = spawn_app_with_env(&toml, &env).await;
+    let other = spawn_app_with_env(&toml, &env).await;
+    for app in [&one, &other] {
+        crate::replicas::state_becomes(app, "ok").await;
+    }
+    assert_eq!(one.bland("made-up-key", BLAND_ORG).await.status, 401);
+    assert_eq!(other.bland("made-up-key", BLAND_ORG).await.status, 401);
+    assert_eq!(hits(&bland).await, 1);
+    // Held under an HMAC: neither the key nor its digest names it.
+    let digest = sha256_hex("made-up-key");
+    let names = redis.keys().await;
+    assert!(
+        names.iter().any(|k| k.starts_with("callmux:1:rejected:")),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .all(|k| !k.contains("made-up") && !k.contains(&digest[..16])),
+        "{names:?}"
+    );
+}

@@ -21,6 +21,8 @@ use wiremock::{Mock, ResponseTemplate};
 use crate::common::*;
 
 const KEY: &str = "acme-dashboard-key";
+/// A key of the same org that may only read: a wallboard's.
+const READONLY_KEY: &str = "acme-wallboard-key";
 const BLAND_KEY_VAR: &str = "DASHBOARD_TEST_BLAND_KEY";
 const BLAND_KEY: &str = "bland-secret-key";
 const BLAND_ORG: &str = "bland-org-1";
@@ -303,7 +305,11 @@ async fn the_dashboard_signs_in_and_shows_calls_changes_health_and_ends_a_call_i
         )
         .toml();
     let receiver = Receiver::start(0).await;
-    let toml = format!("{toml}{}", webhook_table("acme", "ops", &receiver.url, ""));
+    let toml = format!(
+        "{toml}{}[[orgs.acme.keys]]\nname = \"wallboard\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n",
+        webhook_table("acme", "ops", &receiver.url, ""),
+        sha256_hex(READONLY_KEY),
+    );
     let env = [(BLAND_KEY_VAR, BLAND_KEY), ("HOOK_SECRET", WEBHOOK_SECRET)];
     let mut server = Server::start(&toml, &env, "127.0.0.1:0".parse().unwrap()).await;
     let addr = server.addr;
@@ -314,6 +320,7 @@ async fn the_dashboard_signs_in_and_shows_calls_changes_health_and_ends_a_call_i
         "base": format!("http://{addr}"),
         "org": "acme",
         "key": KEY,
+        "readonly": READONLY_KEY,
         "chromium": browser.chromium,
         "screenshot": screenshot,
         "calls": {

@@ -314,6 +314,72 @@ async fn a_key_is_admitted_at_its_rate_and_refused_beyond_it_with_retry_after() 
 }
 
 #[tokio::test]
+async fn three_processes_on_one_redis_together_admit_a_keys_rate_and_name_no_key_in_redis() {
+    let redis = RedisServer::start().await;
+    let agents = agent_server(json!([])).await;
+    let keys = format!(
+        "[[orgs.acme.keys]]\nname = \"dialer\"\nsha256 = \"{}\"\nscopes = [\"read\"]\nrequests_per_second = 20\n",
+        sha256_hex("fleet-dialer-secret"),
+    );
+    let toml = keyed("acme", &["agents"], &keys)
+        + &TestConfig::new()
+            .provider(ProviderB::agent("agents", &agents.uri()).set("cache_ttl_ms", 60_000))
+            .toml()
+        + "\n"
+        + &state_toml();
+    let env = redis.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let fleet: Vec<Binary> = (0..3).map(|_| Binary::start(&toml, &env, &[])).collect();
+    for b in &fleet {
+        crate::replicas::state_becomes(&b.app, "ok").await;
+    }
+    let started = Instant::now();
+    let clients = (0..6).map(|c| {
+        let app = &fleet[c % fleet.len()].app;
+        async move {
+            let (mut admitted, mut limited) = (0u32, 0u32);
+            while started.elapsed() < Duration::from_secs(3) {
+                let r = app.calls("fleet-dialer-secret", "acme").await;
+                match r.status {
+                    200 => admitted += 1,
+                    429 => {
+                        limited += 1;
+                        assert_eq!(r.body["errors"][0]["error"], "RATE_LIMITED");
+                        assert!(r.headers.contains_key("retry-after"));
+                    }
+                    other => panic!("{other}: {:?}", r.body),
+                }
+            }
+            (admitted, limited)
+        }
+    });
+    let counts = futures::future::join_all(clients).await;
+    let admitted: u32 = counts.iter().map(|c| c.0).sum();
+    let limited: u32 = counts.iter().map(|c| c.1).sum();
+    // The fleet together: a burst of one second's worth, then 20 a second, not 3 × that.
+    let expected = 20.0 + 20.0 * started.elapsed().as_secs_f64();
+    let ratio = f64::from(admitted) / expected;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "three processes admitted {admitted}, expected about {expected:.0} ({limited} refused)"
+    );
+    // The cells are in Redis under names that show neither the key, its digest nor its name.
+    let names = redis.keys().await;
+    let cells: Vec<&String> = names
+        .iter()
+        .filter(|k| k.starts_with("callmux:1:rate:"))
+        .collect();
+    assert_eq!(cells.len(), 1, "{names:?}");
+    let digest = sha256_hex("fleet-dialer-secret");
+    for name in &names {
+        assert!(
+            !name.contains("dialer") && !name.contains(&digest[..16]),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_reload_ends_only_the_streams_of_a_removed_or_changed_key_and_a_new_key_works_at_once() {
     let agent = LiveAgent::start(json!([agent_call("a", "+1555", "ringing", "outbound")])).await;
     let org = unique("keys");
@@ -374,4 +440,137 @@ async fn a_reload_ends_only_the_streams_of_a_removed_or_changed_key_and_a_new_ke
     assert_ne!(next.event, "end", "{}", next.data);
     assert_eq!(app.app.calls("kiosk-secret", &org).await.status, 200);
     assert_eq!(app.app.calls("tv-secret", &org).await.status, 401);
+}
+
+/// `POST path` with these headers, the answer's status, headers and JSON body.
+async fn post(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = app.http.post(app.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("callmux answers");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.json().await.expect("a JSON body");
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn link_keys() -> String {
+    keyed(
+        "acme",
+        &["agents"],
+        &format!(
+            "[[orgs.acme.keys]]\nname = \"wallboard\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n\
+             [[orgs.acme.keys]]\nname = \"ender\"\nsha256 = \"{}\"\nscopes = [\"end\"]\n",
+            sha256_hex("wall-secret"),
+            sha256_hex("end-secret"),
+        ),
+    ) + &TestConfig::new()
+        .provider(ProviderB::agent("agents", "http://127.0.0.1:9"))
+        .toml()
+}
+
+#[tokio::test]
+async fn a_sign_in_link_carries_a_token_not_the_key_and_signs_in_once() {
+    let app = spawn_app(&link_keys()).await;
+    let as_wallboard = [("authorization", "wall-secret"), ("x-bland-org-id", "acme")];
+    let minted = post(&app, "/me/link", &as_wallboard).await;
+    assert_eq!(minted.status, 201, "{:#}", minted.body);
+    assert_eq!(minted.headers["cache-control"], "no-store");
+    let token = minted.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(minted.body["link"], format!("/#token={token}"));
+    assert_eq!(minted.body["expires_in_secs"], 300);
+    assert_eq!(minted.body["key"], "wallboard");
+    assert!(!minted.body.to_string().contains("wall-secret"));
+    assert_eq!(token.len(), 64);
+
+    let used = post(&app, "/sign-in", &[("x-callmux-sign-in", &token)]).await;
+    assert_eq!(used.status, 200, "{:#}", used.body);
+    assert_eq!(
+        used.body,
+        json!({"org": "acme", "authorization": "wall-secret"})
+    );
+    assert_eq!(used.headers["cache-control"], "no-store");
+    // What it handed back signs in.
+    let me = app
+        .get(
+            "/me",
+            &[("authorization", "wall-secret"), ("x-bland-org-id", "acme")],
+        )
+        .await;
+    assert_eq!(me.status, 200, "{:#}", me.body);
+
+    for headers in [
+        vec![("x-callmux-sign-in", token.as_str())],
+        vec![("x-callmux-sign-in", "0123456789abcdef")],
+        vec![],
+    ] {
+        let again = post(&app, "/sign-in", &headers).await;
+        assert_eq!(again.status, 401, "{headers:?}: {:#}", again.body);
+        assert_eq!(again.body["errors"][0]["error"], "AUTH_FAILURE");
+        assert_eq!(again.headers["www-authenticate"], "Bearer");
+    }
+
+    // Minting needs `read`, and a key that proves nothing mints nothing.
+    let ender = post(
+        &app,
+        "/me/link",
+        &[("authorization", "end-secret"), ("x-bland-org-id", "acme")],
+    )
+    .await;
+    assert_eq!(ender.status, 403, "{:#}", ender.body);
+    assert_eq!(ender.body["errors"][0]["error"], "FORBIDDEN");
+    let wrong = post(
+        &app,
+        "/me/link",
+        &[("authorization", "nope"), ("x-bland-org-id", "acme")],
+    )
+    .await;
+    assert_eq!(wrong.status, 401, "{:#}", wrong.body);
+}
+
+#[tokio::test]
+async fn a_sign_in_link_minted_on_one_replica_is_used_once_on_another_and_redis_holds_no_key() {
+    let redis = RedisServer::start().await;
+    let toml = format!("{}\n{}", link_keys(), state_toml());
+    let env = redis.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let one = spawn_app_with_env(&toml, &env).await;
+    let other = spawn_app_with_env(&toml, &env).await;
+    for app in [&one, &other] {
+        crate::replicas::state_becomes(app, "ok").await;
+    }
+    let minted = post(
+        &one,
+        "/me/link",
+        &[("authorization", "wall-secret"), ("x-bland-org-id", "acme")],
+    )
+    .await;
+    let token = minted.body["token"].as_str().unwrap().to_owned();
+    // Redis holds neither the key nor the token, in names or values.
+    let mut client = redis.client().await;
+    for name in redis.keys().await {
+        let value: Vec<u8> = redis::cmd("DUMP")
+            .arg(&name)
+            .query_async(&mut client)
+            .await
+            .unwrap();
+        let value = String::from_utf8_lossy(&value);
+        for secret in ["wall-secret", token.as_str(), &sha256_hex("wall-secret")] {
+            assert!(
+                !name.contains(secret) && !value.contains(secret),
+                "{name} holds {secret}"
+            );
+        }
+    }
+    let used = post(&other, "/sign-in", &[("x-callmux-sign-in", &token)]).await;
+    assert_eq!(used.status, 200, "{:#}", used.body);
+    assert_eq!(used.body["authorization"], "wall-secret");
+    // Spent for the whole fleet, the replica that minted it included.
+    let again = post(&one, "/sign-in", &[("x-callmux-sign-in", &token)]).await;
+    assert_eq!(again.status, 401, "{:#}", again.body);
 }

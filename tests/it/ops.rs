@@ -300,6 +300,97 @@ async fn every_family_in_a_metrics_answer_has_help_text_and_a_type() {
 }
 
 #[tokio::test]
+async fn metrics_on_the_api_listener_are_refused_to_a_proxied_request_by_default() {
+    let agents = agent_server(json!([])).await;
+    let app = spawn_app(&one_org(&unique("metrics"), &agents.uri())).await;
+    assert!(app.metrics().await.contains("callmux_"));
+    for header in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+        let r = app.get("/metrics", &[(header, "203.0.113.7")]).await;
+        assert_eq!(r.status, 403, "{header}: {:?}", r.body);
+        let message = r.body["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("metrics_bind") && message.contains("metrics_token_env"),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_behind_a_token_from_the_environment_answer_only_its_bearer() {
+    let agents = agent_server(json!([])).await;
+    let toml = format!(
+        "[server]\nmetrics_token_env = \"METRICS_TOKEN\"\n{}",
+        one_org(&unique("metrics"), &agents.uri())
+    );
+    let app = spawn_app_with_env(&toml, &[("METRICS_TOKEN", "scrape-secret")]).await;
+    for given in [None, Some("Bearer nope"), Some("scrape-secret")] {
+        let headers: Vec<(&str, &str)> = given.map(|g| ("authorization", g)).into_iter().collect();
+        let r = app.get("/metrics", &headers).await;
+        assert_eq!(r.status, 401, "{given:?}: {:?}", r.body);
+        assert_eq!(r.body["errors"][0]["error"], "AUTH_FAILURE");
+        assert!(!r.body.to_string().contains("scrape-secret"));
+        assert_eq!(r.headers["www-authenticate"], "Bearer");
+    }
+    let r = app
+        .http
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-secret")
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("callmux_requests_total"));
+}
+
+#[test]
+fn a_wrong_metrics_bind_or_an_unset_metrics_token_variable_is_refused_naming_the_field() {
+    for (server, field) in [
+        ("metrics_bind = \"nowhere\"", "server.metrics_bind"),
+        (
+            "metrics_token_env = \"NO_SUCH_METRICS_TOKEN\"",
+            "server.metrics_token_env",
+        ),
+    ] {
+        let toml = format!("[server]\n{server}\n{}", one_org("m", "http://127.0.0.1:9"));
+        match load_config(&toml, &[]) {
+            Ok(_) => panic!("accepted {server}"),
+            Err(e) => assert!(e.to_string().contains(field), "{e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_on_their_own_bind_are_served_there_and_not_on_the_api_listener() {
+    let agents = agent_server(json!([])).await;
+    let b = Binary::start(
+        &one_org("metrics-bind", &agents.uri()),
+        &[("CALLMUX_SERVER__METRICS_BIND", "127.0.0.1:0")],
+        &[],
+    );
+    let logged = || {
+        b.stderr_lines()
+            .into_iter()
+            .find(|l| l.contains("callmux metrics on http://"))
+    };
+    until("the metrics address logged", async || logged().is_some()).await;
+    let line = logged().unwrap();
+    let url = &line[line.find("http://").unwrap()..];
+    let url = url.split_whitespace().next().unwrap();
+    let r = reqwest::get(url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("callmux_"));
+    // Its own listener serves nothing else, and the API listener no metrics.
+    let other = reqwest::get(url.replace("/metrics", "/api/calls"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    let r = b.app.get("/metrics", &[]).await;
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    assert!(r.body.to_string().contains("metrics_bind"), "{:?}", r.body);
+}
+
+#[tokio::test]
 async fn server_timing_splits_provider_wait_from_callmuxs_own_time() {
     let slow = MockServer::start().await;
     Mock::given(method("GET"))

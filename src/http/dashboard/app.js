@@ -1,7 +1,8 @@
 // callmux dashboard: signs in with an org id and key kept in this tab's sessionStorage, reads
 // GET /calls/stream with fetch() (EventSource cannot send headers), and draws counts, a chart,
 // provider health and the calls table from it; places calls with POST /calls when the key may
-// (GET /me). Everything an upstream sent is set as text (textContent), never as markup.
+// (GET /me), and offers only what the key may do. Everything an upstream sent is set as text
+// (textContent), never as markup.
 'use strict';
 
 const STORE = 'callmux.session';
@@ -22,6 +23,8 @@ const HEADER_SAFE = /^[\x20-\x7e]+$/;
 
 const $ = (id) => document.getElementById(id);
 let fragmentProblem = '';
+// A sign-in link's single-use token (`#token=...`), exchanged once the page is set up.
+let linkToken = '';
 
 const state = {
   session: null,
@@ -37,6 +40,9 @@ const state = {
   backoff: BACKOFF_MIN_MS,
   retryTimer: null,
   confirming: null,
+  // What the signed-in key may do, from GET /me; null until it has answered, and meanwhile
+  // nothing that needs a scope is shown.
+  scopes: null,
   // The place-a-call form's submission: its body and the Idempotency-Key it is sent with.
   submission: null,
   placing: false,
@@ -63,15 +69,49 @@ function clearSession() {
   sessionStorage.removeItem(STORE);
 }
 
-// `#org=...&key=...` signs in at once; the fragment leaves the address bar before anything else.
+// `#token=...` (a single-use sign-in link) or `#org=...&key=...` signs in at once; the
+// fragment leaves the address bar before anything else.
 function takeFragment() {
   const params = new URLSearchParams(location.hash.slice(1));
-  if (!params.has('org') && !params.has('key')) return;
+  if (!params.has('org') && !params.has('key') && !params.has('token')) return;
   history.replaceState(null, '', location.pathname + location.search);
+  if (params.has('token')) {
+    linkToken = (params.get('token') || '').trim();
+    if (!HEADER_SAFE.test(linkToken)) {
+      linkToken = '';
+      fragmentProblem = 'The sign-in link is damaged: ask for a new one.';
+    }
+    return;
+  }
   const org = (params.get('org') || '').trim();
   const key = params.get('key') || '';
   if (org && key && HEADER_SAFE.test(org) && HEADER_SAFE.test(key)) saveSession(org, key);
   else fragmentProblem = 'The link must carry both #org=... and key=..., in plain ASCII.';
+}
+
+// Exchanges a sign-in link's token, once, for the org and key it stands for.
+async function useLink(token) {
+  let response;
+  try {
+    response = await fetch('/sign-in', { method: 'POST', headers: { 'x-callmux-sign-in': token }, cache: 'no-store' });
+  } catch (e) {
+    return showSignIn(`The sign-in link could not be used: callmux is unreachable (${e.message}).`);
+  }
+  if (!response.ok) {
+    const { code, message } = await errorOf(response);
+    return showSignIn(`Sign-in link refused: ${message} (${code}).`);
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // not JSON: refused below
+  }
+  if (!body || typeof body.org !== 'string' || typeof body.authorization !== 'string'
+      || !HEADER_SAFE.test(body.org) || !HEADER_SAFE.test(body.authorization)) {
+    return showSignIn('The sign-in link was answered with something that is not a session.');
+  }
+  signIn(body.org, body.authorization);
 }
 
 function headers() {
@@ -576,10 +616,14 @@ function renderTable() {
       if (k === 'status') td.dataset.status = String(c.status ?? 'unknown');
       return td;
     });
-    const end = el('button', { type: 'button', class: 'end', 'data-call-id': c.call_id }, 'End call');
-    end.setAttribute('aria-label', `End call ${c.call_id}`);
-    end.addEventListener('click', () => confirmEnd(c.call_id));
-    cells.push(el('td', { 'data-label': '' }, end));
+    if (may('end')) {
+      const end = el('button', { type: 'button', class: 'end', 'data-call-id': c.call_id, 'data-scope': 'end' }, 'End call');
+      end.setAttribute('aria-label', `End call ${c.call_id}`);
+      end.addEventListener('click', () => confirmEnd(c.call_id));
+      cells.push(el('td', { 'data-label': '' }, end));
+    } else {
+      cells.push(el('td', { 'data-label': '' }));
+    }
     const tr = el('tr', { 'data-call-id': c.call_id }, ...cells);
     return tr;
   }));
@@ -656,9 +700,16 @@ async function endCall(id) {
 
 // ---------------------------------------------------------------- what the key may do
 
-// Shows each element marked `data-scope` only to a key that holds that scope.
+function may(scope) {
+  return Array.isArray(state.scopes) && state.scopes.includes(scope);
+}
+
+// Shows each element marked `data-scope` (the place-a-call form, a stop-all control) only to
+// a key that holds that scope, and End call in each row only to a key with `end`.
 function applyScopes(scopes) {
-  for (const node of document.querySelectorAll('[data-scope]')) node.hidden = !scopes.includes(node.dataset.scope);
+  state.scopes = scopes;
+  for (const node of document.querySelectorAll('[data-scope]')) node.hidden = !may(node.dataset.scope);
+  renderTable();
 }
 
 // GET /me: the key's scopes and the org's routes. A refusal is left to the stream, which signs
@@ -857,7 +908,9 @@ function start() {
   }, 1000);
   setInterval(refreshWebhooks, WEBHOOKS_EVERY_MS);
   state.session = readSession();
-  if (state.session) {
+  if (linkToken) {
+    useLink(linkToken);
+  } else if (state.session) {
     showBoard();
     connect();
     refreshWebhooks();

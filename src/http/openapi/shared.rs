@@ -408,6 +408,9 @@ pub(super) const ROUTES: &[(&str, Envelope, bool, bool)] = &[
     ("platformWebhook", Envelope::Hook, false, true),
     ("listWebhooks", Envelope::List(Shape::Own), true, true),
     ("whoAmI", Envelope::List(Shape::Own), true, true),
+    ("createSignInLink", Envelope::List(Shape::Own), true, true),
+    // Its token is its credential: refused as a wrong key is.
+    ("useSignInLink", Envelope::List(Shape::Own), true, true),
 ];
 
 /// Adds the shared refusals to every operation in [`ROUTES`]: a status the route does not
