@@ -532,3 +532,45 @@ async fn an_org_with_webhooks_and_no_subscriber_is_watched_by_one_replica_of_the
         "one watcher: {polls:?}"
     );
 }
+
+#[tokio::test]
+async fn with_redis_an_event_taken_while_the_store_is_away_is_delivered_once_it_is_back() {
+    let redis = RedisServer::start().await;
+    let agent = LiveAgent::start(json!([])).await;
+    let ops = Receiver::start(0).await;
+    let org = unique("hooks-outage");
+    let toml = format!(
+        "{}\n{}",
+        config(&org, &agent, &webhook_table(&org, "ops", &ops.url, "")),
+        state_toml()
+    );
+    let mut env: Vec<(&str, String)> = redis.env();
+    env.push(("HOOK_SECRET", WEBHOOK_SECRET.to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn_app_with_env(&toml, &env).await;
+    crate::replicas::state_becomes(&app, "ok").await;
+    let mut stream = app.stream("/calls/stream", KEY, &org, None).await.unwrap();
+    stream.next_of("snapshot").await;
+    redis.pause();
+    agent.set(json!([call("c1", "ringing")]));
+    stream.next_of("change").await;
+    until("the event to wait on this replica", async || {
+        let listed = app
+            .get(
+                "/webhooks",
+                &[("authorization", KEY), ("x-bland-org-id", &org)],
+            )
+            .await;
+        listed.body["webhooks"][0]["pending"] == 1
+    })
+    .await;
+    assert!(ops.deliveries().is_empty());
+    redis.resume();
+    deliveries_until(&ops, "the call started while Redis was away", |d| {
+        !d.is_empty()
+    })
+    .await;
+    let seen = ops.deliveries();
+    assert!(seen.iter().all(|d| d.verified), "{seen:?}");
+    assert_eq!(seen[0].body["data"]["call_id"], "c1");
+}

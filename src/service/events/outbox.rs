@@ -122,6 +122,9 @@ struct Queue {
     recent_order: VecDeque<String>,
     last_success: Option<SystemTime>,
     last_failure: Option<(SystemTime, String)>,
+    /// With Redis: events the state store did not take, kept here (at most `max_pending`,
+    /// oldest dropped) and offered again until it does, so an outage loses none of them.
+    unshared: VecDeque<OutEvent>,
 }
 
 /// What `GET /webhooks` shows of one endpoint: never its secret.
@@ -239,7 +242,7 @@ impl Endpoint {
 
     fn pending(&self, q: &Queue) -> usize {
         match self.shared {
-            Some(_) => self.shared_pending.load(Ordering::Relaxed),
+            Some(_) => self.shared_pending.load(Ordering::Relaxed) + q.unshared.len(),
             None => q.ready.len() + q.later.len() + q.in_flight,
         }
     }
@@ -264,19 +267,7 @@ impl Endpoint {
                 let Some(shared) = &endpoint.shared else {
                     return;
                 };
-                match shared.add(&event, endpoint.spec.max_pending).await {
-                    Some((queued, dropped)) => {
-                        if dropped {
-                            endpoint.count("dropped");
-                        }
-                        if queued {
-                            endpoint.wake.notify_one();
-                        }
-                    }
-                    None => {
-                        tracing::warn!(org = %endpoint.org, endpoint = %endpoint.spec.name, event = %event.id, "webhook event not queued: the state store did not answer")
-                    }
-                }
+                endpoint.share(shared, event).await;
             });
             self.start();
             return;
@@ -302,6 +293,46 @@ impl Endpoint {
         drop(q);
         self.start();
         self.wake.notify_one();
+    }
+
+    /// Queues `event` in the fleet's store; one the store does not take waits here, and the
+    /// worker offers it again.
+    async fn share(&self, shared: &SharedQueue, event: OutEvent) {
+        match shared.add(&event, self.spec.max_pending).await {
+            Some((queued, dropped)) => {
+                if dropped {
+                    self.count("dropped");
+                }
+                if queued {
+                    self.wake.notify_one();
+                }
+            }
+            None => {
+                tracing::warn!(org = %self.org, endpoint = %self.spec.name, event = %event.id,
+                    "webhook event kept on this replica until the state store answers");
+                let mut q = self.queue();
+                if q.unshared.len() >= self.spec.max_pending {
+                    q.unshared.pop_front();
+                    drop(q);
+                    self.count("dropped");
+                    q = self.queue();
+                }
+                q.unshared.push_back(event);
+            }
+        }
+    }
+
+    /// Offers the events the store did not take to it again, oldest first, until it fails.
+    async fn reshare(&self, shared: &SharedQueue) {
+        loop {
+            let Some(event) = self.queue().unshared.pop_front() else {
+                return;
+            };
+            if shared.add(&event, self.spec.max_pending).await.is_none() {
+                self.queue().unshared.push_front(event);
+                return;
+            }
+        }
     }
 
     /// The endpoint as `GET /webhooks` shows it.
@@ -510,6 +541,7 @@ async fn work_shared(endpoint: std::sync::Weak<Endpoint>) {
     loop {
         let Some(e) = endpoint.upgrade() else { return };
         let Some(shared) = &e.shared else { return };
+        e.reshare(shared).await;
         let free = IN_FLIGHT.saturating_sub(e.queue().in_flight);
         let claimed = shared.claim(free).await;
         let got = !claimed.is_empty();
