@@ -77,14 +77,17 @@ async fn on_route(
                 })
         };
         let key = headers.get(&IDEMPOTENCY_KEY).map(HeaderValue::as_bytes);
-        service
-            .place_on_route(asked, &presented, key, body, |result| {
-                if let Ok(placed) = result {
-                    announce(&edge, service, placed);
-                }
-                render(asked, result)
-            })
-            .await
+        let answered = service
+            .place_on_route(asked, &presented, key, body, |result| render(asked, result))
+            .await;
+        if let Ok(Answered {
+            placed: Some(placed),
+            ..
+        }) = &answered
+        {
+            announce(&edge, service, placed);
+        }
+        answered
     });
     placing
         .await
@@ -168,7 +171,7 @@ fn refusal(asked: Asked, e: &ControlError) -> String {
 
 fn respond(asked: Asked, answered: Result<Answered, ControlError>) -> Response {
     match answered {
-        Ok(Answered { kept, replayed }) => {
+        Ok(Answered { kept, replayed, .. }) => {
             let status = StatusCode::from_u16(kept.status).unwrap_or(StatusCode::OK);
             let mut response = json(status, kept.body);
             let replayed = if replayed { "true" } else { "false" };

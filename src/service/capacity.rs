@@ -2,6 +2,7 @@
 //! very snapshot the lists answer with (so no extra upstream ask) and each kind's own
 //! figures. A change that updates the snapshot — a poll, a pushed event — moves it too.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -10,7 +11,7 @@ use super::auth::{self, AuthError, Presented};
 use super::merge::ProviderFailure;
 use super::{ListError, Service, Snapshot};
 use crate::error_code::ErrorCode;
-use crate::provider::capacity::Source;
+use crate::provider::capacity::{Figures, Source};
 
 /// `GET /capacity`'s body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -81,6 +82,54 @@ impl Default for LastListed {
     }
 }
 
+/// One provider's active calls as capacity counts them (DESIGN §15).
+pub(super) struct Count<'s> {
+    /// Those its list shows, or as the platform counts them.
+    pub listed: u64,
+    /// Places held for calls being placed that no list shows yet.
+    pub held: u64,
+    /// The ids its list shows now (empty without one): what holds are matched against.
+    pub shown: HashSet<&'s str>,
+}
+
+impl super::Built {
+    /// The provider's active calls in `snapshot` (unless its list `failed` there, when its
+    /// last listed count stands), with the `figures` its kind reports: the one count that
+    /// `/capacity` shows and routes choose by. Keeps the listed count for when it fails.
+    pub(super) fn count<'s>(
+        &self,
+        snapshot: Option<&'s Snapshot>,
+        failed: bool,
+        figures: &Figures,
+    ) -> Count<'s> {
+        let id = self.spec.id.as_str();
+        let Some(s) = snapshot.filter(|_| !failed) else {
+            return Count {
+                listed: figures
+                    .reported_active
+                    .map_or(self.last_listed.get(), u64::from),
+                held: self.reserved.being_placed() as u64,
+                shown: HashSet::new(),
+            };
+        };
+        let shown: HashSet<&str> = s
+            .calls()
+            .filter(|c| &*c.provider == id)
+            .map(|c| &*c.call_id)
+            .collect();
+        self.last_listed
+            .0
+            .store(shown.len() as u64, Ordering::Relaxed);
+        Count {
+            listed: figures
+                .reported_active
+                .map_or(shown.len() as u64, u64::from),
+            held: self.reserved.unlisted(|call| shown.contains(call)) as u64,
+            shown,
+        }
+    }
+}
+
 impl Service {
     /// The capacity of `presented`'s org, from the snapshot its lists answer with.
     pub async fn capacity(&self, presented: &Presented) -> Result<Capacity, AuthError> {
@@ -129,14 +178,7 @@ impl Service {
         for (b, figures) in built.iter().zip(figures) {
             let id = b.spec.id.as_str();
             let failed = failures.iter().find(|f| &*f.provider == id);
-            let listed = match (snapshot, failed) {
-                (Some(s), None) => {
-                    let n = s.calls().filter(|c| &*c.provider == id).count() as u64;
-                    b.last_listed.0.store(n, Ordering::Relaxed);
-                    n
-                }
-                _ => b.last_listed.get(),
-            };
+            let count = b.count(snapshot, failed.is_some(), &figures);
             for error in failed.map(|f| &f.error).into_iter().chain(&figures.error) {
                 errors.push(CapacityError {
                     provider: id.to_owned(),
@@ -144,13 +186,7 @@ impl Service {
                     message: error.to_string(),
                 });
             }
-            let held = match (snapshot, failed) {
-                (Some(s), None) => b
-                    .reserved
-                    .unlisted(|call| s.calls().any(|c| &*c.provider == id && c.call_id == call)),
-                _ => b.reserved.being_placed(),
-            };
-            let active = figures.reported_active.map_or(listed, u64::from) + held as u64;
+            let active = count.listed + count.held;
             let limit = figures.limit.map(u64::from);
             providers.push(ProviderCapacity {
                 provider: id.to_owned(),

@@ -874,3 +874,25 @@ async fn a_client_that_goes_away_mid_placement_cancels_nothing_and_its_retry_get
     assert!(last.2, "the answer is the kept one: {}", last.1);
     assert_eq!(posts(&server, "/api/call").await, 1);
 }
+
+#[tokio::test]
+async fn an_unknown_outcome_is_kept_for_its_idempotency_key_and_never_placed_again() {
+    let failing = retell(500, json!({"error_message": "Internal error"})).await;
+    let toml = routed(
+        &["failing"],
+        &["r"],
+        &format!(
+            "[routes.r]\ntargets = [{{ provider = \"failing\", agent_id = \"a\", from_number = \"+14155550100\" }}]\n\
+             [providers.failing]\n{}\n",
+            RETELL.lines(&failing.uri(), ""),
+        ),
+    );
+    let app = spawn_app_with_env(&toml, &[(SECRET_VAR, SECRET)]).await;
+    let body = json!({"to": "+14155550123"});
+    let (status, first, _) = place(&app, body.clone(), &[("idempotency-key", "maybe-1")]).await;
+    assert_eq!(status, 504, "{first}");
+    let (status, again, replayed) = place(&app, body, &[("idempotency-key", "maybe-1")]).await;
+    assert_eq!((status, replayed), (504, true), "{again}");
+    assert_eq!(again, first);
+    assert_eq!(posts(&failing, "/v2/create-phone-call").await, 1);
+}

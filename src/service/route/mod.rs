@@ -113,6 +113,8 @@ pub enum Asked {
 pub struct Answered {
     pub kept: Kept,
     pub replayed: bool,
+    /// The call this request placed (not a kept answer's).
+    pub placed: Option<RoutePlaced>,
 }
 
 impl Service {
@@ -198,6 +200,7 @@ impl Service {
                     return Ok(Answered {
                         kept,
                         replayed: true,
+                        placed: None,
                     })
                 }
                 Begin::Reused => Some(ControlError::IdempotencyReused),
@@ -264,33 +267,27 @@ impl Service {
             Ok(_) => true,
             Err(e) => matches!(
                 e,
-                ControlError::Rejected { .. } | ControlError::OutcomeUnknown { .. }
+                ControlError::Rejected { .. } | ControlError::PlaceUnknown { .. }
             ),
         };
-        let Some(key) = key else {
-            return if keep {
-                Ok(Answered {
-                    kept: render(&result),
-                    replayed: false,
-                })
-            } else {
-                Err(result.expect_err("only failures are not kept"))
-            };
-        };
-        if keep {
-            let kept = render(&result);
+        if !keep {
+            if let Some(key) = &key {
+                self.placing.keys.forget(&org_id, key, redis).await;
+            }
+            return Err(result.expect_err("only failures are not kept"));
+        }
+        let kept = render(&result);
+        if let Some(key) = &key {
             self.placing
                 .keys
-                .finish(&org_id, &key, digest, kept.clone(), redis)
+                .finish(&org_id, key, digest, kept.clone(), redis)
                 .await;
-            Ok(Answered {
-                kept,
-                replayed: false,
-            })
-        } else {
-            self.placing.keys.forget(&org_id, &key, redis).await;
-            Err(result.expect_err("only failures are not kept"))
         }
+        Ok(Answered {
+            kept,
+            replayed: false,
+            placed: result.ok(),
+        })
     }
 
     /// The route `asked` (or the org's default) if the org may use it.
@@ -548,34 +545,18 @@ impl Service {
             if failure.is_some_and(|f| f.error.code() == ErrorCode::CircuitOpen) {
                 continue;
             }
-            // The calls the provider lists now, once, for the count and the holds.
-            let shown: HashSet<&str> = match (&snapshot, figures.limit) {
-                (Some(s), Some(_)) => s
-                    .calls()
-                    .filter(|c| &*c.provider == id)
-                    .map(|c| &*c.call_id)
-                    .collect(),
-                _ => HashSet::new(),
-            };
-            let listed: u64 = match (&snapshot, failure) {
-                (Some(_), None) => figures
-                    .reported_active
-                    .map_or(shown.len() as u64, u64::from),
-                _ => built
-                    .last_listed
-                    .get()
-                    .max(figures.reported_active.map_or(0, u64::from)),
-            };
-            let headroom = figures.limit.map(|l| {
-                let held = match &snapshot {
-                    Some(_) => built.reserved.unlisted(|call| shown.contains(call)),
-                    None => built.reserved.being_placed(),
-                } as u64;
-                u64::from(l).saturating_sub(listed + held)
-            });
+            // Only a target with a limit needs its calls counted.
+            let count = figures
+                .limit
+                .map(|_| built.count(snapshot.as_deref(), failure.is_some(), &figures));
+            let headroom = count
+                .as_ref()
+                .zip(figures.limit)
+                .map(|(count, limit)| u64::from(limit).saturating_sub(count.listed + count.held));
             if headroom == Some(0) {
                 continue;
             }
+            let (listed, shown) = count.map_or((0, HashSet::new()), |c| (c.listed, c.shown));
             bases[at] = Some((listed, figures.limit, shown));
             open.push(Open {
                 at,
