@@ -10,7 +10,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use super::limits_fleet::{self, Cell, Taken};
+use super::limits_fleet::{self, Cell, Lease, Taken};
 use crate::config::KeySpec;
 use crate::service::auth::AuthError;
 use crate::state::redis::Redis;
@@ -34,6 +34,8 @@ struct Cells {
     spec: KeySpec,
     requests: Option<DefaultDirectRateLimiter>,
     calls: Option<DefaultDirectRateLimiter>,
+    /// This replica's lease of the fleet's `requests` cell.
+    lease: Lease,
 }
 
 impl Cells {
@@ -45,6 +47,7 @@ impl Cells {
         Self {
             requests: cell(spec.limits.requests_per_second),
             calls: cell(spec.limits.calls_per_second),
+            lease: Lease::default(),
             spec: spec.clone(),
         }
     }
@@ -104,8 +107,16 @@ impl KeyRates {
             return Ok(());
         }
         if let Some(redis) = redis {
-            match limits_fleet::take(redis, org, key, &cells).await {
-                Some(Taken::Admitted) => return Ok(()),
+            let taken = match cells.as_slice() {
+                // A plain request spends from this replica's lease of the cell.
+                [requests] if spend == Spend::Request => {
+                    let held = self.cells_of(org, key);
+                    held.lease.take(redis, org, key, *requests).await
+                }
+                _ => limits_fleet::take(redis, org, key, &cells, 1).await,
+            };
+            match taken {
+                Some(Taken::Admitted(_)) => return Ok(()),
                 Some(Taken::Refused { index, wait }) => {
                     let cell = &cells[index];
                     return Err(refusal(key, cell.what, cell.per_second.get(), wait));

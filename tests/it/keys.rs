@@ -315,10 +315,68 @@ async fn a_key_is_admitted_at_its_rate_and_refused_beyond_it_with_retry_after() 
 
 #[tokio::test]
 async fn three_processes_on_one_redis_together_admit_a_keys_rate_and_name_no_key_in_redis() {
+    three_processes_together_admit(20).await;
+}
+
+#[tokio::test]
+async fn a_busy_key_on_redis_costs_a_round_trip_a_lease_not_one_a_request() {
     let redis = RedisServer::start().await;
     let agents = agent_server(json!([])).await;
     let keys = format!(
-        "[[orgs.acme.keys]]\nname = \"dialer\"\nsha256 = \"{}\"\nscopes = [\"read\"]\nrequests_per_second = 20\n",
+        "[[orgs.acme.keys]]\nname = \"busy\"\nsha256 = \"{}\"\nscopes = [\"read\"]\nrequests_per_second = 1000\n",
+        sha256_hex("busy-secret"),
+    );
+    let toml = keyed("acme", &["agents"], &keys)
+        + &TestConfig::new()
+            .provider(ProviderB::agent("agents", &agents.uri()).set("cache_ttl_ms", 60_000))
+            .toml()
+        + "\n"
+        + &state_toml();
+    let env = redis.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn_app_with_env(&toml, &env).await;
+    crate::replicas::state_becomes(&app, "ok").await;
+    let scripts_run = || async {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut redis.client().await)
+            .await
+            .unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum::<u64>()
+    };
+    let before = scripts_run().await;
+    for _ in 0..200 {
+        assert_eq!(app.calls("busy-secret", "acme").await.status, 200);
+    }
+    let trips = scripts_run().await - before;
+    // Leases of 1, 2, 4, 8, then 10 (a hundredth of the rate): about 23 round trips.
+    assert!(
+        (5..=60).contains(&trips),
+        "{trips} scripts run for 200 requests"
+    );
+}
+
+/// At 200 a second each replica takes the cell in leases of up to two.
+#[tokio::test]
+async fn three_processes_taking_leases_of_a_keys_rate_together_admit_that_rate() {
+    three_processes_together_admit(200).await;
+}
+
+async fn three_processes_together_admit(rate: u32) {
+    let redis = RedisServer::start().await;
+    let agents = agent_server(json!([])).await;
+    let keys = format!(
+        "[[orgs.acme.keys]]\nname = \"dialer\"\nsha256 = \"{}\"\nscopes = [\"read\"]\nrequests_per_second = {rate}\n",
         sha256_hex("fleet-dialer-secret"),
     );
     let toml = keyed("acme", &["agents"], &keys)
@@ -356,8 +414,9 @@ async fn three_processes_on_one_redis_together_admit_a_keys_rate_and_name_no_key
     let counts = futures::future::join_all(clients).await;
     let admitted: u32 = counts.iter().map(|c| c.0).sum();
     let limited: u32 = counts.iter().map(|c| c.1).sum();
-    // The fleet together: a burst of one second's worth, then 20 a second, not 3 × that.
-    let expected = 20.0 + 20.0 * started.elapsed().as_secs_f64();
+    // The fleet together: a burst of one second's worth, then the rate, not 3 × that.
+    let rate = f64::from(rate);
+    let expected = rate + rate * started.elapsed().as_secs_f64();
     let ratio = f64::from(admitted) / expected;
     assert!(
         (0.9..=1.1).contains(&ratio),
