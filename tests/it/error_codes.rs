@@ -454,6 +454,8 @@ async fn provoke(w: &World, code: ErrorCode) -> Result<Provoked, &'static str> {
     let end = "/api/calls/{call_id}/end";
     let place = "/api/call";
     let calls = "/calls";
+    // The document's name for the operation these answers are checked against.
+    let place_on_route = "POST /calls";
     Ok(match code {
         UpstreamTimeout => w.list("timeout").await,
         UpstreamUnreachable => w.list("unreachable").await,
@@ -649,13 +651,23 @@ async fn provoke(w: &World, code: ErrorCode) -> Result<Provoked, &'static str> {
         OutcomeUnknown => w.post(end, "/api/calls/s1/end", "slowend", None).await,
         RouteNotFound => {
             let body = br#"{"to": "+14155550123", "route": "nope"}"#.to_vec();
-            w.post(calls, calls, "routed", Some(("application/json", body)))
-                .await
+            w.post(
+                place_on_route,
+                calls,
+                "routed",
+                Some(("application/json", body)),
+            )
+            .await
         }
         PlaceRejected => {
             let body = br#"{"to": "+14155550123", "route": "rejects"}"#.to_vec();
-            w.post(calls, calls, "routed", Some(("application/json", body)))
-                .await
+            w.post(
+                place_on_route,
+                calls,
+                "routed",
+                Some(("application/json", body)),
+            )
+            .await
         }
         IdempotencyKeyReused => {
             let mut headers = creds("routed").to_vec();
@@ -675,7 +687,7 @@ async fn provoke(w: &World, code: ErrorCode) -> Result<Provoked, &'static str> {
                 );
             }
             Provoked {
-                path: calls,
+                path: place_on_route,
                 reply: reply.unwrap(),
             }
         }
@@ -711,7 +723,10 @@ async fn provoke(w: &World, code: ErrorCode) -> Result<Provoked, &'static str> {
                 )
                 .await;
             first.abort();
-            Provoked { path: calls, reply }
+            Provoked {
+                path: place_on_route,
+                reply,
+            }
         }
         InvalidBody => {
             w.post(
@@ -724,15 +739,15 @@ async fn provoke(w: &World, code: ErrorCode) -> Result<Provoked, &'static str> {
         }
         BodyTooLarge => {
             w.post(
-                "/v1/{path}",
+                "POST /v1/{path}",
                 "/v1/calls",
                 "forwarding",
                 Some(("application/json", vec![b' '; 1000])),
             )
             .await
         }
-        InvalidPath => w.post("/v1/{path}", "/v1/a%2Fb", "acme", None).await,
-        NotFound => w.post("/v1/{path}", "/v1/pathway", "acme", None).await,
+        InvalidPath => w.post("POST /v1/{path}", "/v1/a%2Fb", "acme", None).await,
+        NotFound => w.post("POST /v1/{path}", "/v1/pathway", "acme", None).await,
         UnknownHook => {
             w.hook(
                 "nope",

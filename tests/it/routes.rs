@@ -651,7 +651,7 @@ async fn every_answer_of_placing_on_a_route_matches_the_served_document() {
     ] {
         let reply = ask(body, key).await;
         assert_eq!(reply.status, want, "{}", reply.body);
-        spec.assert_matches("/calls", &reply);
+        spec.assert_matches("POST /calls", &reply);
         seen.push(reply.status);
     }
     assert_eq!(seen.len(), 8);
