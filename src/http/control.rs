@@ -16,7 +16,7 @@ use super::gate::Caller;
 pub use super::paths::{END_ROUTE, PLACE_ROUTE, STOP_ALL_ROUTE, STOP_ROUTE};
 use super::{challenge, json, Edge};
 use crate::service::control::ControlError;
-use crate::service::place::{MAX_PLACE_BODY_BYTES, RETRY_AFTER_SECS};
+use crate::service::place::MAX_PLACE_BODY_BYTES;
 use crate::wire::ErrorItem;
 
 #[derive(Serialize)]
@@ -148,10 +148,10 @@ fn failed(envelope: Envelope, e: &ControlError) -> Response {
     let body = envelope.error(e.code(), &e.to_string(), e.provider().map(|p| &**p));
     let mut response = json(status, body);
     challenge(&mut response);
-    if let ControlError::AtCapacity = e {
+    if let Some(secs) = e.retry_after() {
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
 }

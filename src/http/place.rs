@@ -19,7 +19,7 @@ use crate::error_code::ErrorCode;
 use crate::provider::kind::Move;
 use crate::service::auth::Presented;
 use crate::service::control::ControlError;
-use crate::service::place::{MAX_PLACE_BODY_BYTES, RETRY_AFTER_SECS};
+use crate::service::place::MAX_PLACE_BODY_BYTES;
 use crate::service::route::idempotency::Kept;
 use crate::service::route::{Answered, Asked, Attempt, RoutePlaced};
 use crate::service::Service;
@@ -184,14 +184,7 @@ fn respond(asked: Asked, answered: Result<Answered, ControlError>) -> Response {
             let status = StatusCode::from_u16(e.status()).expect("control statuses are valid");
             let mut response = json(status, refusal(asked, &e));
             challenge(&mut response);
-            let retry_after = match &e {
-                ControlError::RouteFull { retry_after, .. } => Some(*retry_after),
-                ControlError::AtCapacity
-                | ControlError::KeyFull { .. }
-                | ControlError::IdempotencyInFlight => Some(RETRY_AFTER_SECS),
-                _ => None,
-            };
-            if let Some(secs) = retry_after {
+            if let Some(secs) = e.retry_after() {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -136,7 +136,21 @@ pub enum ControlError {
     KeyFull { key: String, max: u32 },
 }
 
+/// What `AT_CAPACITY` asks a client to wait, in seconds, when no cooldown says sooner.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
 impl ControlError {
+    /// Seconds for `retry-after`: on the refusals a client may retry unchanged a little later.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RouteFull { retry_after, .. } => Some(*retry_after),
+            Self::AtCapacity | Self::KeyFull { .. } | Self::IdempotencyInFlight => {
+                Some(RETRY_AFTER_SECS)
+            }
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             Self::Auth(e) => e.status(),

@@ -22,9 +22,6 @@ pub const MAX_PLACE_BODY_BYTES: usize = 64 * 1024;
 /// server to list the call (it does at once), after which its list counts it.
 pub const HOLD: Duration = Duration::from_secs(30);
 
-/// What `AT_CAPACITY` asks a client to wait, in seconds.
-pub const RETRY_AFTER_SECS: u64 = 5;
-
 /// A call placed.
 #[derive(Debug)]
 pub struct Placed {

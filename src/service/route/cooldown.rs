@@ -93,7 +93,7 @@ impl Cooldown {
 
 /// What `retry-after` says when every target cools down or is full, in seconds.
 pub fn retry_after(cooling_until_ms: Option<u64>) -> u64 {
-    const FULL: Duration = Duration::from_secs(super::super::place::RETRY_AFTER_SECS);
+    const FULL: Duration = Duration::from_secs(super::super::control::RETRY_AFTER_SECS);
     cooling_until_ms
         .map(|until| until.saturating_sub(now_ms()).div_ceil(1000).max(1))
         .unwrap_or(FULL.as_secs())

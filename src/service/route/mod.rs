@@ -465,7 +465,7 @@ impl Service {
                     route.max_queued
                 ),
                 attempts: attempts.to_vec(),
-                retry_after: super::place::RETRY_AFTER_SECS,
+                retry_after: super::control::RETRY_AFTER_SECS,
             });
         }
         let waiting = Waiting(&queue.waiting);
@@ -478,7 +478,7 @@ impl Service {
                     route.queue_timeout.as_millis()
                 ),
                 attempts: attempts.to_vec(),
-                retry_after: super::place::RETRY_AFTER_SECS,
+                retry_after: super::control::RETRY_AFTER_SECS,
             }),
         }
     }
