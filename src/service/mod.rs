@@ -212,6 +212,10 @@ impl Service {
                 (org.id.clone(), runtime)
             })
             .collect();
+        let placing = previous.map_or_else(Arc::default, |p| {
+            p.placing.reloaded(&config.routes);
+            p.placing.clone()
+        });
         Ok(Self {
             verdicts: Verdicts::new(
                 config.server.auth_cache_ttl,
@@ -224,7 +228,7 @@ impl Service {
             telemetry,
             store: store.clone(),
             shared_index: store.redis().cloned().map(shared_index::SharedIndex::new),
-            placing: previous.map_or_else(Arc::default, |p| p.placing.clone()),
+            placing,
         })
     }
 

@@ -141,6 +141,19 @@ impl Placing {
             .clone()
     }
 
+    /// After a reload: forgets the queues of routes that are gone, once nobody waits in them.
+    pub fn reloaded(&self, routes: &[crate::config::RouteSpec]) {
+        self.queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, queue| routes.iter().any(|r| r.id == *id) || Arc::strong_count(queue) > 1);
+    }
+
+    #[cfg(test)]
+    fn queues(&self) -> usize {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// A place may have freed: queued placements look again.
     pub fn freed(&self) {
         self.freed.notify_waiters();
@@ -637,5 +650,34 @@ impl Service {
                 ],
             )
             .increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RouteSpec, Strategy};
+
+    fn route(id: &str) -> RouteSpec {
+        RouteSpec {
+            id: id.to_owned(),
+            strategy: Strategy::Priority,
+            queue_timeout: std::time::Duration::ZERO,
+            max_queued: 1,
+            targets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_reload_forgets_the_queue_of_a_removed_route_once_nobody_waits_in_it() {
+        let placing = Placing::default();
+        drop(placing.queue("kept"));
+        drop(placing.queue("removed"));
+        let waiting = placing.queue("removed-but-waited-on");
+        placing.reloaded(&[route("kept")]);
+        assert_eq!(placing.queues(), 2);
+        drop(waiting);
+        placing.reloaded(&[route("kept")]);
+        assert_eq!(placing.queues(), 1);
     }
 }
