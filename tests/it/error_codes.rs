@@ -414,6 +414,18 @@ impl World {
         Provoked { path, reply }
     }
 
+    /// `POST /calls` on `route` as org `routed`.
+    async fn place_on(&self, route: &str) -> Provoked {
+        let body = format!(r#"{{"to": "+14155550123", "route": "{route}"}}"#).into_bytes();
+        self.post(
+            "POST /calls",
+            "/calls",
+            "routed",
+            Some(("application/json", body)),
+        )
+        .await
+    }
+
     async fn hook(
         &self,
         provider: &str,
@@ -649,26 +661,8 @@ async fn provoke(w: &World, code: ErrorCode) -> Result<Provoked, &'static str> {
             .await
         }
         OutcomeUnknown => w.post(end, "/api/calls/s1/end", "slowend", None).await,
-        RouteNotFound => {
-            let body = br#"{"to": "+14155550123", "route": "nope"}"#.to_vec();
-            w.post(
-                place_on_route,
-                calls,
-                "routed",
-                Some(("application/json", body)),
-            )
-            .await
-        }
-        PlaceRejected => {
-            let body = br#"{"to": "+14155550123", "route": "rejects"}"#.to_vec();
-            w.post(
-                place_on_route,
-                calls,
-                "routed",
-                Some(("application/json", body)),
-            )
-            .await
-        }
+        RouteNotFound => w.place_on("nope").await,
+        PlaceRejected => w.place_on("rejects").await,
         IdempotencyKeyReused => {
             let mut headers = creds("routed").to_vec();
             headers.push(("idempotency-key", "reused-1".to_owned()));

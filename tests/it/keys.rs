@@ -322,16 +322,7 @@ async fn three_processes_on_one_redis_together_admit_a_keys_rate_and_name_no_key
 async fn a_busy_key_on_redis_costs_a_round_trip_a_lease_not_one_a_request() {
     let redis = RedisServer::start().await;
     let agents = agent_server(json!([])).await;
-    let keys = format!(
-        "[[orgs.acme.keys]]\nname = \"busy\"\nsha256 = \"{}\"\nscopes = [\"read\"]\nrequests_per_second = 1000\n",
-        sha256_hex("busy-secret"),
-    );
-    let toml = keyed("acme", &["agents"], &keys)
-        + &TestConfig::new()
-            .provider(ProviderB::agent("agents", &agents.uri()).set("cache_ttl_ms", 60_000))
-            .toml()
-        + "\n"
-        + &state_toml();
+    let toml = limited_on_redis("busy", "busy-secret", 1000, &agents);
     let env = redis.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let app = spawn_app_with_env(&toml, &env).await;
@@ -372,19 +363,25 @@ async fn three_processes_taking_leases_of_a_keys_rate_together_admit_that_rate()
     three_processes_together_admit(200).await;
 }
 
-async fn three_processes_together_admit(rate: u32) {
-    let redis = RedisServer::start().await;
-    let agents = agent_server(json!([])).await;
+/// Org `acme` over one cached agent server, with key `name` (`secret`, scope `read`) limited
+/// to `rate` requests a second, its state on Redis.
+fn limited_on_redis(name: &str, secret: &str, rate: u32, agents: &wiremock::MockServer) -> String {
     let keys = format!(
-        "[[orgs.acme.keys]]\nname = \"dialer\"\nsha256 = \"{}\"\nscopes = [\"read\"]\nrequests_per_second = {rate}\n",
-        sha256_hex("fleet-dialer-secret"),
+        "[[orgs.acme.keys]]\nname = \"{name}\"\nsha256 = \"{}\"\nscopes = [\"read\"]\nrequests_per_second = {rate}\n",
+        sha256_hex(secret),
     );
-    let toml = keyed("acme", &["agents"], &keys)
+    keyed("acme", &["agents"], &keys)
         + &TestConfig::new()
             .provider(ProviderB::agent("agents", &agents.uri()).set("cache_ttl_ms", 60_000))
             .toml()
         + "\n"
-        + &state_toml();
+        + &state_toml()
+}
+
+async fn three_processes_together_admit(rate: u32) {
+    let redis = RedisServer::start().await;
+    let agents = agent_server(json!([])).await;
+    let toml = limited_on_redis("dialer", "fleet-dialer-secret", rate, &agents);
     let env = redis.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let fleet: Vec<Binary> = (0..3).map(|_| Binary::start(&toml, &env, &[])).collect();
