@@ -51,6 +51,18 @@ enum Command {
     CheckConfig,
     /// Read a key on stdin and print its SHA-256 hex digest, for `api_key_sha256`.
     HashKey,
+    /// Read a key on stdin and print a single-use dashboard sign-in link for it, minted by
+    /// the running callmux at `--url` (`POST /me/link`): the link carries a token that
+    /// expires in minutes, never the key. The key is read on stdin because a command line's
+    /// arguments are visible to every user of the machine.
+    SignInLink {
+        /// Where the dashboard's users reach callmux.
+        #[arg(long, default_value = "http://localhost:8080")]
+        url: String,
+        /// The key's org (sent as `x-bland-org-id`).
+        #[arg(long)]
+        org: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +78,7 @@ fn main() -> ExitCode {
             Err(e) => fail(format!("{}: {e}", cli.config.display())),
         },
         Command::HashKey => hash_key(),
+        Command::SignInLink { url, org } => sign_in_link(&url, &org),
     }
 }
 
@@ -170,22 +183,77 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-fn hash_key() -> ExitCode {
+/// The key piped in on stdin, trimmed; `command` names the subcommand for the hint.
+fn key_from_stdin(command: &str) -> Result<String, String> {
     let mut key = String::new();
-    if let Err(e) = std::io::stdin().read_to_string(&mut key) {
-        return fail(format!("cannot read the key from stdin: {e}"));
-    }
+    std::io::stdin()
+        .read_to_string(&mut key)
+        .map_err(|e| format!("cannot read the key from stdin: {e}"))?;
     let key = key.trim();
     if key.is_empty() {
-        return fail(
-            "no key on stdin: pipe the key in, e.g. `printf %s \"$KEY\" | callmux hash-key`".into(),
-        );
+        return Err(format!(
+            "no key on stdin: pipe the key in, e.g. `printf %s \"$KEY\" | callmux {command}`"
+        ));
     }
+    Ok(key.to_owned())
+}
+
+fn hash_key() -> ExitCode {
+    let key = match key_from_stdin("hash-key") {
+        Ok(key) => key,
+        Err(e) => return fail(e),
+    };
     println!(
         "{}",
         callmux::keys::KeyDigest::of(&secrecy::SecretString::from(key)).to_hex()
     );
     ExitCode::SUCCESS
+}
+
+fn sign_in_link(url: &str, org: &str) -> ExitCode {
+    let hint = "sign-in-link --org <org>";
+    let minted = key_from_stdin(hint).and_then(|key| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        runtime.block_on(mint_link(url.trim_end_matches('/'), org, &key))
+    });
+    match minted {
+        Ok(link) => {
+            println!("{link}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Asks callmux at `base` for a sign-in link for `key` of `org`; the link, made absolute.
+async fn mint_link(base: &str, org: &str, key: &str) -> Result<String, String> {
+    let asked = format!("{base}/me/link");
+    let answer = reqwest::Client::new()
+        .post(&asked)
+        .header("authorization", key)
+        .header("x-bland-org-id", org)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| format!("{asked}: {e}; is callmux running there? (--url)"))?;
+    let status = answer.status();
+    let body = answer
+        .text()
+        .await
+        .map_err(|e| format!("{asked}: the answer was cut off: {e}"))?;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    match body["link"].as_str() {
+        Some(link) if status.is_success() => Ok(format!("{base}{link}")),
+        _ => Err(format!(
+            "{asked} answered {status}: {}",
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap_or("no link in its answer; is --url a callmux?")
+        )),
+    }
 }
 
 fn fail(message: String) -> ExitCode {

@@ -515,6 +515,60 @@ async fn post(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Reply {
     }
 }
 
+/// Runs `callmux sign-in-link` against `app` as org `org`, `key` on its stdin.
+async fn sign_in_link_command(app: &TestApp, org: &str, key: &str) -> std::process::Output {
+    use std::io::Write;
+    let (url, org, key) = (app.url(""), org.to_owned(), key.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_callmux"))
+            .args(["sign-in-link", "--url", &url, "--org", &org])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(key.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_sign_in_link_command_prints_a_link_whose_token_signs_in_once_and_never_the_key() {
+    let app = spawn_app(&link_keys()).await;
+    let out = sign_in_link_command(&app, "acme", "wall-secret\n").await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = stdout.trim();
+    let token = link
+        .strip_prefix(&format!("{}/#token=", app.url("").trim_end_matches('/')))
+        .unwrap_or_else(|| panic!("not a link to this callmux: {link}"));
+    assert!(!stdout.contains("wall-secret"));
+    let used = post(&app, "/sign-in", &[("x-callmux-sign-in", token)]).await;
+    assert_eq!(used.status, 200, "{:#}", used.body);
+    assert_eq!(used.body["authorization"], "wall-secret");
+    let again = post(&app, "/sign-in", &[("x-callmux-sign-in", token)]).await;
+    assert_eq!(again.status, 401);
+
+    // A wrong key: callmux's own refusal, and no link.
+    let out = sign_in_link_command(&app, "acme", "not-a-key").await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(!stderr.contains("not-a-key"), "{stderr}");
+}
+
 fn link_keys() -> String {
     keyed(
         "acme",
