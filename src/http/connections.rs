@@ -20,6 +20,10 @@
 //! that can see them: the socket (bytes arriving), the service (a head was read) and the
 //! response body (the answer is done).
 //!
+//! A new connection's first request head is read here, within the same header-read
+//! timeout: a plain live-stream request is answered off hyper (`direct_streams`, which says
+//! why), and any other connection is given to hyper with the bytes read so far, first.
+//!
 //! At most `max_connections` are open at once: the accept loop takes a permit before it
 //! accepts, so beyond the cap new connections wait in the kernel's listen backlog (not
 //! accepted, not refused) until one closes; the connections already open, and the server,

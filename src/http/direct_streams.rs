@@ -145,7 +145,9 @@ pub(super) async fn answer(
     close: &Notify,
 ) {
     let service = TowerToHyperService::new(router);
-    let Ok(response) = hyper::service::Service::call(&service, request).await;
+    // Boxed: the router's future is large and over once it answers; inline, every stream's
+    // task would keep its size for as long as the stream is open.
+    let Ok(response) = Box::pin(hyper::service::Service::call(&service, request)).await;
     drop(service);
     let (mut head, sized, mut body) = head(response);
     let chunked = !sized;
