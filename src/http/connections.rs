@@ -186,7 +186,7 @@ impl Connection {
                 request
                     .extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
-                direct_streams::answer(stream, request, router, &activity.close).await;
+                direct_streams::answer(stream, *request, router, &activity.close).await;
                 drop(stopped);
             }
             direct_streams::First::Other(read) => {

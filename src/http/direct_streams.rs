@@ -38,7 +38,7 @@ const FIRST_READ: usize = 1024;
 /// What a new connection's first bytes turned out to be.
 pub(super) enum First {
     /// A plain stream request, parsed, for [`answer`].
-    Stream(Request<Body>),
+    Stream(Box<Request<Body>>),
     /// Anything else, with every byte read so far, for hyper to read first.
     Other(Bytes),
     /// The connection failed before sending anything usable.
@@ -74,7 +74,7 @@ pub(super) async fn first(stream: &mut TcpStream, max_head: usize) -> First {
 enum Verdict {
     More,
     Other,
-    Stream(Request<Body>),
+    Stream(Box<Request<Body>>),
 }
 
 /// Whether `read` (all bytes so far) is, or may yet be, a plain stream request.
@@ -118,7 +118,7 @@ fn classify(read: &[u8]) -> Verdict {
 
 /// The request as hyper would have given it, or `None` for anything hyper should judge
 /// (a body announced, a target or field `http` refuses).
-fn request(target: &[u8], headers: &[httparse::Header<'_>]) -> Option<Request<Body>> {
+fn request(target: &[u8], headers: &[httparse::Header<'_>]) -> Option<Box<Request<Body>>> {
     let mut builder = Request::builder()
         .method(Method::GET)
         .uri(target)
@@ -132,7 +132,7 @@ fn request(target: &[u8], headers: &[httparse::Header<'_>]) -> Option<Request<Bo
         }
         builder = builder.header(header.name, header.value);
     }
-    builder.body(Body::empty()).ok()
+    builder.body(Body::empty()).ok().map(Box::new)
 }
 
 /// Answers `request` through `router` on `stream`, then closes the connection: when the
