@@ -272,6 +272,31 @@ fn head(response: Response<Body>) -> (Bytes, bool, Body) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const HEAD: &[u8] =
+        b"GET /calls/stream?x=1 HTTP/1.1\r\nhost: callmux\r\nauthorization: k\r\n\r\n";
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_classified_without_panicking(
+            read in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let _ = classify(&read);
+        }
+
+        #[test]
+        fn a_plain_stream_head_asks_for_more_until_whole_and_anything_after_it_is_hyper_s(
+            cut in 0usize..HEAD.len(),
+            extra in proptest::collection::vec(any::<u8>(), 1..16),
+        ) {
+            prop_assert!(matches!(classify(&HEAD[..cut]), Verdict::More));
+            prop_assert!(matches!(classify(HEAD), Verdict::Stream(_)));
+            let mut more = HEAD.to_vec();
+            more.extend_from_slice(&extra);
+            prop_assert!(matches!(classify(&more), Verdict::Other));
+        }
+    }
 
     #[test]
     fn a_chunk_size_is_lowercase_hex_then_crlf() {
