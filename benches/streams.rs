@@ -518,8 +518,8 @@ async fn run(subscribers: usize, latency_subscribers: usize) {
     println!("every subscriber heard the next change: {heard}");
     let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
     println!(
-        "target RSS < 200 MiB at {subscribers}: {}",
-        verdict(rss_full < 200.0 && rss_after < 200.0)
+        "target RSS < 100 MiB at {subscribers} (issue 25): {}",
+        verdict(rss_full < 100.0 && rss_after < 100.0)
     );
     println!(
         "target one upstream request per provider per interval: {}",

@@ -34,6 +34,7 @@ pub async fn serve(
         header_read_timeout: config.header_read_timeout,
         idle_timeout: config.idle_timeout,
         max_connections: config.max_connections,
+        max_header_bytes: config.max_header_bytes,
     };
     // `/metrics` on a listener of its own, when asked for: it lives as long as the API's.
     let _metrics = match config.metrics_bind {

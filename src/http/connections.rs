@@ -20,6 +20,10 @@
 //! that can see them: the socket (bytes arriving), the service (a head was read) and the
 //! response body (the answer is done).
 //!
+//! A new connection's first request head is read here, within the same header-read
+//! timeout: a plain live-stream request is answered off hyper (`direct_streams`, which says
+//! why), and any other connection is given to hyper with the bytes read so far, first.
+//!
 //! At most `max_connections` are open at once: the accept loop takes a permit before it
 //! accepts, so beyond the cap new connections wait in the kernel's listen backlog (not
 //! accepted, not refused) until one closes; the connections already open, and the server,
@@ -50,6 +54,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
+use super::direct_streams;
 use crate::telemetry::Telemetry;
 
 /// `callmux_connections_closed_total`, by the timeout that closed the connection.
@@ -67,6 +72,9 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Connections open at once; beyond this, new ones wait in the listen backlog.
     pub max_connections: usize,
+    /// The longest request head a live stream is read with off hyper; a longer one goes to
+    /// hyper (`[server] max_header_bytes`).
+    pub max_header_bytes: usize,
 }
 
 /// Serves `router` over HTTP/1.1 on `listener` within `limits` until `shutdown` resolves;
@@ -92,9 +100,12 @@ pub async fn serve(
     });
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // For the connections served off hyper (live streams): told to stop, and waited for.
+    let (stopping, stopped) = tokio::sync::watch::channel(());
     let mut http = http1::Builder::new();
     // Off: the phases in this module replace it (see the module documentation).
     http.header_read_timeout(None);
+    let http = Arc::new(http);
     let mut shutdown = pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -105,26 +116,100 @@ pub async fn serve(
         let Some((stream, peer, permit)) = accepted else {
             continue;
         };
-        let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Watched {
-            stream,
-            activity: activity.clone(),
-        });
-        let service = Routed {
-            inner: TowerToHyperService::new(router.clone()),
-            activity: activity.clone(),
+        let connection = Connection {
+            router: router.clone(),
+            http: http.clone(),
+            // Both taken here, not in the task, so a shutdown begun meanwhile is not missed.
+            watcher: graceful.watcher(),
+            stopped: stopped.clone(),
+            closed: closed.clone(),
+            limits,
             peer,
         };
-        let conn = graceful.watch(http.serve_connection(io, service));
-        let closed = closed.clone();
         tokio::spawn(async move {
-            keep_within(conn, &activity, limits, &closed).await;
+            connection.serve(stream).await;
             drop(permit);
         });
     }
     drop(listener);
+    let _ = stopping.send(());
+    drop(stopped);
     graceful.shutdown().await;
+    stopping.closed().await;
     Ok(())
+}
+
+/// What one connection's task is given.
+struct Connection {
+    router: axum::Router,
+    http: Arc<http1::Builder>,
+    watcher: hyper_util::server::graceful::Watcher,
+    stopped: tokio::sync::watch::Receiver<()>,
+    closed: Arc<Closed>,
+    limits: ConnectionLimits,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    /// Reads the first request head far enough to tell a live stream (served off hyper, see
+    /// [`direct_streams`]) from anything else (served by hyper, from the bytes read).
+    async fn serve(self, mut stream: TcpStream) {
+        let Connection {
+            router,
+            http,
+            watcher,
+            mut stopped,
+            closed,
+            limits,
+            peer,
+        } = self;
+        let activity = Arc::new(Activity::new());
+        let head_by = activity.opened + limits.header_read_timeout;
+        let first = tokio::select! {
+            biased;
+            _ = stopped.changed() => return,
+            () = tokio::time::sleep_until(head_by) => {
+                tracing::debug!(reason = "header_read_timeout", "closing connection");
+                closed.header_read.increment(1);
+                return;
+            }
+            first = direct_streams::first(&mut stream, limits.max_header_bytes) => first,
+        };
+        match first {
+            direct_streams::First::Gone => {}
+            direct_streams::First::Stream(mut request) => {
+                drop(watcher);
+                activity.head_read();
+                request
+                    .extensions_mut()
+                    .insert(Disconnect(activity.clone()));
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                direct_streams::answer(stream, *request, router, &activity.close).await;
+                drop(stopped);
+            }
+            direct_streams::First::Other(read) => {
+                drop(stopped);
+                // Boxed: a stream's task (above) need not be as large as hyper's connection.
+                Box::pin(async move {
+                    let io = TokioIo::new(Watched {
+                        stream,
+                        read,
+                        activity: activity.clone(),
+                    });
+                    let service = Routed {
+                        inner: TowerToHyperService::new(router),
+                        activity: activity.clone(),
+                        peer,
+                    };
+                    let conn = watcher.watch(http.serve_connection(io, service));
+                    keep_within(conn, &activity, limits, &closed).await;
+                })
+                .await;
+            }
+        }
+    }
 }
 
 /// The next connection, once fewer than `max_connections` are open; `None` after an accept
@@ -295,9 +380,11 @@ impl Activity {
     }
 }
 
-/// The socket, telling the connection's activity when bytes arrive.
+/// The socket, telling the connection's activity when bytes arrive; the bytes read before
+/// hyper was given it come first.
 struct Watched {
     stream: TcpStream,
+    read: Bytes,
     activity: Arc<Activity>,
 }
 
@@ -307,6 +394,11 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {

@@ -7,6 +7,7 @@ pub mod capacity;
 pub mod connections;
 pub mod control;
 mod dashboard;
+mod direct_streams;
 pub(crate) mod envelope;
 mod gate;
 pub mod hooks;

@@ -42,6 +42,7 @@ mod routes;
 mod secrets;
 mod static_kind;
 mod stop_all;
+mod stream_connections;
 mod streams;
 mod twilio;
 mod vapi;
