@@ -23,6 +23,7 @@ pub mod render;
 mod sign_in;
 mod stream_slots;
 pub mod streams;
+mod tracked;
 mod unverified;
 pub mod webhooks;
 
@@ -108,10 +109,7 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(me::ROUTE, get(me::me))
         .route(sign_in::ME_LINK_ROUTE, post(sign_in::link))
         .route(sign_in::SIGN_IN_ROUTE, post(sign_in::exchange))
-        .layer(axum::middleware::from_fn_with_state(
-            limits.clone(),
-            bounds::enforce,
-        ));
+        .layer(bounds::Enforce(limits.clone()));
     let request_id = HeaderName::from_static("x-request-id");
     // Outside the request bounds: a stream is long by nature, and `max_streams` bounds them.
     let streams = Router::new()
@@ -141,19 +139,9 @@ pub fn router(live: Arc<Live>) -> Router {
         .route("/openapi.json", get(openapi::document))
         // After every route: it is given to each route added so far.
         .method_not_allowed_fallback(methods::not_allowed)
-        .route_layer(axum::middleware::from_fn_with_state(
-            edge.clone(),
-            gate::gate,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            edge.requests.clone(),
-            metrics::track,
-        ))
+        .route_layer(tracked::Track(edge.clone()))
         // Forwarded Bland routes are ordinary requests, inside the same bounds.
-        .fallback(passthrough::fallback.layer(axum::middleware::from_fn_with_state(
-            limits,
-            bounds::enforce,
-        )))
+        .fallback(passthrough::fallback.layer(bounds::Enforce(limits)))
         .with_state(edge)
         // Outermost last: the id is set first, then the span that carries it, and the id is
         // echoed on the way out.
