@@ -41,6 +41,7 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_layer::{Layer, Stack};
 
 use crate::error_code::ErrorCode;
 use crate::provider::bland::ORG_ID_HEADER;
@@ -125,7 +126,7 @@ pub fn router(live: Arc<Live>) -> Router {
             streams::OWN_STREAM_ROUTE,
             get(|s, d, h| streams::stream(Shape::Own, s, d, h)),
         );
-    Router::new()
+    let routes = Router::new()
         .merge(lists)
         .merge(streams)
         .merge(dashboard::routes())
@@ -142,24 +143,26 @@ pub fn router(live: Arc<Live>) -> Router {
         .route_layer(tracked::Track(edge.clone()))
         // Forwarded Bland routes are ordinary requests, inside the same bounds.
         .fallback(passthrough::fallback.layer(bounds::Enforce(limits)))
-        .with_state(edge)
-        // Outermost last: the id is set first, then the span that carries it, and the id is
-        // echoed on the way out.
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &axum::http::Request<_>| {
-                    let id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-                })
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
-        .layer(SetRequestIdLayer::new(request_id, RandomRequestId))
+        .with_state(edge);
+    // The id is set first, then the span that carries it, and the id is echoed on the way
+    // out. Around the whole router, once: `Router::layer` gives a layer to each route, and
+    // axum clones a route's whole stack of layers (a box each) every time it is called.
+    let span = TraceLayer::new_for_http()
+        .make_span_with(|request: &axum::http::Request<_>| {
+            let id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        })
+        .on_request(())
+        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
+    let edge = Stack::new(
+        Stack::new(PropagateRequestIdLayer::new(request_id.clone()), span),
+        SetRequestIdLayer::new(request_id, RandomRequestId),
+    );
+    Router::new().fallback_service(edge.layer(routes))
 }
 
 /// Request ids: random (v4) UUIDs from a per-thread generator. tower-http's
