@@ -93,7 +93,27 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        let bounds = &self.bounds;
+        match self.bounds.admit(&mut request) {
+            Ok(admission) => admission.run(self.inner.call(request)),
+            Err(refusal) => Bounded::Refused {
+                response: Some(refusal),
+            },
+        }
+    }
+}
+
+/// A request let in within the bounds: its place among the requests in flight, held to the
+/// end of its handler, and when its answer is due.
+pub(super) struct Admission {
+    place: Arc<OwnedSemaphorePermit>,
+    deadline: tokio::time::Instant,
+    reply: Reply,
+    timeout: Duration,
+}
+
+impl Bounds {
+    /// Lets `request` in (marking it [`Admitted`]), or refuses it in its route's envelope.
+    pub(super) fn admit(&self, request: &mut Request) -> Result<Admission, Response> {
         let path = request.uri().path();
         let reply = (super::envelope::Envelope::of(path), shape_for(path));
         let header_bytes: usize = request
@@ -101,12 +121,12 @@ where
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum();
-        if header_bytes > bounds.max_header_bytes {
+        if header_bytes > self.max_header_bytes {
             let message = format!(
                 "the request's headers are {header_bytes} bytes, over the {}-byte limit (max_header_bytes)",
-                bounds.max_header_bytes
+                self.max_header_bytes
             );
-            return Bounded::refused(refuse(
+            return Err(refuse(
                 reply,
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 ErrorCode::HeadersTooLarge,
@@ -115,34 +135,45 @@ where
         }
         // Refuse rather than queue: a queued list request answers too late to be useful, and a
         // quick 503 lets the client back off.
-        let Ok(permit) = bounds.in_flight.clone().try_acquire_owned() else {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             tracing::warn!(
-                limit = bounds.max_in_flight,
+                limit = self.max_in_flight,
                 "request refused: too many in flight"
             );
             let message = format!(
                 "callmux is answering {} requests already (max_concurrent_requests); retry shortly",
-                bounds.max_in_flight
+                self.max_in_flight
             );
-            return Bounded::refused(refuse(
+            return Err(refuse(
                 reply,
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Overloaded,
                 &message,
             ));
         };
-        let deadline = tokio::time::Instant::now() + bounds.request_timeout;
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
         let place = Arc::new(permit);
         request.extensions_mut().insert(Admitted {
             place: place.clone(),
             deadline,
         });
-        Bounded::Running {
-            answer: tokio::time::timeout_at(deadline, self.inner.call(request)),
-            // Held here to the end of the handler, whenever the handler drops the request.
-            _place: place,
+        Ok(Admission {
+            place,
+            deadline,
             reply,
-            timeout: bounds.request_timeout,
+            timeout: self.request_timeout,
+        })
+    }
+}
+
+impl Admission {
+    /// The handler's `answer` within the deadline, holding the place to its end.
+    pub(super) fn run<F: Future>(self, answer: F) -> Bounded<F> {
+        Bounded::Running {
+            answer: tokio::time::timeout_at(self.deadline, answer),
+            _place: self.place,
+            reply: self.reply,
+            timeout: self.timeout,
         }
     }
 }
@@ -159,14 +190,6 @@ pin_project! {
             reply: Reply,
             timeout: Duration,
         },
-    }
-}
-
-impl<F> Bounded<F> {
-    fn refused(response: Response) -> Self {
-        Self::Refused {
-            response: Some(response),
-        }
     }
 }
 

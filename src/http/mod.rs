@@ -110,7 +110,10 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(me::ROUTE, get(me::me))
         .route(sign_in::ME_LINK_ROUTE, post(sign_in::link))
         .route(sign_in::SIGN_IN_ROUTE, post(sign_in::exchange))
-        .layer(bounds::Enforce(limits.clone()));
+        .route_layer(tracked::Track {
+            edge: edge.clone(),
+            bounds: Some(limits.clone()),
+        });
     let request_id = HeaderName::from_static("x-request-id");
     // Outside the request bounds: a stream is long by nature, and `max_streams` bounds them.
     let streams = Router::new()
@@ -126,8 +129,7 @@ pub fn router(live: Arc<Live>) -> Router {
             streams::OWN_STREAM_ROUTE,
             get(|s, d, h| streams::stream(Shape::Own, s, d, h)),
         );
-    let routes = Router::new()
-        .merge(lists)
+    let open = Router::new()
         .merge(streams)
         .merge(dashboard::routes())
         .route("/healthz", get(ops::healthz))
@@ -138,9 +140,15 @@ pub fn router(live: Arc<Live>) -> Router {
                 .with_state(metrics_access::Metrics::on_api(&server, telemetry.clone())),
         )
         .route("/openapi.json", get(openapi::document))
+        .route_layer(tracked::Track {
+            edge: edge.clone(),
+            bounds: None,
+        });
+    let routes = Router::new()
+        .merge(lists)
+        .merge(open)
         // After every route: it is given to each route added so far.
         .method_not_allowed_fallback(methods::not_allowed)
-        .route_layer(tracked::Track(edge.clone()))
         // Forwarded Bland routes are ordinary requests, inside the same bounds.
         .fallback(passthrough::fallback.layer(bounds::Enforce(limits)))
         .with_state(edge);

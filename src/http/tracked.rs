@@ -1,6 +1,7 @@
-//! The layer around every route: the request checked by the gate (`gate`), then counted and
-//! timed by route and status (`metrics`), in one tower service with a concrete future that
-//! boxes only when the gate must wait on Bland or Redis.
+//! The layer around every route: the request counted and timed by route and status
+//! (`metrics`), checked by the gate (`gate`) and, on the bounded routes, let in within the
+//! request bounds (`bounds`), in one tower service with a concrete future that boxes only
+//! when the gate must wait on Bland or Redis.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,14 +16,20 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::bounds::{self, Bounds};
 use super::gate::{self, Verdict};
 use super::metrics::{RequestMetrics, Route};
 use super::Edge;
 
-/// Given to every route (`route_layer`), where two `from_fn` middlewares each boxed the next
-/// service and their own future, and took the request apart for their extractors.
+/// Given to every route (`route_layer`), with the bounds on the routes within them: one
+/// layer, where three `from_fn` middlewares each boxed the next service and their own
+/// future and took the request apart for their extractors, and where each layer of its own
+/// would be another boxed route that axum clones, with all it wraps, on every call.
 #[derive(Clone)]
-pub struct Track(pub Arc<Edge>);
+pub struct Track {
+    pub edge: Arc<Edge>,
+    pub bounds: Option<Arc<Bounds>>,
+}
 
 impl<S> Layer<S> for Track {
     type Service = Tracked<S>;
@@ -30,7 +37,8 @@ impl<S> Layer<S> for Track {
     fn layer(&self, inner: S) -> Tracked<S> {
         Tracked {
             inner,
-            edge: self.0.clone(),
+            edge: self.edge.clone(),
+            bounds: self.bounds.clone(),
         }
     }
 }
@@ -39,6 +47,7 @@ impl<S> Layer<S> for Track {
 pub struct Tracked<S> {
     inner: S,
     edge: Arc<Edge>,
+    bounds: Option<Arc<Bounds>>,
 }
 
 impl<S> Service<Request> for Tracked<S>
@@ -67,8 +76,16 @@ where
                 if let Some(p) = presented {
                     request.extensions_mut().insert(p);
                 }
-                Answer::Route {
-                    future: self.inner.call(request),
+                match self.bounds.as_ref().map(|b| b.admit(&mut request)) {
+                    None => Answer::Route {
+                        future: self.inner.call(request),
+                    },
+                    Some(Ok(admission)) => Answer::Bounded {
+                        future: admission.run(self.inner.call(request)),
+                    },
+                    Some(Err(refusal)) => Answer::Ready {
+                        response: Some(refusal),
+                    },
                 }
             }
             Verdict::Refused(response) => Answer::Ready {
@@ -85,13 +102,19 @@ where
                 let ready = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, ready);
                 let edge = self.edge.clone();
+                let bounds = self.bounds.clone();
                 Answer::Asking {
                     future: Box::pin(async move {
                         if let Err(e) = gate::ask(&edge, &presented, scope, peer).await {
                             return gate::refused(reply, &e);
                         }
                         request.extensions_mut().insert(presented);
-                        match inner.call(request).await {
+                        let answer = match bounds.map(|b| b.admit(&mut request)) {
+                            None => inner.call(request).await,
+                            Some(Ok(admission)) => admission.run(inner.call(request)).await,
+                            Some(Err(refusal)) => return refusal,
+                        };
+                        match answer {
                             Ok(response) => response,
                             Err(never) => match never {},
                         }
@@ -126,6 +149,8 @@ pin_project! {
         Ready { response: Option<Response> },
         /// The route's own answer.
         Route { #[pin] future: F },
+        /// The route's own answer, within the bounds.
+        Bounded { #[pin] future: bounds::Bounded<F> },
         /// The gate's wait, then the route's answer.
         Asking { future: Pin<Box<dyn Future<Output = Response> + Send>> },
     }
@@ -144,6 +169,10 @@ where
                 .take()
                 .expect("a route's future polled after it was ready"),
             AnswerProj::Route { future } => match ready!(future.poll(cx)) {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+            AnswerProj::Bounded { future } => match ready!(future.poll(cx)) {
                 Ok(response) => response,
                 Err(never) => match never {},
             },
