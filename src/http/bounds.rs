@@ -96,7 +96,7 @@ where
         match self.bounds.admit(&mut request) {
             Ok(admission) => admission.run(self.inner.call(request)),
             Err(refusal) => Bounded::Refused {
-                response: Some(refusal),
+                response: Some(*refusal),
             },
         }
     }
@@ -112,8 +112,9 @@ pub(super) struct Admission {
 }
 
 impl Bounds {
-    /// Lets `request` in (marking it [`Admitted`]), or refuses it in its route's envelope.
-    pub(super) fn admit(&self, request: &mut Request) -> Result<Admission, Response> {
+    /// Lets `request` in (marking it [`Admitted`]), or refuses it in its route's envelope
+    /// (boxed: a refusal is rare, and a large `Err` would be moved on every request).
+    pub(super) fn admit(&self, request: &mut Request) -> Result<Admission, Box<Response>> {
         let path = request.uri().path();
         let reply = (super::envelope::Envelope::of(path), shape_for(path));
         let header_bytes: usize = request
@@ -126,12 +127,12 @@ impl Bounds {
                 "the request's headers are {header_bytes} bytes, over the {}-byte limit (max_header_bytes)",
                 self.max_header_bytes
             );
-            return Err(refuse(
+            return Err(Box::new(refuse(
                 reply,
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 ErrorCode::HeadersTooLarge,
                 &message,
-            ));
+            )));
         }
         // Refuse rather than queue: a queued list request answers too late to be useful, and a
         // quick 503 lets the client back off.
@@ -144,12 +145,12 @@ impl Bounds {
                 "callmux is answering {} requests already (max_concurrent_requests); retry shortly",
                 self.max_in_flight
             );
-            return Err(refuse(
+            return Err(Box::new(refuse(
                 reply,
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Overloaded,
                 &message,
-            ));
+            )));
         };
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let place = Arc::new(permit);

@@ -84,7 +84,7 @@ where
                         future: admission.run(self.inner.call(request)),
                     },
                     Some(Err(refusal)) => Answer::Ready {
-                        response: Some(refusal),
+                        response: Some(*refusal),
                     },
                 }
             }
@@ -112,7 +112,7 @@ where
                         let answer = match bounds.map(|b| b.admit(&mut request)) {
                             None => inner.call(request).await,
                             Some(Ok(admission)) => admission.run(inner.call(request)).await,
-                            Some(Err(refusal)) => return refusal,
+                            Some(Err(refusal)) => return *refusal,
                         };
                         match answer {
                             Ok(response) => response,
