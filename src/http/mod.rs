@@ -114,7 +114,7 @@ pub fn router(live: Arc<Live>) -> Router {
             edge: edge.clone(),
             bounds: Some(limits.clone()),
         });
-    let request_id = HeaderName::from_static("x-request-id");
+    let request_id = REQUEST_ID;
     // Outside the request bounds: a stream is long by nature, and `max_streams` bounds them.
     let streams = Router::new()
         .route(
@@ -159,7 +159,7 @@ pub fn router(live: Arc<Live>) -> Router {
         .make_span_with(|request: &axum::http::Request<_>| {
             let id = request
                 .headers()
-                .get("x-request-id")
+                .get(&REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
@@ -172,6 +172,11 @@ pub fn router(live: Arc<Live>) -> Router {
     );
     Router::new().fallback_service(edge.layer(routes))
 }
+
+/// Header names made once, at compile time: a `&str` name is parsed and checked again on
+/// every insert or lookup.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// Request ids: random (v4) UUIDs from a per-thread generator. tower-http's
 /// `MakeRequestUuid` asks the kernel for fresh randomness on every request, a system call
@@ -223,7 +228,7 @@ async fn list(shape: Shape, State(edge): State<Arc<Edge>>, caller: gate::Caller)
         Err(e) => refusal(shape, e),
     };
     let timing = server_timing(waited, started.elapsed());
-    response.headers_mut().insert("server-timing", timing);
+    response.headers_mut().insert(SERVER_TIMING, timing);
     response
 }
 
