@@ -20,6 +20,7 @@ mod passthrough;
 mod paths;
 pub mod place;
 pub mod render;
+mod request_id;
 mod sign_in;
 mod stream_slots;
 pub mod streams;
@@ -37,9 +38,6 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_layer::{Layer, Stack};
 
@@ -114,7 +112,6 @@ pub fn router(live: Arc<Live>) -> Router {
             edge: edge.clone(),
             bounds: Some(limits.clone()),
         });
-    let request_id = REQUEST_ID;
     // Outside the request bounds: a stream is long by nature, and `max_streams` bounds them.
     let streams = Router::new()
         .route(
@@ -152,46 +149,25 @@ pub fn router(live: Arc<Live>) -> Router {
         // Forwarded Bland routes are ordinary requests, inside the same bounds.
         .fallback(passthrough::fallback.layer(bounds::Enforce(limits)))
         .with_state(edge);
-    // The id is set first, then the span that carries it, and the id is echoed on the way
-    // out. Around the whole router, once: `Router::layer` gives a layer to each route, and
+    // The id is set first, then the span that carries it; the id is echoed on the way out. Around the whole router, once: `Router::layer` gives a layer to each route, and
     // axum clones a route's whole stack of layers (a box each) every time it is called.
     let span = TraceLayer::new_for_http()
         .make_span_with(|request: &axum::http::Request<_>| {
             let id = request
                 .headers()
-                .get(&REQUEST_ID)
+                .get(&request_id::REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
         })
         .on_request(())
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
-    let edge = Stack::new(
-        Stack::new(PropagateRequestIdLayer::new(request_id.clone()), span),
-        SetRequestIdLayer::new(request_id, RandomRequestId),
-    );
+    let edge = Stack::new(span, request_id::Identify);
     Router::new().fallback_service(edge.layer(routes))
 }
 
-/// Header names made once, at compile time: a `&str` name is parsed and checked again on
-/// every insert or lookup.
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Made once, at compile time: a `&str` name is parsed and checked on every insert.
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
-
-/// Request ids: random (v4) UUIDs from a per-thread generator. tower-http's
-/// `MakeRequestUuid` asks the kernel for fresh randomness on every request, a system call
-/// on the hot path; an id only has to tell requests apart, not be unguessable.
-#[derive(Clone, Copy)]
-struct RandomRequestId;
-
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = id.hyphenated().encode_lower(&mut text);
-        HeaderValue::from_str(text).ok().map(RequestId::new)
-    }
-}
 
 /// The shape a path's answers are written in; Bland's envelope for paths that are neither.
 fn shape_for(path: &str) -> Shape {
