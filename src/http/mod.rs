@@ -39,7 +39,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tower_layer::{Layer, Stack};
+use tower_layer::Stack;
 
 use crate::error_code::ErrorCode;
 use crate::provider::bland::ORG_ID_HEADER;
@@ -149,8 +149,10 @@ pub fn router(live: Arc<Live>) -> Router {
         // Forwarded Bland routes are ordinary requests, inside the same bounds.
         .fallback(passthrough::fallback.layer(bounds::Enforce(limits)))
         .with_state(edge);
-    // The id is set first, then the span that carries it; the id is echoed on the way out. Around the whole router, once: `Router::layer` gives a layer to each route, and
-    // axum clones a route's whole stack of layers (a box each) every time it is called.
+    // The id is set first, then the span that carries it; the id is echoed on the way out.
+    // One layer for the three: `Router::layer` gives it to each route, and axum clones a
+    // route's whole stack of boxed layers on every call, so each layer of its own would
+    // cost boxes on every request.
     let span = TraceLayer::new_for_http()
         .make_span_with(|request: &axum::http::Request<_>| {
             let id = request
@@ -162,8 +164,7 @@ pub fn router(live: Arc<Live>) -> Router {
         })
         .on_request(())
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
-    let edge = Stack::new(span, request_id::Identify);
-    Router::new().fallback_service(edge.layer(routes))
+    routes.layer(Stack::new(span, request_id::Identify))
 }
 
 /// Made once, at compile time: a `&str` name is parsed and checked on every insert.
