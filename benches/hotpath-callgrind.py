@@ -170,9 +170,15 @@ def main():
             print(f"{args.target} {name}: {per:,.0f} instructions per request")
     finally:
         if proc.stdin:
+            # The floor stops its own callmux and fleet when stdin closes.
             proc.stdin.close()
-        proc.terminate()
-        proc.wait()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 
