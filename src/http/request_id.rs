@@ -109,9 +109,7 @@ where
         let this = self.project();
         let mut response = ready!(this.answer.poll(cx))?;
         if let Some(id) = this.id.take() {
-            if !response.headers().contains_key(&REQUEST_ID) {
-                response.headers_mut().insert(REQUEST_ID, id);
-            }
+            response.headers_mut().entry(REQUEST_ID).or_insert(id);
         }
         Poll::Ready(Ok(response))
     }
