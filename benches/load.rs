@@ -19,6 +19,8 @@
 //! `cargo bench --bench load -- hotpath [--quick] [--check 0.6]`: callmux's `/healthz` and
 //! cached lists (5, 100 and 1,000 calls per provider) against a bare axum server replaying
 //! their exact bytes, at C = 1, 16, 64 (`hotpath.rs`); `--check` fails below a ratio (CI).
+//! `cargo bench --bench load -- hotpath-floor`: only the floor servers of `hotpath`, serving
+//! until stdin closes (for `benches/hotpath-callgrind.py`).
 //! `cargo bench --bench load -- routes [--quick]`: placing on a route against the fake agent
 //! server alone, a queued placement's wake, and idempotent replays (`load/routes.rs`).
 //!
@@ -119,6 +121,7 @@ fn main() {
             quick: quick || args.quick,
             check,
         }),
+        Some(Mode::HotpathFloor) => hotpath::serve_floor(),
     }
 }
 
@@ -158,6 +161,9 @@ enum Mode {
         #[arg(long, value_name = "RATIO")]
         check: Option<f64>,
     },
+    /// Only the hot path's floor servers (5 calls per provider), serving until stdin closes:
+    /// what `benches/hotpath-callgrind.py` counts the floor's instructions on.
+    HotpathFloor,
     /// 1 and 3 replicas sharing state on a real redis-server, and 1 on memory.
     Replicas {
         /// One short round.

@@ -325,6 +325,30 @@ pub fn run(options: &HotOptions) {
     }
 }
 
+/// The floors of `/healthz` and of the cached list at 5 calls per provider, alone: prints
+/// `healthz <url>` and `calls <url>`, then serves until stdin closes. Under callgrind this
+/// process is the floor alone (callmux and the load run in other processes).
+pub fn serve_floor() {
+    let servers = runtime("floor");
+    let n = HOT_SIZES[0];
+    let fleet = start_fleet(servers.handle(), n, [UPSTREAM_TIMEOUT_MS; PROVIDERS]);
+    let callmux = start_callmux(&config_toml(&fleet, CACHE_TTL_MS), &[]);
+    let addr = addr_of(&callmux.url("/"));
+    let (healthz, calls) = servers.block_on(async {
+        let healthz = record(&addr, "/healthz", None).await;
+        // The first ask fills the cache; the recorded answer is a cached one.
+        record(&addr, CALLS_ROUTE, Some(3 * n)).await;
+        (healthz, record(&addr, CALLS_ROUTE, Some(3 * n)).await)
+    });
+    let healthz = serve_recorded(servers.handle(), healthz);
+    let calls = serve_recorded(servers.handle(), calls);
+    println!("healthz {}", healthz.url);
+    println!("calls {}", calls.url);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    drop((healthz, calls, callmux, fleet));
+}
+
 async fn measure_all(servers: &Handle, window: Window, check: Option<f64>) -> Vec<HotCell> {
     // One fleet and one callmux per size, all up before any cell is measured.
     let mut setups = Vec::new();

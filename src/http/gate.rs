@@ -4,12 +4,10 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 
 use super::access::{self, Access, Reply};
@@ -35,39 +33,58 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// Checks the matched route's scope and the key's rates. Credentials that are missing or
-/// wrong pass on untouched: the handler refuses them as it always has, in its envelope.
-pub async fn gate(
-    State(edge): State<Arc<Edge>>,
-    matched: Option<MatchedPath>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let path = matched.as_ref().map_or("", MatchedPath::as_str);
+/// What the gate says of a request about to reach its route.
+pub(super) enum Verdict {
+    /// Go on; with the credentials read, for the handler, when the route needs a key.
+    Pass(Option<Presented>),
+    /// Refused here, in the route's envelope.
+    Refused(Response),
+    /// The key's standing with Bland or its rates on Redis must be asked first ([`check`]).
+    Ask {
+        presented: Presented,
+        scope: Scope,
+        reply: Reply,
+        peer: Option<IpAddr>,
+    },
+}
+
+/// Checks the matched route's scope and the key's rates, without waiting when nothing needs
+/// asking. Credentials that are missing or wrong pass on untouched: the handler refuses them
+/// as it always has, in its envelope.
+pub(super) fn verdict(edge: &Edge, request: &Request) -> Verdict {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
     let Some((access, reply)) = access::of(request.method().as_str(), path) else {
         // Fails closed: a route nobody gave a scope serves no one.
         let message = format!(
             "the route {path} has no entry in callmux's scope table; this is a bug in callmux"
         );
-        return refuse(
+        return Verdict::Refused(refuse(
             Reply::Bland,
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::InternalError,
             &message,
-        );
+        ));
     };
     let Access::Key(scope) = access else {
-        return next.run(request).await;
+        return Verdict::Pass(None);
     };
     let Ok(p) = presented(request.headers()) else {
-        return next.run(request).await;
+        return Verdict::Pass(None);
     };
     let peer = peer_of(request.extensions());
-    if let Err(e) = check(&edge, &p, scope, peer).await {
-        return refused(reply, &e);
+    match check_now(edge, &p, scope, peer) {
+        Some(Ok(())) => Verdict::Pass(Some(p)),
+        Some(Err(e)) => Verdict::Refused(refused(reply, &e)),
+        None => Verdict::Ask {
+            presented: p,
+            scope,
+            reply,
+            peer,
+        },
     }
-    request.extensions_mut().insert(p);
-    next.run(request).await
 }
 
 /// The client's address, as the connection gave it.
@@ -81,6 +98,19 @@ pub(super) fn peer_of(extensions: &axum::http::Extensions) -> Option<IpAddr> {
 /// may go on, or when the credentials themselves are wrong (the route refuses those). A
 /// Bland key that Bland has yet to check is counted against its client address `peer`.
 pub(super) async fn check(
+    edge: &Edge,
+    p: &Presented,
+    scope: Scope,
+    peer: Option<IpAddr>,
+) -> Result<(), AuthError> {
+    match check_now(edge, p, scope, peer) {
+        Some(checked) => checked,
+        None => ask(edge, p, scope, peer).await,
+    }
+}
+
+/// [`check`] in full, asking Bland or Redis where the key needs it.
+pub(super) async fn ask(
     edge: &Edge,
     p: &Presented,
     scope: Scope,
@@ -108,6 +138,38 @@ pub(super) async fn check(
         }
     }
     Ok(())
+}
+
+/// [`check`] when it needs no waiting; `None` when a Bland key's standing must be asked, or
+/// the key's rates are the fleet's, on Redis.
+fn check_now(
+    edge: &Edge,
+    p: &Presented,
+    scope: Scope,
+    peer: Option<IpAddr>,
+) -> Option<Result<(), AuthError>> {
+    let loaded = edge.live.current();
+    let Ok(identity) = auth::identify(loaded.service.config(), p) else {
+        return Some(Ok(()));
+    };
+    if let Err(e) = identity.may(scope) {
+        return Some(Err(e));
+    }
+    if let (Identity::ViaUpstream(..), Some(_)) = (&identity, peer) {
+        return None;
+    }
+    if let Some(key) = identity.key() {
+        let spend = if scope == Scope::Place {
+            Spend::Placing
+        } else {
+            Spend::Request
+        };
+        if let Some(org) = loaded.service.org_id(&identity.org().id) {
+            let fleet = loaded.service.store().redis();
+            return edge.live.rates().take_now(fleet, org, key, spend);
+        }
+    }
+    Some(Ok(()))
 }
 
 /// A scope or rate refusal in the route's envelope, with `retry-after` on a 429.

@@ -4,9 +4,6 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use metrics::{Counter, Histogram};
 
 use super::control::{END_ROUTE, PLACE_ROUTE, STOP_ALL_ROUTE, STOP_ROUTE};
@@ -65,14 +62,17 @@ impl RequestMetrics {
         }
     }
 
-    fn route(path: Option<&str>) -> usize {
+    /// The label index of the matched route `path`; `None` for no route.
+    pub fn route(path: Option<&str>) -> Route {
         let Some(path) = path else {
-            return ROUTES.len() - 1;
+            return Route(ROUTES.len() - 1);
         };
-        ROUTES[..ROUTES.len() - 2]
-            .iter()
-            .position(|r| *r == path)
-            .unwrap_or(ROUTES.len() - 2)
+        Route(
+            ROUTES[..ROUTES.len() - 2]
+                .iter()
+                .position(|r| *r == path)
+                .unwrap_or(ROUTES.len() - 2),
+        )
     }
 
     fn status(status: u16) -> usize {
@@ -98,7 +98,11 @@ impl RequestMetrics {
 
     /// Counts one answered request; `path` is the matched route, `None` for no route.
     pub fn record(&self, path: Option<&str>, status: u16, started: Instant) {
-        let route = Self::route(path);
+        self.record_route(Self::route(path), status, started);
+    }
+
+    /// [`RequestMetrics::record`] for a route already looked up.
+    pub fn record_route(&self, Route(route): Route, status: u16, started: Instant) {
         let status = Self::status(status);
         self.counts[route * STATUSES.len() + status]
             .get_or_init(|| {
@@ -108,7 +112,8 @@ impl RequestMetrics {
                 )
             })
             .increment(1);
-        if path.is_some() {
+        // No route matched: counted, not timed.
+        if route != ROUTES.len() - 1 {
             self.durations[route]
                 .get_or_init(|| {
                     self.telemetry.histogram(
@@ -121,21 +126,9 @@ impl RequestMetrics {
     }
 }
 
-pub async fn track(
-    State(metrics): State<Arc<RequestMetrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let path = request.extensions().get::<MatchedPath>().cloned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    metrics.record(
-        Some(path.as_ref().map_or("other", |p| p.as_str())),
-        response.status().as_u16(),
-        started,
-    );
-    response
-}
+/// A route's place among the labels, looked up once per request.
+#[derive(Clone, Copy)]
+pub struct Route(usize);
 
 #[cfg(test)]
 mod tests {

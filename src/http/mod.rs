@@ -21,9 +21,11 @@ mod passthrough;
 mod paths;
 pub mod place;
 pub mod render;
+mod request_id;
 mod sign_in;
 mod stream_slots;
 pub mod streams;
+mod tracked;
 mod unverified;
 pub mod webhooks;
 
@@ -37,10 +39,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_layer::Stack;
 
 use crate::error_code::ErrorCode;
 use crate::provider::bland::ORG_ID_HEADER;
@@ -109,11 +109,10 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(me::ROUTE, get(me::me))
         .route(sign_in::ME_LINK_ROUTE, post(sign_in::link))
         .route(sign_in::SIGN_IN_ROUTE, post(sign_in::exchange))
-        .layer(axum::middleware::from_fn_with_state(
-            limits.clone(),
-            bounds::enforce,
-        ));
-    let request_id = HeaderName::from_static("x-request-id");
+        .route_layer(tracked::Track {
+            edge: edge.clone(),
+            bounds: Some(limits.clone()),
+        });
     // Outside the request bounds: a stream is long by nature, and `max_streams` bounds them.
     let streams = Router::new()
         .route(
@@ -128,8 +127,7 @@ pub fn router(live: Arc<Live>) -> Router {
             streams::OWN_STREAM_ROUTE,
             get(|s, d, h| streams::stream(Shape::Own, s, d, h)),
         );
-    Router::new()
-        .merge(lists)
+    let open = Router::new()
         .merge(streams)
         .merge(dashboard::routes())
         .route("/healthz", get(ops::healthz))
@@ -140,55 +138,38 @@ pub fn router(live: Arc<Live>) -> Router {
                 .with_state(metrics_access::Metrics::on_api(&server, telemetry.clone())),
         )
         .route("/openapi.json", get(openapi::document))
+        .route_layer(tracked::Track {
+            edge: edge.clone(),
+            bounds: None,
+        });
+    let routes = Router::new()
+        .merge(lists)
+        .merge(open)
         // After every route: it is given to each route added so far.
         .method_not_allowed_fallback(methods::not_allowed)
-        .route_layer(axum::middleware::from_fn_with_state(
-            edge.clone(),
-            gate::gate,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            edge.requests.clone(),
-            metrics::track,
-        ))
         // Forwarded Bland routes are ordinary requests, inside the same bounds.
-        .fallback(passthrough::fallback.layer(axum::middleware::from_fn_with_state(
-            limits,
-            bounds::enforce,
-        )))
-        .with_state(edge)
-        // Outermost last: the id is set first, then the span that carries it, and the id is
-        // echoed on the way out.
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &axum::http::Request<_>| {
-                    let id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-                })
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
-        .layer(SetRequestIdLayer::new(request_id, RandomRequestId))
+        .fallback(passthrough::fallback.layer(bounds::Enforce(limits)))
+        .with_state(edge);
+    // The id is set first, then the span that carries it; the id is echoed on the way out.
+    // One layer for the three: `Router::layer` gives it to each route, and axum clones a
+    // route's whole stack of boxed layers on every call, so each layer of its own would
+    // cost boxes on every request.
+    let span = TraceLayer::new_for_http()
+        .make_span_with(|request: &axum::http::Request<_>| {
+            let id = request
+                .headers()
+                .get(&request_id::REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        })
+        .on_request(())
+        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
+    routes.layer(Stack::new(span, request_id::Identify))
 }
 
-/// Request ids: random (v4) UUIDs from a per-thread generator. tower-http's
-/// `MakeRequestUuid` asks the kernel for fresh randomness on every request, a system call
-/// on the hot path; an id only has to tell requests apart, not be unguessable.
-#[derive(Clone, Copy)]
-struct RandomRequestId;
-
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = id.hyphenated().encode_lower(&mut text);
-        HeaderValue::from_str(text).ok().map(RequestId::new)
-    }
-}
+/// Made once, at compile time: a `&str` name is parsed and checked on every insert.
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// The shape a path's answers are written in; Bland's envelope for paths that are neither.
 fn shape_for(path: &str) -> Shape {
@@ -225,7 +206,7 @@ async fn list(shape: Shape, State(edge): State<Arc<Edge>>, caller: gate::Caller)
         Err(e) => refusal(shape, e),
     };
     let timing = server_timing(waited, started.elapsed());
-    response.headers_mut().insert("server-timing", timing);
+    response.headers_mut().insert(SERVER_TIMING, timing);
     response
 }
 

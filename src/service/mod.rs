@@ -37,7 +37,9 @@ pub use snapshot::{Snapshot, Version};
 /// A loaded configuration with its providers built.
 pub struct Service {
     config: Config,
-    orgs: HashMap<String, OrgRuntime>,
+    /// Looked up on every request: foldhash (randomly seeded) rather than SipHash; the ids
+    /// are the configuration's, so no caller chooses what is in the table.
+    orgs: HashMap<String, OrgRuntime, foldhash::fast::RandomState>,
     verdicts: Verdicts,
     /// Every provider, in config order.
     providers: Vec<Built>,

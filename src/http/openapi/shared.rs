@@ -197,7 +197,7 @@ pub(super) enum Envelope {
     Place,
 }
 
-/// Whether `code` is the request bounds' (`bounds::enforce`), which answer in the list
+/// Whether `code` is the request bounds' (`bounds::Enforce`), which answer in the list
 /// envelope on every route that is not a control route.
 fn of_the_bounds(code: ErrorCode) -> bool {
     matches!(

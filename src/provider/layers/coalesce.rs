@@ -21,7 +21,8 @@ pub struct Coalesced {
     /// Keyed by the digest of the caller's forwarded credentials for providers whose answer
     /// depends on them, so no caller ever receives an answer fetched with another's key;
     /// by `None` for all others.
-    answers: moka::future::Cache<Option<[u8; 32]>, (Fresh, Asked)>,
+    /// Keyed by key digests, uniform already: foldhash rather than SipHash, on every ask.
+    answers: moka::future::Cache<Option<[u8; 32]>, (Fresh, Asked), foldhash::fast::RandomState>,
     /// The provider sends the caller's own credentials upstream, so its answers are the
     /// caller's: from the kind's settings, the one place that fact is stated.
     per_caller: bool,
@@ -79,7 +80,7 @@ impl Coalesced {
                 .max_capacity(10_000)
                 .time_to_live(ttl)
                 .expire_after(Life)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 

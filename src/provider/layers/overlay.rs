@@ -41,7 +41,8 @@ struct State {
     moves: HashMap<Text, Pushed>,
     /// Per caller (`None` for a provider whose answers are everyone's): the answer last
     /// served, and the overlay laid on it.
-    seen: HashMap<Option<[u8; 32]>, Seen>,
+    /// Keyed by key digests, uniform already: foldhash rather than SipHash, on every answer.
+    seen: HashMap<Option<[u8; 32]>, Seen, foldhash::fast::RandomState>,
 }
 
 struct Pushed {
