@@ -253,19 +253,21 @@ where
     C: Future<Output = Result<(), hyper::Error>>,
 {
     let mut conn = pin!(conn);
+    // One timer and one wait for each signal for the connection's life, moved rather than
+    // made anew each time the phase changes (twice a request): registering a new timer with
+    // tokio's wheel costs far more than moving one that is registered already.
+    let mut timer = pin!(tokio::time::sleep_until(
+        activity.opened + limits.header_read_timeout
+    ));
+    let mut close = pin!(activity.close.notified());
+    let mut sooner = pin!(activity.sooner.notified());
     loop {
-        let wait = async {
-            match activity.deadline(limits) {
-                Some((at, _)) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at) => {}
-                        () = activity.sooner.notified() => {}
-                    }
-                }
-                // Answering: nothing to time until the answer is done.
-                None => activity.sooner.notified().await,
+        let deadline = activity.deadline(limits);
+        if let Some((at, _)) = deadline {
+            if timer.deadline() != at {
+                timer.as_mut().reset(at);
             }
-        };
+        }
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -273,11 +275,14 @@ where
                 }
                 return;
             }
-            () = activity.close.notified() => {
+            () = close.as_mut() => {
                 tracing::debug!("closing connection: asked to");
                 return;
             }
-            () = wait => {
+            // The deadline may have come nearer: look again.
+            () = sooner.as_mut() => sooner.set(activity.sooner.notified()),
+            // Answering (no deadline): nothing to time until the answer is done.
+            () = timer.as_mut(), if deadline.is_some() => {
                 // The phase may have moved on while we slept; only its current deadline counts.
                 if let Some((at, reason)) = activity.deadline(limits) {
                     if at <= Instant::now() {
