@@ -253,50 +253,45 @@ where
     C: Future<Output = Result<(), hyper::Error>>,
 {
     let mut conn = pin!(conn);
-    // One timer and one wait for each signal for the connection's life, moved rather than
-    // made anew each time the phase changes (twice a request): registering a new timer with
-    // tokio's wheel costs far more than moving one that is registered already.
+    // One timer for the connection's life, moved rather than made anew at each phase:
+    // registering a new timer with tokio's wheel costs far more than moving one.
     let mut timer = pin!(tokio::time::sleep_until(
         activity.opened + limits.header_read_timeout
     ));
     let mut close = pin!(activity.close.notified());
-    let mut sooner = pin!(activity.sooner.notified());
-    loop {
-        let deadline = activity.deadline(limits);
-        if let Some((at, _)) = deadline {
-            if timer.deadline() != at {
-                timer.as_mut().reset(at);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            if let Err(e) = result {
+                tracing::trace!(error = %e, "connection ended with an error");
             }
+            return Poll::Ready(());
         }
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::trace!(error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            () = close.as_mut() => {
-                tracing::debug!("closing connection: asked to");
-                return;
-            }
-            // The deadline may have come nearer: look again.
-            () = sooner.as_mut() => sooner.set(activity.sooner.notified()),
-            // Answering (no deadline): nothing to time until the answer is done.
-            () = timer.as_mut(), if deadline.is_some() => {
-                // The phase may have moved on while we slept; only its current deadline counts.
-                if let Some((at, reason)) = activity.deadline(limits) {
-                    if at <= Instant::now() {
-                        tracing::debug!(reason, "closing connection");
-                        match reason {
-                            "idle_timeout" => closed.idle.increment(1),
-                            _ => closed.header_read.increment(1),
-                        }
-                        return;
-                    }
-                }
-            }
+        if close.as_mut().poll(cx).is_ready() {
+            tracing::debug!("closing connection: asked to");
+            return Poll::Ready(());
         }
-    }
+        // Every change of phase happens while the connection is polled, on this task, so
+        // the phase read here is current: the timer is set for it with no wake-up. (A
+        // connection that woke itself to say so was rescheduled, and tokio woke an idle
+        // worker for it, twice a request.)
+        let Some((at, reason)) = activity.deadline(limits) else {
+            // Answering: nothing to time until the answer is done.
+            return Poll::Pending;
+        };
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        tracing::debug!(reason, "closing connection");
+        match reason {
+            "idle_timeout" => closed.idle.increment(1),
+            _ => closed.header_read.increment(1),
+        }
+        Poll::Ready(())
+    })
+    .await
 }
 
 const HEAD: u64 = 0;
@@ -313,10 +308,6 @@ struct Activity {
     /// Microseconds from `opened` to the start of the phase, shifted left by `PHASE_BITS`,
     /// with the phase in the low bits: one word, so it is never read half-written.
     phase: AtomicU64,
-    /// Signalled when the deadline may have come nearer: an answer is done (idle begins) or
-    /// an idle connection's next request begins (head begins). Other changes only move the
-    /// deadline later or away, which the watchdog sees when it next wakes.
-    sooner: Notify,
     /// Signalled to close the connection at once, whatever its phase ([`Disconnect`]).
     close: Notify,
 }
@@ -338,7 +329,6 @@ impl Activity {
         Activity {
             opened: Instant::now(),
             phase: AtomicU64::new(HEAD),
-            sooner: Notify::new(),
             close: Notify::new(),
         }
     }
@@ -353,7 +343,6 @@ impl Activity {
     fn bytes_arrived(&self) {
         if self.phase.load(Ordering::Acquire) & 0b11 == IDLE {
             self.enter(HEAD);
-            self.sooner.notify_one();
         }
     }
 
@@ -369,7 +358,6 @@ impl Activity {
     fn flushed(&self) {
         if self.phase.load(Ordering::Acquire) & 0b11 == WRITTEN {
             self.enter(IDLE);
-            self.sooner.notify_one();
         }
     }
 
