@@ -127,11 +127,7 @@ pub(super) async fn ask(
         }
     }
     if let Some(key) = identity.key() {
-        let spend = if scope == Scope::Place {
-            Spend::Placing
-        } else {
-            Spend::Request
-        };
+        let spend = Spend::of(scope);
         if let Some(org) = loaded.service.org_id(&identity.org().id) {
             let fleet = loaded.service.store().redis();
             edge.live.rates().take(fleet, org, key, spend).await?;
@@ -159,11 +155,7 @@ fn check_now(
         return None;
     }
     if let Some(key) = identity.key() {
-        let spend = if scope == Scope::Place {
-            Spend::Placing
-        } else {
-            Spend::Request
-        };
+        let spend = Spend::of(scope);
         if let Some(org) = loaded.service.org_id(&identity.org().id) {
             let fleet = loaded.service.store().redis();
             return edge.live.rates().take_now(fleet, org, key, spend);

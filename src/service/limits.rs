@@ -28,6 +28,24 @@ pub enum Spend {
     Placing,
 }
 
+impl Spend {
+    /// What a request needing `scope` spends: placing spends the calls rate too.
+    pub fn of(scope: crate::scope::Scope) -> Self {
+        if scope == crate::scope::Scope::Place {
+            Self::Placing
+        } else {
+            Self::Request
+        }
+    }
+
+    /// Whether `key` has a rate this spend takes from; if not, it costs nothing.
+    fn limited(self, key: &KeySpec) -> bool {
+        let limits = &key.limits;
+        limits.requests_per_second.is_some()
+            || (self == Self::Placing && limits.calls_per_second.is_some())
+    }
+}
+
 /// One key's cells, with the settings they were made for: a key whose settings changed
 /// starts afresh.
 struct Cells {
@@ -139,9 +157,7 @@ impl KeyRates {
         key: &KeySpec,
         spend: Spend,
     ) -> Option<Result<(), AuthError>> {
-        let limits = &key.limits;
-        let placing = spend == Spend::Placing && limits.calls_per_second.is_some();
-        if limits.requests_per_second.is_none() && !placing {
+        if !spend.limited(key) {
             return Some(Ok(()));
         }
         match redis {
@@ -152,11 +168,10 @@ impl KeyRates {
 
     /// [`KeyRates::take`] in this process's memory.
     pub fn take_here(&self, org: &Arc<str>, key: &KeySpec, spend: Spend) -> Result<(), AuthError> {
-        let limits = &key.limits;
-        let placing = spend == Spend::Placing && limits.calls_per_second.is_some();
-        if limits.requests_per_second.is_none() && !placing {
+        if !spend.limited(key) {
             return Ok(());
         }
+        let limits = &key.limits;
         let cells = self.cells_of(org, key);
         let refuse = |what, per_second: Option<NonZeroU32>, wait: Duration| {
             refusal(key, what, per_second.map_or(0, NonZeroU32::get), wait)

@@ -520,7 +520,7 @@ async fn sign_in_link_command(app: &TestApp, org: &str, key: &str) -> std::proce
     use std::io::Write;
     let (url, org, key) = (app.url(""), org.to_owned(), key.to_owned());
     tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_callmux"))
+        let mut child = callmux()
             .args(["sign-in-link", "--url", &url, "--org", &org])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
